@@ -1,0 +1,304 @@
+// Package bridge is the core of matrix2mqtt: it routes MQTT topics to actions, validates
+// requests, keeps the durable outbox, maps Matrix events to MQTT messages and owns the order of
+// start-up and shutdown.
+package bridge
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+	"go.mau.fi/util/dbutil"
+	_ "go.mau.fi/util/dbutil/litestream" // registers the sqlite3-fk-wal driver
+
+	"github.com/matrix2mqtt/matrix2mqtt/matrix"
+	"github.com/matrix2mqtt/matrix2mqtt/mqtt"
+)
+
+// Options are what the bridge needs besides its Config.
+type Options struct {
+	Version string
+	// Clock defaults to the real clock.
+	Clock Clock
+}
+
+// Bridge connects one Matrix account to one MQTT broker.
+type Bridge struct {
+	cfg     Config
+	opts    Options
+	clock   Clock
+	topics  topics
+	log     zerolog.Logger
+	db      *dbutil.Database
+	outbox  *outbox
+	matrix  *matrix.Client
+	mqtt    *mqtt.Client
+	lanes   *lanes
+	stats   *stats
+	intake  *intake
+	ready   chan struct{} // closed once Matrix is logged in
+	keys    *roomKeys
+	limiter chan struct{} // bounds concurrent immediate actions
+
+	flushMu sync.Mutex
+	flushCh chan struct{} // closed and replaced by outbox_flush
+}
+
+// New prepares a bridge; Run starts it.
+func New(cfg Config, opts Options) *Bridge {
+	if opts.Clock == nil {
+		opts.Clock = realClock{}
+	}
+	b := &Bridge{
+		cfg:     cfg,
+		opts:    opts,
+		clock:   opts.Clock,
+		topics:  topics{base: cfg.MQTT.BaseTopic},
+		ready:   make(chan struct{}),
+		keys:    newRoomKeys(cfg.Targets),
+		limiter: make(chan struct{}, 16),
+		flushCh: make(chan struct{}),
+	}
+	b.stats = newStats(b.clock)
+	b.lanes = newLanes(b.deliver)
+	return b
+}
+
+// Run runs the bridge until ctx ends, then shuts down in order: stop taking requests, let the
+// lanes drain for up to SHUTDOWN_TIMEOUT, stop syncing, publish offline, disconnect, close the
+// database.
+func (b *Bridge) Run(ctx context.Context) error {
+	b.log = zerolog.Ctx(ctx).With().Str("component", "bridge").Logger()
+	// work outlives ctx during the drain, and is cancelled at the end of it.
+	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelWork()
+
+	if err := b.openDatabase(work); err != nil {
+		return err
+	}
+	defer b.db.Close()
+	mc, err := matrix.New(work, b.cfg.Matrix, b.db)
+	if err != nil {
+		return err
+	}
+	b.matrix = mc
+
+	b.intake = newIntake(b)
+	b.mqtt = mqtt.New(work, b.cfg.MQTT, mqtt.Options{
+		Will:          mqtt.Will{Topic: b.topics.state(), Payload: "offline"},
+		Subscriptions: []string{b.topics.requestFilter(), b.topics.sendFilter()},
+		OnMessage:     b.intake.offer,
+		OnConnect:     b.announce,
+	})
+	if err := b.mqtt.Connect(ctx); err != nil {
+		return err
+	}
+
+	pending, err := b.outbox.pending(work)
+	if err != nil {
+		return err
+	}
+	for _, e := range pending {
+		b.stats.enqueued(e)
+		b.lanes.push(work, e)
+	}
+	if len(pending) > 0 {
+		b.log.Info().Int("count", len(pending)).Msg("Resuming requests from the outbox")
+	}
+
+	var wg sync.WaitGroup
+	syncCtx, stopSync := context.WithCancel(work)
+	defer stopSync()
+	wg.Add(3)
+	go func() {
+		defer wg.Done()
+		if err := b.matrix.Run(syncCtx, b, b.loggedIn); err != nil && !errors.Is(err, context.Canceled) {
+			b.log.Error().Err(err).Msg("Matrix sync stopped")
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		b.intake.run(work)
+	}()
+	go func() {
+		defer wg.Done()
+		b.stats.publishLoop(syncCtx, b.publishStats)
+	}()
+	stopHTTP := b.serveHTTP(work)
+
+	<-ctx.Done()
+	b.log.Info().Msg("Shutting down")
+	b.intake.close()
+	drain, cancelDrain := context.WithTimeout(work, b.cfg.ShutdownTimeout)
+	if !b.lanes.wait(drain) {
+		b.log.Warn().Int("pending", b.stats.snapshot().OutboxPending).Msg("Outbox not drained in time; the rest is kept for the next start")
+	}
+	cancelDrain()
+	stopSync()
+	stopHTTP()
+	cancelWork()
+	wg.Wait()
+	b.lanes.wait(context.Background())
+
+	final, cancelFinal := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	if err := b.mqtt.Publish(final, b.topics.state(), true, []byte("offline")); err != nil {
+		b.log.Warn().Err(err).Msg("Failed to publish offline state")
+	}
+	cancelFinal()
+	b.mqtt.Disconnect(500 * time.Millisecond)
+	b.log.Info().Msg("Stopped")
+	return nil
+}
+
+func (b *Bridge) openDatabase(ctx context.Context) error {
+	if err := os.MkdirAll(b.cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("failed to create DATA_DIR: %w", err)
+	}
+	path := b.cfg.databasePath()
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return fmt.Errorf("failed to create database file: %w", err)
+	}
+	f.Close()
+	if err := os.Chmod(path, 0o600); err != nil {
+		return fmt.Errorf("failed to restrict database file: %w", err)
+	}
+	db, err := dbutil.NewWithDialect("file:"+filepath.ToSlash(path)+"?_txlock=immediate", "sqlite3-fk-wal")
+	if err != nil {
+		return fmt.Errorf("failed to open database: %w", err)
+	}
+	db.Log = dbutil.ZeroLogger(b.log)
+	own := db.Child("matrix2mqtt_bridge_version", upgradeTable, db.Log)
+	if err := own.Upgrade(ctx); err != nil {
+		db.Close()
+		return fmt.Errorf("failed to upgrade outbox tables: %w", err)
+	}
+	b.db = db
+	b.outbox = &outbox{db: own}
+	return nil
+}
+
+// loggedIn runs once Matrix is logged in: it opens the outbox lanes and learns the rooms of
+// friendly names.
+func (b *Bridge) loggedIn(ctx context.Context) {
+	select {
+	case <-b.ready:
+	default:
+		close(b.ready)
+	}
+	b.keys.learn(ctx, b.matrix)
+	b.publishInfo(ctx)
+	b.publishRooms(ctx)
+}
+
+// announce runs after every MQTT (re)connect: state, info, rooms and stats are retained, so
+// they are published again in case the broker lost them.
+func (b *Bridge) announce(ctx context.Context) {
+	if err := b.mqtt.Publish(ctx, b.topics.state(), true, []byte("online")); err != nil {
+		b.log.Warn().Err(err).Msg("Failed to publish online state")
+	}
+	select {
+	case <-b.ready:
+		b.publishInfo(ctx)
+		b.publishRooms(ctx)
+	default:
+	}
+	b.stats.touch()
+}
+
+// Info is the retained payload of `<base>/bridge/info`.
+type Info struct {
+	Version    string    `json:"version"`
+	UserID     string    `json:"user_id"`
+	DeviceID   string    `json:"device_id"`
+	Homeserver string    `json:"homeserver"`
+	BaseTopic  string    `json:"base_topic"`
+	E2EE       E2EEInfo  `json:"e2ee"`
+	Targets    []string  `json:"targets"`
+	StartedAt  time.Time `json:"started_at"`
+}
+
+// E2EEInfo is the encryption status in Info.
+type E2EEInfo struct {
+	Enabled bool `json:"enabled"`
+}
+
+func (b *Bridge) publishInfo(ctx context.Context) {
+	info := Info{
+		Version:    b.opts.Version,
+		UserID:     b.matrix.UserID().String(),
+		DeviceID:   b.matrix.DeviceID().String(),
+		Homeserver: b.matrix.Homeserver(),
+		BaseTopic:  b.cfg.MQTT.BaseTopic,
+		Targets:    b.keys.names(),
+		StartedAt:  b.stats.started,
+	}
+	b.publishJSON(ctx, b.topics.info(), true, info)
+}
+
+func (b *Bridge) publishRooms(ctx context.Context) {
+	rooms, err := b.matrix.Rooms(ctx)
+	if err != nil {
+		b.log.Warn().Err(err).Msg("Failed to list rooms")
+		return
+	}
+	b.publishJSON(ctx, b.topics.rooms(), true, b.keys.annotate(rooms))
+}
+
+func (b *Bridge) publishStats(ctx context.Context, s Stats) {
+	b.publishJSON(ctx, b.topics.stats(), true, s)
+}
+
+func (b *Bridge) publishJSON(ctx context.Context, topic string, retained bool, v any) {
+	payload, err := json.Marshal(v)
+	if err != nil {
+		b.log.Error().Err(err).Str("topic", topic).Msg("Failed to encode payload")
+		return
+	}
+	if err := b.mqtt.Publish(ctx, topic, retained, payload); err != nil {
+		b.log.Warn().Err(err).Str("topic", topic).Msg("Failed to publish")
+	}
+}
+
+// serveHTTP serves /healthz (200 when both connections are up) and /stats on HTTP_LISTEN.
+func (b *Bridge) serveHTTP(ctx context.Context) (stop func()) {
+	if b.cfg.HTTPListen == "" {
+		return func() {}
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		if !b.mqtt.IsConnected() || !b.matrix.Healthy() {
+			http.Error(w, "unhealthy", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /stats", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(b.stats.snapshot())
+	})
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, BaseContext: func(net.Listener) context.Context { return ctx }}
+	ln, err := net.Listen("tcp", b.cfg.HTTPListen)
+	if err != nil {
+		b.log.Error().Err(err).Str("listen", b.cfg.HTTPListen).Msg("Failed to listen for HTTP")
+		return func() {}
+	}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			b.log.Error().Err(err).Msg("HTTP server stopped")
+		}
+	}()
+	return func() {
+		shutdownCtx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_ = srv.Shutdown(shutdownCtx)
+	}
+}

@@ -1,0 +1,269 @@
+package bridge
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/format"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/matrix2mqtt/matrix2mqtt/matrix"
+)
+
+// actionAutoRedact is the internal outbox action that carries out `redact_after_s`; it has no
+// response topic.
+const actionAutoRedact = "auto_redact"
+
+// autoRedact is the request of an actionAutoRedact entry.
+type autoRedact struct {
+	RoomID  id.RoomID  `json:"room_id"`
+	EventID id.EventID `json:"event_id"`
+}
+
+// SendResult is the data of a successful send, react or redact.
+type SendResult struct {
+	EventID id.EventID `json:"event_id"`
+	RoomID  id.RoomID  `json:"room_id"`
+}
+
+// retryBase and retryLimit bound the backoff between delivery attempts.
+const (
+	retryBase  = time.Second
+	retryLimit = 5 * time.Minute
+)
+
+// deliver works on one outbox entry until it is answered or ctx ends (then it stays in the
+// outbox for the next start): it waits for Matrix, for a scheduled time, retries what may pass
+// with backoff, and answers expired requests.
+func (b *Bridge) deliver(ctx context.Context, e *entry) {
+	select {
+	case <-b.ready:
+	case <-ctx.Done():
+		return
+	}
+	for attempt := 0; ; attempt++ {
+		now := b.clock.Now()
+		if wait := e.NotBefore.Sub(now); wait > 0 {
+			if !b.sleep(ctx, wait, false) {
+				return
+			}
+			now = b.clock.Now()
+		}
+		if deadline := b.deadline(e); now.After(deadline) {
+			b.finish(ctx, e, nil, errorf(CodeExpired, "not delivered within %s of being received", deadline.Sub(e.CreatedAt).Round(time.Second)))
+			return
+		}
+		data, followUps, err := b.execute(ctx, e)
+		if err == nil {
+			b.finish(ctx, e, data, nil, followUps...)
+			return
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		out := classify(err)
+		if !out.retry {
+			b.finish(ctx, e, nil, out.err)
+			return
+		}
+		wait := max(out.retryWait, matrix.Backoff(attempt, retryBase, retryLimit))
+		if until := time.Until(b.deadline(e)); until < wait {
+			wait = max(until, 0) + time.Millisecond
+		}
+		b.stats.failed(out.err)
+		b.log.Warn().Err(err).Int64("outbox_id", e.ID).Str("action", e.Action).Dur("retry_in", wait).Msg("Delivery failed, will retry")
+		if !b.sleep(ctx, wait, true) {
+			return
+		}
+	}
+}
+
+// deadline is when the entry expires: its expire_s, or OUTBOX_MAX_AGE after it was received.
+func (b *Bridge) deadline(e *entry) time.Time {
+	limit := e.CreatedAt.Add(b.cfg.OutboxMaxAge)
+	if e.NotBefore.After(e.CreatedAt) {
+		limit = e.NotBefore.Add(b.cfg.OutboxMaxAge)
+	}
+	if !e.ExpiresAt.IsZero() && e.ExpiresAt.Before(limit) {
+		return e.ExpiresAt
+	}
+	return limit
+}
+
+// sleep waits for d, or until outbox_flush when flushable; it reports false when ctx ended.
+func (b *Bridge) sleep(ctx context.Context, d time.Duration, flushable bool) bool {
+	var flush chan struct{}
+	if flushable {
+		b.flushMu.Lock()
+		flush = b.flushCh
+		b.flushMu.Unlock()
+	}
+	select {
+	case <-b.clock.After(d):
+	case <-flush:
+	case <-ctx.Done():
+		return false
+	}
+	return true
+}
+
+// flush makes every lane that waits to retry try again now.
+func (b *Bridge) flush() {
+	b.flushMu.Lock()
+	close(b.flushCh)
+	b.flushCh = make(chan struct{})
+	b.flushMu.Unlock()
+}
+
+// finish answers the entry, then removes it from the outbox with its follow-ups. Answering
+// first means a crash in between answers again, with the same event ID, rather than never.
+func (b *Bridge) finish(ctx context.Context, e *entry, data any, err *Error, followUps ...*entry) {
+	if e.Action != actionAutoRedact {
+		var id string
+		var probe struct {
+			ID string `json:"id"`
+		}
+		if json.Unmarshal(e.Request, &probe) == nil {
+			id = probe.ID
+		}
+		b.respond(ctx, e.Action, id, data, err)
+	}
+	if err != nil {
+		b.log.Warn().Int64("outbox_id", e.ID).Str("action", e.Action).Str("code", err.Code).Str("reason", err.Message).Msg("Request failed")
+	}
+	for {
+		ferr := b.outbox.finish(ctx, e.ID, followUps)
+		if ferr == nil {
+			break
+		}
+		b.log.Error().Err(ferr).Msg("Failed to update the outbox; retrying")
+		if !b.sleep(ctx, time.Second, false) {
+			return
+		}
+	}
+	b.stats.done(e, err)
+	for _, f := range followUps {
+		b.stats.enqueued(f)
+		b.lanes.push(ctx, f)
+	}
+}
+
+// execute carries out one durable request against Matrix.
+func (b *Bridge) execute(ctx context.Context, e *entry) (any, []*entry, error) {
+	switch e.Action {
+	case ActionSend:
+		var r SendRequest
+		if err := json.Unmarshal(e.Request, &r); err != nil {
+			return nil, nil, fmt.Errorf("failed to decode stored request: %w", err)
+		}
+		roomID, err := b.resolve(ctx, e.Lane)
+		if err != nil {
+			return nil, nil, err
+		}
+		evtID, err := b.matrix.Send(ctx, roomID, event.EventMessage, messageContent(&r), e.TxnID)
+		if err != nil {
+			return nil, nil, err
+		}
+		var followUps []*entry
+		if r.RedactAfterS > 0 {
+			req, _ := json.Marshal(autoRedact{RoomID: roomID, EventID: evtID})
+			followUps = append(followUps, &entry{
+				Action: actionAutoRedact, Lane: "redact_after/" + evtID.String(), Request: req,
+				TxnID: newTxnID(), CreatedAt: b.clock.Now(), NotBefore: b.clock.Now().Add(seconds(r.RedactAfterS)),
+			})
+		}
+		return SendResult{EventID: evtID, RoomID: roomID}, followUps, nil
+	case ActionReact:
+		var r ReactRequest
+		if err := json.Unmarshal(e.Request, &r); err != nil {
+			return nil, nil, fmt.Errorf("failed to decode stored request: %w", err)
+		}
+		roomID, err := b.resolve(ctx, e.Lane)
+		if err != nil {
+			return nil, nil, err
+		}
+		content := &event.ReactionEventContent{RelatesTo: *(&event.RelatesTo{}).SetAnnotation(r.EventID, r.Key)}
+		evtID, err := b.matrix.Send(ctx, roomID, event.EventReaction, content, e.TxnID)
+		if err != nil {
+			return nil, nil, err
+		}
+		return SendResult{EventID: evtID, RoomID: roomID}, nil, nil
+	case ActionRedact:
+		var r RedactRequest
+		if err := json.Unmarshal(e.Request, &r); err != nil {
+			return nil, nil, fmt.Errorf("failed to decode stored request: %w", err)
+		}
+		roomID, err := b.resolve(ctx, e.Lane)
+		if err != nil {
+			return nil, nil, err
+		}
+		evtID, err := b.matrix.Redact(ctx, roomID, r.EventID, r.Reason, e.TxnID)
+		if err != nil {
+			return nil, nil, err
+		}
+		return SendResult{EventID: evtID, RoomID: roomID}, nil, nil
+	case actionAutoRedact:
+		var r autoRedact
+		if err := json.Unmarshal(e.Request, &r); err != nil {
+			return nil, nil, fmt.Errorf("failed to decode stored request: %w", err)
+		}
+		_, err := b.matrix.Redact(ctx, r.RoomID, r.EventID, "redact_after_s", e.TxnID)
+		return nil, nil, err
+	}
+	return nil, nil, fmt.Errorf("unknown outbox action %q", e.Action)
+}
+
+// resolve turns an expanded target into a room ID and remembers it for the topic keys.
+func (b *Bridge) resolve(ctx context.Context, target string) (id.RoomID, error) {
+	roomID, err := b.matrix.Resolve(ctx, target)
+	if err != nil {
+		return "", err
+	}
+	b.keys.remember(target, roomID)
+	return roomID, nil
+}
+
+// messageContent builds the m.room.message content of a send request.
+func messageContent(r *SendRequest) *event.MessageEventContent {
+	var content event.MessageEventContent
+	switch {
+	case r.Markdown != "":
+		content = format.RenderMarkdown(r.Markdown, true, true)
+	case r.HTML != "":
+		content = format.HTMLToContent(r.HTML)
+	default:
+		content = event.MessageEventContent{Body: r.Text}
+	}
+	content.MsgType = event.MsgText
+	switch strings.TrimPrefix(r.MsgType, "m.") {
+	case "notice":
+		content.MsgType = event.MsgNotice
+	case "emote":
+		content.MsgType = event.MsgEmote
+	}
+	content.Mentions = &event.Mentions{}
+	for _, m := range r.Mentions {
+		if m == "@room" {
+			content.Mentions.Room = true
+		} else {
+			content.Mentions.UserIDs = append(content.Mentions.UserIDs, id.UserID(m))
+		}
+	}
+	switch {
+	case r.Edit != "":
+		content.SetEdit(r.Edit)
+	case r.Thread != "":
+		rel := &event.RelatesTo{}
+		if r.ReplyTo != "" {
+			rel.SetReplyTo(r.ReplyTo)
+		}
+		content.RelatesTo = rel.SetThread(r.Thread, r.Thread)
+	case r.ReplyTo != "":
+		content.RelatesTo = (&event.RelatesTo{}).SetReplyTo(r.ReplyTo)
+	}
+	return &content
+}

@@ -1,0 +1,54 @@
+package bridge
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sync"
+
+	"github.com/matrix2mqtt/matrix2mqtt/matrix"
+)
+
+// HandleSync publishes what one sync response brought and returns once the broker acknowledged
+// all of it, so that the sync token is saved only then.
+func (b *Bridge) HandleSync(ctx context.Context, batch *matrix.Batch) error {
+	var wg sync.WaitGroup
+	errs := make(chan error, len(batch.Events)+len(batch.Notices))
+	publish := func(topic string, v any) {
+		payload, err := json.Marshal(v)
+		if err != nil {
+			b.log.Error().Err(err).Str("topic", topic).Msg("Failed to encode inbound event")
+			return
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := b.mqtt.Publish(ctx, topic, false, payload); err != nil {
+				errs <- err
+			}
+		}()
+	}
+	for _, ev := range batch.Events {
+		publish(b.topics.inbound(b.keys.key(ev.RoomID), ev.Kind), ev.Payload)
+	}
+	for _, n := range batch.Notices {
+		publish(b.topics.event(), n)
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		return fmt.Errorf("failed to publish inbound events: %w", err)
+	}
+	if n := len(batch.Events); n > 0 {
+		b.stats.update(func(s *Stats) { s.Inbound += int64(n) })
+	}
+	if batch.RoomsChanged {
+		b.publishRooms(ctx)
+	}
+	return nil
+}
+
+// HandleNotice publishes a notice for the operator on `<base>/bridge/event`.
+func (b *Bridge) HandleNotice(ctx context.Context, n matrix.Notice) {
+	b.publishJSON(ctx, b.topics.event(), false, n)
+}

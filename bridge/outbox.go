@@ -1,0 +1,122 @@
+package bridge
+
+import (
+	"context"
+	"crypto/rand"
+	"embed"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"go.mau.fi/util/dbutil"
+)
+
+//go:embed schema/*.sql
+var schemaFS embed.FS
+
+var upgradeTable = dbutil.BuildUpgradeTable().WithFSPath(schemaFS, "schema").Finish()
+
+// entry is one durable request in the outbox.
+type entry struct {
+	ID        int64
+	Action    string
+	Lane      string
+	Request   json.RawMessage
+	TxnID     string
+	CreatedAt time.Time
+	// ExpiresAt, when set, is when the request is answered `expired` instead of delivered.
+	ExpiresAt time.Time
+	// NotBefore, when set, is when a scheduled entry (an auto-redaction) becomes due.
+	NotBefore time.Time
+}
+
+// outbox is the table of requests that were acknowledged to the broker but not yet answered.
+type outbox struct {
+	db *dbutil.Database
+}
+
+func newTxnID() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return "m2m" + hex.EncodeToString(b[:])
+}
+
+func millis(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixMilli()
+}
+
+func fromMillis(ms int64) time.Time {
+	if ms == 0 {
+		return time.Time{}
+	}
+	return time.UnixMilli(ms)
+}
+
+// add stores entries in one transaction and sets their IDs.
+func (o *outbox) add(ctx context.Context, entries []*entry) error {
+	err := o.db.DoTxn(ctx, nil, func(ctx context.Context) error {
+		for _, e := range entries {
+			err := o.db.QueryRow(ctx, `
+				INSERT INTO matrix2mqtt_outbox (action, lane, request, txn_id, created_at, expires_at, not_before)
+				VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id`,
+				e.Action, e.Lane, string(e.Request), e.TxnID, millis(e.CreatedAt), millis(e.ExpiresAt), millis(e.NotBefore),
+			).Scan(&e.ID)
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("failed to add %d requests to the outbox: %w", len(entries), err)
+	}
+	return nil
+}
+
+// finish deletes a done entry and adds its follow-ups (a scheduled redaction) in one transaction.
+func (o *outbox) finish(ctx context.Context, id int64, followUps []*entry) error {
+	err := o.db.DoTxn(ctx, nil, func(ctx context.Context) error {
+		if _, err := o.db.Exec(ctx, "DELETE FROM matrix2mqtt_outbox WHERE id=$1", id); err != nil {
+			return err
+		}
+		if len(followUps) > 0 {
+			return o.add(ctx, followUps)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("failed to finish outbox entry %d: %w", id, err)
+	}
+	return nil
+}
+
+// pending returns every entry, oldest first.
+func (o *outbox) pending(ctx context.Context) ([]*entry, error) {
+	rows, err := o.db.Query(ctx, `
+		SELECT id, action, lane, request, txn_id, created_at, expires_at, not_before
+		FROM matrix2mqtt_outbox ORDER BY id`)
+	if err != nil {
+		return nil, fmt.Errorf("failed to load the outbox: %w", err)
+	}
+	defer rows.Close()
+	var out []*entry
+	for rows.Next() {
+		var e entry
+		var request string
+		var created, expires, notBefore int64
+		if err := rows.Scan(&e.ID, &e.Action, &e.Lane, &request, &e.TxnID, &created, &expires, &notBefore); err != nil {
+			return nil, fmt.Errorf("failed to load the outbox: %w", err)
+		}
+		e.Request = json.RawMessage(request)
+		e.CreatedAt, e.ExpiresAt, e.NotBefore = fromMillis(created), fromMillis(expires), fromMillis(notBefore)
+		out = append(out, &e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("failed to load the outbox: %w", err)
+	}
+	return out, nil
+}

@@ -1,0 +1,19 @@
+-- v0 -> v1: Latest revision
+
+CREATE TABLE matrix2mqtt_session (
+	user_id      TEXT PRIMARY KEY,
+	homeserver   TEXT NOT NULL,
+	device_id    TEXT NOT NULL,
+	access_token TEXT NOT NULL
+);
+
+CREATE TABLE matrix2mqtt_sync (
+	user_id    TEXT PRIMARY KEY,
+	next_batch TEXT NOT NULL
+);
+
+CREATE TABLE matrix2mqtt_room (
+	room_id TEXT PRIMARY KEY,
+	name    TEXT NOT NULL DEFAULT '',
+	alias   TEXT NOT NULL DEFAULT ''
+);

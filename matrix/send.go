@@ -1,0 +1,141 @@
+package matrix
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+)
+
+// Resolve turns a target (room ID, alias or user ID) into a room ID. A user ID resolves to the
+// DM with that user, created when there is none.
+func (c *Client) Resolve(ctx context.Context, target string) (id.RoomID, error) {
+	if target == "" {
+		return "", fmt.Errorf("%w: empty", ErrUnknownTarget)
+	}
+	switch target[0] {
+	case '!':
+		return id.RoomID(target), nil
+	case '#':
+		return c.rooms.resolveAlias(ctx, id.RoomAlias(target))
+	case '@':
+		roomID, _, err := c.EnsureDM(ctx, id.UserID(target))
+		return roomID, err
+	}
+	return "", fmt.Errorf("%w: %q is not a room ID, alias or user ID", ErrUnknownTarget, target)
+}
+
+// EnsureDM returns the direct chat with user, creating it when there is none; created tells
+// which.
+func (c *Client) EnsureDM(ctx context.Context, user id.UserID) (roomID id.RoomID, created bool, err error) {
+	err = c.retryAuth(ctx, func() error {
+		roomID, created, err = c.rooms.ensureDM(ctx, user, false)
+		return err
+	})
+	return roomID, created, err
+}
+
+// Send sends a message-like event with a fixed transaction ID, so that a retry is deduplicated.
+func (c *Client) Send(ctx context.Context, roomID id.RoomID, evtType event.Type, content any, txnID string) (id.EventID, error) {
+	var resp *mautrix.RespSendEvent
+	err := c.retryAuth(ctx, func() (err error) {
+		resp, err = c.cli.SendMessageEvent(ctx, roomID, evtType, content, mautrix.ReqSendEvent{TransactionID: txnID})
+		return err
+	})
+	if err != nil {
+		return "", fmt.Errorf("failed to send %s to %s: %w", evtType.Type, roomID, err)
+	}
+	return resp.EventID, nil
+}
+
+// Redact redacts eventID with a fixed transaction ID.
+func (c *Client) Redact(ctx context.Context, roomID id.RoomID, eventID id.EventID, reason, txnID string) (id.EventID, error) {
+	var resp *mautrix.RespSendEvent
+	err := c.retryAuth(ctx, func() (err error) {
+		resp, err = c.cli.RedactEvent(ctx, roomID, eventID, mautrix.ReqRedact{Reason: reason, TxnID: txnID})
+		return err
+	})
+	if err != nil {
+		return "", fmt.Errorf("failed to redact %s in %s: %w", eventID, roomID, err)
+	}
+	return resp.EventID, nil
+}
+
+// Typing sets or clears the typing notification in roomID.
+func (c *Client) Typing(ctx context.Context, roomID id.RoomID, typing bool, timeout time.Duration) error {
+	return c.retryAuth(ctx, func() error {
+		_, err := c.cli.UserTyping(ctx, roomID, typing, timeout)
+		if err != nil {
+			return fmt.Errorf("failed to set typing in %s: %w", roomID, err)
+		}
+		return nil
+	})
+}
+
+// ReadReceipt marks eventID as read in roomID.
+func (c *Client) ReadReceipt(ctx context.Context, roomID id.RoomID, eventID id.EventID) error {
+	return c.retryAuth(ctx, func() error {
+		if err := c.cli.SendReceipt(ctx, roomID, eventID, event.ReceiptTypeRead, nil); err != nil {
+			return fmt.Errorf("failed to send read receipt in %s: %w", roomID, err)
+		}
+		return nil
+	})
+}
+
+// Join joins a room by ID or alias and returns its ID.
+func (c *Client) Join(ctx context.Context, roomIDOrAlias string) (id.RoomID, error) {
+	var resp *mautrix.RespJoinRoom
+	err := c.retryAuth(ctx, func() (err error) {
+		resp, err = c.cli.JoinRoom(ctx, roomIDOrAlias, nil)
+		return err
+	})
+	if err != nil {
+		return "", fmt.Errorf("failed to join %s: %w", roomIDOrAlias, err)
+	}
+	if c.rooms.joined(ctx, resp.RoomID) && c.handler != nil {
+		c.handler.HandleSync(ctx, &Batch{RoomsChanged: true})
+	}
+	return resp.RoomID, nil
+}
+
+// Leave leaves roomID.
+func (c *Client) Leave(ctx context.Context, roomID id.RoomID) error {
+	err := c.retryAuth(ctx, func() error {
+		_, err := c.cli.LeaveRoom(ctx, roomID)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("failed to leave %s: %w", roomID, err)
+	}
+	if c.rooms.left(ctx, roomID) && c.handler != nil {
+		c.handler.HandleSync(ctx, &Batch{RoomsChanged: true})
+	}
+	return nil
+}
+
+// Rooms lists the joined rooms.
+func (c *Client) Rooms(ctx context.Context) ([]Room, error) {
+	return c.rooms.list(ctx)
+}
+
+// IsJoined reports whether the bot is in roomID, as far as sync has told.
+func (c *Client) IsJoined(ctx context.Context, roomID id.RoomID) bool {
+	return c.rooms.isJoined(ctx, roomID)
+}
+
+// retryAuth runs fn, and once more after logging in again if the token was rejected.
+func (c *Client) retryAuth(ctx context.Context, fn func() error) error {
+	err := fn()
+	if err != nil && c.recoverAuth(ctx, err) {
+		err = fn()
+	}
+	return err
+}
+
+// DirectRoom returns the existing DM with user, if there is one the bot is in.
+func (c *Client) DirectRoom(ctx context.Context, user id.UserID) (id.RoomID, bool) {
+	return c.rooms.existingDM(ctx, user)
+}

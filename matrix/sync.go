@@ -1,0 +1,249 @@
+package matrix
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+)
+
+var syncFilter = &mautrix.Filter{
+	Presence: &mautrix.FilterPart{NotTypes: []event.Type{{Type: "*"}}},
+	Room: &mautrix.RoomFilter{
+		Ephemeral: &mautrix.FilterPart{NotTypes: []event.Type{{Type: "*"}}},
+		Timeline:  &mautrix.FilterPart{Limit: 50},
+	},
+}
+
+func (c *Client) loadSyncToken(ctx context.Context) (string, error) {
+	var token string
+	err := c.db.QueryRow(ctx, "SELECT next_batch FROM matrix2mqtt_sync WHERE user_id=$1", c.cfg.UserID).Scan(&token)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", nil
+	} else if err != nil {
+		return "", fmt.Errorf("failed to load sync token: %w", err)
+	}
+	return token, nil
+}
+
+func (c *Client) saveSyncToken(ctx context.Context, token string) error {
+	_, err := c.db.Exec(ctx, `
+		INSERT INTO matrix2mqtt_sync (user_id, next_batch) VALUES ($1, $2)
+		ON CONFLICT (user_id) DO UPDATE SET next_batch=excluded.next_batch`, c.cfg.UserID, token)
+	if err != nil {
+		return fmt.Errorf("failed to save sync token: %w", err)
+	}
+	return nil
+}
+
+// Run logs in (retrying until it works or ctx ends), then syncs until ctx ends. Each sync
+// response is handed to h as a Batch, and its token is saved only after h accepted the batch.
+// The first sync of a new session publishes no history.
+func (c *Client) Run(ctx context.Context, h Handler, loggedIn func(context.Context)) error {
+	c.handler = h
+	for attempt := 0; ; attempt++ {
+		err := c.Login(ctx)
+		if err == nil {
+			break
+		}
+		if errors.Is(err, ErrTokenInvalid) || errors.Is(err, mautrix.MForbidden) {
+			h.HandleNotice(ctx, Notice{Type: "login_failed", Message: err.Error()})
+		}
+		wait := Backoff(attempt, time.Second, time.Minute)
+		c.log.Error().Err(err).Dur("retry_in", wait).Msg("Failed to log in to Matrix")
+		if sleep(ctx, wait) != nil {
+			return ctx.Err()
+		}
+	}
+	if err := c.rooms.loadDirect(ctx); err != nil {
+		c.log.Warn().Err(err).Msg("Failed to load direct chats")
+	}
+	if loggedIn != nil {
+		loggedIn(ctx)
+	}
+	since, err := c.loadSyncToken(ctx)
+	if err != nil {
+		return err
+	}
+	var filterID string
+	for attempt := 0; ctx.Err() == nil; {
+		if filterID == "" {
+			resp, err := c.cli.CreateFilter(ctx, syncFilter)
+			if err != nil {
+				attempt = c.syncFailed(ctx, h, attempt, err)
+				continue
+			}
+			filterID = resp.FilterID
+		}
+		timeout := int(c.cfg.SyncTimeout.Milliseconds())
+		if since == "" {
+			timeout = 0
+		}
+		resp, err := c.cli.FullSyncRequest(ctx, mautrix.ReqSync{Timeout: timeout, Since: since, FilterID: filterID})
+		if err != nil {
+			attempt = c.syncFailed(ctx, h, attempt, err)
+			continue
+		}
+		if attempt > 0 {
+			c.log.Info().Msg("Matrix sync recovered")
+		}
+		attempt = 0
+		c.setHealthy(true)
+		batch, err := c.process(ctx, resp, since)
+		if err != nil {
+			c.log.Error().Err(err).Msg("Failed to process sync response")
+		}
+		if err := h.HandleSync(ctx, batch); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			c.log.Error().Err(err).Msg("Failed to hand over sync batch; syncing the same range again")
+			sleep(ctx, time.Second)
+			continue
+		}
+		if err := c.saveSyncToken(ctx, resp.NextBatch); err != nil {
+			c.log.Error().Err(err).Msg("Failed to save sync token")
+		}
+		since = resp.NextBatch
+		c.autoJoin(ctx, h, batch.invites)
+	}
+	return ctx.Err()
+}
+
+// syncFailed logs a failed sync request, recovers the session where it can, waits, and returns
+// the next attempt number.
+func (c *Client) syncFailed(ctx context.Context, h Handler, attempt int, err error) int {
+	if ctx.Err() != nil {
+		return attempt
+	}
+	c.setHealthy(false)
+	if c.recoverAuth(ctx, err) {
+		return 0
+	}
+	wait := Backoff(attempt, time.Second, 30*time.Second)
+	c.log.Warn().Err(err).Dur("retry_in", wait).Msg("Matrix sync failed")
+	_ = sleep(ctx, wait)
+	return attempt + 1
+}
+
+// process runs the response through the syncer (state store, crypto, and onEvent) and returns
+// what onEvent collected.
+func (c *Client) process(ctx context.Context, resp *mautrix.RespSync, since string) (*Batch, error) {
+	batch := &Batch{initial: since == ""}
+	c.collectMu.Lock()
+	c.collect = batch
+	c.collectMu.Unlock()
+	defer func() {
+		c.collectMu.Lock()
+		c.collect = nil
+		c.collectMu.Unlock()
+	}()
+	err := c.syncer.ProcessResponse(ctx, resp, since)
+	for roomID := range resp.Rooms.Leave {
+		if c.rooms.left(ctx, roomID) {
+			batch.RoomsChanged = true
+		}
+	}
+	for roomID := range resp.Rooms.Join {
+		if c.rooms.joined(ctx, roomID) {
+			batch.RoomsChanged = true
+		}
+	}
+	return batch, err
+}
+
+// onEvent receives every event the syncer dispatches, and decrypted events later.
+func (c *Client) onEvent(ctx context.Context, evt *event.Event) {
+	c.collectMu.Lock()
+	batch := c.collect
+	c.collectMu.Unlock()
+	late := batch == nil
+	if late {
+		batch = &Batch{}
+	}
+	src := evt.Mautrix.EventSource
+	switch {
+	case evt.Type == event.AccountDataDirectChats:
+		if content, ok := evt.Content.Parsed.(*event.DirectChatsEventContent); ok {
+			c.rooms.setDirect(*content)
+			batch.RoomsChanged = true
+		}
+	case src&event.SourceInvite != 0:
+		if evt.Type == event.StateMember && evt.GetStateKey() == string(c.cli.UserID) &&
+			evt.Content.AsMember().Membership == event.MembershipInvite {
+			batch.invites = append(batch.invites, evt)
+			batch.Notices = append(batch.Notices, Notice{Type: "invite", RoomID: evt.RoomID, Sender: evt.Sender, Membership: event.MembershipInvite})
+		}
+	case evt.StateKey != nil && src&event.SourceJoin != 0:
+		if c.rooms.stateEvent(ctx, evt) {
+			batch.RoomsChanged = true
+		}
+		if evt.Type == event.StateMember && src&event.SourceTimeline != 0 && !batch.initial && evt.GetStateKey() != string(c.cli.UserID) {
+			batch.Notices = append(batch.Notices, Notice{
+				Type: "membership", RoomID: evt.RoomID, UserID: id.UserID(evt.GetStateKey()),
+				Sender: evt.Sender, Membership: evt.Content.AsMember().Membership,
+			})
+		}
+	case src&event.SourceTimeline != 0 && src&event.SourceJoin != 0:
+		if evt.Sender == c.cli.UserID || batch.initial {
+			return
+		}
+		ev, ok := normalise(evt)
+		if !ok {
+			return
+		}
+		c.fillNames(ctx, ev)
+		batch.Events = append(batch.Events, ev)
+	}
+	if late && (len(batch.Events) > 0 || len(batch.Notices) > 0) && c.handler != nil {
+		if err := c.handler.HandleSync(ctx, batch); err != nil {
+			c.log.Error().Err(err).Msg("Failed to hand over late event")
+		}
+	}
+}
+
+// fillNames sets the room and sender display names on a normalised event.
+func (c *Client) fillNames(ctx context.Context, ev Event) {
+	roomName := c.rooms.name(ev.RoomID)
+	switch p := ev.Payload.(type) {
+	case *Message:
+		p.RoomName, p.SenderName = roomName, c.displayName(ctx, ev.RoomID, p.Sender)
+	case *Reaction:
+		p.RoomName, p.SenderName = roomName, c.displayName(ctx, ev.RoomID, p.Sender)
+	case *Redaction:
+		p.RoomName, p.SenderName = roomName, c.displayName(ctx, ev.RoomID, p.Sender)
+	}
+}
+
+func (c *Client) displayName(ctx context.Context, roomID id.RoomID, user id.UserID) string {
+	member, err := c.state.TryGetMember(ctx, roomID, user)
+	if err == nil && member != nil && member.Displayname != "" {
+		return member.Displayname
+	}
+	return user.Localpart()
+}
+
+func (c *Client) autoJoin(ctx context.Context, h Handler, invites []*event.Event) {
+	for _, inv := range invites {
+		if !c.cfg.acceptsInviteFrom(inv.Sender) {
+			c.log.Info().Stringer("room_id", inv.RoomID).Stringer("sender", inv.Sender).Msg("Ignoring invite not covered by AUTO_JOIN")
+			continue
+		}
+		if _, err := c.cli.JoinRoomByID(ctx, inv.RoomID); err != nil {
+			c.log.Warn().Err(err).Stringer("room_id", inv.RoomID).Msg("Failed to accept invite")
+			h.HandleNotice(ctx, Notice{Type: "join_failed", RoomID: inv.RoomID, Sender: inv.Sender, Message: err.Error()})
+			continue
+		}
+		if inv.Content.AsMember().IsDirect {
+			if err := c.rooms.addDirect(ctx, inv.Sender, inv.RoomID); err != nil {
+				c.log.Warn().Err(err).Msg("Failed to record direct chat")
+			}
+		}
+		c.log.Info().Stringer("room_id", inv.RoomID).Stringer("sender", inv.Sender).Msg("Accepted invite")
+	}
+}

@@ -1,0 +1,256 @@
+// Package mqtt wraps paho.mqtt.golang for the bridge: a persistent session with a last will,
+// resubscription on every reconnect, manual acknowledgement of received QoS 1 messages, and
+// publishes that are bounded in flight and always waited for with a context.
+package mqtt
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/rs/zerolog"
+)
+
+// Config is the broker connection, read from the environment.
+type Config struct {
+	URL         string        `env:"MQTT_URL" envDefault:"tcp://127.0.0.1:1883"`
+	Username    string        `env:"MQTT_USERNAME"`
+	Password    string        `env:"MQTT_PASSWORD"`
+	ClientID    string        `env:"MQTT_CLIENT_ID" envDefault:"matrix2mqtt"`
+	BaseTopic   string        `env:"MQTT_BASE_TOPIC" envDefault:"matrix2mqtt"`
+	KeepAlive   time.Duration `env:"MQTT_KEEPALIVE" envDefault:"30s"`
+	MaxInflight int           `env:"MQTT_MAX_INFLIGHT" envDefault:"64"`
+}
+
+// Validate reports the first setting that cannot work.
+func (c Config) Validate() error {
+	u, err := url.Parse(c.URL)
+	if err != nil {
+		return fmt.Errorf("MQTT_URL: %w", err)
+	}
+	switch u.Scheme {
+	case "tcp", "mqtt", "ssl", "tls", "mqtts", "ws", "wss":
+	default:
+		return fmt.Errorf("MQTT_URL: scheme %q is not one of tcp, ssl, ws, wss", u.Scheme)
+	}
+	if u.Host == "" {
+		return fmt.Errorf("MQTT_URL: %q has no host", c.URL)
+	}
+	if c.ClientID == "" {
+		return errors.New("MQTT_CLIENT_ID: must not be empty")
+	}
+	if len(c.ClientID) > 65535 {
+		return errors.New("MQTT_CLIENT_ID: too long")
+	}
+	if err := validateBase(c.BaseTopic); err != nil {
+		return fmt.Errorf("MQTT_BASE_TOPIC: %w", err)
+	}
+	if c.KeepAlive < time.Second {
+		return errors.New("MQTT_KEEPALIVE: must be at least 1s")
+	}
+	if c.MaxInflight < 1 {
+		return errors.New("MQTT_MAX_INFLIGHT: must be at least 1")
+	}
+	return nil
+}
+
+func validateBase(base string) error {
+	if base == "" {
+		return errors.New("must not be empty")
+	}
+	for _, seg := range splitTopic(base) {
+		if err := ValidateSegment(seg); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Message is one message received from the broker. A QoS 1 message is acknowledged to the
+// broker only when Ack is called; until then the broker redelivers it after a reconnect.
+type Message struct {
+	Topic   string
+	Payload []byte
+	QoS     byte
+	ack     func()
+}
+
+// Ack acknowledges the message to the broker (PUBACK for QoS 1).
+func (m Message) Ack() {
+	if m.ack != nil {
+		m.ack()
+	}
+}
+
+// Will is the last-will message the broker publishes when the connection is lost.
+type Will struct {
+	Topic   string
+	Payload string
+}
+
+// Options are the bridge's hooks into the connection.
+type Options struct {
+	Will Will
+	// Subscriptions are subscribed with QoS 1 on every (re)connect.
+	Subscriptions []string
+	// OnMessage receives every message; it must hand the message over and return at once.
+	OnMessage func(Message)
+	// OnConnect runs in its own goroutine after each (re)connect and resubscription.
+	OnConnect func(ctx context.Context)
+	// OnConnectionLost is called when the connection drops; it must not block.
+	OnConnectionLost func(error)
+}
+
+// Client is a connection to the broker.
+type Client struct {
+	cfg      Config
+	opts     Options
+	paho     paho.Client
+	inflight chan struct{}
+	log      zerolog.Logger
+	ctx      context.Context
+}
+
+// ErrNotConnected is returned by Publish when the broker is not reachable and the context ends
+// before it is.
+var ErrNotConnected = errors.New("not connected to the MQTT broker")
+
+// New prepares a client; Connect starts it. ctx carries the logger and bounds the callbacks.
+func New(ctx context.Context, cfg Config, opts Options) *Client {
+	c := &Client{
+		cfg:      cfg,
+		opts:     opts,
+		inflight: make(chan struct{}, cfg.MaxInflight),
+		log:      zerolog.Ctx(ctx).With().Str("component", "mqtt").Logger(),
+		ctx:      ctx,
+	}
+	po := paho.NewClientOptions().
+		AddBroker(brokerURL(cfg.URL)).
+		SetClientID(cfg.ClientID).
+		SetUsername(cfg.Username).
+		SetPassword(cfg.Password).
+		SetCleanSession(false).
+		SetOrderMatters(true).
+		SetAutoAckDisabled(true).
+		SetKeepAlive(cfg.KeepAlive).
+		SetPingTimeout(10 * time.Second).
+		SetConnectTimeout(10 * time.Second).
+		SetWriteTimeout(10 * time.Second).
+		SetAutoReconnect(true).
+		SetConnectRetry(true).
+		SetConnectRetryInterval(2 * time.Second).
+		SetMaxReconnectInterval(30 * time.Second).
+		SetResumeSubs(true).
+		SetDefaultPublishHandler(c.handle).
+		SetOnConnectHandler(c.onConnect).
+		SetConnectionLostHandler(func(_ paho.Client, err error) {
+			c.log.Warn().Err(err).Msg("MQTT connection lost")
+			if opts.OnConnectionLost != nil {
+				opts.OnConnectionLost(err)
+			}
+		}).
+		SetReconnectingHandler(func(_ paho.Client, _ *paho.ClientOptions) {
+			c.log.Debug().Msg("Reconnecting to MQTT broker")
+		})
+	if opts.Will.Topic != "" {
+		po.SetWill(opts.Will.Topic, opts.Will.Payload, 1, true)
+	}
+	c.paho = paho.NewClient(po)
+	return c
+}
+
+// brokerURL maps the scheme aliases users write to the ones paho knows.
+func brokerURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return raw
+	}
+	switch u.Scheme {
+	case "mqtt":
+		u.Scheme = "tcp"
+	case "mqtts", "tls":
+		u.Scheme = "ssl"
+	}
+	return u.String()
+}
+
+func (c *Client) handle(_ paho.Client, m paho.Message) {
+	c.opts.OnMessage(Message{Topic: m.Topic(), Payload: m.Payload(), QoS: m.Qos(), ack: m.Ack})
+}
+
+// onConnect subscribes without blocking paho's callback goroutine.
+func (c *Client) onConnect(pc paho.Client) {
+	c.log.Info().Str("broker", c.cfg.URL).Msg("Connected to MQTT broker")
+	go func() {
+		if len(c.opts.Subscriptions) > 0 {
+			filters := make(map[string]byte, len(c.opts.Subscriptions))
+			for _, f := range c.opts.Subscriptions {
+				filters[f] = 1
+			}
+			if err := wait(c.ctx, pc.SubscribeMultiple(filters, nil)); err != nil {
+				c.log.Error().Err(err).Msg("Failed to subscribe")
+				return
+			}
+		}
+		if c.opts.OnConnect != nil {
+			c.opts.OnConnect(c.ctx)
+		}
+	}()
+}
+
+// Connect starts the connection and waits until the first connect succeeds or ctx ends;
+// after that paho reconnects on its own.
+func (c *Client) Connect(ctx context.Context) error {
+	if err := wait(ctx, c.paho.Connect()); err != nil {
+		return fmt.Errorf("failed to connect to MQTT broker %s: %w", c.cfg.URL, err)
+	}
+	return nil
+}
+
+// IsConnected reports whether the broker connection is up now.
+func (c *Client) IsConnected() bool { return c.paho.IsConnectionOpen() }
+
+// Publish sends payload with QoS 1 and waits for the broker's PUBACK or for ctx to end. At most
+// Config.MaxInflight publishes are in flight at once; the rest wait for a slot.
+func (c *Client) Publish(ctx context.Context, topic string, retained bool, payload []byte) error {
+	select {
+	case c.inflight <- struct{}{}:
+	case <-ctx.Done():
+		return fmt.Errorf("failed to publish to %s: %w", topic, ctx.Err())
+	}
+	defer func() { <-c.inflight }()
+	if err := wait(ctx, c.paho.Publish(topic, 1, retained, payload)); err != nil {
+		return fmt.Errorf("failed to publish to %s: %w", topic, err)
+	}
+	return nil
+}
+
+// Disconnect publishes nothing more and closes the connection, waiting up to quiesce for
+// queued work to finish. The last will is not sent: publish the offline state first.
+func (c *Client) Disconnect(quiesce time.Duration) {
+	c.paho.Disconnect(uint(quiesce.Milliseconds()))
+}
+
+func wait(ctx context.Context, t paho.Token) error {
+	select {
+	case <-t.Done():
+		return t.Error()
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func splitTopic(t string) []string {
+	var out []string
+	start := 0
+	for i := 0; i < len(t); i++ {
+		if t[i] == '/' {
+			out = append(out, t[start:i])
+			start = i + 1
+		}
+	}
+	return append(out, t[start:])
+}
