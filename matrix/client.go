@@ -12,6 +12,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -69,6 +70,8 @@ type Client struct {
 
 	healthMu sync.Mutex
 	healthy  bool
+	// tokenInvalid is set once the operator was told that the token is rejected.
+	tokenInvalid atomic.Bool
 }
 
 // New prepares the client and its tables. It does not contact the homeserver.
@@ -239,8 +242,10 @@ func (c *Client) recoverAuth(ctx context.Context, failed error) bool {
 		return false
 	}
 	if c.cfg.Password == "" {
-		c.log.Error().Err(failed).Msg("Access token rejected and no password configured; set a new MATRIX_ACCESS_TOKEN")
-		h.HandleNotice(ctx, Notice{Type: "token_invalid", Message: "The homeserver rejected the access token and no password is configured: set a new MATRIX_ACCESS_TOKEN and restart. Queued messages are kept."})
+		if c.tokenInvalid.CompareAndSwap(false, true) {
+			c.log.Error().Err(failed).Msg("Access token rejected and no password configured; set a new MATRIX_ACCESS_TOKEN")
+			h.HandleNotice(ctx, Notice{Type: "token_invalid", Message: "The homeserver rejected the access token and no password is configured: set a new MATRIX_ACCESS_TOKEN and restart. Queued messages are kept."})
+		}
 		return false
 	}
 	c.loginMu.Lock()
