@@ -18,10 +18,24 @@ import (
 	"github.com/rs/zerolog"
 	"go.mau.fi/util/dbutil"
 	_ "go.mau.fi/util/dbutil/litestream" // registers the sqlite3-fk-wal driver
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
 
 	"github.com/matrix2mqtt/matrix2mqtt/matrix"
 	"github.com/matrix2mqtt/matrix2mqtt/mqtt"
 )
+
+// publisher publishes to MQTT and waits for the broker's acknowledgement.
+type publisher interface {
+	Publish(ctx context.Context, topic string, retained bool, payload []byte) error
+}
+
+// sender is what the outbox needs from Matrix.
+type sender interface {
+	Resolve(ctx context.Context, target string) (id.RoomID, error)
+	Send(ctx context.Context, roomID id.RoomID, evtType event.Type, content any, txnID string) (id.EventID, error)
+	Redact(ctx context.Context, roomID id.RoomID, eventID id.EventID, reason, txnID string) (id.EventID, error)
+}
 
 // Options are what the bridge needs besides its Config.
 type Options struct {
@@ -32,15 +46,18 @@ type Options struct {
 
 // Bridge connects one Matrix account to one MQTT broker.
 type Bridge struct {
-	cfg     Config
-	opts    Options
-	clock   Clock
-	topics  topics
-	log     zerolog.Logger
-	db      *dbutil.Database
-	outbox  *outbox
-	matrix  *matrix.Client
-	mqtt    *mqtt.Client
+	cfg    Config
+	opts   Options
+	clock  Clock
+	topics topics
+	log    zerolog.Logger
+	db     *dbutil.Database
+	outbox *outbox
+	matrix *matrix.Client
+	mqtt   *mqtt.Client
+	// pub and out are the parts of MQTT and Matrix the outbox uses, apart for unit tests.
+	pub     publisher
+	out     sender
 	lanes   *lanes
 	stats   *stats
 	intake  *intake
@@ -89,7 +106,7 @@ func (b *Bridge) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	b.matrix = mc
+	b.matrix, b.out = mc, mc
 
 	b.intake = newIntake(b)
 	b.mqtt = mqtt.New(work, b.cfg.MQTT, mqtt.Options{
@@ -98,6 +115,7 @@ func (b *Bridge) Run(ctx context.Context) error {
 		OnMessage:     b.intake.offer,
 		OnConnect:     b.announce,
 	})
+	b.pub = b.mqtt
 	if err := b.mqtt.Connect(ctx); err != nil {
 		return err
 	}
@@ -263,7 +281,7 @@ func (b *Bridge) publishJSON(ctx context.Context, topic string, retained bool, v
 		b.log.Error().Err(err).Str("topic", topic).Msg("Failed to encode payload")
 		return
 	}
-	if err := b.mqtt.Publish(ctx, topic, retained, payload); err != nil {
+	if err := b.pub.Publish(ctx, topic, retained, payload); err != nil {
 		b.log.Warn().Err(err).Str("topic", topic).Msg("Failed to publish")
 	}
 }

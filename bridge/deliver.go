@@ -71,7 +71,7 @@ func (b *Bridge) deliver(ctx context.Context, e *entry) {
 			return
 		}
 		wait := max(out.retryWait, matrix.Backoff(attempt, retryBase, retryLimit))
-		if until := time.Until(b.deadline(e)); until < wait {
+		if until := b.deadline(e).Sub(b.clock.Now()); until < wait {
 			wait = max(until, 0) + time.Millisecond
 		}
 		b.stats.failed(out.err)
@@ -164,7 +164,7 @@ func (b *Bridge) execute(ctx context.Context, e *entry) (any, []*entry, error) {
 		if err != nil {
 			return nil, nil, err
 		}
-		evtID, err := b.matrix.Send(ctx, roomID, event.EventMessage, messageContent(&r), e.TxnID)
+		evtID, err := b.out.Send(ctx, roomID, event.EventMessage, messageContent(&r), e.TxnID)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -187,7 +187,7 @@ func (b *Bridge) execute(ctx context.Context, e *entry) (any, []*entry, error) {
 			return nil, nil, err
 		}
 		content := &event.ReactionEventContent{RelatesTo: *(&event.RelatesTo{}).SetAnnotation(r.EventID, r.Key)}
-		evtID, err := b.matrix.Send(ctx, roomID, event.EventReaction, content, e.TxnID)
+		evtID, err := b.out.Send(ctx, roomID, event.EventReaction, content, e.TxnID)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -201,7 +201,7 @@ func (b *Bridge) execute(ctx context.Context, e *entry) (any, []*entry, error) {
 		if err != nil {
 			return nil, nil, err
 		}
-		evtID, err := b.matrix.Redact(ctx, roomID, r.EventID, r.Reason, e.TxnID)
+		evtID, err := b.out.Redact(ctx, roomID, r.EventID, r.Reason, e.TxnID)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -211,7 +211,7 @@ func (b *Bridge) execute(ctx context.Context, e *entry) (any, []*entry, error) {
 		if err := json.Unmarshal(e.Request, &r); err != nil {
 			return nil, nil, fmt.Errorf("failed to decode stored request: %w", err)
 		}
-		_, err := b.matrix.Redact(ctx, r.RoomID, r.EventID, "redact_after_s", e.TxnID)
+		_, err := b.out.Redact(ctx, r.RoomID, r.EventID, "redact_after_s", e.TxnID)
 		return nil, nil, err
 	}
 	return nil, nil, fmt.Errorf("unknown outbox action %q", e.Action)
@@ -219,7 +219,7 @@ func (b *Bridge) execute(ctx context.Context, e *entry) (any, []*entry, error) {
 
 // resolve turns an expanded target into a room ID and remembers it for the topic keys.
 func (b *Bridge) resolve(ctx context.Context, target string) (id.RoomID, error) {
-	roomID, err := b.matrix.Resolve(ctx, target)
+	roomID, err := b.out.Resolve(ctx, target)
 	if err != nil {
 		return "", err
 	}

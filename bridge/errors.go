@@ -32,7 +32,12 @@ type Error struct {
 	ErrCode string `json:"errcode,omitempty"`
 }
 
-func (e *Error) Error() string { return e.Code + ": " + e.Message }
+func (e *Error) Error() string {
+	if e.ErrCode != "" {
+		return e.Code + " (" + e.ErrCode + "): " + e.Message
+	}
+	return e.Code + ": " + e.Message
+}
 
 func errorf(code, format string, args ...any) *Error {
 	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}

@@ -23,7 +23,7 @@ func (b *Bridge) HandleSync(ctx context.Context, batch *matrix.Batch) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := b.mqtt.Publish(ctx, topic, false, payload); err != nil {
+			if err := b.pub.Publish(ctx, topic, false, payload); err != nil {
 				errs <- err
 			}
 		}()

@@ -377,4 +377,3 @@ func parsePayload(action string, payload []byte, target string) (request, *Error
 func idOf(req request) string {
 	return reflect.ValueOf(req).Elem().FieldByName("ID").String()
 }
-

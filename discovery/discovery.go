@@ -67,7 +67,7 @@ type Bridge struct {
 	// `<base>/send/<target>`.
 	Targets []string
 	// Rooms are room keys; each gets an event entity on `<base>/room/<key>/event`, where the
-	// bridge publishes {"event_type": "message"|"reaction"|"command", ...}.
+	// bridge publishes {"event_type": EventMessage|EventReaction|EventCommand, ...}.
 	Rooms []string
 	// Commands are inbound command names; each gets a device trigger (type "command", subtype
 	// the name) fired by any message on `<base>/command/<name>`.
@@ -89,8 +89,13 @@ const (
 	nodePrefix = "matrix2mqtt"
 )
 
-// EventTypes are the event_type values of the room event entities.
-var EventTypes = []string{"message", "reaction", "command"}
+// The event_type values of the room event entities: the bridge publishes
+// {"event_type": EventMessage, ...} and so on to `<base>/room/<key>/event`.
+const (
+	EventMessage  = "message"
+	EventReaction = "reaction"
+	EventCommand  = "command"
+)
 
 // ObjectID turns a Matrix user ID into a node ID for [Bridge.NodeID]: "matrix2mqtt_" followed by
 // the user ID with every run of characters outside [a-zA-Z0-9_-] replaced by one "_",
@@ -372,7 +377,7 @@ func build(b Bridge) (*message, error) {
 		}},
 		{"room", "room", b.Rooms, func(k string) *component {
 			return &component{Platform: "event", Name: "Room " + k,
-				StateTopic: base + "/room/" + k + "/event", EventTypes: slices.Clone(EventTypes)}
+				StateTopic: base + "/room/" + k + "/event", EventTypes: []string{EventMessage, EventReaction, EventCommand}}
 		}},
 		{"command", "command", b.Commands, func(n string) *component {
 			return &component{Platform: "device_automation", AutomationType: "trigger",

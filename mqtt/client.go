@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"strings"
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
@@ -61,7 +62,7 @@ func validateBase(base string) error {
 	if base == "" {
 		return errors.New("must not be empty")
 	}
-	for _, seg := range splitTopic(base) {
+	for _, seg := range strings.Split(base, "/") {
 		if err := ValidateSegment(seg); err != nil {
 			return err
 		}
@@ -113,10 +114,6 @@ type Client struct {
 	log      zerolog.Logger
 	ctx      context.Context
 }
-
-// ErrNotConnected is returned by Publish when the broker is not reachable and the context ends
-// before it is.
-var ErrNotConnected = errors.New("not connected to the MQTT broker")
 
 // New prepares a client; Connect starts it. ctx carries the logger and bounds the callbacks.
 func New(ctx context.Context, cfg Config, opts Options) *Client {
@@ -241,16 +238,4 @@ func wait(ctx context.Context, t paho.Token) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-}
-
-func splitTopic(t string) []string {
-	var out []string
-	start := 0
-	for i := 0; i < len(t); i++ {
-		if t[i] == '/' {
-			out = append(out, t[start:i])
-			start = i + 1
-		}
-	}
-	return append(out, t[start:])
 }

@@ -1,0 +1,49 @@
+package bridge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"testing"
+	"time"
+
+	"maunium.net/go/mautrix"
+
+	"github.com/matrix2mqtt/matrix2mqtt/matrix"
+)
+
+func httpError(status int, errcode string, extra map[string]any) error {
+	resp := mautrix.RespError{ErrCode: errcode, Err: "server says no", StatusCode: status, ExtraData: extra}
+	return fmt.Errorf("failed to send: %w", mautrix.HTTPError{Response: &http.Response{StatusCode: status}, RespError: &resp})
+}
+
+func TestClassify(t *testing.T) {
+	tests := []struct {
+		name    string
+		err     error
+		retry   bool
+		wait    time.Duration
+		code    string
+		errcode string
+	}{
+		{"forbidden", httpError(403, "M_FORBIDDEN", nil), false, 0, CodeMatrixError, "M_FORBIDDEN"},
+		{"not found", httpError(404, "M_NOT_FOUND", nil), false, 0, CodeMatrixError, "M_NOT_FOUND"},
+		{"bad json", httpError(400, "M_BAD_JSON", nil), false, 0, CodeMatrixError, "M_BAD_JSON"},
+		{"too large", httpError(413, "M_TOO_LARGE", nil), false, 0, CodeTooLarge, "M_TOO_LARGE"},
+		{"rate limited", httpError(429, "M_LIMIT_EXCEEDED", map[string]any{"retry_after_ms": float64(1500)}), true, 1500 * time.Millisecond, CodeMatrixError, "M_LIMIT_EXCEEDED"},
+		{"server error", httpError(502, "M_UNKNOWN", nil), true, 0, CodeMatrixError, "M_UNKNOWN"},
+		{"token", httpError(401, "M_UNKNOWN_TOKEN", nil), true, 0, CodeMatrixError, "M_UNKNOWN_TOKEN"},
+		{"network", errors.New("dial tcp: connection refused"), true, 0, CodeMatrixError, ""},
+		{"deadline", fmt.Errorf("x: %w", context.DeadlineExceeded), true, 0, CodeTimeout, ""},
+		{"unknown target", fmt.Errorf("%w: alias #x:hs does not exist", matrix.ErrUnknownTarget), false, 0, CodeUnknownTarget, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			out := classify(tc.err)
+			if out.retry != tc.retry || out.retryWait != tc.wait || out.err.Code != tc.code || out.err.ErrCode != tc.errcode {
+				t.Fatalf("classify = %+v %+v", out, out.err)
+			}
+		})
+	}
+}
