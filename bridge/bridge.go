@@ -150,7 +150,14 @@ func (b *Bridge) Run(ctx context.Context) error {
 		defer wg.Done()
 		b.stats.publishLoop(syncCtx, b.publishStats)
 	}()
-	stopHTTP := b.serveHTTP(work)
+	stopHTTP, err := b.serveHTTP(work)
+	if err != nil {
+		stopSync()
+		b.intake.close()
+		cancelWork()
+		wg.Wait()
+		return err
+	}
 
 	<-ctx.Done()
 	b.log.Info().Msg("Shutting down")
@@ -287,9 +294,9 @@ func (b *Bridge) publishJSON(ctx context.Context, topic string, retained bool, v
 }
 
 // serveHTTP serves /healthz (200 when both connections are up) and /stats on HTTP_LISTEN.
-func (b *Bridge) serveHTTP(ctx context.Context) (stop func()) {
+func (b *Bridge) serveHTTP(ctx context.Context) (stop func(), err error) {
 	if b.cfg.HTTPListen == "" {
-		return func() {}
+		return func() {}, nil
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -306,8 +313,7 @@ func (b *Bridge) serveHTTP(ctx context.Context) (stop func()) {
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, BaseContext: func(net.Listener) context.Context { return ctx }}
 	ln, err := net.Listen("tcp", b.cfg.HTTPListen)
 	if err != nil {
-		b.log.Error().Err(err).Str("listen", b.cfg.HTTPListen).Msg("Failed to listen for HTTP")
-		return func() {}
+		return nil, fmt.Errorf("failed to listen on HTTP_LISTEN %s: %w", b.cfg.HTTPListen, err)
 	}
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -318,5 +324,5 @@ func (b *Bridge) serveHTTP(ctx context.Context) (stop func()) {
 		shutdownCtx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
 		_ = srv.Shutdown(shutdownCtx)
-	}
+	}, nil
 }
