@@ -6,7 +6,10 @@ import (
 	"strings"
 	"time"
 
+	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/id"
+
+	"github.com/matrix2mqtt/matrix2mqtt/matrix"
 )
 
 // startImmediate runs a request that does not go through the outbox (room operations, typing,
@@ -26,7 +29,7 @@ func (b *Bridge) startImmediate(ctx context.Context, action string, req request)
 		}
 		runCtx, cancel := context.WithTimeout(ctx, b.cfg.RequestTimeout)
 		defer cancel()
-		data, err := b.immediate(runCtx, action, req)
+		data, err := b.immediateRateLimited(runCtx, action, req)
 		var rerr *Error
 		if err != nil {
 			if errors.As(err, &rerr) {
@@ -41,6 +44,22 @@ func (b *Bridge) startImmediate(ctx context.Context, action string, req request)
 		}
 		b.respond(ctx, action, idOf(req), data, rerr)
 	}()
+}
+
+// immediateRateLimited runs an immediate action, waiting and trying again as long as the
+// homeserver answers M_LIMIT_EXCEEDED and REQUEST_TIMEOUT allows.
+func (b *Bridge) immediateRateLimited(ctx context.Context, action string, req request) (any, error) {
+	for attempt := 0; ; attempt++ {
+		data, err := b.immediate(ctx, action, req)
+		if err == nil || !errors.Is(err, mautrix.MLimitExceeded) {
+			return data, err
+		}
+		wait := max(classify(err).retryWait, matrix.Backoff(attempt, retryBase, retryLimit))
+		b.log.Debug().Str("action", action).Dur("retry_in", wait).Msg("Rate limited, waiting as told")
+		if !b.sleep(ctx, wait, false) {
+			return nil, err
+		}
+	}
 }
 
 // RoomResult is the data of join, leave, resolve and ensure_dm.

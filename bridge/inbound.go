@@ -6,12 +6,22 @@ import (
 	"fmt"
 	"sync"
 
+	"maunium.net/go/mautrix/id"
+
 	"github.com/matrix2mqtt/matrix2mqtt/matrix"
 )
 
 // HandleSync publishes what one sync response brought and returns once the broker acknowledged
 // all of it, so that the sync token is saved only then.
 func (b *Bridge) HandleSync(ctx context.Context, batch *matrix.Batch) error {
+	ids := make([]id.EventID, len(batch.Events))
+	for i, ev := range batch.Events {
+		ids[i] = ev.ID
+	}
+	fresh, err := b.outbox.unpublished(ctx, ids)
+	if err != nil {
+		return err
+	}
 	var wg sync.WaitGroup
 	errs := make(chan error, len(batch.Events)+len(batch.Notices))
 	publish := func(topic string, v any) {
@@ -29,6 +39,10 @@ func (b *Bridge) HandleSync(ctx context.Context, batch *matrix.Batch) error {
 		}()
 	}
 	for _, ev := range batch.Events {
+		if !fresh[ev.ID] {
+			b.log.Debug().Stringer("event_id", ev.ID).Msg("Skipping inbound event published before")
+			continue
+		}
 		publish(b.topics.inbound(b.keys.key(ev.RoomID), ev.Kind), ev.Payload)
 	}
 	for _, n := range batch.Notices {
@@ -39,8 +53,17 @@ func (b *Bridge) HandleSync(ctx context.Context, batch *matrix.Batch) error {
 	if err := <-errs; err != nil {
 		return fmt.Errorf("failed to publish inbound events: %w", err)
 	}
-	if n := len(batch.Events); n > 0 {
-		b.stats.update(func(s *Stats) { s.Inbound += int64(n) })
+	if len(ids) > 0 {
+		if err := b.outbox.markPublished(ctx, ids, b.clock.Now()); err != nil {
+			return err
+		}
+		published := 0
+		for _, isFresh := range fresh {
+			if isFresh {
+				published++
+			}
+		}
+		b.stats.update(func(s *Stats) { s.Inbound += int64(published) })
 	}
 	if batch.RoomsChanged {
 		b.publishRooms(ctx)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"go.mau.fi/util/dbutil"
+	"maunium.net/go/mautrix/id"
 )
 
 //go:embed schema/*.sql
@@ -119,4 +120,38 @@ func (o *outbox) pending(ctx context.Context) ([]*entry, error) {
 		return nil, fmt.Errorf("failed to load the outbox: %w", err)
 	}
 	return out, nil
+}
+
+// inboundRetention is how long published inbound event IDs are remembered.
+const inboundRetention = 24 * time.Hour
+
+// unpublished returns the IDs among ids that were not published yet.
+func (o *outbox) unpublished(ctx context.Context, ids []id.EventID) (map[id.EventID]bool, error) {
+	out := make(map[id.EventID]bool, len(ids))
+	for _, evtID := range ids {
+		var seen bool
+		err := o.db.QueryRow(ctx, "SELECT EXISTS(SELECT 1 FROM matrix2mqtt_inbound WHERE event_id=$1)", evtID).Scan(&seen)
+		if err != nil {
+			return nil, fmt.Errorf("failed to check published events: %w", err)
+		}
+		out[evtID] = !seen
+	}
+	return out, nil
+}
+
+// markPublished remembers ids as published and forgets those older than inboundRetention.
+func (o *outbox) markPublished(ctx context.Context, ids []id.EventID, now time.Time) error {
+	err := o.db.DoTxn(ctx, nil, func(ctx context.Context) error {
+		for _, evtID := range ids {
+			if _, err := o.db.Exec(ctx, "INSERT INTO matrix2mqtt_inbound (event_id, published_at) VALUES ($1, $2) ON CONFLICT (event_id) DO NOTHING", evtID, now.UnixMilli()); err != nil {
+				return err
+			}
+		}
+		_, err := o.db.Exec(ctx, "DELETE FROM matrix2mqtt_inbound WHERE published_at < $1", now.Add(-inboundRetention).UnixMilli())
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("failed to remember published events: %w", err)
+	}
+	return nil
 }

@@ -20,6 +20,7 @@ const (
 type Event struct {
 	Kind    Kind
 	RoomID  id.RoomID
+	ID      id.EventID
 	Payload any
 }
 
@@ -135,13 +136,13 @@ func normalise(evt *event.Event) (Event, bool) {
 		if msg.Media != nil && msg.Media.Filename != "" && msg.Body == msg.Media.Filename {
 			msg.Body = ""
 		}
-		return Event{Kind: KindMessage, RoomID: evt.RoomID, Payload: msg}, true
+		return Event{Kind: KindMessage, RoomID: evt.RoomID, ID: evt.ID, Payload: msg}, true
 	case event.EventReaction:
 		content, ok := evt.Content.Parsed.(*event.ReactionEventContent)
 		if !ok || content.RelatesTo.Type != event.RelAnnotation {
 			return Event{}, false
 		}
-		return Event{Kind: KindReaction, RoomID: evt.RoomID, Payload: &Reaction{
+		return Event{Kind: KindReaction, RoomID: evt.RoomID, ID: evt.ID, Payload: &Reaction{
 			EventID:   evt.ID,
 			RoomID:    evt.RoomID,
 			Sender:    evt.Sender,
@@ -159,7 +160,7 @@ func normalise(evt *event.Event) (Event, bool) {
 				red.Redacts = content.Redacts
 			}
 		}
-		return Event{Kind: KindRedaction, RoomID: evt.RoomID, Payload: red}, true
+		return Event{Kind: KindRedaction, RoomID: evt.RoomID, ID: evt.ID, Payload: red}, true
 	}
 	return Event{}, false
 }

@@ -10,3 +10,12 @@ CREATE TABLE matrix2mqtt_outbox (
 	expires_at BIGINT  NOT NULL DEFAULT 0,
 	not_before BIGINT  NOT NULL DEFAULT 0
 );
+
+-- Inbound events already handed to the broker, so a sync replayed after a crash is not
+-- published twice. Pruned after a day.
+CREATE TABLE matrix2mqtt_inbound (
+	event_id     TEXT   PRIMARY KEY,
+	published_at BIGINT NOT NULL
+);
+
+CREATE INDEX matrix2mqtt_inbound_published_at_idx ON matrix2mqtt_inbound (published_at);
