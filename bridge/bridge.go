@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -64,6 +65,11 @@ type Bridge struct {
 	ready   chan struct{} // closed once Matrix is logged in
 	keys    *roomKeys
 	limiter chan struct{} // bounds concurrent immediate actions
+	// immediateQueued counts immediate actions started and not yet answered.
+	immediateQueued atomic.Int64
+	// asleep counts lanes that wait for a retry or a scheduled time, which a shutdown need not
+	// wait for.
+	asleep atomic.Int64
 
 	flushMu sync.Mutex
 	flushCh chan struct{} // closed and replaced by outbox_flush
@@ -163,7 +169,7 @@ func (b *Bridge) Run(ctx context.Context) error {
 	b.log.Info().Msg("Shutting down")
 	b.intake.close()
 	drain, cancelDrain := context.WithTimeout(work, b.cfg.ShutdownTimeout)
-	if !b.lanes.wait(drain) {
+	if !b.lanes.drain(drain, &b.asleep) {
 		b.log.Warn().Int("pending", b.stats.snapshot().OutboxPending).Msg("Outbox not drained in time; the rest is kept for the next start")
 	}
 	cancelDrain()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -102,6 +103,8 @@ func (b *Bridge) sleep(ctx context.Context, d time.Duration, flushable bool) boo
 		flush = b.flushCh
 		b.flushMu.Unlock()
 	}
+	b.asleep.Add(1)
+	defer b.asleep.Add(-1)
 	select {
 	case <-b.clock.After(d):
 	case <-flush:
@@ -245,11 +248,15 @@ func messageContent(r *SendRequest) *event.MessageEventContent {
 	case "emote":
 		content.MsgType = event.MsgEmote
 	}
-	content.Mentions = &event.Mentions{}
+	// m.mentions holds the pills in the text (found by the format package) and the explicit
+	// mentions; it is always present, so clients do not guess mentions from the body.
+	if content.Mentions == nil {
+		content.Mentions = &event.Mentions{}
+	}
 	for _, m := range r.Mentions {
 		if m == "@room" {
 			content.Mentions.Room = true
-		} else {
+		} else if !slices.Contains(content.Mentions.UserIDs, id.UserID(m)) {
 			content.Mentions.UserIDs = append(content.Mentions.UserIDs, id.UserID(m))
 		}
 	}

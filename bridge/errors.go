@@ -58,6 +58,8 @@ func classify(err error) outcome {
 	switch {
 	case errors.Is(err, matrix.ErrUnknownTarget):
 		return outcome{err: &Error{Code: CodeUnknownTarget, Message: err.Error()}}
+	case errors.Is(err, matrix.ErrEncryptionUnavailable):
+		return outcome{err: &Error{Code: CodeNotAllowed, Message: err.Error()}}
 	case errors.Is(err, context.DeadlineExceeded):
 		return outcome{err: &Error{Code: CodeTimeout, Message: err.Error()}, retry: true}
 	case errors.Is(err, mautrix.MLimitExceeded):

@@ -12,38 +12,64 @@ import (
 	"github.com/matrix2mqtt/matrix2mqtt/matrix"
 )
 
+// maxImmediateQueued bounds the immediate requests waiting for a slot; beyond it they are
+// answered at once with a timeout error instead of piling up.
+const maxImmediateQueued = 1024
+
 // startImmediate runs a request that does not go through the outbox (room operations, typing,
-// lookups) in its own goroutine, at most 16 at a time, bounded by REQUEST_TIMEOUT.
+// lookups) in its own goroutine, at most 16 at a time, within REQUEST_TIMEOUT from when it was
+// received. It never blocks the intake.
 func (b *Bridge) startImmediate(ctx context.Context, action string, req request) {
-	select {
-	case b.limiter <- struct{}{}:
-	case <-ctx.Done():
+	if b.immediateQueued.Add(1) > maxImmediateQueued {
+		b.immediateQueued.Add(-1)
+		b.finishImmediate(ctx, action, req, nil, errorf(CodeTimeout, "too many requests waiting; try again later"))
 		return
 	}
 	go func() {
-		defer func() { <-b.limiter }()
+		runCtx, cancel := context.WithTimeout(ctx, b.cfg.RequestTimeout)
+		defer cancel()
+		data, err := b.runImmediate(runCtx, action, req)
+		b.immediateQueued.Add(-1)
+		var rerr *Error
+		switch {
+		case err == nil:
+		case errors.As(err, &rerr):
+		case errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil:
+			rerr = errorf(CodeTimeout, "not done within REQUEST_TIMEOUT (%s)", b.cfg.RequestTimeout)
+		default:
+			rerr = classify(err).err
+		}
+		b.finishImmediate(ctx, action, req, data, rerr)
+	}()
+}
+
+func (b *Bridge) finishImmediate(ctx context.Context, action string, req request, data any, err *Error) {
+	if err != nil {
+		b.stats.update(func(s *Stats) { s.Failed++ })
+		b.stats.failed(err)
+		b.log.Warn().Str("action", action).Str("request_id", idOf(req)).Str("code", err.Code).Str("reason", err.Message).Msg("Request failed")
+	}
+	b.respond(ctx, action, idOf(req), data, err)
+}
+
+// runImmediate waits for a slot and, for actions that need Matrix, for the login.
+func (b *Bridge) runImmediate(ctx context.Context, action string, req request) (any, error) {
+	select {
+	case b.limiter <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	defer func() { <-b.limiter }()
+	switch action {
+	case ActionOutboxStats, ActionOutboxFlush:
+	default:
 		select {
 		case <-b.ready:
 		case <-ctx.Done():
-			return
+			return nil, ctx.Err()
 		}
-		runCtx, cancel := context.WithTimeout(ctx, b.cfg.RequestTimeout)
-		defer cancel()
-		data, err := b.immediateRateLimited(runCtx, action, req)
-		var rerr *Error
-		if err != nil {
-			if errors.As(err, &rerr) {
-				// already a response error
-			} else if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
-				rerr = errorf(CodeTimeout, "no answer from the homeserver within REQUEST_TIMEOUT (%s)", b.cfg.RequestTimeout)
-			} else {
-				rerr = classify(err).err
-			}
-			b.stats.failed(rerr)
-			b.log.Warn().Str("action", action).Str("request_id", idOf(req)).Str("code", rerr.Code).Str("reason", rerr.Message).Msg("Request failed")
-		}
-		b.respond(ctx, action, idOf(req), data, rerr)
-	}()
+	}
+	return b.immediateRateLimited(ctx, action, req)
 }
 
 // immediateRateLimited runs an immediate action, waiting and trying again as long as the

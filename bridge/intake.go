@@ -130,6 +130,14 @@ func (b *Bridge) accept(ctx context.Context, m mqtt.Message) (*entry, *Error) {
 		b.reject(ctx, responseAction, requestID(m.Payload), m, rerr)
 		return nil, rerr
 	}
+	if m.Retained {
+		// A retained request would run again after every reconnect.
+		err := errorf(CodeInvalidRequest, "retained requests are ignored: publish without the retain flag, and clear this one with an empty retained message")
+		if len(m.Payload) > 0 {
+			b.reject(ctx, action, requestID(m.Payload), m, err)
+		}
+		return nil, err
+	}
 	if len(m.Payload) > b.cfg.MaxPayloadBytes {
 		err := errorf(CodeTooLarge, "the payload is %d bytes; MAX_PAYLOAD_BYTES is %d", len(m.Payload), b.cfg.MaxPayloadBytes)
 		b.reject(ctx, action, requestID(m.Payload), m, err)

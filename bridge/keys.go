@@ -23,9 +23,9 @@ type roomKeys struct {
 
 func newRoomKeys(targets Targets) *roomKeys {
 	k := &roomKeys{targets: targets, byRoom: map[id.RoomID]string{}}
-	for name, target := range targets {
+	for _, target := range targets {
 		if strings.HasPrefix(target, "!") {
-			k.byRoom[id.RoomID(target)] = name
+			k.remember(target, id.RoomID(target))
 		}
 	}
 	return k
@@ -40,11 +40,14 @@ func (k *roomKeys) expand(target string) (string, bool) {
 }
 
 // remember records that target resolved to roomID.
+// When several names stand for one room, the first in sort order is its key.
 func (k *roomKeys) remember(target string, roomID id.RoomID) {
-	for name, t := range k.targets {
-		if t == target {
+	for _, name := range k.names() {
+		if k.targets[name] == target {
 			k.mu.Lock()
-			k.byRoom[roomID] = name
+			if old, ok := k.byRoom[roomID]; !ok || name < old {
+				k.byRoom[roomID] = name
+			}
 			k.mu.Unlock()
 			return
 		}

@@ -3,6 +3,7 @@ package bridge
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -22,9 +23,10 @@ func (realClock) After(d time.Duration) <-chan time.Time { return time.After(d) 
 type lanes struct {
 	run func(ctx context.Context, e *entry)
 
-	mu     sync.Mutex
-	queues map[string][]*entry
-	wg     sync.WaitGroup
+	mu      sync.Mutex
+	queues  map[string][]*entry
+	wg      sync.WaitGroup
+	workers atomic.Int64 // lanes with a running worker
 }
 
 func newLanes(run func(ctx context.Context, e *entry)) *lanes {
@@ -39,12 +41,14 @@ func (l *lanes) push(ctx context.Context, e *entry) {
 	l.queues[e.Lane] = append(q, e)
 	if !busy {
 		l.wg.Add(1)
+		l.workers.Add(1)
 		go l.work(ctx, e.Lane)
 	}
 }
 
 func (l *lanes) work(ctx context.Context, lane string) {
 	defer l.wg.Done()
+	defer l.workers.Add(-1)
 	for {
 		l.mu.Lock()
 		q := l.queues[lane]
@@ -58,6 +62,19 @@ func (l *lanes) work(ctx context.Context, lane string) {
 		l.mu.Unlock()
 		l.run(ctx, e)
 	}
+}
+
+// drain blocks until no lane does work (each is idle or only sleeping: a retry backoff or a
+// scheduled redaction, asleep counting those) or ctx ends; it reports whether that happened.
+func (l *lanes) drain(ctx context.Context, asleep *atomic.Int64) bool {
+	for l.workers.Load() > asleep.Load() {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	return true
 }
 
 // wait blocks until every lane is idle or ctx ends; it reports whether they went idle.

@@ -8,14 +8,16 @@ import (
 
 // Stats is the retained payload of `<base>/bridge/stats` and the data of `outbox_stats`.
 type Stats struct {
-	OutboxPending     int       `json:"outbox_pending"`
-	OldestPendingAgeS float64   `json:"oldest_pending_age_s"`
-	Sent              int64     `json:"sent"`
-	Failed            int64     `json:"failed"`
-	Expired           int64     `json:"expired"`
-	Inbound           int64     `json:"inbound"`
-	LastError         string    `json:"last_error,omitempty"`
-	LastErrorAt       time.Time `json:"last_error_at,omitzero"`
+	OutboxPending int `json:"outbox_pending"`
+	// ScheduledRedactions are redact_after_s redactions waiting for their time.
+	ScheduledRedactions int       `json:"scheduled_redactions"`
+	OldestPendingAgeS   float64   `json:"oldest_pending_age_s"`
+	Sent                int64     `json:"sent"`
+	Failed              int64     `json:"failed"`
+	Expired             int64     `json:"expired"`
+	Inbound             int64     `json:"inbound"`
+	LastError           string    `json:"last_error,omitempty"`
+	LastErrorAt         time.Time `json:"last_error_at,omitzero"`
 }
 
 // stats counts what the bridge did; it is published at most once a second when it changed.
@@ -23,14 +25,15 @@ type stats struct {
 	clock   Clock
 	started time.Time
 
-	mu      sync.Mutex
-	s       Stats
-	pending map[int64]time.Time
-	dirty   chan struct{}
+	mu        sync.Mutex
+	s         Stats
+	pending   map[int64]time.Time
+	scheduled map[int64]bool
+	dirty     chan struct{}
 }
 
 func newStats(clock Clock) *stats {
-	return &stats{clock: clock, started: clock.Now(), pending: map[int64]time.Time{}, dirty: make(chan struct{}, 1)}
+	return &stats{clock: clock, started: clock.Now(), pending: map[int64]time.Time{}, scheduled: map[int64]bool{}, dirty: make(chan struct{}, 1)}
 }
 
 func (st *stats) touch() {
@@ -49,7 +52,11 @@ func (st *stats) update(fn func(s *Stats)) {
 
 func (st *stats) enqueued(e *entry) {
 	st.mu.Lock()
-	st.pending[e.ID] = e.CreatedAt
+	if e.Action == actionAutoRedact {
+		st.scheduled[e.ID] = true
+	} else {
+		st.pending[e.ID] = e.CreatedAt
+	}
 	st.mu.Unlock()
 	st.touch()
 }
@@ -59,6 +66,8 @@ func (st *stats) done(e *entry, err *Error) {
 	st.mu.Lock()
 	delete(st.pending, e.ID)
 	switch {
+	case st.scheduled[e.ID]:
+		delete(st.scheduled, e.ID)
 	case err == nil:
 		st.s.Sent++
 	case err.Code == CodeExpired:
@@ -86,6 +95,7 @@ func (st *stats) snapshot() Stats {
 	defer st.mu.Unlock()
 	s := st.s
 	s.OutboxPending = len(st.pending)
+	s.ScheduledRedactions = len(st.scheduled)
 	now := st.clock.Now()
 	for _, created := range st.pending {
 		if age := now.Sub(created).Seconds(); age > s.OldestPendingAgeS {

@@ -116,7 +116,7 @@ func TestRestartKeepsDeviceAndSyncPosition(t *testing.T) {
 		counts[m.json(t)["event_id"].(string)]++
 	}
 	if counts[before.String()] != 0 {
-		t.Errorf("message from before the restart published again")
+		t.Errorf("message from before the restart published again; seen after the restart:\n%s", h.rec.dump())
 	}
 	if counts[during.String()] != 1 || counts[after.String()] != 1 {
 		t.Errorf("counts = %v", counts)
@@ -223,4 +223,50 @@ func TestTokenRejectedWithoutPassword(t *testing.T) {
 			t.Fatalf("request answered although the token is gone: %s", m.Payload)
 		}
 	}
+}
+
+// TestRetainedRequestIsIgnored: a request published with the retain flag runs once, when it is
+// published, and is not run again when the broker replays it after a restart of the bridge.
+func TestRetainedRequestIsIgnored(t *testing.T) {
+	h := newHarness(t, nil)
+	room := h.sharedRoom(nil)
+	h.rec.cli.Publish(h.base+"/bridge/request/send", 1, true, `{"id":"retained","to":"`+room.String()+`","text":"once only"}`).Wait()
+	h.ok(h.response("send", "retained"))
+	h.stop()
+	h.rec.mu.Lock()
+	h.rec.msgs = nil
+	h.rec.mu.Unlock()
+	h.start()
+	h.fail(h.response("send", "retained"), "invalid_request")
+	h.rec.cli.Publish(h.base+"/bridge/request/send", 1, true, "").Wait() // clear it
+	msgs, err := h.alice.cli.Messages(context.Background(), room, "", "", mautrix.DirectionBackward, nil, 50)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sent := 0
+	for _, evt := range msgs.Chunk {
+		if evt.Type == event.EventMessage && evt.Sender == h.bot.id() {
+			sent++
+		}
+	}
+	if sent != 1 {
+		t.Fatalf("retained request sent %d times", sent)
+	}
+}
+
+func TestEncryptedRoomRefusedWithoutE2EE(t *testing.T) {
+	h := newHarness(t, nil)
+	room := h.sharedRoom(&mautrix.ReqCreateRoom{Preset: "private_chat", InitialState: []*event.Event{{
+		Type: event.StateEncryption, Content: event.Content{Parsed: &event.EncryptionEventContent{Algorithm: id.AlgorithmMegolmV1}},
+	}}})
+	eventually(t, 10*time.Second, func() error {
+		resp := h.request("send", map[string]any{"to": room.String(), "text": "must not go out in plaintext"})
+		if resp["status"] == "ok" {
+			t.Fatalf("plaintext sent into an encrypted room: %v", resp)
+		}
+		if e, _ := resp["error"].(map[string]any); e["code"] != "not_allowed" {
+			return fmt.Errorf("response = %v", resp)
+		}
+		return nil
+	})
 }

@@ -2,6 +2,7 @@ package matrix
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -38,8 +39,18 @@ func (c *Client) EnsureDM(ctx context.Context, user id.UserID) (roomID id.RoomID
 	return roomID, created, err
 }
 
+// ErrEncryptionUnavailable means a message was meant for an encrypted room but the bridge
+// cannot encrypt.
+var ErrEncryptionUnavailable = errors.New("the room is encrypted and end-to-end encryption is not enabled in the bridge")
+
 // Send sends a message-like event with a fixed transaction ID, so that a retry is deduplicated.
+// It refuses to send plaintext into an encrypted room.
 func (c *Client) Send(ctx context.Context, roomID id.RoomID, evtType event.Type, content any, txnID string) (id.EventID, error) {
+	if c.cli.Crypto == nil && evtType != event.EventReaction {
+		if encrypted, _ := c.state.IsEncrypted(ctx, roomID); encrypted {
+			return "", fmt.Errorf("failed to send to %s: %w", roomID, ErrEncryptionUnavailable)
+		}
+	}
 	var resp *mautrix.RespSendEvent
 	err := c.retryAuth(ctx, func() (err error) {
 		resp, err = c.cli.SendMessageEvent(ctx, roomID, evtType, content, mautrix.ReqSendEvent{TransactionID: txnID})

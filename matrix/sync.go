@@ -12,6 +12,9 @@ import (
 	"maunium.net/go/mautrix/id"
 )
 
+// handOverTimeout bounds how long one sync response may take to be handed to the broker.
+const handOverTimeout = 30 * time.Second
+
 var syncFilter = &mautrix.Filter{
 	Presence: &mautrix.FilterPart{NotTypes: []event.Type{{Type: "*"}}},
 	Room: &mautrix.RoomFilter{
@@ -51,7 +54,7 @@ func (c *Client) Run(ctx context.Context, h Handler, loggedIn func(context.Conte
 		if err == nil {
 			break
 		}
-		if errors.Is(err, ErrTokenInvalid) || errors.Is(err, mautrix.MForbidden) {
+		if attempt == 0 { // once per outage, not on every retry
 			h.HandleNotice(ctx, Notice{Type: "login_failed", Message: err.Error()})
 		}
 		wait := Backoff(attempt, time.Second, time.Minute)
@@ -94,21 +97,26 @@ func (c *Client) Run(ctx context.Context, h Handler, loggedIn func(context.Conte
 		}
 		attempt = 0
 		c.setHealthy(true)
-		batch, err := c.process(ctx, resp, since)
+		// A response that arrived is handed over and its token saved even when ctx ends
+		// meanwhile, so that a shutdown does not publish the same events again next time.
+		handCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), handOverTimeout)
+		batch, err := c.process(handCtx, resp, since)
 		if err != nil {
 			c.log.Error().Err(err).Msg("Failed to process sync response")
 		}
-		if err := h.HandleSync(ctx, batch); err != nil {
+		if err := h.HandleSync(handCtx, batch); err != nil {
+			cancel()
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
 			c.log.Error().Err(err).Msg("Failed to hand over sync batch; syncing the same range again")
-			sleep(ctx, time.Second)
+			_ = sleep(ctx, time.Second)
 			continue
 		}
-		if err := c.saveSyncToken(ctx, resp.NextBatch); err != nil {
+		if err := c.saveSyncToken(handCtx, resp.NextBatch); err != nil {
 			c.log.Error().Err(err).Msg("Failed to save sync token")
 		}
+		cancel()
 		since = resp.NextBatch
 		c.autoJoin(ctx, h, batch.invites)
 	}
@@ -183,7 +191,8 @@ func (c *Client) onEvent(ctx context.Context, evt *event.Event) {
 		if c.rooms.stateEvent(ctx, evt) {
 			batch.RoomsChanged = true
 		}
-		if evt.Type == event.StateMember && src&event.SourceTimeline != 0 && !batch.initial && evt.GetStateKey() != string(c.cli.UserID) {
+		if evt.Type == event.StateMember && src&event.SourceTimeline != 0 && !batch.initial &&
+			evt.GetStateKey() != string(c.cli.UserID) && membershipChanged(evt) {
 			batch.Notices = append(batch.Notices, Notice{
 				Type: "membership", RoomID: evt.RoomID, UserID: id.UserID(evt.GetStateKey()),
 				Sender: evt.Sender, Membership: evt.Content.AsMember().Membership,
@@ -205,6 +214,18 @@ func (c *Client) onEvent(ctx context.Context, evt *event.Event) {
 			c.log.Error().Err(err).Msg("Failed to hand over late event")
 		}
 	}
+}
+
+// membershipChanged tells a join, leave, invite or ban from a profile change.
+func membershipChanged(evt *event.Event) bool {
+	prev := evt.Unsigned.PrevContent
+	if prev == nil {
+		return true
+	}
+	if err := prev.ParseRaw(event.StateMember); err != nil {
+		return true
+	}
+	return prev.AsMember().Membership != evt.Content.AsMember().Membership
 }
 
 // fillNames sets the room and sender display names on a normalised event.

@@ -73,10 +73,11 @@ func validateBase(base string) error {
 // Message is one message received from the broker. A QoS 1 message is acknowledged to the
 // broker only when Ack is called; until then the broker redelivers it after a reconnect.
 type Message struct {
-	Topic   string
-	Payload []byte
-	QoS     byte
-	ack     func()
+	Topic    string
+	Payload  []byte
+	QoS      byte
+	Retained bool
+	ack      func()
 }
 
 // Ack acknowledges the message to the broker (PUBACK for QoS 1).
@@ -175,7 +176,7 @@ func brokerURL(raw string) string {
 }
 
 func (c *Client) handle(_ paho.Client, m paho.Message) {
-	c.opts.OnMessage(Message{Topic: m.Topic(), Payload: m.Payload(), QoS: m.Qos(), ack: m.Ack})
+	c.opts.OnMessage(Message{Topic: m.Topic(), Payload: m.Payload(), QoS: m.Qos(), Retained: m.Retained(), ack: m.Ack})
 }
 
 // onConnect subscribes without blocking paho's callback goroutine.

@@ -1,0 +1,768 @@
+// A test-only Matrix client: matrix-js-sdk with its Rust crypto, playing "the human user's
+// device" in the E2EE integration tests. It is driven by internal/jsclient (Go).
+//
+// Protocol: one JSON object per line on stdin, {"id": 1, "cmd": "login", "args": {...}}; one
+// answer per request on stdout, {"id": 1, "ok": true, "result": {...}} or
+// {"id": 1, "ok": false, "error": "...", "code": "...", "data": {...}}. Unsolicited lines
+// {"event": "<kind>", ...} may come in between. Everything else (logs) goes to stderr.
+//
+// Requests run concurrently: a wait_event does not hold up a send.
+//
+// Needs Node >= 22 (matrix-js-sdk 43); package.json brings one from npm (node-linux-*).
+
+import readline from "node:readline";
+import process from "node:process";
+
+// stdout carries the protocol only: route every console method to stderr before the SDK
+// (which logs through loglevel -> console) is loaded.
+const out = process.stdout;
+for (const level of ["log", "info", "debug", "trace", "warn", "error"]) {
+	console[level] = (...a) => {
+		process.stderr.write(
+			`[e2eeclient ${new Date().toISOString().slice(11, 23)} ${level}] ` +
+				a.map((x) => (typeof x === "string" ? x : safeStringify(x))).join(" ") +
+				"\n",
+		);
+	};
+}
+
+function safeStringify(x) {
+	if (x instanceof Error) return x.stack || String(x);
+	try {
+		return JSON.stringify(x);
+	} catch {
+		return String(x);
+	}
+}
+
+const sdk = await import("matrix-js-sdk");
+const { logger } = await import("matrix-js-sdk/lib/logger.js");
+const { decodeRecoveryKey } = await import("matrix-js-sdk/lib/crypto-api/recovery-key.js");
+const cryptoApi = await import("matrix-js-sdk/lib/crypto-api/index.js");
+const {
+	ClientEvent,
+	RoomEvent,
+	MatrixEventEvent,
+	RoomStateEvent,
+	SyncState,
+	createClient,
+	MatrixError,
+} = sdk;
+
+logger.setLevel(process.env.E2EECLIENT_SDK_LOG_LEVEL || "warn");
+
+const log = (...a) => console.info(...a);
+
+/** @type {import("matrix-js-sdk").MatrixClient | null} */
+let client = null;
+const state = {
+	userId: null,
+	deviceId: null,
+	homeserver: null,
+	autoJoin: false,
+	emitEvents: false,
+	syncState: null,
+	// roomId -> Map(eventId -> MatrixEvent), in arrival order
+	events: new Map(),
+	waiters: new Set(),
+	secretStorageKey: null, // Uint8Array, for the getSecretStorageKey callback
+	secretStorageKeyId: null,
+	joining: new Set(),
+};
+
+function emit(kind, obj) {
+	out.write(JSON.stringify({ event: kind, ...obj }) + "\n");
+}
+
+function reply(obj) {
+	out.write(JSON.stringify(obj) + "\n");
+}
+
+class CmdError extends Error {
+	constructor(code, message, data) {
+		super(message);
+		this.code = code;
+		this.data = data;
+	}
+}
+
+function need(args, ...names) {
+	for (const n of names) {
+		if (args[n] === undefined || args[n] === null || args[n] === "") {
+			throw new CmdError("invalid_request", `missing argument '${n}'`);
+		}
+	}
+}
+
+function requireClient() {
+	if (!client) throw new CmdError("not_logged_in", "call login first");
+	return client;
+}
+
+function sleep(ms) {
+	return new Promise((r) => setTimeout(r, ms));
+}
+
+// waitFor polls cond (async allowed) until it returns a truthy value or timeoutMs passes.
+async function waitFor(what, timeoutMs, cond, intervalMs = 50) {
+	const deadline = Date.now() + timeoutMs;
+	for (;;) {
+		const v = await cond();
+		if (v) return v;
+		if (Date.now() > deadline) throw new CmdError("timeout", `timed out after ${timeoutMs} ms waiting for ${what}`);
+		await sleep(intervalMs);
+	}
+}
+
+// ---------------------------------------------------------------- events and waiters
+
+function settled(ev) {
+	if (ev.isBeingDecrypted() || ev.shouldAttemptDecryption()) return false;
+	// Encrypted, not (yet) decrypted and not marked as a failure: decryption is pending.
+	if (ev.isEncrypted() && ev.getType() === "m.room.encrypted" && !ev.isDecryptionFailure()) return false;
+	return true;
+}
+
+async function senderDevice(ev) {
+	// The Rust crypto layer records the sender's Curve25519 key; find the device that owns it.
+	const senderKey = ev.getSenderKey?.() || ev.getWireContent().sender_key;
+	const wireDevice = ev.getWireContent().device_id || null;
+	if (!senderKey || !client?.getCrypto()) return wireDevice;
+	try {
+		const map = await client.getCrypto().getUserDeviceInfo([ev.getSender()], true);
+		const devices = map.get(ev.getSender());
+		if (devices) {
+			for (const d of devices.values()) {
+				if (d.getIdentityKey() === senderKey) return d.deviceId;
+			}
+		}
+	} catch (e) {
+		log("senderDevice:", e);
+	}
+	return wireDevice;
+}
+
+async function eventJSON(ev) {
+	const encrypted = ev.isEncrypted();
+	const j = {
+		event_id: ev.getId(),
+		room_id: ev.getRoomId(),
+		type: ev.getType(),
+		sender: ev.getSender(),
+		origin_server_ts: ev.getTs(),
+		content: ev.getContent(),
+		encrypted,
+		decryption_failed: ev.isDecryptionFailure(),
+		redacted: ev.isRedacted(),
+	};
+	if (ev.isState()) j.state_key = ev.getStateKey();
+	const redacts = ev.event.redacts ?? ev.getContent()?.redacts;
+	if (redacts) j.redacts = redacts;
+	if (encrypted) {
+		j.wire_type = ev.getWireType();
+		j.wire_content = ev.getWireContent();
+		if (ev.isDecryptionFailure()) {
+			j.decryption_failure_reason = ev.decryptionFailureReason ?? null;
+		} else {
+			j.sender_device = await senderDevice(ev);
+			try {
+				const info = await client.getCrypto().getEncryptionInfoForEvent(ev);
+				if (info) {
+					j.shield_colour = cryptoApi.EventShieldColour[info.shieldColour] ?? info.shieldColour;
+					j.shield_reason =
+						info.shieldReason === null ? null : (cryptoApi.EventShieldReason[info.shieldReason] ?? info.shieldReason);
+				}
+			} catch (e) {
+				log("getEncryptionInfoForEvent:", e);
+			}
+			if (j.sender_device) {
+				const st = await client.getCrypto().getDeviceVerificationStatus(ev.getSender(), j.sender_device);
+				j.sender_device_status = deviceStatusJSON(st);
+			}
+		}
+	}
+	return j;
+}
+
+function matches(ev, f) {
+	if (f.event_id && ev.getId() !== f.event_id) return false;
+	if (f.sender && ev.getSender() !== f.sender) return false;
+	if (f.type && ev.getType() !== f.type) return false;
+	if (f.body !== undefined && f.body !== null) {
+		const body = ev.getContent()?.body;
+		if (typeof body !== "string") return false;
+		if (f.body_contains ? !body.includes(f.body) : body !== f.body) return false;
+	}
+	if (f.relates_to) {
+		const rel = ev.getWireContent()?.["m.relates_to"] ?? ev.getContent()?.["m.relates_to"];
+		const inReply = rel?.["m.in_reply_to"]?.event_id;
+		if (rel?.event_id !== f.relates_to && inReply !== f.relates_to) return false;
+	}
+	if (f.redacts) {
+		const r = ev.event.redacts ?? ev.getContent()?.redacts;
+		if (r !== f.redacts) return false;
+	}
+	if (f.redacted && !ev.isRedacted()) return false;
+	return true;
+}
+
+function remember(ev, room) {
+	const roomId = room?.roomId ?? ev.getRoomId();
+	if (!roomId || !ev.getId() || ev.getId().startsWith("~")) return; // local echo
+	let m = state.events.get(roomId);
+	if (!m) state.events.set(roomId, (m = new Map()));
+	if (m.has(ev.getId())) return;
+	m.set(ev.getId(), ev);
+	ev.on(MatrixEventEvent.Decrypted, () => {
+		checkWaiters(roomId);
+		if (state.emitEvents) eventJSON(ev).then((j) => emit("decrypted", { data: j }));
+	});
+	checkWaiters(roomId);
+	if (state.emitEvents && settled(ev)) eventJSON(ev).then((j) => emit("timeline", { data: j }));
+}
+
+function scanRoom(roomId) {
+	const room = client?.getRoom(roomId);
+	if (!room) return;
+	for (const ev of room.getLiveTimeline().getEvents()) remember(ev, room);
+}
+
+function checkWaiters(roomId) {
+	for (const w of state.waiters) {
+		if (w.roomId === roomId) w.check();
+	}
+}
+
+async function waitEvent(args) {
+	need(args, "room_id");
+	const c = requireClient();
+	const timeoutMs = args.timeout_ms ?? 30000;
+	scanRoom(args.room_id);
+	return await new Promise((resolve, reject) => {
+		let failedMatch = null; // an undecryptable event matched by event_id
+		const w = {
+			roomId: args.room_id,
+			check: () => {
+				const m = state.events.get(args.room_id);
+				if (!m) return;
+				for (const ev of m.values()) {
+					if (args.event_id && ev.getId() === args.event_id && ev.isDecryptionFailure()) {
+						failedMatch = ev; // Rust crypto retries when keys arrive: keep waiting.
+						continue;
+					}
+					if (!settled(ev)) continue;
+					if (ev.isDecryptionFailure()) continue;
+					if (matches(ev, args)) {
+						done();
+						eventJSON(ev).then(resolve, reject);
+						return;
+					}
+				}
+			},
+		};
+		const timer = setTimeout(async () => {
+			done();
+			if (failedMatch) {
+				// Answer with the event so that the caller sees the failure and its reason.
+				resolve(await eventJSON(failedMatch));
+				return;
+			}
+			const failures = [];
+			const pending = [];
+			for (const ev of state.events.get(args.room_id)?.values() ?? []) {
+				if (ev.isDecryptionFailure()) failures.push({ event_id: ev.getId(), sender: ev.getSender(), reason: ev.decryptionFailureReason ?? null, message: ev.getContent()?.body });
+				else if (!settled(ev)) pending.push(ev.getId());
+			}
+			let msg = `no matching event in ${args.room_id} after ${timeoutMs} ms`;
+			if (failures.length) msg += `; ${failures.length} event(s) failed to decrypt: ${JSON.stringify(failures)}`;
+			if (pending.length) msg += `; ${pending.length} event(s) still being decrypted: ${pending.join(", ")}`;
+			const room = c.getRoom(args.room_id);
+			if (!room) msg += `; the room is unknown to this client (not joined?)`;
+			reject(new CmdError("timeout", msg, { decryption_failures: failures, pending }));
+		}, timeoutMs);
+		const done = () => {
+			clearTimeout(timer);
+			state.waiters.delete(w);
+		};
+		state.waiters.add(w);
+		w.check();
+	});
+}
+
+// ---------------------------------------------------------------- login and crypto
+
+async function login(args) {
+	need(args, "homeserver", "user_id", "password");
+	if (client) throw new CmdError("invalid_request", "already logged in");
+	const t0 = Date.now();
+	const tmp = createClient({ baseUrl: args.homeserver });
+	const res = await tmp.loginRequest({
+		type: "m.login.password",
+		identifier: { type: "m.id.user", user: args.user_id },
+		password: args.password,
+		device_id: args.device_id || undefined,
+		initial_device_display_name: args.device_name || "e2eeclient (matrix-js-sdk)",
+	});
+	tmp.stopClient();
+	const tLogin = Date.now();
+	state.userId = res.user_id;
+	state.deviceId = res.device_id;
+	state.homeserver = args.homeserver;
+	state.autoJoin = !!args.auto_join;
+	state.emitEvents = !!args.emit_events;
+	if (args.recovery_key) state.secretStorageKey = decodeRecoveryKey(args.recovery_key);
+
+	client = createClient({
+		baseUrl: args.homeserver,
+		userId: res.user_id,
+		deviceId: res.device_id,
+		accessToken: res.access_token,
+		cryptoCallbacks: {
+			getSecretStorageKey: async ({ keys }) => {
+				if (!state.secretStorageKey) return null;
+				const keyId = state.secretStorageKeyId && keys[state.secretStorageKeyId] ? state.secretStorageKeyId : Object.keys(keys)[0];
+				return [keyId, state.secretStorageKey];
+			},
+			cacheSecretStorageKey: (keyId, _info, key) => {
+				state.secretStorageKeyId = keyId;
+				state.secretStorageKey = key;
+			},
+		},
+	});
+	await client.initRustCrypto({ useIndexedDB: false });
+	const tCrypto = Date.now();
+
+	client.on(RoomEvent.Timeline, (ev, room) => remember(ev, room));
+	client.on(RoomEvent.Redaction, (_ev, room) => room && checkWaiters(room.roomId));
+	client.on(RoomEvent.MyMembership, (room, membership, prev) => {
+		if (state.emitEvents) emit("membership", { room_id: room.roomId, membership, prev_membership: prev ?? null });
+		if (membership === "invite" && state.autoJoin && !state.joining.has(room.roomId)) {
+			state.joining.add(room.roomId);
+			joinWithRetry(room.roomId).finally(() => state.joining.delete(room.roomId));
+		}
+	});
+	client.on(RoomStateEvent.Events, (ev) => {
+		if (ev.getType() === "m.room.encryption" && ev.getRoomId()) checkWaiters(ev.getRoomId());
+	});
+
+	const prepared = new Promise((resolve, reject) => {
+		const onSync = (st, _prev, data) => {
+			state.syncState = st;
+			if (st === SyncState.Prepared || st === SyncState.Syncing) {
+				client.off(ClientEvent.Sync, onSync);
+				resolve();
+			} else if (st === SyncState.Error && data?.error) {
+				log("sync error:", data.error.message);
+			}
+		};
+		client.on(ClientEvent.Sync, onSync);
+	});
+	client.on(ClientEvent.Sync, (st) => {
+		state.syncState = st;
+	});
+	await client.startClient({ initialSyncLimit: 50, lazyLoadMembers: false, threadSupport: false });
+	await Promise.race([
+		prepared,
+		sleep(args.timeout_ms ?? 60000).then(() => {
+			throw new CmdError("timeout", "the first sync did not finish");
+		}),
+	]);
+	// Wait until our device keys are on the server, so that other clients can encrypt for us.
+	await waitFor("the device keys to be uploaded", 30000, async () => {
+		const resp = await client.downloadKeysForUsers([state.userId]);
+		return resp.device_keys?.[state.userId]?.[state.deviceId];
+	}, 100);
+	const tReady = Date.now();
+	log(`logged in as ${state.userId} / ${state.deviceId}: login ${tLogin - t0} ms, crypto ${tCrypto - tLogin} ms, sync+keys ${tReady - tCrypto} ms`);
+	return {
+		user_id: state.userId,
+		device_id: state.deviceId,
+		access_token: res.access_token,
+		timings_ms: { login: tLogin - t0, crypto_init: tCrypto - tLogin, sync_and_keys: tReady - tCrypto },
+	};
+}
+
+async function joinWithRetry(roomId) {
+	for (let i = 0; i < 5; i++) {
+		try {
+			await client.joinRoom(roomId);
+			log(`auto-joined ${roomId}`);
+			if (state.emitEvents) emit("joined", { room_id: roomId });
+			return;
+		} catch (e) {
+			log(`auto-join ${roomId} failed (try ${i + 1}):`, e.message);
+			await sleep(200 * (i + 1));
+		}
+	}
+}
+
+function uiaPassword(password) {
+	return async (makeRequest) => {
+		// Dendrite (like Synapse) wants the session from a first, auth-less round.
+		try {
+			return await makeRequest(null);
+		} catch (e) {
+			if (!(e instanceof MatrixError) || e.httpStatus !== 401 || !e.data?.flows) throw e;
+			return await makeRequest({
+				type: "m.login.password",
+				identifier: { type: "m.id.user", user: state.userId },
+				password,
+				session: e.data.session,
+			});
+		}
+	};
+}
+
+async function crossSigningStatusJSON() {
+	const crypto = client.getCrypto();
+	const st = await crypto.getCrossSigningStatus();
+	return {
+		ready: await crypto.isCrossSigningReady(),
+		public_keys_on_device: st.publicKeysOnDevice,
+		private_keys_in_secret_storage: st.privateKeysInSecretStorage,
+		private_keys_cached_locally: st.privateKeysCachedLocally,
+		master_key: await crypto.getCrossSigningKeyId(cryptoApi.CrossSigningKey.Master),
+	};
+}
+
+async function bootstrapCrossSigning(args) {
+	const c = requireClient();
+	const crypto = c.getCrypto();
+	await crypto.bootstrapCrossSigning({
+		setupNewCrossSigning: args.setup_new ?? !args.from_secret_storage,
+		authUploadDeviceSigningKeys: args.password ? uiaPassword(args.password) : undefined,
+	});
+	// Our device is now signed by the new self-signing key; make sure the server says so.
+	await waitFor("our device to be cross-signed on the server", 30000, async () => {
+		const st = await crypto.getDeviceVerificationStatus(state.userId, state.deviceId);
+		return st?.signedByOwner;
+	}, 100);
+	return await crossSigningStatusJSON();
+}
+
+async function bootstrapSecretStorage(args) {
+	const c = requireClient();
+	const crypto = c.getCrypto();
+	let recoveryKey = null;
+	await crypto.bootstrapSecretStorage({
+		createSecretStorageKey: async () => {
+			const k = await crypto.createRecoveryKeyFromPassphrase();
+			recoveryKey = k.encodedPrivateKey;
+			state.secretStorageKey = k.privateKey;
+			return k;
+		},
+		setupNewSecretStorage: args.setup_new ?? true,
+		setupNewKeyBackup: !!args.key_backup,
+	});
+	return { recovery_key: recoveryKey, cross_signing: await crossSigningStatusJSON() };
+}
+
+function deviceStatusJSON(st) {
+	if (!st) return null;
+	return {
+		signed_by_owner: st.signedByOwner,
+		cross_signing_verified: st.crossSigningVerified,
+		locally_verified: st.localVerified,
+		is_verified: st.isVerified(),
+	};
+}
+
+async function deviceStatus(args) {
+	need(args, "user_id", "device_id");
+	const crypto = requireClient().getCrypto();
+	const timeoutMs = args.timeout_ms ?? 0;
+	// Refresh the device list first: the answer must reflect what the server has now.
+	const fetchStatus = async () => {
+		await crypto.getUserDeviceInfo([args.user_id], true);
+		return await crypto.getDeviceVerificationStatus(args.user_id, args.device_id);
+	};
+	let st = await fetchStatus();
+	// Optionally wait until a condition holds (e.g. signed_by_owner after the other side bootstraps).
+	if (args.wait_signed_by_owner && timeoutMs > 0) {
+		st = await waitFor(`${args.user_id}/${args.device_id} to be signed by its owner`, timeoutMs, async () => {
+			const s = await fetchStatus();
+			return s?.signedByOwner ? s : null;
+		}, 200);
+	}
+	const us = await crypto.getUserVerificationStatus(args.user_id);
+	return {
+		known: st !== null,
+		device: deviceStatusJSON(st),
+		user: {
+			is_cross_signing_verified: us.isCrossSigningVerified(),
+			was_cross_signing_verified: us.wasCrossSigningVerified(),
+			is_verified: us.isVerified(),
+			needs_user_approval: us.needsUserApproval,
+		},
+	};
+}
+
+async function userIdentity(args) {
+	need(args, "user_id");
+	const c = requireClient();
+	const resp = await c.downloadKeysForUsers([args.user_id]);
+	const keyOf = (k) => (k ? Object.values(k.keys ?? {})[0] ?? null : null);
+	const master = resp.master_keys?.[args.user_id];
+	const self = resp.self_signing_keys?.[args.user_id];
+	const devices = Object.keys(resp.device_keys?.[args.user_id] ?? {});
+	const res = {
+		has_identity: !!master,
+		master_key: keyOf(master),
+		self_signing_key: keyOf(self),
+		devices,
+	};
+	if (args.user_id === state.userId) {
+		res.user_signing_key = keyOf(resp.user_signing_keys?.[args.user_id]);
+	}
+	return res;
+}
+
+// ---------------------------------------------------------------- rooms and messages
+
+async function waitRoom(roomId, { encrypted = false, timeoutMs = 30000 } = {}) {
+	const c = requireClient();
+	await waitFor(`room ${roomId} to appear in the sync`, timeoutMs, () => {
+		const room = c.getRoom(roomId);
+		if (!room || room.getMyMembership() !== "join") return false;
+		return !encrypted || room.hasEncryptionStateEvent();
+	});
+	return c.getRoom(roomId);
+}
+
+async function createRoom(args) {
+	const c = requireClient();
+	const initialState = [];
+	if (args.encrypted) {
+		initialState.push({ type: "m.room.encryption", state_key: "", content: { algorithm: "m.megolm.v1.aes-sha2" } });
+	}
+	const req = {
+		preset: args.preset || (args.is_direct ? "trusted_private_chat" : "private_chat"),
+		invite: args.invite ?? [],
+		is_direct: !!args.is_direct,
+		initial_state: initialState,
+	};
+	if (args.name) req.name = args.name;
+	if (args.topic) req.topic = args.topic;
+	const { room_id: roomId } = await c.createRoom(req);
+	if (args.is_direct && (args.invite ?? []).length) {
+		const dm = c.getAccountData("m.direct")?.getContent() ?? {};
+		for (const u of args.invite) dm[u] = [...new Set([...(dm[u] ?? []), roomId])];
+		await c.setAccountData("m.direct", dm);
+	}
+	// Do not answer before the room (and its encryption state) is in our store: sending into a
+	// room the client does not yet know to be encrypted would go out in the clear.
+	await waitRoom(roomId, { encrypted: !!args.encrypted });
+	return { room_id: roomId };
+}
+
+async function join(args) {
+	need(args, "room_id");
+	const c = requireClient();
+	const room = await c.joinRoom(args.room_id);
+	await waitRoom(room.roomId);
+	return { room_id: room.roomId };
+}
+
+async function waitJoined(args) {
+	need(args, "room_id");
+	const room = await waitRoom(args.room_id, { timeoutMs: args.timeout_ms ?? 30000 });
+	return { room_id: room.roomId, encrypted: room.hasEncryptionStateEvent() };
+}
+
+async function waitMember(args) {
+	need(args, "room_id", "user_id");
+	const c = requireClient();
+	const want = args.membership || "join";
+	await waitFor(`${args.user_id} to be '${want}' in ${args.room_id}`, args.timeout_ms ?? 30000, () => {
+		return c.getRoom(args.room_id)?.getMember(args.user_id)?.membership === want;
+	});
+	return {};
+}
+
+async function send(args) {
+	need(args, "room_id");
+	const c = requireClient();
+	await waitRoom(args.room_id);
+	let content;
+	if (args.content) {
+		content = args.content;
+	} else {
+		need(args, "body");
+		content = { msgtype: args.msgtype || "m.text", body: args.body };
+		if (args.html) {
+			content.format = "org.matrix.custom.html";
+			content.formatted_body = args.html;
+		}
+	}
+	if (args.edit) {
+		const newContent = { ...content };
+		content = {
+			...content,
+			body: `* ${content.body}`,
+			"m.new_content": newContent,
+			"m.relates_to": { rel_type: "m.replace", event_id: args.edit },
+		};
+		if (newContent.formatted_body) content.formatted_body = `* ${newContent.formatted_body}`;
+	} else if (args.thread) {
+		content["m.relates_to"] = {
+			rel_type: "m.thread",
+			event_id: args.thread,
+			is_falling_back: !args.reply_to,
+			"m.in_reply_to": { event_id: args.reply_to || args.thread },
+		};
+	} else if (args.reply_to) {
+		content["m.relates_to"] = { "m.in_reply_to": { event_id: args.reply_to } };
+	}
+	const res = await c.sendEvent(args.room_id, args.type || "m.room.message", content);
+	return { event_id: res.event_id };
+}
+
+async function react(args) {
+	need(args, "room_id", "event_id", "key");
+	const c = requireClient();
+	await waitRoom(args.room_id);
+	const res = await c.sendEvent(args.room_id, "m.reaction", {
+		"m.relates_to": { rel_type: "m.annotation", event_id: args.event_id, key: args.key },
+	});
+	return { event_id: res.event_id };
+}
+
+async function redact(args) {
+	need(args, "room_id", "event_id");
+	const c = requireClient();
+	await waitRoom(args.room_id);
+	const res = await c.redactEvent(args.room_id, args.event_id, undefined, args.reason ? { reason: args.reason } : undefined);
+	return { event_id: res.event_id };
+}
+
+async function roomEncrypted(args) {
+	need(args, "room_id");
+	const c = requireClient();
+	const room = c.getRoom(args.room_id);
+	return {
+		known: !!room,
+		membership: room?.getMyMembership() ?? null,
+		encrypted: await c.getCrypto().isEncryptionEnabledInRoom(args.room_id),
+		has_encryption_state_event: room?.hasEncryptionStateEvent() ?? false,
+	};
+}
+
+async function rooms() {
+	const c = requireClient();
+	return {
+		rooms: c.getRooms().map((r) => ({
+			room_id: r.roomId,
+			name: r.name,
+			membership: r.getMyMembership(),
+			encrypted: r.hasEncryptionStateEvent(),
+			dm_inviter: r.getDMInviter?.() ?? null,
+		})),
+	};
+}
+
+async function setDeviceVerified(args) {
+	need(args, "user_id", "device_id");
+	const crypto = requireClient().getCrypto();
+	await crypto.getUserDeviceInfo([args.user_id], true);
+	await crypto.setDeviceVerified(args.user_id, args.device_id, args.verified ?? true);
+	return deviceStatusJSON(await crypto.getDeviceVerificationStatus(args.user_id, args.device_id));
+}
+
+async function whoami() {
+	const c = requireClient();
+	return { user_id: state.userId, device_id: state.deviceId, sync_state: state.syncState, ed25519: c.getDeviceEd25519Key?.() ?? null };
+}
+
+async function logout() {
+	if (!client) return {};
+	const c = client;
+	try {
+		await c.logout(true);
+	} finally {
+		c.stopClient();
+		client = null;
+	}
+	return {};
+}
+
+async function stop(args) {
+	if (client) {
+		if (args.logout) {
+			try {
+				await logout();
+			} catch (e) {
+				log("logout on stop:", e.message);
+			}
+		} else {
+			client.stopClient();
+		}
+	}
+	setTimeout(() => process.exit(0), 50);
+	return {};
+}
+
+const commands = {
+	login,
+	bootstrap_cross_signing: bootstrapCrossSigning,
+	bootstrap_secret_storage: bootstrapSecretStorage,
+	cross_signing_status: async () => (requireClient(), crossSigningStatusJSON()),
+	create_room: createRoom,
+	join,
+	wait_joined: waitJoined,
+	wait_member: waitMember,
+	send,
+	react,
+	redact,
+	wait_event: waitEvent,
+	device_status: deviceStatus,
+	user_identity: userIdentity,
+	set_device_verified: setDeviceVerified,
+	room_encrypted: roomEncrypted,
+	rooms,
+	whoami,
+	logout,
+	stop,
+	ping: async () => ({ node: process.version }),
+};
+
+// ---------------------------------------------------------------- main loop
+
+async function handle(line) {
+	let req;
+	try {
+		req = JSON.parse(line);
+	} catch (e) {
+		reply({ id: null, ok: false, code: "invalid_request", error: `bad JSON: ${e.message}` });
+		return;
+	}
+	const { id, cmd, args = {} } = req;
+	const fn = commands[cmd];
+	if (!fn) {
+		reply({ id, ok: false, code: "unknown_command", error: `unknown command '${cmd}'` });
+		return;
+	}
+	const t0 = Date.now();
+	try {
+		const result = await fn(args ?? {});
+		reply({ id, ok: true, result: result ?? {}, ms: Date.now() - t0 });
+	} catch (e) {
+		const r = { id, ok: false, code: e.code || (e instanceof MatrixError ? "matrix_error" : "error"), error: e.message || String(e), ms: Date.now() - t0 };
+		if (e instanceof MatrixError) r.data = { errcode: e.errcode, http_status: e.httpStatus, body: e.data };
+		else if (e.data) r.data = e.data;
+		if (!(e instanceof CmdError)) log(`${cmd} failed:`, e);
+		reply(r);
+	}
+}
+
+process.on("unhandledRejection", (e) => log("unhandled rejection:", e));
+
+const rl = readline.createInterface({ input: process.stdin, crlfDelay: Infinity });
+rl.on("line", (line) => {
+	if (line.trim()) handle(line);
+});
+rl.on("close", () => {
+	// The driver went away: stop syncing and leave.
+	if (client) client.stopClient();
+	process.exit(0);
+});
+emit("ready", { node: process.version });
