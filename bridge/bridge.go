@@ -26,6 +26,12 @@ import (
 	"github.com/matrix2mqtt/matrix2mqtt/mqtt"
 )
 
+// resumeDelay holds back the requests found in the outbox at start. The head of each lane may
+// have been in flight when the bridge stopped; a homeserver that is still working on it would
+// not recognise the retry's transaction ID yet (Dendrite, for one, records it only when the
+// first request finishes) and would deliver the message twice.
+const resumeDelay = 3 * time.Second
+
 // publisher publishes to MQTT and waits for the broker's acknowledgement.
 type publisher interface {
 	Publish(ctx context.Context, topic string, retained bool, payload []byte) error
@@ -36,6 +42,10 @@ type sender interface {
 	Resolve(ctx context.Context, target string) (id.RoomID, error)
 	Send(ctx context.Context, roomID id.RoomID, evtType event.Type, content any, txnID string) (id.EventID, error)
 	Redact(ctx context.Context, roomID id.RoomID, eventID id.EventID, reason, txnID string) (id.EventID, error)
+	// Synced is closed once the first sync since start was handed over, and SentWithTxn tells
+	// from the echoes seen in sync whether a transaction ID was sent already.
+	Synced() <-chan struct{}
+	SentWithTxn(txnID string) (id.EventID, bool)
 }
 
 // Options are what the bridge needs besides its Config.
@@ -130,7 +140,12 @@ func (b *Bridge) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	resumeAt := b.clock.Now().Add(resumeDelay)
 	for _, e := range pending {
+		if e.NotBefore.Before(resumeAt) {
+			e.NotBefore = resumeAt
+		}
+		e.recovered = true
 		b.stats.enqueued(e)
 		b.lanes.push(work, e)
 	}

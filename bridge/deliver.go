@@ -46,6 +46,14 @@ func (b *Bridge) deliver(ctx context.Context, e *entry) {
 	case <-ctx.Done():
 		return
 	}
+	if e.recovered {
+		// Its echo, if it was sent before the stop, comes with the first sync.
+		select {
+		case <-b.out.Synced():
+		case <-ctx.Done():
+			return
+		}
+	}
 	for attempt := 0; ; attempt++ {
 		now := b.clock.Now()
 		if wait := e.NotBefore.Sub(now); wait > 0 {
@@ -139,7 +147,7 @@ func (b *Bridge) finish(ctx context.Context, e *entry, data any, err *Error, fol
 		b.log.Warn().Int64("outbox_id", e.ID).Str("action", e.Action).Str("code", err.Code).Str("reason", err.Message).Msg("Request failed")
 	}
 	for {
-		ferr := b.outbox.finish(ctx, e.ID, followUps)
+		ferr := b.outbox.finish(ctx, e, b.clock.Now(), followUps)
 		if ferr == nil {
 			break
 		}
@@ -167,7 +175,9 @@ func (b *Bridge) execute(ctx context.Context, e *entry) (any, []*entry, error) {
 		if err != nil {
 			return nil, nil, err
 		}
-		evtID, err := b.out.Send(ctx, roomID, event.EventMessage, messageContent(&r), e.TxnID)
+		evtID, err := b.sendOnce(ctx, e, func() (id.EventID, error) {
+			return b.out.Send(ctx, roomID, event.EventMessage, messageContent(&r), e.TxnID)
+		})
 		if err != nil {
 			return nil, nil, err
 		}
@@ -190,7 +200,9 @@ func (b *Bridge) execute(ctx context.Context, e *entry) (any, []*entry, error) {
 			return nil, nil, err
 		}
 		content := &event.ReactionEventContent{RelatesTo: *(&event.RelatesTo{}).SetAnnotation(r.EventID, r.Key)}
-		evtID, err := b.out.Send(ctx, roomID, event.EventReaction, content, e.TxnID)
+		evtID, err := b.sendOnce(ctx, e, func() (id.EventID, error) {
+			return b.out.Send(ctx, roomID, event.EventReaction, content, e.TxnID)
+		})
 		if err != nil {
 			return nil, nil, err
 		}
@@ -204,7 +216,9 @@ func (b *Bridge) execute(ctx context.Context, e *entry) (any, []*entry, error) {
 		if err != nil {
 			return nil, nil, err
 		}
-		evtID, err := b.out.Redact(ctx, roomID, r.EventID, r.Reason, e.TxnID)
+		evtID, err := b.sendOnce(ctx, e, func() (id.EventID, error) {
+			return b.out.Redact(ctx, roomID, r.EventID, r.Reason, e.TxnID)
+		})
 		if err != nil {
 			return nil, nil, err
 		}
@@ -214,10 +228,24 @@ func (b *Bridge) execute(ctx context.Context, e *entry) (any, []*entry, error) {
 		if err := json.Unmarshal(e.Request, &r); err != nil {
 			return nil, nil, fmt.Errorf("failed to decode stored request: %w", err)
 		}
-		_, err := b.out.Redact(ctx, r.RoomID, r.EventID, "redact_after_s", e.TxnID)
+		_, err := b.sendOnce(ctx, e, func() (id.EventID, error) {
+			return b.out.Redact(ctx, r.RoomID, r.EventID, "redact_after_s", e.TxnID)
+		})
 		return nil, nil, err
 	}
 	return nil, nil, fmt.Errorf("unknown outbox action %q", e.Action)
+}
+
+// sendOnce runs send unless the entry was recovered at start and sync already echoed its
+// transaction ID: then it was sent before the stop, and its event ID is the answer.
+func (b *Bridge) sendOnce(_ context.Context, e *entry, send func() (id.EventID, error)) (id.EventID, error) {
+	if e.recovered {
+		if evtID, ok := b.out.SentWithTxn(e.TxnID); ok {
+			b.log.Info().Int64("outbox_id", e.ID).Stringer("event_id", evtID).Msg("Request was sent before the restart; not sending it again")
+			return evtID, nil
+		}
+	}
+	return send()
 }
 
 // resolve turns an expanded target into a room ID and remembers it for the topic keys.

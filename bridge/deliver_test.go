@@ -71,6 +71,7 @@ type fakeSender struct {
 	sent     []string // txn IDs of successful sends, in order
 	redacted []id.EventID
 	calls    int
+	echoes   map[string]id.EventID // what sync echoed before a restart
 }
 
 func (f *fakeSender) next() error {
@@ -83,6 +84,19 @@ func (f *fakeSender) next() error {
 	err := f.errs[0]
 	f.errs = f.errs[1:]
 	return err
+}
+
+func (f *fakeSender) Synced() <-chan struct{} {
+	c := make(chan struct{})
+	close(c)
+	return c
+}
+
+func (f *fakeSender) SentWithTxn(txnID string) (id.EventID, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	evtID, ok := f.echoes[txnID]
+	return evtID, ok
 }
 
 func (f *fakeSender) Resolve(_ context.Context, target string) (id.RoomID, error) {
@@ -406,5 +420,20 @@ func TestLanesKeepOrderPerTarget(t *testing.T) {
 	}
 	if len(seen["slow"]) != 17 {
 		t.Fatalf("slow lane = %v", seen["slow"])
+	}
+}
+
+func TestRecoveredEntryAlreadySentIsNotSentAgain(t *testing.T) {
+	tb := newTestBridge(t)
+	e := tb.enqueue(t, SendRequest{ID: "again", To: "!room:hs", Text: "in flight at the crash"})
+	e.recovered = true
+	tb.sender.echoes = map[string]id.EventID{e.TxnID: "$already"}
+	<-tb.run(e)
+	r := tb.response(t)
+	if r.Status != "ok" || r.Data.(map[string]any)["event_id"] != "$already" {
+		t.Fatalf("response = %+v", r)
+	}
+	if tb.sender.calls != 0 {
+		t.Fatal("sent again")
 	}
 }

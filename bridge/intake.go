@@ -83,6 +83,10 @@ func (in *intake) process(ctx context.Context, batch []mqtt.Message) {
 	var durable []*entry
 	var acks []mqtt.Message
 	for _, m := range batch {
+		if m.Duplicate && b.alreadyCommitted(ctx, m) {
+			m.Ack()
+			continue
+		}
 		e, err := b.accept(ctx, m)
 		switch {
 		case err != nil:
@@ -164,11 +168,25 @@ func (b *Bridge) accept(ctx context.Context, m mqtt.Message) (*entry, *Error) {
 		return nil, err
 	}
 	now := b.clock.Now()
-	e := &entry{Action: action, Lane: lane, Request: raw, TxnID: newTxnID(), CreatedAt: now}
+	e := &entry{Action: action, Lane: lane, Request: raw, TxnID: newTxnID(), CreatedAt: now, MQTTKey: mqttKey(m.PacketID, m.Topic, m.Payload)}
 	if send, ok := req.(*SendRequest); ok && send.ExpireS > 0 {
 		e.ExpiresAt = now.Add(seconds(send.ExpireS))
 	}
 	return e, nil
+}
+
+// alreadyCommitted reports whether a redelivered message was taken already: the bridge
+// committed it and stopped before its PUBACK reached the broker.
+func (b *Bridge) alreadyCommitted(ctx context.Context, m mqtt.Message) bool {
+	found, err := b.outbox.seen(ctx, mqttKey(m.PacketID, m.Topic, m.Payload))
+	if err != nil {
+		b.log.Warn().Err(err).Msg("Failed to check a redelivered message; taking it as new")
+		return false
+	}
+	if found {
+		b.log.Debug().Str("topic", m.Topic).Uint16("packet_id", m.PacketID).Msg("Redelivered message is in the outbox already")
+	}
+	return found
 }
 
 func seconds(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }

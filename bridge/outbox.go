@@ -3,6 +3,7 @@ package bridge
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"embed"
 	"encoding/hex"
 	"encoding/json"
@@ -30,6 +31,32 @@ type entry struct {
 	ExpiresAt time.Time
 	// NotBefore, when set, is when a scheduled entry (an auto-redaction) becomes due.
 	NotBefore time.Time
+	// MQTTKey identifies the MQTT message the entry came from (see mqttKey).
+	MQTTKey string
+	// recovered is set on entries found in the outbox at start: they may have reached the
+	// homeserver before the bridge stopped.
+	recovered bool
+}
+
+// mqttKey identifies an MQTT message well enough to recognise its redelivery: the packet ID
+// (the same on a redelivery) and a hash of topic and payload.
+func mqttKey(packetID uint16, topic string, payload []byte) string {
+	h := sha256.New()
+	h.Write([]byte(topic))
+	h.Write([]byte{0})
+	h.Write(payload)
+	return fmt.Sprintf("%d:%x", packetID, h.Sum(nil)[:12])
+}
+
+// seen reports whether the MQTT message with this key is in the outbox or was done lately.
+func (o *outbox) seen(ctx context.Context, key string) (bool, error) {
+	var found bool
+	err := o.db.QueryRow(ctx, `SELECT EXISTS(SELECT 1 FROM matrix2mqtt_outbox WHERE mqtt_key=$1)
+		OR EXISTS(SELECT 1 FROM matrix2mqtt_done WHERE mqtt_key=$1)`, key).Scan(&found)
+	if err != nil {
+		return false, fmt.Errorf("failed to look up redelivered message: %w", err)
+	}
+	return found, nil
 }
 
 // outbox is the table of requests that were acknowledged to the broker but not yet answered.
@@ -62,9 +89,9 @@ func (o *outbox) add(ctx context.Context, entries []*entry) error {
 	err := o.db.DoTxn(ctx, nil, func(ctx context.Context) error {
 		for _, e := range entries {
 			err := o.db.QueryRow(ctx, `
-				INSERT INTO matrix2mqtt_outbox (action, lane, request, txn_id, created_at, expires_at, not_before)
-				VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id`,
-				e.Action, e.Lane, string(e.Request), e.TxnID, millis(e.CreatedAt), millis(e.ExpiresAt), millis(e.NotBefore),
+				INSERT INTO matrix2mqtt_outbox (action, lane, request, txn_id, created_at, expires_at, not_before, mqtt_key)
+				VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id`,
+				e.Action, e.Lane, string(e.Request), e.TxnID, millis(e.CreatedAt), millis(e.ExpiresAt), millis(e.NotBefore), e.MQTTKey,
 			).Scan(&e.ID)
 			if err != nil {
 				return err
@@ -78,11 +105,21 @@ func (o *outbox) add(ctx context.Context, entries []*entry) error {
 	return nil
 }
 
-// finish deletes a done entry and adds its follow-ups (a scheduled redaction) in one transaction.
-func (o *outbox) finish(ctx context.Context, id int64, followUps []*entry) error {
+// doneRetention is how long the keys of done MQTT messages are remembered.
+const doneRetention = 24 * time.Hour
+
+// finish deletes a done entry, remembers its MQTT key, and adds its follow-ups (a scheduled
+// redaction), in one transaction.
+func (o *outbox) finish(ctx context.Context, e *entry, now time.Time, followUps []*entry) error {
 	err := o.db.DoTxn(ctx, nil, func(ctx context.Context) error {
-		if _, err := o.db.Exec(ctx, "DELETE FROM matrix2mqtt_outbox WHERE id=$1", id); err != nil {
+		if _, err := o.db.Exec(ctx, "DELETE FROM matrix2mqtt_outbox WHERE id=$1", e.ID); err != nil {
 			return err
+		}
+		if e.MQTTKey != "" {
+			if _, err := o.db.Exec(ctx, "INSERT INTO matrix2mqtt_done (mqtt_key, done_at) VALUES ($1, $2) ON CONFLICT (mqtt_key) DO NOTHING",
+				e.MQTTKey, now.UnixMilli()); err != nil {
+				return err
+			}
 		}
 		if len(followUps) > 0 {
 			return o.add(ctx, followUps)
@@ -90,7 +127,7 @@ func (o *outbox) finish(ctx context.Context, id int64, followUps []*entry) error
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("failed to finish outbox entry %d: %w", id, err)
+		return fmt.Errorf("failed to finish outbox entry %d: %w", e.ID, err)
 	}
 	return nil
 }
@@ -98,7 +135,7 @@ func (o *outbox) finish(ctx context.Context, id int64, followUps []*entry) error
 // pending returns every entry, oldest first.
 func (o *outbox) pending(ctx context.Context) ([]*entry, error) {
 	rows, err := o.db.Query(ctx, `
-		SELECT id, action, lane, request, txn_id, created_at, expires_at, not_before
+		SELECT id, action, lane, request, txn_id, created_at, expires_at, not_before, mqtt_key
 		FROM matrix2mqtt_outbox ORDER BY id`)
 	if err != nil {
 		return nil, fmt.Errorf("failed to load the outbox: %w", err)
@@ -109,7 +146,7 @@ func (o *outbox) pending(ctx context.Context) ([]*entry, error) {
 		var e entry
 		var request string
 		var created, expires, notBefore int64
-		if err := rows.Scan(&e.ID, &e.Action, &e.Lane, &request, &e.TxnID, &created, &expires, &notBefore); err != nil {
+		if err := rows.Scan(&e.ID, &e.Action, &e.Lane, &request, &e.TxnID, &created, &expires, &notBefore, &e.MQTTKey); err != nil {
 			return nil, fmt.Errorf("failed to load the outbox: %w", err)
 		}
 		e.Request = json.RawMessage(request)
@@ -147,7 +184,10 @@ func (o *outbox) markPublished(ctx context.Context, ids []id.EventID, now time.T
 				return err
 			}
 		}
-		_, err := o.db.Exec(ctx, "DELETE FROM matrix2mqtt_inbound WHERE published_at < $1", now.Add(-inboundRetention).UnixMilli())
+		if _, err := o.db.Exec(ctx, "DELETE FROM matrix2mqtt_inbound WHERE published_at < $1", now.Add(-inboundRetention).UnixMilli()); err != nil {
+			return err
+		}
+		_, err := o.db.Exec(ctx, "DELETE FROM matrix2mqtt_done WHERE done_at < $1", now.Add(-doneRetention).UnixMilli())
 		return err
 	})
 	if err != nil {

@@ -14,16 +14,20 @@ import readline from "node:readline";
 import process from "node:process";
 
 // stdout carries the protocol only: route every console method to stderr before the SDK
-// (which logs through loglevel -> console) is loaded.
+// (which logs through loglevel -> console) is loaded. matrix-js-sdk sets each of its loggers
+// to DEBUG, so the level filter is applied here: E2EECLIENT_SDK_LOG_LEVEL (default warn).
 const out = process.stdout;
-for (const level of ["log", "info", "debug", "trace", "warn", "error"]) {
-	console[level] = (...a) => {
-		process.stderr.write(
-			`[e2eeclient ${new Date().toISOString().slice(11, 23)} ${level}] ` +
-				a.map((x) => (typeof x === "string" ? x : safeStringify(x))).join(" ") +
-				"\n",
-		);
-	};
+const levels = ["trace", "debug", "log", "info", "warn", "error"];
+const minLevel = Math.max(0, levels.indexOf((process.env.E2EECLIENT_SDK_LOG_LEVEL || "warn").toLowerCase()));
+function writeLog(level, a) {
+	process.stderr.write(
+		`[e2eeclient ${new Date().toISOString().slice(11, 23)} ${level}] ` +
+			a.map((x) => (typeof x === "string" ? x : safeStringify(x))).join(" ") +
+			"\n",
+	);
+}
+for (const level of levels) {
+	console[level] = levels.indexOf(level) >= minLevel ? (...a) => writeLog(level, a) : () => {};
 }
 
 function safeStringify(x) {
@@ -36,7 +40,6 @@ function safeStringify(x) {
 }
 
 const sdk = await import("matrix-js-sdk");
-const { logger } = await import("matrix-js-sdk/lib/logger.js");
 const { decodeRecoveryKey } = await import("matrix-js-sdk/lib/crypto-api/recovery-key.js");
 const cryptoApi = await import("matrix-js-sdk/lib/crypto-api/index.js");
 const {
@@ -49,9 +52,8 @@ const {
 	MatrixError,
 } = sdk;
 
-logger.setLevel(process.env.E2EECLIENT_SDK_LOG_LEVEL || "warn");
-
-const log = (...a) => console.info(...a);
+// Our own log lines are always written.
+const log = (...a) => writeLog("client", a);
 
 /** @type {import("matrix-js-sdk").MatrixClient | null} */
 let client = null;
@@ -184,6 +186,16 @@ async function eventJSON(ev) {
 	return j;
 }
 
+function describe(ev) {
+	const flags = [];
+	if (ev.isEncrypted()) flags.push("encrypted");
+	if (ev.isBeingDecrypted()) flags.push("decrypting");
+	if (ev.shouldAttemptDecryption()) flags.push("not-yet-decrypted");
+	if (ev.isDecryptionFailure()) flags.push("failed");
+	if (ev.isRedacted()) flags.push("redacted");
+	return `${ev.getType()} from ${ev.getSender()}${flags.length ? " [" + flags.join(",") + "]" : ""}`;
+}
+
 function matches(ev, f) {
 	if (f.event_id && ev.getId() !== f.event_id) return false;
 	if (f.sender && ev.getSender() !== f.sender) return false;
@@ -269,10 +281,13 @@ async function waitEvent(args) {
 			}
 			const failures = [];
 			const pending = [];
+			const seen = [];
 			for (const ev of state.events.get(args.room_id)?.values() ?? []) {
 				if (ev.isDecryptionFailure()) failures.push({ event_id: ev.getId(), sender: ev.getSender(), reason: ev.decryptionFailureReason ?? null, message: ev.getContent()?.body });
-				else if (!settled(ev)) pending.push(ev.getId());
+				else if (!settled(ev)) pending.push(`${ev.getId()} (${describe(ev)})`);
+				seen.push(`${ev.getId()} ${describe(ev)}`);
 			}
+			log(`wait_event ${JSON.stringify(args)} timed out; events seen in the room:\n  ${seen.slice(-30).join("\n  ")}`);
 			let msg = `no matching event in ${args.room_id} after ${timeoutMs} ms`;
 			if (failures.length) msg += `; ${failures.length} event(s) failed to decrypt: ${JSON.stringify(failures)}`;
 			if (pending.length) msg += `; ${pending.length} event(s) still being decrypted: ${pending.join(", ")}`;

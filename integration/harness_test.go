@@ -71,13 +71,19 @@ type user struct {
 // newUser registers a fresh account; names are unique per test run.
 func newUser(t *testing.T, prefix string) *user {
 	t.Helper()
+	return newUserOn(t, env, prefix)
+}
+
+// newUserOn registers a fresh account on the given servers.
+func newUserOn(t *testing.T, srv *testenv.Env, prefix string) *user {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	u, err := env.RegisterUser(ctx, fmt.Sprintf("%s%d", prefix, userCount.Add(1)))
+	u, err := srv.RegisterUser(ctx, fmt.Sprintf("%s%d", prefix, userCount.Add(1)))
 	if err != nil {
 		t.Fatalf("failed to register user: %v", err)
 	}
-	cli, err := mautrix.NewClient(env.HomeserverURL, id.UserID(u.UserID), u.AccessToken)
+	cli, err := mautrix.NewClient(srv.HomeserverURL, id.UserID(u.UserID), u.AccessToken)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -173,8 +179,14 @@ type recorder struct {
 
 func newRecorder(t *testing.T, base string) *recorder {
 	t.Helper()
+	return newRecorderOn(t, env, base)
+}
+
+// newRecorderOn records from the broker of the given servers.
+func newRecorderOn(t *testing.T, srv *testenv.Env, base string) *recorder {
+	t.Helper()
 	r := &recorder{t: t, news: make(chan struct{}, 1)}
-	opts := paho.NewClientOptions().AddBroker(env.MQTTURL).SetClientID(fmt.Sprintf("rec-%s-%d", t.Name(), time.Now().UnixNano())).
+	opts := paho.NewClientOptions().AddBroker(srv.MQTTURL).SetClientID(fmt.Sprintf("rec-%s-%d", t.Name(), time.Now().UnixNano())).
 		SetCleanSession(true).SetAutoReconnect(true).SetConnectRetry(true).SetConnectRetryInterval(200 * time.Millisecond).
 		SetOnConnectHandler(func(c paho.Client) {
 			c.Subscribe(base+"/#", 1, func(_ paho.Client, m paho.Message) {
@@ -262,6 +274,7 @@ type harness struct {
 	rec   *recorder
 	env   map[string]string
 	stop  func()
+	kill  func() // SIGKILL, for a bridge started with startProcess
 }
 
 var harnessCount atomic.Int64
@@ -270,15 +283,21 @@ var harnessCount atomic.Int64
 // invites the bot accepts. extra env entries override the defaults.
 func newHarness(t *testing.T, extra map[string]string) *harness {
 	t.Helper()
+	return newHarnessOn(t, env, extra)
+}
+
+// newHarnessOn is newHarness on other servers than the shared ones.
+func newHarnessOn(t *testing.T, srv *testenv.Env, extra map[string]string) *harness {
+	t.Helper()
 	h := &harness{t: t, base: fmt.Sprintf("m2m%d", harnessCount.Add(1))}
-	h.bot = newUser(t, "bot")
-	h.alice = newUser(t, "alice")
+	h.bot = newUserOn(t, srv, "bot")
+	h.alice = newUserOn(t, srv, "alice")
 	h.env = map[string]string{
-		"MATRIX_HOMESERVER":   env.HomeserverURL,
+		"MATRIX_HOMESERVER":   srv.HomeserverURL,
 		"MATRIX_USER_ID":      h.bot.UserID,
 		"MATRIX_PASSWORD":     h.bot.Password,
 		"MATRIX_SYNC_TIMEOUT": "5s",
-		"MQTT_URL":            env.MQTTURL,
+		"MQTT_URL":            srv.MQTTURL,
 		"MQTT_CLIENT_ID":      h.base,
 		"MQTT_BASE_TOPIC":     h.base,
 		"DATA_DIR":            t.TempDir(),
@@ -289,7 +308,7 @@ func newHarness(t *testing.T, extra map[string]string) *harness {
 	for k, v := range extra {
 		h.env[k] = v
 	}
-	h.rec = newRecorder(t, h.base)
+	h.rec = newRecorderOn(t, srv, h.base)
 	h.start()
 	t.Cleanup(func() { h.stop() })
 	return h
@@ -406,7 +425,7 @@ func (h *harness) startProcess() {
 	for k, v := range h.env {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
-	logFile, err := os.Create(filepath.Join(h.t.TempDir(), "bridge.log"))
+	logFile, err := os.Create(filepath.Join(h.t.TempDir(), fmt.Sprintf("bridge-%d.log", time.Now().UnixNano())))
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -420,6 +439,13 @@ func (h *harness) startProcess() {
 		close(exited)
 	}()
 	var once sync.Once
+	h.kill = func() {
+		once.Do(func() {
+			_ = cmd.Process.Kill()
+			<-exited
+			logFile.Close()
+		})
+	}
 	h.stop = func() {
 		once.Do(func() {
 			_ = cmd.Process.Signal(os.Interrupt)
@@ -437,4 +463,19 @@ func (h *harness) startProcess() {
 		})
 	}
 	h.waitOnline()
+}
+
+// report logs a figure a test measured, and appends it to $MATRIX2MQTT_REPORT so that
+// scripts/test.sh can print it after the run.
+func report(t *testing.T, format string, args ...any) {
+	t.Helper()
+	line := fmt.Sprintf("%s: %s", t.Name(), fmt.Sprintf(format, args...))
+	t.Log(line)
+	if path := os.Getenv("MATRIX2MQTT_REPORT"); path != "" {
+		f, err := os.OpenFile(path, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+		if err == nil {
+			fmt.Fprintln(f, line)
+			f.Close()
+		}
+	}
 }

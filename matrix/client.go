@@ -67,6 +67,8 @@ type Client struct {
 
 	rooms   *roomTracker
 	handler Handler // set by Run before anything calls it
+	echoes  *echoes
+	synced  chan struct{} // closed when the first sync after start was handed over
 
 	healthMu sync.Mutex
 	healthy  bool
@@ -103,6 +105,8 @@ func New(ctx context.Context, cfg Config, db *dbutil.Database) (*Client, error) 
 		state:  state,
 		log:    log,
 		syncer: mautrix.NewDefaultSyncer(),
+		echoes: newEchoes(),
+		synced: make(chan struct{}),
 	}
 	c.rooms = newRoomTracker(c)
 	cli.Syncer = c.syncer

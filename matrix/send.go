@@ -146,6 +146,14 @@ func (c *Client) retryAuth(ctx context.Context, fn func() error) error {
 	return err
 }
 
+// Synced is closed once the first sync since start was handed over.
+func (c *Client) Synced() <-chan struct{} { return c.synced }
+
+// SentWithTxn returns the event that sync echoed for a transaction ID this device sent. After a
+// crash it tells whether a request that was in flight reached the homeserver, which homeservers
+// that forget transaction IDs of interrupted requests (Dendrite) would otherwise duplicate.
+func (c *Client) SentWithTxn(txnID string) (id.EventID, bool) { return c.echoes.get(txnID) }
+
 // DirectRoom returns the existing DM with user, if there is one the bot is in.
 func (c *Client) DirectRoom(ctx context.Context, user id.UserID) (id.RoomID, bool) {
 	return c.rooms.existingDM(ctx, user)

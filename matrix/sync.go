@@ -117,6 +117,11 @@ func (c *Client) Run(ctx context.Context, h Handler, loggedIn func(context.Conte
 			c.log.Error().Err(err).Msg("Failed to save sync token")
 		}
 		cancel()
+		select {
+		case <-c.synced:
+		default:
+			close(c.synced)
+		}
 		since = resp.NextBatch
 		c.autoJoin(ctx, h, batch.invites)
 	}
@@ -199,7 +204,13 @@ func (c *Client) onEvent(ctx context.Context, evt *event.Event) {
 			})
 		}
 	case src&event.SourceTimeline != 0 && src&event.SourceJoin != 0:
-		if evt.Sender == c.cli.UserID || batch.initial {
+		if evt.Sender == c.cli.UserID {
+			if evt.Unsigned.TransactionID != "" {
+				c.echoes.add(evt.Unsigned.TransactionID, evt.ID)
+			}
+			return
+		}
+		if batch.initial {
 			return
 		}
 		ev, ok := normalise(evt)

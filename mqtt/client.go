@@ -77,7 +77,11 @@ type Message struct {
 	Payload  []byte
 	QoS      byte
 	Retained bool
-	ack      func()
+	// Duplicate is set on a redelivery: the broker sent this message before, and it was not
+	// acknowledged then. PacketID is the same on both deliveries.
+	Duplicate bool
+	PacketID  uint16
+	ack       func()
 }
 
 // Ack acknowledges the message to the broker (PUBACK for QoS 1).
@@ -176,7 +180,10 @@ func brokerURL(raw string) string {
 }
 
 func (c *Client) handle(_ paho.Client, m paho.Message) {
-	c.opts.OnMessage(Message{Topic: m.Topic(), Payload: m.Payload(), QoS: m.Qos(), Retained: m.Retained(), ack: m.Ack})
+	c.opts.OnMessage(Message{
+		Topic: m.Topic(), Payload: m.Payload(), QoS: m.Qos(), Retained: m.Retained(),
+		Duplicate: m.Duplicate(), PacketID: m.MessageID(), ack: m.Ack,
+	})
 }
 
 // onConnect subscribes without blocking paho's callback goroutine.

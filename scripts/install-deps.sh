@@ -5,7 +5,7 @@
 set -euo pipefail
 
 export DEBIAN_FRONTEND=noninteractive
-PACKAGES=(mosquitto mosquitto-clients gcc libc6-dev sqlite3 ca-certificates)
+PACKAGES=(mosquitto mosquitto-clients gcc libc6-dev sqlite3 ca-certificates postgresql)
 
 sudo=()
 if [[ $(id -u) -ne 0 ]]; then
