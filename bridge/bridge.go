@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	_ "github.com/lib/pq" // registers the postgres driver
 	"github.com/rs/zerolog"
 	"go.mau.fi/util/dbutil"
 	_ "go.mau.fi/util/dbutil/litestream" // registers the sqlite3-fk-wal driver
@@ -208,18 +209,30 @@ func (b *Bridge) openDatabase(ctx context.Context) error {
 	if err := os.MkdirAll(b.cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("failed to create DATA_DIR: %w", err)
 	}
-	path := b.cfg.databasePath()
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
+	driver, location, err := b.cfg.database()
 	if err != nil {
-		return fmt.Errorf("failed to create database file: %w", err)
+		return err
 	}
-	f.Close()
-	if err := os.Chmod(path, 0o600); err != nil {
-		return fmt.Errorf("failed to restrict database file: %w", err)
+	uri := location
+	if driver != "postgres" {
+		// The file is created 0600 before SQLite opens it; its -wal and -shm files inherit that.
+		f, err := os.OpenFile(location, os.O_CREATE|os.O_RDWR, 0o600)
+		if err != nil {
+			return fmt.Errorf("failed to create database file: %w", err)
+		}
+		f.Close()
+		if err := os.Chmod(location, 0o600); err != nil {
+			return fmt.Errorf("failed to restrict database file: %w", err)
+		}
+		uri = "file:" + filepath.ToSlash(location) + "?_txlock=immediate"
 	}
-	db, err := dbutil.NewWithDialect("file:"+filepath.ToSlash(path)+"?_txlock=immediate", "sqlite3-fk-wal")
+	db, err := dbutil.NewWithDialect(uri, driver)
 	if err != nil {
 		return fmt.Errorf("failed to open database: %w", err)
+	}
+	if err := db.RawDB.PingContext(ctx); err != nil {
+		db.Close()
+		return fmt.Errorf("failed to connect to the database: %w", err)
 	}
 	db.Log = dbutil.ZeroLogger(b.log)
 	own := db.Child("matrix2mqtt_bridge_version", upgradeTable, db.Log)

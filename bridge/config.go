@@ -179,8 +179,8 @@ func (c Config) Validate() error {
 	if c.DataDir == "" {
 		return errors.New("DATA_DIR: must not be empty")
 	}
-	if c.DatabaseURL != "" && !strings.HasPrefix(c.DatabaseURL, "sqlite:") && !strings.HasPrefix(c.DatabaseURL, "file:") {
-		return fmt.Errorf("DATABASE_URL: %q is not supported (use sqlite:PATH, or leave it empty for DATA_DIR/matrix2mqtt.db)", c.DatabaseURL)
+	if _, _, err := c.database(); err != nil {
+		return err
 	}
 	for _, a := range c.AllowedTargets {
 		if _, friendly := c.Targets[a]; friendly {
@@ -215,12 +215,18 @@ func (c Config) Validate() error {
 	return nil
 }
 
-// databasePath is the SQLite file the bridge uses.
-func (c Config) databasePath() string {
-	if c.DatabaseURL != "" {
-		return strings.TrimPrefix(strings.TrimPrefix(c.DatabaseURL, "sqlite:"), "file:")
+// database returns the database driver and where the database is: a PostgreSQL URL, or the
+// path of the SQLite file (DATA_DIR/matrix2mqtt.db unless DATABASE_URL names another).
+func (c Config) database() (driver, location string, err error) {
+	switch {
+	case c.DatabaseURL == "":
+		return "sqlite3-fk-wal", filepath.Join(c.DataDir, "matrix2mqtt.db"), nil
+	case strings.HasPrefix(c.DatabaseURL, "postgres://"), strings.HasPrefix(c.DatabaseURL, "postgresql://"):
+		return "postgres", c.DatabaseURL, nil
+	case strings.HasPrefix(c.DatabaseURL, "sqlite:"), strings.HasPrefix(c.DatabaseURL, "file:"):
+		return "sqlite3-fk-wal", strings.TrimPrefix(strings.TrimPrefix(c.DatabaseURL, "sqlite:"), "file:"), nil
 	}
-	return filepath.Join(c.DataDir, "matrix2mqtt.db")
+	return "", "", fmt.Errorf("DATABASE_URL: %q is neither postgres://… nor sqlite:PATH", c.DatabaseURL)
 }
 
 // ReadEnvFile reads KEY=value lines (blank lines and # comments skipped, optional quotes) and
