@@ -4,14 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/rs/zerolog"
-	"go.mau.fi/util/dbutil"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 )
@@ -138,23 +136,23 @@ type testBridge struct {
 	responses chan Response
 }
 
-func newTestBridge(t *testing.T) *testBridge {
+// eachDB runs fn with a fresh test bridge on SQLite and on PostgreSQL.
+func eachDB(t *testing.T, fn func(t *testing.T, tb *testBridge)) {
+	t.Run("sqlite", func(t *testing.T) { fn(t, newTestBridge(t, "")) })
+	t.Run("postgres", func(t *testing.T) { fn(t, newTestBridge(t, postgresDatabase(t))) })
+}
+
+func newTestBridge(t *testing.T, databaseURL string) *testBridge {
 	t.Helper()
 	clock := newFakeClock()
-	cfg := Config{OutboxMaxAge: time.Hour, DataDir: t.TempDir()}
+	cfg := Config{OutboxMaxAge: time.Hour, DataDir: t.TempDir(), DatabaseURL: databaseURL}
 	b := New(cfg, Options{Clock: clock})
 	b.log = zerolog.New(zerolog.NewTestWriter(t))
-	db, err := dbutil.NewWithDialect("file:"+filepath.Join(cfg.DataDir, "t.db")+"?_txlock=immediate", "sqlite3-fk-wal")
-	if err != nil {
+	if err := b.openDatabase(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { db.Close() })
-	own := db.Child("matrix2mqtt_bridge_version", upgradeTable, dbutil.NoopLogger)
-	if err := own.Upgrade(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	t.Cleanup(func() { b.db.Close() })
 	tb := &testBridge{Bridge: b, clock: clock, sender: &fakeSender{}, responses: make(chan Response, 10)}
-	b.outbox = &outbox{db: own}
 	b.out = tb.sender
 	b.pub = publishFunc(func(_ context.Context, topic string, _ bool, payload []byte) error {
 		if strings.Contains(topic, "/response/") {
@@ -229,154 +227,161 @@ func (tb *testBridge) pending(t *testing.T) int {
 var errNetwork = errors.New("dial tcp 127.0.0.1:8008: connect: connection refused")
 
 func TestDeliverRetriesWithBackoffAndKeepsTxnID(t *testing.T) {
-	tb := newTestBridge(t)
-	tb.sender.errs = []error{errNetwork, httpError(502, "M_UNKNOWN", nil), errNetwork}
-	e := tb.enqueue(t, SendRequest{ID: "r1", To: "!room:hs", Text: "hi"})
-	done := tb.run(e)
-	var waits []time.Duration
-	for range 3 {
-		d := tb.sleeps(t)
-		waits = append(waits, d)
-		tb.clock.Advance(d)
-	}
-	r := tb.response(t)
-	<-done
-	if r.Status != "ok" || r.ID != "r1" {
-		t.Fatalf("response = %+v", r)
-	}
-	if tb.sender.calls != 4 || len(tb.sender.sent) != 1 || tb.sender.sent[0] != e.TxnID {
-		t.Fatalf("calls = %d sent = %v, want the entry's txn %s", tb.sender.calls, tb.sender.sent, e.TxnID)
-	}
-	// Exponential with ±20% jitter: about 1s, 2s, 4s.
-	for i, d := range waits {
-		base := retryBase << i
-		if d < base*8/10 || d > base*12/10 {
-			t.Errorf("wait %d = %s, want %s ±20%%", i, d, base)
+	eachDB(t, func(t *testing.T, tb *testBridge) {
+		tb.sender.errs = []error{errNetwork, httpError(502, "M_UNKNOWN", nil), errNetwork}
+		e := tb.enqueue(t, SendRequest{ID: "r1", To: "!room:hs", Text: "hi"})
+		done := tb.run(e)
+		var waits []time.Duration
+		for range 3 {
+			d := tb.sleeps(t)
+			waits = append(waits, d)
+			tb.clock.Advance(d)
 		}
-	}
-	if tb.pending(t) != 0 {
-		t.Fatal("entry still in the outbox")
-	}
-	if s := tb.stats.snapshot(); s.Sent != 1 || s.OutboxPending != 0 {
-		t.Fatalf("stats = %+v", s)
-	}
+		r := tb.response(t)
+		<-done
+		if r.Status != "ok" || r.ID != "r1" {
+			t.Fatalf("response = %+v", r)
+		}
+		if tb.sender.calls != 4 || len(tb.sender.sent) != 1 || tb.sender.sent[0] != e.TxnID {
+			t.Fatalf("calls = %d sent = %v, want the entry's txn %s", tb.sender.calls, tb.sender.sent, e.TxnID)
+		}
+		// Exponential with ±20% jitter: about 1s, 2s, 4s.
+		for i, d := range waits {
+			base := retryBase << i
+			if d < base*8/10 || d > base*12/10 {
+				t.Errorf("wait %d = %s, want %s ±20%%", i, d, base)
+			}
+		}
+		if tb.pending(t) != 0 {
+			t.Fatal("entry still in the outbox")
+		}
+		if s := tb.stats.snapshot(); s.Sent != 1 || s.OutboxPending != 0 {
+			t.Fatalf("stats = %+v", s)
+		}
+	})
 }
 
 func TestDeliverHonoursRetryAfter(t *testing.T) {
-	tb := newTestBridge(t)
-	tb.sender.errs = []error{httpError(429, "M_LIMIT_EXCEEDED", map[string]any{"retry_after_ms": float64(7000)})}
-	done := tb.run(tb.enqueue(t, SendRequest{To: "!room:hs", Text: "hi"}))
-	if d := tb.sleeps(t); d < 7*time.Second {
-		t.Fatalf("waited %s, want at least the server's 7s", d)
-	}
-	tb.clock.Advance(8 * time.Second)
-	if r := tb.response(t); r.Status != "ok" {
-		t.Fatalf("response = %+v", r)
-	}
-	<-done
+	eachDB(t, func(t *testing.T, tb *testBridge) {
+		tb.sender.errs = []error{httpError(429, "M_LIMIT_EXCEEDED", map[string]any{"retry_after_ms": float64(7000)})}
+		done := tb.run(tb.enqueue(t, SendRequest{To: "!room:hs", Text: "hi"}))
+		if d := tb.sleeps(t); d < 7*time.Second {
+			t.Fatalf("waited %s, want at least the server's 7s", d)
+		}
+		tb.clock.Advance(8 * time.Second)
+		if r := tb.response(t); r.Status != "ok" {
+			t.Fatalf("response = %+v", r)
+		}
+		<-done
+	})
 }
 
 func TestDeliverPermanentErrorAnswersAtOnce(t *testing.T) {
-	tb := newTestBridge(t)
-	tb.sender.errs = []error{httpError(403, "M_FORBIDDEN", nil)}
-	done := tb.run(tb.enqueue(t, SendRequest{ID: "f", To: "!room:hs", Text: "hi"}))
-	r := tb.response(t)
-	<-done
-	if r.Status != "error" || r.Error.Code != CodeMatrixError || r.Error.ErrCode != "M_FORBIDDEN" || r.ID != "f" {
-		t.Fatalf("response = %+v %+v", r, r.Error)
-	}
-	if tb.sender.calls != 1 || tb.pending(t) != 0 {
-		t.Fatalf("calls = %d pending = %d", tb.sender.calls, tb.pending(t))
-	}
-	if s := tb.stats.snapshot(); s.Failed != 1 || !strings.Contains(s.LastError, "M_FORBIDDEN") {
-		t.Fatalf("stats = %+v", s)
-	}
+	eachDB(t, func(t *testing.T, tb *testBridge) {
+		tb.sender.errs = []error{httpError(403, "M_FORBIDDEN", nil)}
+		done := tb.run(tb.enqueue(t, SendRequest{ID: "f", To: "!room:hs", Text: "hi"}))
+		r := tb.response(t)
+		<-done
+		if r.Status != "error" || r.Error.Code != CodeMatrixError || r.Error.ErrCode != "M_FORBIDDEN" || r.ID != "f" {
+			t.Fatalf("response = %+v %+v", r, r.Error)
+		}
+		if tb.sender.calls != 1 || tb.pending(t) != 0 {
+			t.Fatalf("calls = %d pending = %d", tb.sender.calls, tb.pending(t))
+		}
+		if s := tb.stats.snapshot(); s.Failed != 1 || !strings.Contains(s.LastError, "M_FORBIDDEN") {
+			t.Fatalf("stats = %+v", s)
+		}
+	})
 }
 
 func TestDeliverExpiresInsteadOfDeliveringLate(t *testing.T) {
-	tb := newTestBridge(t)
-	tb.sender.errs = []error{errNetwork, errNetwork, errNetwork, errNetwork, errNetwork}
-	done := tb.run(tb.enqueue(t, SendRequest{ID: "x", To: "!room:hs", Text: "alarm", ExpireS: 5}))
-	for {
-		d := tb.sleeps(t)
-		tb.clock.Advance(d)
-		select {
-		case r := <-tb.responses:
-			<-done
-			if r.Status != "error" || r.Error.Code != CodeExpired {
-				t.Fatalf("response = %+v", r)
+	eachDB(t, func(t *testing.T, tb *testBridge) {
+		tb.sender.errs = []error{errNetwork, errNetwork, errNetwork, errNetwork, errNetwork}
+		done := tb.run(tb.enqueue(t, SendRequest{ID: "x", To: "!room:hs", Text: "alarm", ExpireS: 5}))
+		for {
+			d := tb.sleeps(t)
+			tb.clock.Advance(d)
+			select {
+			case r := <-tb.responses:
+				<-done
+				if r.Status != "error" || r.Error.Code != CodeExpired {
+					t.Fatalf("response = %+v", r)
+				}
+				if len(tb.sender.sent) != 0 {
+					t.Fatal("delivered after all")
+				}
+				if elapsed := tb.clock.Now().Sub(time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)); elapsed > 6*time.Second {
+					t.Fatalf("expired only after %s, want about 5s", elapsed)
+				}
+				if s := tb.stats.snapshot(); s.Expired != 1 {
+					t.Fatalf("stats = %+v", s)
+				}
+				return
+			case <-time.After(100 * time.Millisecond):
 			}
-			if len(tb.sender.sent) != 0 {
-				t.Fatal("delivered after all")
-			}
-			if elapsed := tb.clock.Now().Sub(time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)); elapsed > 6*time.Second {
-				t.Fatalf("expired only after %s, want about 5s", elapsed)
-			}
-			if s := tb.stats.snapshot(); s.Expired != 1 {
-				t.Fatalf("stats = %+v", s)
-			}
-			return
-		case <-time.After(100 * time.Millisecond):
 		}
-	}
+	})
 }
 
 func TestDeliverExpiredBeforeFirstAttempt(t *testing.T) {
-	tb := newTestBridge(t)
-	e := tb.enqueue(t, SendRequest{To: "!room:hs", Text: "late", ExpireS: 1})
-	tb.clock.Advance(2 * time.Second) // e.g. the bridge was down
-	<-tb.run(e)
-	if r := tb.response(t); r.Error == nil || r.Error.Code != CodeExpired {
-		t.Fatalf("response = %+v", r)
-	}
-	if tb.sender.calls != 0 {
-		t.Fatal("tried to deliver an expired message")
-	}
+	eachDB(t, func(t *testing.T, tb *testBridge) {
+		e := tb.enqueue(t, SendRequest{To: "!room:hs", Text: "late", ExpireS: 1})
+		tb.clock.Advance(2 * time.Second) // e.g. the bridge was down
+		<-tb.run(e)
+		if r := tb.response(t); r.Error == nil || r.Error.Code != CodeExpired {
+			t.Fatalf("response = %+v", r)
+		}
+		if tb.sender.calls != 0 {
+			t.Fatal("tried to deliver an expired message")
+		}
+	})
 }
 
 func TestDeliverMaxAge(t *testing.T) {
-	tb := newTestBridge(t)
-	tb.sender.errs = []error{errNetwork}
-	e := tb.enqueue(t, SendRequest{To: "!room:hs", Text: "old"})
-	tb.clock.Advance(2 * time.Hour) // OUTBOX_MAX_AGE is 1h in the test bridge
-	<-tb.run(e)
-	if r := tb.response(t); r.Error == nil || r.Error.Code != CodeExpired {
-		t.Fatalf("response = %+v", r)
-	}
+	eachDB(t, func(t *testing.T, tb *testBridge) {
+		tb.sender.errs = []error{errNetwork}
+		e := tb.enqueue(t, SendRequest{To: "!room:hs", Text: "old"})
+		tb.clock.Advance(2 * time.Hour) // OUTBOX_MAX_AGE is 1h in the test bridge
+		<-tb.run(e)
+		if r := tb.response(t); r.Error == nil || r.Error.Code != CodeExpired {
+			t.Fatalf("response = %+v", r)
+		}
+	})
 }
 
 func TestRedactAfterIsScheduledInTheOutbox(t *testing.T) {
-	tb := newTestBridge(t)
-	done := tb.run(tb.enqueue(t, SendRequest{To: "!room:hs", Text: "temporary", RedactAfterS: 60}))
-	r := tb.response(t)
-	<-done
-	data, _ := json.Marshal(r.Data)
-	var sent SendResult
-	_ = json.Unmarshal(data, &sent)
-	pending, err := tb.outbox.pending(context.Background())
-	if err != nil || len(pending) != 1 || pending[0].Action != actionAutoRedact {
-		t.Fatalf("pending = %v %v", pending, err)
-	}
-	if want := tb.clock.Now().Add(time.Minute); !pending[0].NotBefore.Equal(want.Truncate(time.Millisecond)) {
-		t.Fatalf("not_before = %s, want %s", pending[0].NotBefore, want)
-	}
-	// The lane was started by finish; after a minute the message is redacted, with no response.
-	if d := tb.sleeps(t); d != time.Minute {
-		t.Fatalf("scheduled wait = %s", d)
-	}
-	tb.clock.Advance(time.Minute)
-	tb.lanes.wait(context.Background())
-	if len(tb.sender.redacted) != 1 || tb.sender.redacted[0] != sent.EventID {
-		t.Fatalf("redacted = %v, want %s", tb.sender.redacted, sent.EventID)
-	}
-	if tb.pending(t) != 0 {
-		t.Fatal("auto-redaction still pending")
-	}
-	select {
-	case extra := <-tb.responses:
-		t.Fatalf("auto-redaction answered: %+v", extra)
-	default:
-	}
+	eachDB(t, func(t *testing.T, tb *testBridge) {
+		done := tb.run(tb.enqueue(t, SendRequest{To: "!room:hs", Text: "temporary", RedactAfterS: 60}))
+		r := tb.response(t)
+		<-done
+		data, _ := json.Marshal(r.Data)
+		var sent SendResult
+		_ = json.Unmarshal(data, &sent)
+		pending, err := tb.outbox.pending(context.Background())
+		if err != nil || len(pending) != 1 || pending[0].Action != actionAutoRedact {
+			t.Fatalf("pending = %v %v", pending, err)
+		}
+		if want := tb.clock.Now().Add(time.Minute); !pending[0].NotBefore.Equal(want.Truncate(time.Millisecond)) {
+			t.Fatalf("not_before = %s, want %s", pending[0].NotBefore, want)
+		}
+		// The lane was started by finish; after a minute the message is redacted, with no response.
+		if d := tb.sleeps(t); d != time.Minute {
+			t.Fatalf("scheduled wait = %s", d)
+		}
+		tb.clock.Advance(time.Minute)
+		tb.lanes.wait(context.Background())
+		if len(tb.sender.redacted) != 1 || tb.sender.redacted[0] != sent.EventID {
+			t.Fatalf("redacted = %v, want %s", tb.sender.redacted, sent.EventID)
+		}
+		if tb.pending(t) != 0 {
+			t.Fatal("auto-redaction still pending")
+		}
+		select {
+		case extra := <-tb.responses:
+			t.Fatalf("auto-redaction answered: %+v", extra)
+		default:
+		}
+	})
 }
 
 func TestLanesKeepOrderPerTarget(t *testing.T) {
@@ -424,16 +429,17 @@ func TestLanesKeepOrderPerTarget(t *testing.T) {
 }
 
 func TestRecoveredEntryAlreadySentIsNotSentAgain(t *testing.T) {
-	tb := newTestBridge(t)
-	e := tb.enqueue(t, SendRequest{ID: "again", To: "!room:hs", Text: "in flight at the crash"})
-	e.recovered = true
-	tb.sender.echoes = map[string]id.EventID{e.TxnID: "$already"}
-	<-tb.run(e)
-	r := tb.response(t)
-	if r.Status != "ok" || r.Data.(map[string]any)["event_id"] != "$already" {
-		t.Fatalf("response = %+v", r)
-	}
-	if tb.sender.calls != 0 {
-		t.Fatal("sent again")
-	}
+	eachDB(t, func(t *testing.T, tb *testBridge) {
+		e := tb.enqueue(t, SendRequest{ID: "again", To: "!room:hs", Text: "in flight at the crash"})
+		e.recovered = true
+		tb.sender.echoes = map[string]id.EventID{e.TxnID: "$already"}
+		<-tb.run(e)
+		r := tb.response(t)
+		if r.Status != "ok" || r.Data.(map[string]any)["event_id"] != "$already" {
+			t.Fatalf("response = %+v", r)
+		}
+		if tb.sender.calls != 0 {
+			t.Fatal("sent again")
+		}
+	})
 }

@@ -119,6 +119,8 @@ async function waitFor(what, timeoutMs, cond, intervalMs = 50) {
 // ---------------------------------------------------------------- events and waiters
 
 function settled(ev) {
+	// A redacted encrypted event has lost its ciphertext: nothing left to decrypt.
+	if (ev.isRedacted()) return true;
 	if (ev.isBeingDecrypted() || ev.shouldAttemptDecryption()) return false;
 	// Encrypted, not (yet) decrypted and not marked as a failure: decryption is pending.
 	if (ev.isEncrypted() && ev.getType() === "m.room.encrypted" && !ev.isDecryptionFailure()) return false;
@@ -443,10 +445,28 @@ async function crossSigningStatusJSON() {
 async function bootstrapCrossSigning(args) {
 	const c = requireClient();
 	const crypto = c.getCrypto();
-	await crypto.bootstrapCrossSigning({
+	const opts = {
 		setupNewCrossSigning: args.setup_new ?? !args.from_secret_storage,
 		authUploadDeviceSigningKeys: args.password ? uiaPassword(args.password) : undefined,
-	});
+	};
+	if (opts.setupNewCrossSigning) {
+		await crypto.bootstrapCrossSigning(opts);
+	} else {
+		// Importing existing keys needs our public identity, which the Rust crypto learns from
+		// a /keys/query that may still be running right after login: retry for a while.
+		await crypto.getUserDeviceInfo([state.userId], true);
+		const deadline = Date.now() + (args.timeout_ms ?? 20000);
+		for (;;) {
+			try {
+				await crypto.bootstrapCrossSigning(opts);
+				break;
+			} catch (e) {
+				if (Date.now() > deadline || !/import/i.test(e.message)) throw e;
+				log("bootstrap_cross_signing: retrying:", e.message);
+				await sleep(250);
+			}
+		}
+	}
 	// Our device is now signed by the new self-signing key; make sure the server says so.
 	await waitFor("our device to be cross-signed on the server", 30000, async () => {
 		const st = await crypto.getDeviceVerificationStatus(state.userId, state.deviceId);

@@ -211,7 +211,23 @@ func checkResponses(t *testing.T, h *harness, tag string, n int) {
 // TestCrashDuringBurst kills the bridge with SIGKILL in the middle of 500 QoS 1 requests over 5
 // rooms and starts it again: every message is in Matrix once, in order per room.
 func TestCrashDuringBurst(t *testing.T) {
-	h := newHarness(t, nil)
+	t.Run("sqlite", func(t *testing.T) { crashDuringBurst(t, nil) })
+	t.Run("postgres", func(t *testing.T) {
+		pg, err := testenv.StartPostgres(context.Background(), t.TempDir())
+		if err != nil {
+			t.Fatalf("failed to start PostgreSQL: %v", err)
+		}
+		defer pg.Close()
+		url, err := pg.CreateDatabase(context.Background(), "crash")
+		if err != nil {
+			t.Fatal(err)
+		}
+		crashDuringBurst(t, map[string]string{"DATABASE_URL": url})
+	})
+}
+
+func crashDuringBurst(t *testing.T, extra map[string]string) {
+	h := newHarness(t, extra)
 	h.stop()
 	h.startProcess()
 	rooms := h.sharedRooms(5)
@@ -226,6 +242,7 @@ func TestCrashDuringBurst(t *testing.T) {
 			h.kill()
 			killedAt = time.Now()
 		case 300:
+			time.Sleep(time.Second)
 			h.startProcess()
 			report(t, "bridge killed (SIGKILL) after 150 requests and restarted after 300; it was down %s", time.Since(killedAt).Round(time.Millisecond))
 		}

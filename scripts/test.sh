@@ -1,11 +1,24 @@
 #!/usr/bin/env bash
-# Runs every test against real servers: installs Mosquitto and builds Dendrite when missing
-# (scripts/install-deps.sh), then the unit, fuzz-seed and integration tests with the race
-# detector. Extra arguments go to `go test` (e.g. -run TestSendKinds -v).
+# Runs every test against real servers: installs Mosquitto, PostgreSQL and Node, builds Dendrite
+# when missing (scripts/install-deps.sh), then the unit, fuzz-seed and integration tests with the
+# race detector, and prints the figures the tests measured. Extra arguments go to `go test`
+# (e.g. -run TestSendKinds -v).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if [[ ${SKIP_INSTALL:-} != 1 ]]; then
 	scripts/install-deps.sh
 fi
-go test -race -tags goolm -count=1 -timeout 30m "$@" ./...
+export MATRIX2MQTT_REQUIRE_POSTGRES=1
+MATRIX2MQTT_REPORT=$(mktemp)
+export MATRIX2MQTT_REPORT
+trap 'rm -f "$MATRIX2MQTT_REPORT"' EXIT
+
+status=0
+go test -race -tags goolm -count=1 -timeout 40m "$@" ./... || status=$?
+if [[ -s $MATRIX2MQTT_REPORT ]]; then
+	echo
+	echo "Figures measured by the tests:"
+	sed 's/^/  /' "$MATRIX2MQTT_REPORT"
+fi
+exit $status

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -15,6 +16,9 @@ import (
 )
 
 var env *testenv.Env
+
+// userSeq makes user IDs unique, so that the tests can run more than once (-count).
+var userSeq atomic.Int64
 
 func TestMain(m *testing.M) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -33,7 +37,7 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// prefixWriter writes each line of the client's log to the test log.
+// testLogWriter writes each line of the client's log to the test log.
 type testLogWriter struct {
 	t    *testing.T
 	name string
@@ -49,7 +53,7 @@ func (w testLogWriter) Write(p []byte) (int, error) {
 // startUser registers localpart and starts a logged-in js client for it.
 func startUser(t *testing.T, ctx context.Context, localpart string, autoJoin bool) (*jsclient.Client, *testenv.User) {
 	t.Helper()
-	u, err := env.RegisterUser(ctx, localpart)
+	u, err := env.RegisterUser(ctx, fmt.Sprintf("%s%d", localpart, userSeq.Add(1)))
 	if err != nil {
 		t.Fatal(err)
 	}
