@@ -119,7 +119,7 @@ func (b *Bridge) Run(ctx context.Context) error {
 		return err
 	}
 	defer b.db.Close()
-	mc, err := matrix.New(work, b.cfg.Matrix, b.db)
+	mc, err := matrix.New(work, b.cfg.Matrix, b.db, matrix.Options{DataDir: b.cfg.DataDir})
 	if err != nil {
 		return err
 	}
@@ -157,11 +157,14 @@ func (b *Bridge) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	syncCtx, stopSync := context.WithCancel(work)
 	defer stopSync()
+	// A Matrix error that retrying cannot mend (a crypto store that does not match the
+	// account, say) stops the bridge.
+	fatal := make(chan error, 1)
 	wg.Add(3)
 	go func() {
 		defer wg.Done()
 		if err := b.matrix.Run(syncCtx, b, b.loggedIn); err != nil && !errors.Is(err, context.Canceled) {
-			b.log.Error().Err(err).Msg("Matrix sync stopped")
+			fatal <- err
 		}
 	}()
 	go func() {
@@ -181,7 +184,12 @@ func (b *Bridge) Run(ctx context.Context) error {
 		return err
 	}
 
-	<-ctx.Done()
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-fatal:
+		b.log.Error().Err(runErr).Msg("Matrix client stopped")
+	}
 	b.log.Info().Msg("Shutting down")
 	b.intake.close()
 	drain, cancelDrain := context.WithTimeout(work, b.cfg.ShutdownTimeout)
@@ -202,7 +210,7 @@ func (b *Bridge) Run(ctx context.Context) error {
 	cancelFinal()
 	b.mqtt.Disconnect(500 * time.Millisecond)
 	b.log.Info().Msg("Stopped")
-	return nil
+	return runErr
 }
 
 func (b *Bridge) openDatabase(ctx context.Context) error {
@@ -275,19 +283,14 @@ func (b *Bridge) announce(ctx context.Context) {
 
 // Info is the retained payload of `<base>/bridge/info`.
 type Info struct {
-	Version    string    `json:"version"`
-	UserID     string    `json:"user_id"`
-	DeviceID   string    `json:"device_id"`
-	Homeserver string    `json:"homeserver"`
-	BaseTopic  string    `json:"base_topic"`
-	E2EE       E2EEInfo  `json:"e2ee"`
-	Targets    []string  `json:"targets"`
-	StartedAt  time.Time `json:"started_at"`
-}
-
-// E2EEInfo is the encryption status in Info.
-type E2EEInfo struct {
-	Enabled bool `json:"enabled"`
+	Version    string            `json:"version"`
+	UserID     string            `json:"user_id"`
+	DeviceID   string            `json:"device_id"`
+	Homeserver string            `json:"homeserver"`
+	BaseTopic  string            `json:"base_topic"`
+	E2EE       matrix.E2EEStatus `json:"e2ee"`
+	Targets    []string          `json:"targets"`
+	StartedAt  time.Time         `json:"started_at"`
 }
 
 func (b *Bridge) publishInfo(ctx context.Context) {
@@ -297,6 +300,7 @@ func (b *Bridge) publishInfo(ctx context.Context) {
 		DeviceID:   b.matrix.DeviceID().String(),
 		Homeserver: b.matrix.Homeserver(),
 		BaseTopic:  b.cfg.MQTT.BaseTopic,
+		E2EE:       b.matrix.E2EEStatus(ctx),
 		Targets:    b.keys.names(),
 		StartedAt:  b.stats.started,
 	}

@@ -58,6 +58,8 @@ func classify(err error) outcome {
 	switch {
 	case errors.Is(err, matrix.ErrUnknownTarget):
 		return outcome{err: &Error{Code: CodeUnknownTarget, Message: err.Error()}}
+	case errors.Is(err, matrix.ErrUnsupportedEvent):
+		return outcome{err: &Error{Code: CodeInvalidRequest, Message: err.Error()}}
 	case errors.Is(err, matrix.ErrEncryptionUnavailable):
 		return outcome{err: &Error{Code: CodeNotAllowed, Message: err.Error()}}
 	case errors.Is(err, context.DeadlineExceeded):

@@ -93,6 +93,14 @@ type RoomResult struct {
 	RoomID  id.RoomID `json:"room_id"`
 	Key     string    `json:"key,omitempty"`
 	Created *bool     `json:"created,omitempty"`
+	// Changed tells, for ensure_encrypted, whether encryption was off.
+	Changed *bool `json:"changed,omitempty"`
+}
+
+// EventResult is the data of get_event: the event as it would be published inbound.
+type EventResult struct {
+	Kind  matrix.Kind `json:"kind"`
+	Event any         `json:"event"`
 }
 
 func (b *Bridge) immediate(ctx context.Context, action string, req request) (any, error) {
@@ -113,6 +121,13 @@ func (b *Bridge) immediate(ctx context.Context, action string, req request) (any
 		if err != nil {
 			return nil, err
 		}
+		if action == ActionGetEvent {
+			ev, err := b.matrix.GetEvent(ctx, roomID, r.EventID)
+			if err != nil {
+				return nil, err
+			}
+			return EventResult{Kind: ev.Kind, Event: ev.Payload}, nil
+		}
 		return RoomResult{RoomID: roomID}, b.matrix.ReadReceipt(ctx, roomID, r.EventID)
 	case *TargetRequest:
 		roomID, err := b.resolveChecked(ctx, r.To)
@@ -124,6 +139,14 @@ func (b *Bridge) immediate(ctx context.Context, action string, req request) (any
 		room, err := b.checkRoom(r.Room)
 		if err != nil {
 			return nil, err
+		}
+		if action == ActionEnsureEncrypted {
+			roomID, err := b.resolve(ctx, room)
+			if err != nil {
+				return nil, err
+			}
+			changed, err := b.matrix.EnsureEncrypted(ctx, roomID)
+			return RoomResult{RoomID: roomID, Changed: &changed}, err
 		}
 		if action == ActionJoin {
 			roomID, err := b.matrix.Join(ctx, room)

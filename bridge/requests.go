@@ -17,18 +17,20 @@ const maxBodyBytes = 60000
 
 // Action names: the last segment of `<base>/bridge/request/<action>`.
 const (
-	ActionSend        = "send"
-	ActionReact       = "react"
-	ActionRedact      = "redact"
-	ActionTyping      = "typing"
-	ActionReadReceipt = "read_receipt"
-	ActionResolve     = "resolve"
-	ActionListRooms   = "list_rooms"
-	ActionJoin        = "join"
-	ActionLeave       = "leave"
-	ActionEnsureDM    = "ensure_dm"
-	ActionOutboxFlush = "outbox_flush"
-	ActionOutboxStats = "outbox_stats"
+	ActionSend            = "send"
+	ActionReact           = "react"
+	ActionRedact          = "redact"
+	ActionTyping          = "typing"
+	ActionReadReceipt     = "read_receipt"
+	ActionResolve         = "resolve"
+	ActionListRooms       = "list_rooms"
+	ActionJoin            = "join"
+	ActionLeave           = "leave"
+	ActionEnsureDM        = "ensure_dm"
+	ActionEnsureEncrypted = "ensure_encrypted"
+	ActionGetEvent        = "get_event"
+	ActionOutboxFlush     = "outbox_flush"
+	ActionOutboxStats     = "outbox_stats"
 )
 
 // request is implemented by every action's payload.
@@ -159,7 +161,7 @@ func (r *TypingRequest) validate() *Error {
 	return nil
 }
 
-// ReadReceiptRequest is the payload of `read_receipt`.
+// ReadReceiptRequest is the payload of `read_receipt` and `get_event`.
 type ReadReceiptRequest struct {
 	ID      string     `json:"id,omitempty"`
 	To      string     `json:"to"`
@@ -181,7 +183,7 @@ type TargetRequest struct {
 
 func (r *TargetRequest) validate() *Error { return requireTarget(r.To) }
 
-// RoomRequest is the payload of `join` and `leave`.
+// RoomRequest is the payload of `join`, `leave` and `ensure_encrypted`.
 type RoomRequest struct {
 	ID   string `json:"id,omitempty"`
 	Room string `json:"room"`
@@ -245,11 +247,11 @@ func newRequest(action string) request {
 		return &RedactRequest{}
 	case ActionTyping:
 		return &TypingRequest{}
-	case ActionReadReceipt:
+	case ActionReadReceipt, ActionGetEvent:
 		return &ReadReceiptRequest{}
 	case ActionResolve:
 		return &TargetRequest{}
-	case ActionJoin, ActionLeave:
+	case ActionJoin, ActionLeave, ActionEnsureEncrypted:
 		return &RoomRequest{}
 	case ActionEnsureDM:
 		return &UserRequest{}

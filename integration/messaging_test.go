@@ -166,7 +166,9 @@ func TestSendKinds(t *testing.T) {
 }
 
 func TestTargetsAndRooms(t *testing.T) {
-	h := newHarness(t, nil)
+	// Plaintext, so that alice's client (no crypto) can read the DMs; encrypted DMs are in
+	// e2ee_test.go.
+	h := newHarness(t, map[string]string{"E2EE": "false"})
 
 	t.Run("user target makes one DM and reuses it", func(t *testing.T) {
 		first := h.ok(h.request("send", map[string]any{"to": h.alice.UserID, "text": "hello by user id"}))

@@ -255,7 +255,7 @@ func TestRetainedRequestIsIgnored(t *testing.T) {
 }
 
 func TestEncryptedRoomRefusedWithoutE2EE(t *testing.T) {
-	h := newHarness(t, nil)
+	h := newHarness(t, map[string]string{"E2EE": "false"})
 	room := h.sharedRoom(&mautrix.ReqCreateRoom{Preset: "private_chat", InitialState: []*event.Event{{
 		Type: event.StateEncryption, Content: event.Content{Parsed: &event.EncryptionEventContent{Algorithm: id.AlgorithmMegolmV1}},
 	}}})

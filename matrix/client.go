@@ -51,13 +51,21 @@ type Handler interface {
 	HandleNotice(ctx context.Context, n Notice)
 }
 
+// Options are what the client needs besides its Config.
+type Options struct {
+	// DataDir holds the generated pickle key and the recovery key file.
+	DataDir string
+}
+
 // Client is the bot's Matrix connection.
 type Client struct {
-	cfg   Config
-	cli   *mautrix.Client
-	db    *dbutil.Database
-	state *sqlstatestore.SQLStateStore
-	log   zerolog.Logger
+	cfg    Config
+	opts   Options
+	cli    *mautrix.Client
+	rootDB *dbutil.Database // shared with the crypto store
+	db     *dbutil.Database // this package's own tables
+	state  *sqlstatestore.SQLStateStore
+	log    zerolog.Logger
 
 	loginMu sync.Mutex
 
@@ -69,6 +77,7 @@ type Client struct {
 	handler Handler // set by Run before anything calls it
 	echoes  *echoes
 	synced  chan struct{} // closed when the first sync after start was handed over
+	e2ee    *e2ee         // nil when E2EE is off
 
 	healthMu sync.Mutex
 	healthy  bool
@@ -77,7 +86,7 @@ type Client struct {
 }
 
 // New prepares the client and its tables. It does not contact the homeserver.
-func New(ctx context.Context, cfg Config, db *dbutil.Database) (*Client, error) {
+func New(ctx context.Context, cfg Config, db *dbutil.Database, opts Options) (*Client, error) {
 	log := zerolog.Ctx(ctx).With().Str("component", "matrix").Logger()
 	cli, err := mautrix.NewClient(cfg.Homeserver, cfg.UserID, "")
 	if err != nil {
@@ -100,7 +109,9 @@ func New(ctx context.Context, cfg Config, db *dbutil.Database) (*Client, error) 
 
 	c := &Client{
 		cfg:    cfg,
+		opts:   opts,
 		cli:    cli,
+		rootDB: db,
 		db:     own,
 		state:  state,
 		log:    log,
@@ -264,6 +275,21 @@ func (c *Client) recoverAuth(ctx context.Context, failed error) bool {
 	}
 	c.log.Info().Msg("Logged in again after the access token was rejected")
 	return true
+}
+
+// notify tells the operator something through the handler, once Run has set it.
+func (c *Client) notify(ctx context.Context, n Notice) {
+	if c.handler != nil {
+		c.handler.HandleNotice(ctx, n)
+	}
+}
+
+// E2EEStatus reports the encryption state of the bot's device.
+func (c *Client) E2EEStatus(ctx context.Context) E2EEStatus {
+	if c.e2ee == nil {
+		return E2EEStatus{Status: "disabled"}
+	}
+	return c.e2ee.status(ctx)
 }
 
 // Backoff returns the wait before attempt n (0-based): exponential from base, capped, with

@@ -20,6 +20,8 @@ type Config struct {
 	// AutoJoin lists the users (@user:server) and servers (:server, or * for anyone) whose
 	// invites the bot accepts.
 	AutoJoin []string `env:"AUTO_JOIN"`
+
+	E2EE E2EEConfig
 }
 
 // Validate reports the first setting that cannot work.
@@ -44,6 +46,9 @@ func (c Config) Validate() error {
 	}
 	if c.SyncTimeout < time.Second || c.SyncTimeout > 5*time.Minute {
 		return errors.New("MATRIX_SYNC_TIMEOUT: must be between 1s and 5m")
+	}
+	if err := c.E2EE.Validate(); err != nil {
+		return err
 	}
 	for _, entry := range c.AutoJoin {
 		if entry == "*" {

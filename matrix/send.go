@@ -33,11 +33,14 @@ func (c *Client) Resolve(ctx context.Context, target string) (id.RoomID, error) 
 // which.
 func (c *Client) EnsureDM(ctx context.Context, user id.UserID) (roomID id.RoomID, created bool, err error) {
 	err = c.retryAuth(ctx, func() error {
-		roomID, created, err = c.rooms.ensureDM(ctx, user, false)
+		roomID, created, err = c.rooms.ensureDM(ctx, user, c.e2ee != nil)
 		return err
 	})
 	return roomID, created, err
 }
+
+// ErrUnsupportedEvent means an event is not a message, reaction or redaction.
+var ErrUnsupportedEvent = errors.New("not a message, reaction or redaction")
 
 // ErrEncryptionUnavailable means a message was meant for an encrypted room but the bridge
 // cannot encrypt.
@@ -157,4 +160,60 @@ func (c *Client) SentWithTxn(txnID string) (id.EventID, bool) { return c.echoes.
 // DirectRoom returns the existing DM with user, if there is one the bot is in.
 func (c *Client) DirectRoom(ctx context.Context, user id.UserID) (id.RoomID, bool) {
 	return c.rooms.existingDM(ctx, user)
+}
+
+// EnsureEncrypted turns encryption on in roomID; it reports whether it was off. Encryption
+// cannot be turned off again in Matrix.
+func (c *Client) EnsureEncrypted(ctx context.Context, roomID id.RoomID) (bool, error) {
+	if encrypted, _ := c.state.IsEncrypted(ctx, roomID); encrypted {
+		return false, nil
+	}
+	var current event.EncryptionEventContent
+	err := c.retryAuth(ctx, func() error { return c.cli.StateEvent(ctx, roomID, event.StateEncryption, "", &current) })
+	if err == nil && current.Algorithm != "" {
+		return false, nil
+	}
+	content := &event.EncryptionEventContent{Algorithm: id.AlgorithmMegolmV1}
+	err = c.retryAuth(ctx, func() error {
+		_, err := c.cli.SendStateEvent(ctx, roomID, event.StateEncryption, "", content)
+		return err
+	})
+	if err != nil {
+		return false, fmt.Errorf("failed to turn on encryption in %s: %w", roomID, err)
+	}
+	return true, nil
+}
+
+// GetEvent fetches one event, decrypts it if needed, and returns it normalised like an inbound
+// event (also when the bot sent it).
+func (c *Client) GetEvent(ctx context.Context, roomID id.RoomID, eventID id.EventID) (Event, error) {
+	var evt *event.Event
+	err := c.retryAuth(ctx, func() (err error) {
+		evt, err = c.cli.GetEvent(ctx, roomID, eventID)
+		return err
+	})
+	if err != nil {
+		return Event{}, fmt.Errorf("failed to get event %s: %w", eventID, err)
+	}
+	evt.RoomID = roomID
+	if err := evt.Content.ParseRaw(evt.Type); err != nil && evt.Type != event.EventEncrypted {
+		return Event{}, fmt.Errorf("failed to parse event %s: %w", eventID, err)
+	}
+	if evt.Type == event.EventEncrypted {
+		if c.e2ee == nil {
+			return Event{}, fmt.Errorf("event %s: %w", eventID, ErrEncryptionUnavailable)
+		}
+		_ = evt.Content.ParseRaw(evt.Type)
+		decrypted, err := c.e2ee.helper.Decrypt(ctx, evt)
+		if err != nil {
+			return Event{}, fmt.Errorf("failed to decrypt event %s: %w", eventID, err)
+		}
+		evt = decrypted
+	}
+	ev, ok := normalise(evt)
+	if !ok {
+		return Event{}, fmt.Errorf("%w: %s is a %s", ErrUnsupportedEvent, eventID, evt.Type.Type)
+	}
+	c.fillNames(ctx, ev)
+	return ev, nil
 }

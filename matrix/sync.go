@@ -63,6 +63,12 @@ func (c *Client) Run(ctx context.Context, h Handler, loggedIn func(context.Conte
 			return ctx.Err()
 		}
 	}
+	if c.cfg.E2EE.Enabled {
+		if err := c.initE2EE(ctx); err != nil {
+			return err
+		}
+		go c.e2ee.runBackup(ctx)
+	}
 	if err := c.rooms.loadDirect(ctx); err != nil {
 		c.log.Warn().Err(err).Msg("Failed to load direct chats")
 	}
@@ -100,7 +106,8 @@ func (c *Client) Run(ctx context.Context, h Handler, loggedIn func(context.Conte
 		// A response that arrived is handed over and its token saved even when ctx ends
 		// meanwhile, so that a shutdown does not publish the same events again next time.
 		handCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), handOverTimeout)
-		batch, err := c.process(handCtx, resp, since)
+		// Decryption may go on in the background (waiting for keys) after the hand-over.
+		batch, err := c.process(context.WithoutCancel(ctx), resp, since)
 		if err != nil {
 			c.log.Error().Err(err).Msg("Failed to process sync response")
 		}
@@ -117,6 +124,9 @@ func (c *Client) Run(ctx context.Context, h Handler, loggedIn func(context.Conte
 			c.log.Error().Err(err).Msg("Failed to save sync token")
 		}
 		cancel()
+		if c.e2ee != nil {
+			c.e2ee.wakeBackup()
+		}
 		select {
 		case <-c.synced:
 		default:
