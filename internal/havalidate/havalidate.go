@@ -1,16 +1,18 @@
-package discovery
-
-// A validator for device-based discovery messages, written from Home Assistant's MQTT
-// documentation (the "MQTT" integration page: discovery topic, device discovery payload,
-// abbreviations, availability; and the binary_sensor, sensor, button, notify, event and
-// device_trigger MQTT platform pages). It lives in a test file so that it never ships in the
-// binary; the tests use it to show that what Payload and Removal produce is what Home Assistant
-// accepts, and that it rejects what Home Assistant would not.
+// Package havalidate checks Home Assistant MQTT device discovery messages against the rules
+// Home Assistant documents (the "MQTT" integration page: discovery topic, device discovery
+// payload, abbreviations, availability; and the binary_sensor, sensor, button, notify, event and
+// device_trigger MQTT platform pages).
+//
+// Only tests import it (the discovery package's and the integration tests, which validate what
+// the running bridge publishes), so it never ships in the binary. It is written from the
+// documentation, independently of the discovery package, so that the two check each other.
+package havalidate
 
 import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
 	"regexp"
 	"slices"
 	"strings"
@@ -179,8 +181,9 @@ func set(items ...string) map[string]bool {
 	return m
 }
 
-// validateDiscovery checks a device discovery message and returns every problem found.
-func validateDiscovery(prefix, topic string, payload []byte) error {
+// Validate checks a device discovery message published on topic, with prefix the discovery
+// prefix, and returns every problem found.
+func Validate(prefix, topic string, payload []byte) error {
 	v := &validator{}
 	v.topic(prefix, topic)
 	var root map[string]any
@@ -577,4 +580,22 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	slices.Sort(keys)
 	return keys
+}
+
+// validURL accepts what Home Assistant accepts as a device's configuration URL.
+func validURL(s string) error {
+	u, err := url.Parse(s)
+	if err != nil {
+		return err
+	}
+	switch u.Scheme {
+	case "http", "https":
+		if u.Host == "" {
+			return fmt.Errorf("%q has no host", s)
+		}
+	case "homeassistant":
+	default:
+		return fmt.Errorf("%q must be an http, https or homeassistant URL", s)
+	}
+	return nil
 }
