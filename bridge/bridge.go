@@ -364,3 +364,19 @@ func (b *Bridge) serveHTTP(ctx context.Context) (stop func(), err error) {
 		_ = srv.Shutdown(shutdownCtx)
 	}, nil
 }
+
+// CheckE2EE reports the encryption state of the bot's device from the stored session and the
+// homeserver, changing nothing: the `e2ee status` subcommand.
+func CheckE2EE(ctx context.Context, cfg Config) (matrix.E2EEStatus, error) {
+	b := New(cfg, Options{})
+	b.log = *zerolog.Ctx(ctx)
+	if err := b.openDatabase(ctx); err != nil {
+		return matrix.E2EEStatus{}, err
+	}
+	defer b.db.Close()
+	mc, err := matrix.New(ctx, cfg.Matrix, b.db, matrix.Options{DataDir: cfg.DataDir})
+	if err != nil {
+		return matrix.E2EEStatus{}, err
+	}
+	return mc.CheckE2EE(ctx)
+}

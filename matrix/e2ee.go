@@ -457,3 +457,35 @@ func (c *Client) decryptFailed(evt *event.Event, err error) {
 		Message: fmt.Sprintf("could not decrypt %s: %v", evt.ID, err),
 	})
 }
+
+// CheckE2EE logs in with the stored session and reports the encryption state without changing
+// anything on the account, for `matrix2mqtt e2ee status`.
+func (c *Client) CheckE2EE(ctx context.Context) (E2EEStatus, error) {
+	if !c.cfg.E2EE.Enabled {
+		return E2EEStatus{Status: "disabled"}, nil
+	}
+	if err := c.Login(ctx); err != nil {
+		return E2EEStatus{}, err
+	}
+	pickleKey, err := c.pickleKey()
+	if err != nil {
+		return E2EEStatus{}, err
+	}
+	helper, err := cryptohelper.NewCryptoHelper(c.cli, pickleKey, c.rootDB)
+	if err != nil {
+		return E2EEStatus{}, fmt.Errorf("failed to create crypto helper: %w", err)
+	}
+	if err := helper.Init(ctx); err != nil {
+		return E2EEStatus{}, fmt.Errorf("failed to load the crypto store: %w", err)
+	}
+	e := &e2ee{c: c, helper: helper, mach: helper.Machine()}
+	if secret, err := e.mach.CryptoStore.GetSecret(ctx, id.SecretMegolmBackupV1); err == nil && secret != "" {
+		if raw, err := base64.RawStdEncoding.DecodeString(strings.TrimRight(secret, "=")); err == nil {
+			e.backupKey, _ = backup.MegolmBackupKeyFromBytes(raw)
+		}
+	}
+	if latest, err := c.cli.GetKeyBackupLatestVersion(ctx); err == nil && e.backupKey != nil && latest.AuthData.PublicKey == backupPublicKey(e.backupKey) {
+		e.version = latest.Version
+	}
+	return e.status(ctx), nil
+}

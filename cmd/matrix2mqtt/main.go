@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -35,7 +36,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	envFile := fs.String("env-file", "", "read settings from this KEY=value file (the environment wins)")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: matrix2mqtt [-env-file FILE] [run|version|check-config|healthcheck]\n\n")
+		fmt.Fprintf(stderr, "Usage: matrix2mqtt [-env-file FILE] [run|version|check-config|healthcheck|e2ee status]\n\n")
 		fmt.Fprintf(stderr, "Settings come from the environment; see configs/example.env.\n\n")
 		fs.PrintDefaults()
 	}
@@ -69,6 +70,18 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return nil
 	case "healthcheck":
 		return healthcheck(cfg.HTTPListen)
+	case "e2ee":
+		if fs.Arg(1) != "status" {
+			return fmt.Errorf("usage: matrix2mqtt e2ee status")
+		}
+		ctx := newLogger(cfg, stderr).Level(zerolog.WarnLevel).WithContext(context.Background())
+		status, err := bridge.CheckE2EE(ctx, cfg)
+		if err != nil {
+			return err
+		}
+		out := json.NewEncoder(stdout)
+		out.SetIndent("", "  ")
+		return out.Encode(status)
 	case "run":
 	default:
 		fs.Usage()
