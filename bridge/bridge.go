@@ -54,6 +54,9 @@ type Options struct {
 	Version string
 	// Clock defaults to the real clock.
 	Clock Clock
+	// BirthDelay is the wait before announcing to Home Assistant again after its birth
+	// message; nil means a random 1 to 5 seconds.
+	BirthDelay func() time.Duration
 }
 
 // Bridge connects one Matrix account to one MQTT broker.
@@ -84,6 +87,11 @@ type Bridge struct {
 
 	flushMu sync.Mutex
 	flushCh chan struct{} // closed and replaced by outbox_flush
+
+	// work is the context of the bridge's work, for lanes started outside the intake.
+	work     context.Context
+	commands *commandFilter
+	ha       *haDiscovery
 }
 
 // New prepares a bridge; Run starts it.
@@ -102,6 +110,8 @@ func New(cfg Config, opts Options) *Bridge {
 		flushCh: make(chan struct{}),
 	}
 	b.stats = newStats(b.clock)
+	b.commands = newCommandFilter(cfg.Commands, b.keys)
+	b.ha = newHADiscovery(cfg, opts, b.keys.names())
 	b.lanes = newLanes(b.deliver)
 	return b
 }
@@ -114,6 +124,7 @@ func (b *Bridge) Run(ctx context.Context) error {
 	// work outlives ctx during the drain, and is cancelled at the end of it.
 	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelWork()
+	b.work = work
 
 	if err := b.openDatabase(work); err != nil {
 		return err
@@ -123,16 +134,16 @@ func (b *Bridge) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	b.matrix, b.out = mc, mc
+	b.matrix, b.out, b.commands.rooms = mc, mc, mc
 
 	b.intake = newIntake(b)
 	b.mqtt = mqtt.New(work, b.cfg.MQTT, mqtt.Options{
 		Will:          mqtt.Will{Topic: b.topics.state(), Payload: "offline"},
-		Subscriptions: []string{b.topics.requestFilter(), b.topics.sendFilter()},
-		OnMessage:     b.intake.offer,
+		Subscriptions: append([]string{b.topics.requestFilter(), b.topics.sendFilter()}, b.ha.subscriptions()...),
+		OnMessage:     b.onMessage,
 		OnConnect:     b.announce,
 	})
-	b.pub = b.mqtt
+	b.pub, b.ha.pub, b.ha.sub, b.ha.log = b.mqtt, b.mqtt, b.mqtt, b.log
 	if err := b.mqtt.Connect(ctx); err != nil {
 		return err
 	}
@@ -160,7 +171,7 @@ func (b *Bridge) Run(ctx context.Context) error {
 	// A Matrix error that retrying cannot mend (a crypto store that does not match the
 	// account, say) stops the bridge.
 	fatal := make(chan error, 1)
-	wg.Add(3)
+	wg.Add(5)
 	go func() {
 		defer wg.Done()
 		if err := b.matrix.Run(syncCtx, b, b.loggedIn); err != nil && !errors.Is(err, context.Canceled) {
@@ -174,6 +185,14 @@ func (b *Bridge) Run(ctx context.Context) error {
 	go func() {
 		defer wg.Done()
 		b.stats.publishLoop(syncCtx, b.publishStats)
+	}()
+	go func() {
+		defer wg.Done()
+		b.ha.run(syncCtx)
+	}()
+	go func() {
+		defer wg.Done()
+		b.watchMatrix(syncCtx)
 	}()
 	stopHTTP, err := b.serveHTTP(work)
 	if err != nil {
@@ -267,7 +286,7 @@ func (b *Bridge) loggedIn(ctx context.Context) {
 }
 
 // announce runs after every MQTT (re)connect: state, info, rooms and stats are retained, so
-// they are published again in case the broker lost them.
+// they are published again in case the broker lost them; so is the Home Assistant discovery.
 func (b *Bridge) announce(ctx context.Context) {
 	if err := b.mqtt.Publish(ctx, b.topics.state(), true, []byte("online")); err != nil {
 		b.log.Warn().Err(err).Msg("Failed to publish online state")
@@ -279,6 +298,7 @@ func (b *Bridge) announce(ctx context.Context) {
 	default:
 	}
 	b.stats.touch()
+	b.ha.announce(ctx)
 }
 
 // Info is the retained payload of `<base>/bridge/info`.

@@ -13,14 +13,17 @@ import (
 	"github.com/caarlos0/env/v11"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/matrix2mqtt/matrix2mqtt/discovery"
 	"github.com/matrix2mqtt/matrix2mqtt/matrix"
 	"github.com/matrix2mqtt/matrix2mqtt/mqtt"
 )
 
 // Config is the whole bridge configuration; each part owns its section.
 type Config struct {
-	Matrix matrix.Config
-	MQTT   mqtt.Config
+	Matrix    matrix.Config
+	MQTT      mqtt.Config
+	Discovery discovery.Config
+	Commands  CommandConfig
 
 	DataDir     string `env:"DATA_DIR" envDefault:"./data"`
 	DatabaseURL string `env:"DATABASE_URL"`
@@ -189,6 +192,12 @@ func (c Config) Validate() error {
 		if err := validateTargetID(a); err != nil {
 			return fmt.Errorf("ALLOWED_TARGETS: %w", err)
 		}
+	}
+	if err := c.Discovery.Validate(); err != nil {
+		return err
+	}
+	if err := c.Commands.validate(c.Targets); err != nil {
+		return err
 	}
 	if c.MaxPayloadBytes < 1024 {
 		return errors.New("MAX_PAYLOAD_BYTES: must be at least 1024")

@@ -133,7 +133,7 @@ func (b *Bridge) flush() {
 // finish answers the entry, then removes it from the outbox with its follow-ups. Answering
 // first means a crash in between answers again, with the same event ID, rather than never.
 func (b *Bridge) finish(ctx context.Context, e *entry, data any, err *Error, followUps ...*entry) {
-	if e.Action != actionAutoRedact {
+	if e.Action != actionAutoRedact && e.Action != actionCommandReact {
 		var id string
 		var probe struct {
 			ID string `json:"id"`
@@ -190,7 +190,7 @@ func (b *Bridge) execute(ctx context.Context, e *entry) (any, []*entry, error) {
 			})
 		}
 		return SendResult{EventID: evtID, RoomID: roomID}, followUps, nil
-	case ActionReact:
+	case ActionReact, actionCommandReact:
 		var r ReactRequest
 		if err := json.Unmarshal(e.Request, &r); err != nil {
 			return nil, nil, fmt.Errorf("failed to decode stored request: %w", err)

@@ -38,12 +38,17 @@ func (b *Bridge) HandleSync(ctx context.Context, batch *matrix.Batch) error {
 			}
 		}()
 	}
+	var reactions []*entry
 	for _, ev := range batch.Events {
 		if !fresh[ev.ID] {
 			b.log.Debug().Stringer("event_id", ev.ID).Msg("Skipping inbound event published before")
 			continue
 		}
-		publish(b.topics.inbound(b.keys.key(ev.RoomID), ev.Kind), ev.Payload)
+		key := b.keys.key(ev.RoomID)
+		publish(b.topics.inbound(key, ev.Kind), ev.Payload)
+		if r := b.publishExtras(ctx, ev, key, publish); r != nil {
+			reactions = append(reactions, r)
+		}
 	}
 	for _, n := range batch.Notices {
 		publish(b.topics.event(), n)
@@ -53,6 +58,7 @@ func (b *Bridge) HandleSync(ctx context.Context, batch *matrix.Batch) error {
 	if err := <-errs; err != nil {
 		return fmt.Errorf("failed to publish inbound events: %w", err)
 	}
+	b.queueReactions(ctx, reactions)
 	if len(ids) > 0 {
 		if err := b.outbox.markPublished(ctx, ids, b.clock.Now()); err != nil {
 			return err

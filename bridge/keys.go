@@ -80,6 +80,14 @@ func (k *roomKeys) key(roomID id.RoomID) string {
 	return mqtt.SafeSegment(string(roomID))
 }
 
+// name returns roomID's friendly name, if it has one.
+func (k *roomKeys) name(roomID id.RoomID) (string, bool) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	name, ok := k.byRoom[roomID]
+	return name, ok
+}
+
 func (k *roomKeys) names() []string {
 	names := make([]string, 0, len(k.targets))
 	for name := range k.targets {

@@ -18,6 +18,8 @@ type Stats struct {
 	Inbound             int64     `json:"inbound"`
 	LastError           string    `json:"last_error,omitempty"`
 	LastErrorAt         time.Time `json:"last_error_at,omitzero"`
+	// MatrixConnected is whether the last Matrix sync succeeded.
+	MatrixConnected bool `json:"matrix_connected"`
 }
 
 // stats counts what the bridge did; it is published at most once a second when it changed.
@@ -48,6 +50,17 @@ func (st *stats) update(fn func(s *Stats)) {
 	fn(&st.s)
 	st.mu.Unlock()
 	st.touch()
+}
+
+// setMatrixConnected records the Matrix connection state; a change is published.
+func (st *stats) setMatrixConnected(connected bool) {
+	st.mu.Lock()
+	changed := st.s.MatrixConnected != connected
+	st.s.MatrixConnected = connected
+	st.mu.Unlock()
+	if changed {
+		st.touch()
+	}
 }
 
 func (st *stats) enqueued(e *entry) {

@@ -22,6 +22,12 @@ func (t topics) inbound(key string, kind matrix.Kind) string {
 	return t.base + "/room/" + key + "/" + string(kind)
 }
 
+// roomEvent feeds a room's Home Assistant event entity; roomCommand and command carry the
+// commands from chat, the latter for Home Assistant's device triggers.
+func (t topics) roomEvent(key string) string   { return t.base + "/room/" + key + "/event" }
+func (t topics) roomCommand(key string) string { return t.base + "/room/" + key + "/command" }
+func (t topics) command(name string) string    { return t.base + "/command/" + name }
+
 // route maps a request topic to its action and, for the `send/<target>` shortcut, its target
 // as written in config or Matrix (`#` put back in front of an alias). responseAction is the action
 // whose response topic answers the message, even when the topic is bad.

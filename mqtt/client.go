@@ -233,6 +233,24 @@ func (c *Client) Publish(ctx context.Context, topic string, retained bool, paylo
 	return nil
 }
 
+// Subscribe subscribes to filter with QoS 1; its messages go to Options.OnMessage like all
+// others. Unlike Options.Subscriptions it is not renewed after a reconnect: it is for short
+// reads, such as reading back a retained message.
+func (c *Client) Subscribe(ctx context.Context, filter string) error {
+	if err := wait(ctx, c.paho.Subscribe(filter, 1, nil)); err != nil {
+		return fmt.Errorf("failed to subscribe to %s: %w", filter, err)
+	}
+	return nil
+}
+
+// Unsubscribe ends a subscription made with Subscribe.
+func (c *Client) Unsubscribe(ctx context.Context, filter string) error {
+	if err := wait(ctx, c.paho.Unsubscribe(filter)); err != nil {
+		return fmt.Errorf("failed to unsubscribe from %s: %w", filter, err)
+	}
+	return nil
+}
+
 // Disconnect publishes nothing more and closes the connection, waiting up to quiesce for
 // queued work to finish. The last will is not sent: publish the offline state first.
 func (c *Client) Disconnect(quiesce time.Duration) {
