@@ -70,6 +70,8 @@ const state = {
 	secretStorageKey: null, // Uint8Array, for the getSecretStorageKey callback
 	secretStorageKeyId: null,
 	joining: new Set(),
+	acceptVerifications: false,
+	verifications: [], // finished or failed verifications, newest last
 };
 
 function emit(kind, obj) {
@@ -327,6 +329,7 @@ async function login(args) {
 	state.homeserver = args.homeserver;
 	state.autoJoin = !!args.auto_join;
 	state.emitEvents = !!args.emit_events;
+	state.acceptVerifications = !!args.accept_verifications;
 	if (args.recovery_key) state.secretStorageKey = decodeRecoveryKey(args.recovery_key);
 
 	client = createClient({
@@ -357,6 +360,12 @@ async function login(args) {
 			state.joining.add(room.roomId);
 			joinWithRetry(room.roomId).finally(() => state.joining.delete(room.roomId));
 		}
+	});
+	client.on(cryptoApi.CryptoEvent.VerificationRequestReceived, (request) => {
+		log(`verification request from ${request.otherUserId}/${request.otherDeviceId ?? "-"} (room ${request.roomId ?? "-"})`);
+		if (state.emitEvents) emit("verification_request", { user_id: request.otherUserId, device_id: request.otherDeviceId ?? null, room_id: request.roomId ?? null });
+		if (!state.acceptVerifications) return;
+		runVerification(request, 120000).catch((e) => log("incoming verification failed:", e.message));
 	});
 	client.on(RoomStateEvent.Events, (ev) => {
 		if (ev.getType() === "m.room.encryption" && ev.getRoomId()) checkWaiters(ev.getRoomId());
@@ -492,6 +501,32 @@ async function bootstrapSecretStorage(args) {
 	return { recovery_key: recoveryKey, cross_signing: await crossSigningStatusJSON() };
 }
 
+// ensureTracked makes the Rust crypto track userId's devices (it tracks only the members of
+// rooms we share) and waits for the resulting /keys/query: device_status and verification
+// requests read the OlmMachine's store, which knows nothing of untracked users.
+async function ensureTracked(userId) {
+	const crypto = client.getCrypto();
+	const machine = crypto.getOlmMachineOrThrow();
+	const tracked = await machine.trackedUsers();
+	let known = false;
+	tracked.forEach((u) => {
+		if (u.toString() === userId) known = true;
+	});
+	if (known) return;
+	const wasm = await import("@matrix-org/matrix-sdk-crypto-wasm");
+	await machine.updateTrackedUsers([new wasm.UserId(userId)]);
+	await crypto.outgoingRequestsManager.doProcessOutgoingRequests();
+}
+
+// queryKeys sends a /keys/query for userId now and feeds the answer to the Rust crypto,
+// instead of waiting for the server to flag the user's device list as changed.
+async function queryKeys(userId) {
+	const crypto = client.getCrypto();
+	const wasm = await import("@matrix-org/matrix-sdk-crypto-wasm");
+	const req = crypto.getOlmMachineOrThrow().queryKeysForUsers([new wasm.UserId(userId)]);
+	await crypto.outgoingRequestProcessor.makeOutgoingRequest(req);
+}
+
 function deviceStatusJSON(st) {
 	if (!st) return null;
 	return {
@@ -507,8 +542,9 @@ async function deviceStatus(args) {
 	const crypto = requireClient().getCrypto();
 	const timeoutMs = args.timeout_ms ?? 0;
 	// Refresh the device list first: the answer must reflect what the server has now.
+	await ensureTracked(args.user_id);
 	const fetchStatus = async () => {
-		await crypto.getUserDeviceInfo([args.user_id], true);
+		if (args.refresh !== false) await queryKeys(args.user_id);
 		return await crypto.getDeviceVerificationStatus(args.user_id, args.device_id);
 	};
 	let st = await fetchStatus();
@@ -698,9 +734,160 @@ async function rooms() {
 async function setDeviceVerified(args) {
 	need(args, "user_id", "device_id");
 	const crypto = requireClient().getCrypto();
-	await crypto.getUserDeviceInfo([args.user_id], true);
+	await ensureTracked(args.user_id);
 	await crypto.setDeviceVerified(args.user_id, args.device_id, args.verified ?? true);
 	return deviceStatusJSON(await crypto.getDeviceVerificationStatus(args.user_id, args.device_id));
+}
+
+
+// ---------------------------------------------------------------- verification (SAS)
+
+// runVerification drives one SAS verification to its end from either side: accepts an
+// incoming request, starts SAS once the request is ready (unless the other side did),
+// confirms the emojis (tests compare them with the other side's afterwards) and waits for
+// the verification to be done. It records the outcome in state.verifications.
+async function runVerification(request, timeoutMs) {
+	const { VerificationPhase, VerificationRequestEvent, VerifierEvent } = cryptoApi;
+	const rec = {
+		user_id: request.otherUserId,
+		device_id: request.otherDeviceId ?? null,
+		room_id: request.roomId ?? null,
+		initiated_by_me: request.initiatedByMe,
+		done: false,
+	};
+	const deadline = Date.now() + timeoutMs;
+	const left = () => Math.max(0, deadline - Date.now());
+	const phaseAtLeast = (phase) =>
+		new Promise((resolve, reject) => {
+			const check = () => {
+				if (request.phase === VerificationPhase.Cancelled) {
+					cleanup();
+					reject(new CmdError("verification_cancelled", `verification cancelled: ${request.cancellationCode ?? ""} ${request.cancellingUserId ?? ""}`.trim()));
+				} else if (request.phase >= phase) {
+					cleanup();
+					resolve();
+				}
+			};
+			const timer = setTimeout(() => {
+				cleanup();
+				reject(new CmdError("timeout", `verification stuck in phase ${VerificationPhase[request.phase]}`));
+			}, left());
+			const cleanup = () => {
+				clearTimeout(timer);
+				request.off(VerificationRequestEvent.Change, check);
+			};
+			request.on(VerificationRequestEvent.Change, check);
+			check();
+		});
+	try {
+		if (!request.initiatedByMe && request.phase === VerificationPhase.Requested) await request.accept();
+		await phaseAtLeast(VerificationPhase.Ready);
+		let verifier = request.verifier;
+		if (!verifier) {
+			// Give the other side a moment to start SAS itself; then start it ourselves.
+			const until = Date.now() + (request.initiatedByMe ? 0 : 1500);
+			while (!request.verifier && Date.now() < until && request.phase === VerificationPhase.Ready) await sleep(50);
+			verifier = request.verifier ?? (await request.startVerification("m.sas.v1"));
+		}
+		const sasShown = new Promise((resolve) => {
+			const cb = verifier.getShowSasCallbacks();
+			if (cb) resolve(cb);
+			else verifier.once(VerifierEvent.ShowSas, resolve);
+		});
+		const verified = verifier.verify();
+		const sas = await Promise.race([
+			sasShown,
+			verified.then(() => null),
+			sleep(left()).then(() => {
+				throw new CmdError("timeout", "no SAS to compare");
+			}),
+		]);
+		if (sas) {
+			rec.emoji = (sas.sas.emoji ?? []).map(([, name]) => name);
+			rec.emoji_symbols = (sas.sas.emoji ?? []).map(([e]) => e);
+			rec.decimal = sas.sas.decimal ?? null;
+			if (state.emitEvents) emit("verification_sas", { ...rec });
+			await sas.confirm();
+		}
+		await Promise.race([
+			verified,
+			sleep(left()).then(() => {
+				throw new CmdError("timeout", "the other side did not confirm");
+			}),
+		]);
+		rec.done = true;
+		return rec;
+	} catch (e) {
+		rec.error = e.message;
+		try {
+			if (request.phase !== VerificationPhase.Cancelled && request.phase !== VerificationPhase.Done) await request.cancel();
+		} catch {}
+		throw e;
+	} finally {
+		state.verifications.push(rec);
+		if (state.emitEvents) emit("verification", { ...rec });
+	}
+}
+
+async function verificationResult(rec, userId, deviceId) {
+	const crypto = client.getCrypto();
+	const res = { ...rec };
+	// Signing the other user's master key (when its key was part of the MAC) and uploading
+	// the signature finish shortly after the verification itself.
+	const until = Date.now() + 5000;
+	for (;;) {
+		const us = await crypto.getUserVerificationStatus(userId);
+		res.user_cross_signing_verified = us.isCrossSigningVerified();
+		if (res.user_cross_signing_verified || Date.now() > until) break;
+		await sleep(100);
+	}
+	if (deviceId) res.device_status = deviceStatusJSON(await crypto.getDeviceVerificationStatus(userId, deviceId));
+	return res;
+}
+
+async function verifyDevice(args) {
+	need(args, "user_id", "device_id");
+	const crypto = requireClient().getCrypto();
+	await ensureTracked(args.user_id);
+	const request = await crypto.requestDeviceVerification(args.user_id, args.device_id);
+	const rec = await runVerification(request, args.timeout_ms ?? 60000);
+	rec.device_id ??= args.device_id;
+	return await verificationResult(rec, args.user_id, args.device_id);
+}
+
+async function verifyUser(args) {
+	need(args, "user_id", "room_id");
+	const crypto = requireClient().getCrypto();
+	await ensureTracked(args.user_id);
+	const request = await crypto.requestVerificationDM(args.user_id, args.room_id);
+	const rec = await runVerification(request, args.timeout_ms ?? 60000);
+	return await verificationResult(rec, args.user_id, rec.device_id);
+}
+
+// trustUser signs userId's master key with our user-signing key and uploads the signature:
+// what a successful interactive verification ends with, without the SAS exchange. Needs our
+// own cross-signing (bootstrap_cross_signing).
+async function trustUser(args) {
+	need(args, "user_id");
+	const c = requireClient();
+	const crypto = c.getCrypto();
+	await ensureTracked(args.user_id);
+	const wasm = await import("@matrix-org/matrix-sdk-crypto-wasm");
+	const machine = crypto.getOlmMachineOrThrow();
+	const identity = await machine.getIdentity(new wasm.UserId(args.user_id));
+	if (!identity) throw new CmdError("no_identity", `${args.user_id} has no cross-signing identity`);
+	try {
+		const req = await identity.verify();
+		await crypto.outgoingRequestProcessor.makeOutgoingRequest(req);
+	} finally {
+		identity.free();
+	}
+	await waitFor(`${args.user_id} to be cross-signing verified`, args.timeout_ms ?? 20000, async () => {
+		await queryKeys(args.user_id);
+		return (await crypto.getUserVerificationStatus(args.user_id)).isCrossSigningVerified();
+	}, 100);
+	const us = await crypto.getUserVerificationStatus(args.user_id);
+	return { is_cross_signing_verified: us.isCrossSigningVerified(), is_verified: us.isVerified() };
 }
 
 async function whoami() {
@@ -752,6 +939,10 @@ const commands = {
 	device_status: deviceStatus,
 	user_identity: userIdentity,
 	set_device_verified: setDeviceVerified,
+	verify_device: verifyDevice,
+	verify_user: verifyUser,
+	trust_user: trustUser,
+	verifications: async () => ({ verifications: state.verifications }),
 	room_encrypted: roomEncrypted,
 	rooms,
 	whoami,

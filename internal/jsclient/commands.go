@@ -22,6 +22,10 @@ type LoginArgs struct {
 	AutoJoin bool `json:"auto_join,omitempty"`
 	// EmitEvents sends timeline, decryption and membership notifications to Options.OnEvent.
 	EmitEvents bool `json:"emit_events,omitempty"`
+	// AcceptVerifications accepts incoming verification requests and completes SAS by
+	// confirming the emojis (the test compares them with the other side's; see
+	// Verifications).
+	AcceptVerifications bool `json:"accept_verifications,omitempty"`
 	// RecoveryKey is a secret storage key (from BootstrapSecretStorage on another device)
 	// that lets BootstrapCrossSigning(FromSecretStorage) import the cross-signing keys.
 	RecoveryKey string `json:"recovery_key,omitempty"`
@@ -324,6 +328,60 @@ func (c *Client) SetDeviceVerified(ctx context.Context, userID, deviceID string,
 	var res DeviceVerification
 	err := c.Call(ctx, "set_device_verified", map[string]any{"user_id": userID, "device_id": deviceID, "verified": verified}, &res)
 	return &res, err
+}
+
+// Verification is the outcome of one SAS verification.
+type Verification struct {
+	UserID        string `json:"user_id"`
+	DeviceID      string `json:"device_id"`
+	RoomID        string `json:"room_id"`
+	InitiatedByMe bool   `json:"initiated_by_me"`
+	Done          bool   `json:"done"`
+	Error         string `json:"error"`
+	// Emoji are the SAS emoji names ("Dog", "Cat", ...), EmojiSymbols the emojis themselves,
+	// Decimal the three numbers; compare them with the other side's.
+	Emoji        []string `json:"emoji"`
+	EmojiSymbols []string `json:"emoji_symbols"`
+	Decimal      []int    `json:"decimal"`
+	// After a verification that we started: our view of the other device and user.
+	DeviceStatus             *DeviceVerification `json:"device_status,omitempty"`
+	UserCrossSigningVerified bool                `json:"user_cross_signing_verified"`
+}
+
+// VerifyDevice runs an interactive SAS verification (to-device) with userID's deviceID:
+// it requests it, starts SAS once the other side is ready, confirms the emojis and waits
+// until both sides are done. With another user's device that also verifies the user's
+// identity when the other side includes its master key.
+func (c *Client) VerifyDevice(ctx context.Context, userID, deviceID string) (*Verification, error) {
+	var res Verification
+	err := c.Call(ctx, "verify_device", map[string]any{"user_id": userID, "device_id": deviceID, "timeout_ms": waitMS(ctx, 0)}, &res)
+	return &res, err
+}
+
+// VerifyUser runs an in-room SAS verification of userID (as Element does from a DM) in
+// roomID.
+func (c *Client) VerifyUser(ctx context.Context, userID, roomID string) (*Verification, error) {
+	var res Verification
+	err := c.Call(ctx, "verify_user", map[string]any{"user_id": userID, "room_id": roomID, "timeout_ms": waitMS(ctx, 0)}, &res)
+	return &res, err
+}
+
+// Verifications lists the verifications this client took part in, newest last (incoming
+// ones are accepted with LoginArgs.AcceptVerifications).
+func (c *Client) Verifications(ctx context.Context) ([]Verification, error) {
+	var res struct {
+		Verifications []Verification `json:"verifications"`
+	}
+	err := c.Call(ctx, "verifications", nil, &res)
+	return res.Verifications, err
+}
+
+// TrustUser signs userID's master key with our user-signing key, what a successful
+// interactive verification ends with, without the SAS exchange: afterwards this client sees
+// the user as cross-signing verified, and the user's cross-signed devices as verified.
+// Needs BootstrapCrossSigning first.
+func (c *Client) TrustUser(ctx context.Context, userID string) error {
+	return c.Call(ctx, "trust_user", map[string]any{"user_id": userID, "timeout_ms": waitMS(ctx, 0)}, nil)
 }
 
 // RoomEncrypted tells whether this client treats roomID as encrypted.

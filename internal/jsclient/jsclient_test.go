@@ -53,6 +53,12 @@ func (w testLogWriter) Write(p []byte) (int, error) {
 // startUser registers localpart and starts a logged-in js client for it.
 func startUser(t *testing.T, ctx context.Context, localpart string, autoJoin bool) (*jsclient.Client, *testenv.User) {
 	t.Helper()
+	return startUserWith(t, ctx, localpart, jsclient.LoginArgs{AutoJoin: autoJoin})
+}
+
+// startUserWith is startUser with more login options.
+func startUserWith(t *testing.T, ctx context.Context, localpart string, args jsclient.LoginArgs) (*jsclient.Client, *testenv.User) {
+	t.Helper()
 	u, err := env.RegisterUser(ctx, fmt.Sprintf("%s%d", localpart, userSeq.Add(1)))
 	if err != nil {
 		t.Fatal(err)
@@ -70,9 +76,8 @@ func startUser(t *testing.T, ctx context.Context, localpart string, autoJoin boo
 	})
 	started := time.Since(t0)
 	t0 = time.Now()
-	res, err := c.Login(ctx, jsclient.LoginArgs{
-		Homeserver: env.HomeserverURL, UserID: u.UserID, Password: u.Password, AutoJoin: autoJoin,
-	})
+	args.Homeserver, args.UserID, args.Password = env.HomeserverURL, u.UserID, u.Password
+	res, err := c.Login(ctx, args)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -272,6 +277,102 @@ func TestSecondDevice(t *testing.T) {
 	// Both devices belong to the same, trusted identity.
 	if !st.Device.SignedByOwner || !st.Device.CrossSigningVerified || !st.Device.IsVerified {
 		t.Fatalf("the first device sees the second as %+v", st.Device)
+	}
+}
+
+// TestVerification runs interactive SAS verifications between two js clients, to-device and
+// in a DM, and the non-interactive TrustUser.
+func TestVerification(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
+
+	dave, daveUser := startUser(t, ctx, "dave", false)
+	erin, erinUser := startUserWith(t, ctx, "erin", jsclient.LoginArgs{AutoJoin: true, AcceptVerifications: true})
+	frank, frankUser := startUser(t, ctx, "frank", true)
+	for _, p := range []struct {
+		c *jsclient.Client
+		u *testenv.User
+	}{{dave, daveUser}, {erin, erinUser}, {frank, frankUser}} {
+		if _, err := p.c.BootstrapCrossSigning(ctx, p.u.Password); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// They share a DM: the Rust crypto only tracks the devices of users it shares a room
+	// with, and ignores verification requests from devices it does not know.
+	roomID, err := dave.CreateRoom(ctx, jsclient.CreateRoomArgs{Encrypted: true, IsDirect: true, Invite: []string{erinUser.UserID}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := dave.WaitMember(ctx, roomID, erinUser.UserID, "join"); err != nil {
+		t.Fatal(err)
+	}
+
+	// To-device SAS: dave verifies erin's device, and through it her identity.
+	t0 := time.Now()
+	vctx, vcancel := context.WithTimeout(ctx, 30*time.Second)
+	defer vcancel()
+	v, err := dave.VerifyDevice(vctx, erinUser.UserID, erin.DeviceID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("dave verified erin's device in %v: %+v, device %+v", time.Since(t0).Round(time.Millisecond), v, v.DeviceStatus)
+	if !v.Done || len(v.Emoji) != 7 || v.DeviceStatus == nil || !v.DeviceStatus.IsVerified || !v.UserCrossSigningVerified {
+		t.Fatalf("dave's verification of erin: %+v", v)
+	}
+	theirs, err := erin.Verifications(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(theirs) != 1 || !theirs[0].Done || strings.Join(theirs[0].Emoji, " ") != strings.Join(v.Emoji, " ") {
+		t.Fatalf("erin's side: %+v, dave's emoji %v", theirs, v.Emoji)
+	}
+
+	// In-room SAS from the DM, as Element does it.
+	v, err = dave.VerifyUser(vctx, erinUser.UserID, roomID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !v.Done || !v.UserCrossSigningVerified {
+		t.Fatalf("dave's in-room verification of erin: %+v", v)
+	}
+
+	// Without SAS: dave trusts frank's identity; frank's cross-signed device is then verified.
+	st, err := dave.DeviceStatus(ctx, frankUser.UserID, frank.DeviceID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Device.IsVerified || st.User.IsCrossSigningVerified {
+		t.Fatalf("dave sees frank as verified before trusting him: %+v", st)
+	}
+	if err := dave.TrustUser(ctx, frankUser.UserID); err != nil {
+		t.Fatal(err)
+	}
+	st, err = dave.DeviceStatus(ctx, frankUser.UserID, frank.DeviceID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !st.Device.IsVerified || !st.Device.CrossSigningVerified || !st.User.IsCrossSigningVerified {
+		t.Fatalf("dave sees frank after trusting him as %+v", st)
+	}
+	// Messages from frank now carry no shield for dave.
+	roomID, err = dave.CreateRoom(ctx, jsclient.CreateRoomArgs{Encrypted: true, Invite: []string{frankUser.UserID}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := frank.WaitJoined(ctx, roomID); err != nil {
+		t.Fatal(err)
+	}
+	id, err := frank.SendText(ctx, roomID, "trusted")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev, err := dave.WaitEvent(ctx, jsclient.EventFilter{RoomID: roomID, EventID: id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev.ShieldColour != "NONE" || ev.SenderDeviceStatus == nil || !ev.SenderDeviceStatus.IsVerified {
+		t.Fatalf("frank's message as dave sees it: shield %s/%s, device %+v", ev.ShieldColour, ev.ShieldReason, ev.SenderDeviceStatus)
 	}
 }
 

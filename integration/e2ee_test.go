@@ -1,0 +1,392 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/matrix2mqtt/matrix2mqtt/internal/jsclient"
+)
+
+// jsUser is a human user's device running matrix-js-sdk with its Rust crypto (the crypto of
+// Element Web), independent of mautrix.
+type jsUser struct {
+	*jsclient.Client
+	user *user
+}
+
+// newJSUser logs a js device in for u (a fresh user when u is nil) that accepts invites.
+func newJSUser(t *testing.T, u *user) *jsUser {
+	t.Helper()
+	if u == nil {
+		u = newUser(t, "human")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	logs, err := os.Create(filepath.Join(t.TempDir(), "jsclient.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := jsclient.Start(ctx, jsclient.Options{Stderr: logs})
+	if err != nil {
+		t.Fatalf("failed to start the js client (scripts/install-deps.sh installs it): %v", err)
+	}
+	t.Cleanup(func() {
+		c.Close()
+		logs.Close()
+		if t.Failed() {
+			data, _ := os.ReadFile(logs.Name())
+			if len(data) > 20000 {
+				data = data[len(data)-20000:]
+			}
+			t.Logf("js client log (tail):\n%s", data)
+		}
+	})
+	if _, err := c.Login(ctx, jsclient.LoginArgs{Homeserver: env.HomeserverURL, UserID: u.UserID, Password: u.Password, AutoJoin: true}); err != nil {
+		t.Fatalf("js login: %v", err)
+	}
+	return &jsUser{Client: c, user: u}
+}
+
+func jsCtx(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// wait returns the event as the js device decrypted it; decryption failure fails the test.
+func (j *jsUser) wait(t *testing.T, f jsclient.EventFilter) *jsclient.Event {
+	t.Helper()
+	if f.Timeout == 0 {
+		f.Timeout = 30 * time.Second
+	}
+	evt, err := j.WaitEvent(jsCtx(t), f)
+	if err != nil {
+		t.Fatalf("js did not get %+v: %v", f, err)
+	}
+	return evt
+}
+
+// e2eeSetup is a bridge with E2EE and alice on js, sharing an encrypted room alice made.
+type e2eeSetup struct {
+	h     *harness
+	alice *jsUser
+	room  id.RoomID
+}
+
+func newE2EESetup(t *testing.T) *e2eeSetup {
+	t.Helper()
+	h := newHarness(t, nil)
+	alice := newJSUser(t, h.alice)
+	ctx := jsCtx(t)
+	if _, err := alice.BootstrapCrossSigning(ctx, h.alice.Password); err != nil {
+		t.Fatalf("alice cross-signing: %v", err)
+	}
+	room, err := alice.CreateRoom(ctx, jsclient.CreateRoomArgs{Encrypted: true, Invite: []string{h.bot.UserID}, Name: "Encrypted"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := alice.WaitMember(ctx, room, h.bot.UserID, "join"); err != nil {
+		t.Fatalf("bot did not join: %v", err)
+	}
+	return &e2eeSetup{h: h, alice: alice, room: id.RoomID(room)}
+}
+
+// inbound waits for the MQTT message of an event alice sent.
+func (s *e2eeSetup) inbound(t *testing.T, kind, evtID string) map[string]any {
+	t.Helper()
+	return s.h.rec.wait(30*time.Second, kind+" "+evtID, func(m message) bool {
+		return m.Topic == s.h.base+"/room/"+s.room.String()+"/"+kind && strings.Contains(string(m.Payload), evtID)
+	}).json(t)
+}
+
+func TestE2EEBothDirections(t *testing.T) {
+	s := newE2EESetup(t)
+	h, alice, room := s.h, s.alice, s.room.String()
+	ctx := jsCtx(t)
+
+	t.Run("js to MQTT", func(t *testing.T) {
+		first, err := alice.Send(ctx, jsclient.SendArgs{RoomID: room, Body: "secret *hello*", HTML: "secret <em>hello</em>"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		msg := s.inbound(t, "message", first)
+		if msg["body"] != "secret *hello*" || msg["formatted_body"] != "secret <em>hello</em>" || msg["encrypted"] != true {
+			t.Fatalf("message = %v", msg)
+		}
+		if msg["sender_verified"] != true {
+			t.Errorf("alice's device is cross-signed by alice, but sender_verified = %v", msg["sender_verified"])
+		}
+		reply, _ := alice.Send(ctx, jsclient.SendArgs{RoomID: room, Body: "a reply", ReplyTo: first})
+		if got := s.inbound(t, "message", reply); got["reply_to"] != first || got["body"] != "a reply" {
+			t.Errorf("reply = %v", got)
+		}
+		threaded, _ := alice.Send(ctx, jsclient.SendArgs{RoomID: room, Body: "in thread", MsgType: "m.notice", Thread: first})
+		if got := s.inbound(t, "message", threaded); got["thread"] != first || got["msgtype"] != "m.notice" {
+			t.Errorf("thread = %v", got)
+		}
+		edit, _ := alice.Send(ctx, jsclient.SendArgs{RoomID: room, Body: "secret hello, edited", Edit: first})
+		if got := s.inbound(t, "message", edit); got["edit_of"] != first || got["body"] != "secret hello, edited" {
+			t.Errorf("edit = %v", got)
+		}
+		react, _ := alice.React(ctx, room, first, "🔒")
+		if got := s.inbound(t, "reaction", react); got["relates_to"] != first || got["key"] != "🔒" {
+			t.Errorf("reaction = %v", got)
+		}
+		red, _ := alice.Redact(ctx, room, reply, "gone")
+		if got := s.inbound(t, "redaction", red); got["redacts"] != reply {
+			t.Errorf("redaction = %v", got)
+		}
+	})
+
+	t.Run("MQTT to js", func(t *testing.T) {
+		root := h.ok(h.request("send", map[string]any{"to": room, "markdown": "**encrypted** alert"}))
+		rootID := root["event_id"].(string)
+		evt := alice.wait(t, jsclient.EventFilter{RoomID: room, EventID: rootID})
+		if !evt.Encrypted || evt.DecryptionFailed || !strings.Contains(fmt.Sprint(evt.Content["formatted_body"]), "<strong>encrypted</strong>") {
+			t.Fatalf("event = %+v", evt)
+		}
+		if evt.ShieldColour != "NONE" {
+			t.Errorf("Element would show a %s shield (%s) on the bot's message", evt.ShieldColour, evt.ShieldReason)
+		}
+		notice := h.ok(h.request("send", map[string]any{"to": room, "text": "notice", "msgtype": "notice", "reply_to": rootID}))
+		n := alice.wait(t, jsclient.EventFilter{RoomID: room, EventID: notice["event_id"].(string)})
+		rel, _ := n.Content["m.relates_to"].(map[string]any)
+		if n.Content["msgtype"] != "m.notice" || rel == nil || fmt.Sprint(rel["m.in_reply_to"]) != fmt.Sprintf("map[event_id:%s]", rootID) {
+			t.Errorf("reply notice = %+v", n.Content)
+		}
+		threaded := h.ok(h.request("send", map[string]any{"to": room, "text": "thread", "thread": rootID}))
+		th := alice.wait(t, jsclient.EventFilter{RoomID: room, EventID: threaded["event_id"].(string)})
+		if rel, _ := th.Content["m.relates_to"].(map[string]any); rel["rel_type"] != "m.thread" || rel["event_id"] != rootID {
+			t.Errorf("thread = %+v", th.Content)
+		}
+		edited := h.ok(h.request("send", map[string]any{"to": room, "text": "edited alert", "edit": rootID}))
+		ed := alice.wait(t, jsclient.EventFilter{RoomID: room, EventID: edited["event_id"].(string)})
+		if nc, _ := ed.Content["m.new_content"].(map[string]any); nc["body"] != "edited alert" {
+			t.Errorf("edit = %+v", ed.Content)
+		}
+		reaction := h.ok(h.request("react", map[string]any{"to": room, "event_id": rootID, "key": "✅"}))
+		alice.wait(t, jsclient.EventFilter{RoomID: room, EventID: reaction["event_id"].(string)})
+		h.ok(h.request("redact", map[string]any{"to": room, "event_id": notice["event_id"], "reason": "cleanup"}))
+		alice.wait(t, jsclient.EventFilter{RoomID: room, Redacts: notice["event_id"].(string), Type: "m.room.redaction"})
+	})
+}
+
+// TestE2EEBotDeviceVerifiedByOwner: the js client sees the bot's device as cross-signed by its
+// owner, so Element X shows no "not verified by its owner" warning; once alice verified the bot
+// user, the device is cross-signing verified. A restart keeps the device and its trust.
+func TestE2EEBotDeviceVerifiedByOwner(t *testing.T) {
+	s := newE2EESetup(t)
+	h, alice := s.h, s.alice
+	ctx := jsCtx(t)
+	info := h.rec.wait(10*time.Second, "info", func(m message) bool { return m.Topic == h.base+"/bridge/info" }).json(t)
+	device := info["device_id"].(string)
+	e2ee, _ := info["e2ee"].(map[string]any)
+	if e2ee["status"] != "verified" || e2ee["device_cross_signed"] != true || e2ee["key_backup"] != true {
+		t.Fatalf("bridge/info e2ee = %v", e2ee)
+	}
+	recovery := filepath.Join(h.env["DATA_DIR"], "recovery-key.txt")
+	if fi, err := os.Stat(recovery); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("recovery key file: %v %v", fi, err)
+	}
+
+	status, err := alice.WaitDeviceSignedByOwner(ctx, h.bot.UserID, device, 30*time.Second)
+	if err != nil {
+		t.Fatalf("bot device not signed by its owner: %+v %v", status, err)
+	}
+	if err := alice.TrustUser(ctx, h.bot.UserID); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, func() error {
+		st, err := alice.DeviceStatus(ctx, h.bot.UserID, device)
+		if err != nil {
+			return err
+		}
+		if st.Device == nil || !st.Device.SignedByOwner || !st.Device.CrossSigningVerified {
+			return fmt.Errorf("device status = %+v", st.Device)
+		}
+		return nil
+	})
+	report(t, "js (matrix-js-sdk rust crypto) sees the bot's device %s signed by its owner and cross-signing verified", device)
+
+	h.stop()
+	h.start()
+	info = h.rec.wait(10*time.Second, "info after restart", func(m message) bool {
+		return m.Topic == h.base+"/bridge/info" && strings.Contains(string(m.Payload), `"status":"verified"`)
+	}).json(t)
+	if info["device_id"] != device {
+		t.Fatalf("device changed across restart: %s -> %v", device, info["device_id"])
+	}
+	in, _ := alice.SendText(ctx, s.room.String(), "after restart")
+	if got := s.inbound(t, "message", in); got["body"] != "after restart" {
+		t.Fatalf("message after restart = %v", got)
+	}
+	out := h.ok(h.request("send", map[string]any{"to": s.room.String(), "text": "bot after restart"}))
+	evt := alice.wait(t, jsclient.EventFilter{RoomID: s.room.String(), EventID: out["event_id"].(string)})
+	if evt.ShieldColour != "NONE" {
+		t.Errorf("shield after restart: %s %s", evt.ShieldColour, evt.ShieldReason)
+	}
+	st, err := alice.DeviceStatus(ctx, h.bot.UserID, device)
+	if err != nil || !st.Device.CrossSigningVerified {
+		t.Fatalf("trust lost across restart: %+v %v", st, err)
+	}
+}
+
+// TestE2EESecondDeviceGetsKeys: a device alice logs in later receives the keys of the bot's
+// new messages.
+func TestE2EESecondDeviceGetsKeys(t *testing.T) {
+	s := newE2EESetup(t)
+	h := s.h
+	h.ok(h.request("send", map[string]any{"to": s.room.String(), "text": "before the second device"}))
+	second := newJSUser(t, h.alice)
+	loggedIn := time.Now()
+	// The bot learns of the new device from its next sync (device_lists.changed) and shares the
+	// room key of its next message with it.
+	eventually(t, 30*time.Second, func() error {
+		data := h.ok(h.request("send", map[string]any{"to": s.room.String(), "text": "for both devices"}))
+		for name, dev := range map[string]*jsUser{"first": s.alice, "second": second} {
+			evt, err := dev.WaitEvent(jsCtx(t), jsclient.EventFilter{RoomID: s.room.String(), EventID: data["event_id"].(string), Timeout: 5 * time.Second})
+			if err != nil {
+				return fmt.Errorf("%s device: %w", name, err)
+			}
+			if evt.Content["body"] != "for both devices" {
+				return fmt.Errorf("%s device got %+v", name, evt.Content)
+			}
+		}
+		return nil
+	})
+	report(t, "a second js device logged in later decrypts the bot's messages %s after its login", time.Since(loggedIn).Round(time.Millisecond))
+}
+
+// TestE2EERestoreFromRecoveryKey: the data dir is lost; the bridge starts on a new one with the
+// recovery key, restores cross-signing and reads a message from before the loss through the
+// key backup.
+func TestE2EERestoreFromRecoveryKey(t *testing.T) {
+	s := newE2EESetup(t)
+	h, alice, room := s.h, s.alice, s.room.String()
+	old, _ := alice.SendText(jsCtx(t), room, "sent before the loss")
+	s.inbound(t, "message", old)
+	// The room key reaches the backup after the sync that brought it.
+	time.Sleep(2 * time.Second)
+	data, err := os.ReadFile(filepath.Join(h.env["DATA_DIR"], "recovery-key.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var recoveryKey string
+	for _, line := range strings.Split(string(data), "\n") {
+		if line != "" && !strings.HasPrefix(line, "#") {
+			recoveryKey = line
+		}
+	}
+	oldInfo := h.rec.wait(10*time.Second, "info", func(m message) bool { return m.Topic == h.base+"/bridge/info" }).json(t)
+
+	h.stop()
+	h.env["DATA_DIR"] = t.TempDir()
+	h.env["E2EE_RECOVERY_KEY"] = recoveryKey
+	h.rec.mu.Lock()
+	h.rec.msgs = nil
+	h.rec.mu.Unlock()
+	h.start()
+	info := h.rec.wait(30*time.Second, "info of the restored bridge", func(m message) bool {
+		return m.Topic == h.base+"/bridge/info" && strings.Contains(string(m.Payload), `"status":"verified"`)
+	}).json(t)
+	if info["device_id"] == oldInfo["device_id"] {
+		t.Fatal("expected a new device on a new data dir")
+	}
+	got := h.ok(h.request("get_event", map[string]any{"to": room, "event_id": old}))
+	evt, _ := got["event"].(map[string]any)
+	if evt["body"] != "sent before the loss" || evt["encrypted"] != true {
+		t.Fatalf("get_event = %v", got)
+	}
+	if _, err := alice.WaitDeviceSignedByOwner(jsCtx(t), h.bot.UserID, info["device_id"].(string), 30*time.Second); err != nil {
+		t.Fatalf("restored device not signed by its owner: %v", err)
+	}
+}
+
+// TestE2EEEnsureDMWithJSUser: ensure_dm with a user who has only js makes an encrypted DM that
+// both sides read.
+func TestE2EEEnsureDMWithJSUser(t *testing.T) {
+	h := newHarness(t, nil)
+	bob := newJSUser(t, nil)
+	dm := h.ok(h.request("ensure_dm", map[string]any{"user": bob.user.UserID}))
+	room := dm["room_id"].(string)
+	ctx := jsCtx(t)
+	if err := bob.WaitMember(ctx, room, bob.user.UserID, "join"); err != nil {
+		t.Fatalf("bob did not join the DM: %v", err)
+	}
+	if encrypted, err := bob.RoomEncrypted(ctx, room); err != nil || !encrypted {
+		t.Fatalf("DM encrypted = %v %v", encrypted, err)
+	}
+	sent := h.ok(h.request("send", map[string]any{"to": bob.user.UserID, "text": "hello bob, privately"}))
+	if sent["room_id"] != room {
+		t.Fatalf("send to user went to %v, not the DM %s", sent["room_id"], room)
+	}
+	evt := bob.wait(t, jsclient.EventFilter{RoomID: room, EventID: sent["event_id"].(string)})
+	if !evt.Encrypted || evt.Content["body"] != "hello bob, privately" {
+		t.Fatalf("bob got %+v", evt)
+	}
+	answer, _ := bob.SendText(ctx, room, "hello bot")
+	h.rec.wait(30*time.Second, "bob's answer", func(m message) bool {
+		return strings.HasSuffix(m.Topic, "/message") && strings.Contains(string(m.Payload), answer) &&
+			strings.Contains(string(m.Payload), `"body":"hello bot"`) && strings.Contains(string(m.Payload), `"encrypted":true`)
+	})
+}
+
+// TestE2EEEnsureEncrypted turns encryption on in a plaintext room.
+func TestE2EEEnsureEncrypted(t *testing.T) {
+	h := newHarness(t, nil)
+	alice := newJSUser(t, h.alice)
+	ctx := jsCtx(t)
+	// Turning on encryption takes power level 100, which alice gives the bot.
+	created, err := h.alice.cli.CreateRoom(ctx, &mautrix.ReqCreateRoom{
+		Preset: "private_chat", Invite: []id.UserID{h.bot.id()},
+		PowerLevelOverride: &event.PowerLevelsEventContent{Users: map[id.UserID]int{h.alice.id(): 100, h.bot.id(): 100}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	room := created.RoomID.String()
+	if err := alice.WaitMember(ctx, room, h.bot.UserID, "join"); err != nil {
+		t.Fatal(err)
+	}
+	// Without the power level it is a clear Matrix error.
+	plain := h.alice.createRoom(t, &mautrix.ReqCreateRoom{Preset: "private_chat", Invite: []id.UserID{h.bot.id()}})
+	eventually(t, 20*time.Second, func() error {
+		resp := h.request("ensure_encrypted", map[string]any{"room": plain.String()})
+		if e, _ := resp["error"].(map[string]any); e["errcode"] != "M_FORBIDDEN" {
+			return fmt.Errorf("response = %v", resp)
+		}
+		return nil
+	})
+	res := h.ok(h.request("ensure_encrypted", map[string]any{"room": room}))
+	if res["changed"] != true {
+		t.Fatalf("ensure_encrypted = %v", res)
+	}
+	if again := h.ok(h.request("ensure_encrypted", map[string]any{"room": room})); again["changed"] != false {
+		t.Fatalf("second ensure_encrypted = %v", again)
+	}
+	eventually(t, 20*time.Second, func() error {
+		if enc, err := alice.RoomEncrypted(ctx, room); err != nil || !enc {
+			return fmt.Errorf("not encrypted for js yet: %v %v", enc, err)
+		}
+		return nil
+	})
+	var data map[string]any
+	eventually(t, 20*time.Second, func() error {
+		// The bridge learns of the encryption event through sync before it encrypts.
+		data = h.ok(h.request("send", map[string]any{"to": room, "text": "now encrypted"}))
+		evt := alice.wait(t, jsclient.EventFilter{RoomID: room, EventID: data["event_id"].(string)})
+		if !evt.Encrypted {
+			return fmt.Errorf("sent in plaintext")
+		}
+		return nil
+	})
+}
