@@ -304,6 +304,10 @@ func newHarnessOn(t *testing.T, srv *testenv.Env, extra map[string]string) *harn
 		"TARGETS":             "alice=" + h.alice.UserID,
 		"AUTO_JOIN":           h.alice.UserID,
 		"LOG_LEVEL":           "debug",
+		// Discovery under the base topic, so that each bridge has its own and the recorder
+		// sees it.
+		"HA_DISCOVERY_PREFIX": h.base + "/homeassistant",
+		"HA_STATUS_TOPIC":     h.base + "/homeassistant/status",
 	}
 	for k, v := range extra {
 		h.env[k] = v
@@ -328,7 +332,8 @@ func (h *harness) start() {
 	log := zerolog.New(zerolog.NewTestWriter(h.t)).Level(zerolog.InfoLevel).With().Timestamp().Str("bridge", h.base).Logger()
 	ctx, cancel := context.WithCancel(log.WithContext(context.Background()))
 	done := make(chan error, 1)
-	go func() { done <- bridge.New(cfg, bridge.Options{Version: "test"}).Run(ctx) }()
+	opts := bridge.Options{Version: "test", BirthDelay: func() time.Duration { return 100 * time.Millisecond }}
+	go func() { done <- bridge.New(cfg, opts).Run(ctx) }()
 	var once sync.Once
 	h.stop = func() {
 		once.Do(func() {
