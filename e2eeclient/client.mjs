@@ -107,6 +107,15 @@ function sleep(ms) {
 	return new Promise((r) => setTimeout(r, ms));
 }
 
+// withTimeout settles like promise, or fails with a timeout error after ms.
+function withTimeout(promise, ms, what) {
+	let timer;
+	const t = new Promise((_, reject) => {
+		timer = setTimeout(() => reject(new CmdError("timeout", `timed out after ${ms} ms waiting for ${what}`)), ms);
+	});
+	return Promise.race([promise, t]).finally(() => clearTimeout(timer));
+}
+
 // waitFor polls cond (async allowed) until it returns a truthy value or timeoutMs passes.
 async function waitFor(what, timeoutMs, cond, intervalMs = 50) {
 	const deadline = Date.now() + timeoutMs;
@@ -387,12 +396,7 @@ async function login(args) {
 		state.syncState = st;
 	});
 	await client.startClient({ initialSyncLimit: 50, lazyLoadMembers: false, threadSupport: false });
-	await Promise.race([
-		prepared,
-		sleep(args.timeout_ms ?? 60000).then(() => {
-			throw new CmdError("timeout", "the first sync did not finish");
-		}),
-	]);
+	await withTimeout(prepared, args.timeout_ms ?? 60000, "the first sync");
 	// Wait until our device keys are on the server, so that other clients can encrypt for us.
 	await waitFor("the device keys to be uploaded", 30000, async () => {
 		const resp = await client.downloadKeysForUsers([state.userId]);
@@ -429,6 +433,7 @@ function uiaPassword(password) {
 			return await makeRequest(null);
 		} catch (e) {
 			if (!(e instanceof MatrixError) || e.httpStatus !== 401 || !e.data?.flows) throw e;
+			log(`UIA for the cross-signing keys upload: flows ${JSON.stringify(e.data.flows)}, answering with the password`);
 			return await makeRequest({
 				type: "m.login.password",
 				identifier: { type: "m.id.user", user: state.userId },
@@ -795,13 +800,8 @@ async function runVerification(request, timeoutMs) {
 			else verifier.once(VerifierEvent.ShowSas, resolve);
 		});
 		const verified = verifier.verify();
-		const sas = await Promise.race([
-			sasShown,
-			verified.then(() => null),
-			sleep(left()).then(() => {
-				throw new CmdError("timeout", "no SAS to compare");
-			}),
-		]);
+		verified.catch(() => {}); // awaited below; do not report it as unhandled meanwhile
+		const sas = await withTimeout(Promise.race([sasShown, verified.then(() => null)]), left(), "the SAS to compare");
 		if (sas) {
 			rec.emoji = (sas.sas.emoji ?? []).map(([, name]) => name);
 			rec.emoji_symbols = (sas.sas.emoji ?? []).map(([e]) => e);
@@ -809,12 +809,7 @@ async function runVerification(request, timeoutMs) {
 			if (state.emitEvents) emit("verification_sas", { ...rec });
 			await sas.confirm();
 		}
-		await Promise.race([
-			verified,
-			sleep(left()).then(() => {
-				throw new CmdError("timeout", "the other side did not confirm");
-			}),
-		]);
+		await withTimeout(verified, left(), "the other side to confirm the SAS");
 		rec.done = true;
 		return rec;
 	} catch (e) {

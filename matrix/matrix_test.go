@@ -94,7 +94,7 @@ func TestNormalise(t *testing.T) {
 }
 
 func TestConfigValidate(t *testing.T) {
-	good := Config{Homeserver: "https://hs", UserID: "@bot:hs", Password: "pw", SyncTimeout: 30 * time.Second}
+	good := Config{Homeserver: "https://hs", UserID: "@bot:hs", Password: "pw", SyncTimeout: 30 * time.Second, E2EE: E2EEConfig{ShareKeysWith: "all"}}
 	tests := []struct {
 		name    string
 		mutate  func(*Config)
@@ -110,6 +110,7 @@ func TestConfigValidate(t *testing.T) {
 		{"no secret", func(c *Config) { c.Password = "" }, "MATRIX_PASSWORD"},
 		{"sync timeout", func(c *Config) { c.SyncTimeout = time.Millisecond }, "MATRIX_SYNC_TIMEOUT"},
 		{"bad auto join", func(c *Config) { c.AutoJoin = []string{"alice"} }, "AUTO_JOIN"},
+		{"bad share keys", func(c *Config) { c.E2EE.ShareKeysWith = "friends" }, "E2EE_SHARE_KEYS_WITH"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -351,7 +351,9 @@ type Verification struct {
 // VerifyDevice runs an interactive SAS verification (to-device) with userID's deviceID:
 // it requests it, starts SAS once the other side is ready, confirms the emojis and waits
 // until both sides are done. With another user's device that also verifies the user's
-// identity when the other side includes its master key.
+// identity when the other side includes its master key. The other side must already know
+// this device (Rust crypto ignores requests from devices it has not downloaded): share a
+// room and let it fetch our keys first.
 func (c *Client) VerifyDevice(ctx context.Context, userID, deviceID string) (*Verification, error) {
 	var res Verification
 	err := c.Call(ctx, "verify_device", map[string]any{"user_id": userID, "device_id": deviceID, "timeout_ms": waitMS(ctx, 0)}, &res)

@@ -308,6 +308,17 @@ func TestVerification(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// Each must know the other's device first: the Rust crypto ignores a verification
+	// request from a device it has not downloaded yet. DeviceStatus fetches the keys.
+	for _, p := range []struct {
+		c            *jsclient.Client
+		user, device string
+	}{{dave, erinUser.UserID, erin.DeviceID()}, {erin, daveUser.UserID, dave.DeviceID()}} {
+		if st, err := p.c.DeviceStatus(ctx, p.user, p.device); err != nil || !st.Known {
+			t.Fatalf("%s/%s: %+v, %v", p.user, p.device, st, err)
+		}
+	}
+
 	// To-device SAS: dave verifies erin's device, and through it her identity.
 	t0 := time.Now()
 	vctx, vcancel := context.WithTimeout(ctx, 30*time.Second)
