@@ -95,7 +95,11 @@ func New(ctx context.Context, cfg Config, db *dbutil.Database, opts Options) (*C
 	cli.Log = log
 	cli.DefaultHTTPRetries = 0 // the outbox retries, with the same transaction ID
 	cli.IgnoreRateLimit = true // the outbox honours retry_after_ms itself
-	cli.Client = &http.Client{Timeout: cfg.SyncTimeout + 30*time.Second}
+	// The outbox sends to many rooms at once: keep a connection per lane instead of
+	// http.DefaultTransport's 2 idle ones, which closes and dials a connection per request.
+	transport := http.DefaultTransport.(*http.Transport).Clone()
+	transport.MaxIdleConnsPerHost = 64
+	cli.Client = &http.Client{Timeout: cfg.SyncTimeout + 30*time.Second, Transport: transport}
 
 	own := db.Child("matrix2mqtt_matrix_version", upgradeTable, dbutil.ZeroLogger(log))
 	if err := own.Upgrade(ctx); err != nil {
