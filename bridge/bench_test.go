@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -150,4 +151,28 @@ func BenchmarkOutboxFinish(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// BenchmarkOutboxFinishParallel is many lanes finishing at once, as under load.
+func BenchmarkOutboxFinishParallel(b *testing.B) {
+	br := benchOutbox(b)
+	ctx := context.Background()
+	seq := 0
+	batch := benchEntries(b.N+64, &seq)
+	if err := br.outbox.add(ctx, batch); err != nil {
+		b.Fatal(err)
+	}
+	var next atomic.Int64
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.SetParallelism(8) // 16 lanes on 2 CPUs
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			e := batch[next.Add(1)-1]
+			if err := br.outbox.finish(ctx, e, time.Now(), nil); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
 }

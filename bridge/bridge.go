@@ -257,6 +257,7 @@ func (b *Bridge) openDatabase(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("failed to open database: %w", err)
 	}
+	db.RawDB.SetMaxIdleConns(16)
 	if err := db.RawDB.PingContext(ctx); err != nil {
 		db.Close()
 		return fmt.Errorf("failed to connect to the database: %w", err)
@@ -268,7 +269,7 @@ func (b *Bridge) openDatabase(ctx context.Context) error {
 		return fmt.Errorf("failed to upgrade outbox tables: %w", err)
 	}
 	b.db = db
-	b.outbox = &outbox{db: own}
+	b.outbox = newOutbox(own, driver != "postgres")
 	return nil
 }
 

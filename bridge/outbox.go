@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"sync"
 	"time"
 
 	"go.mau.fi/util/dbutil"
@@ -62,6 +63,28 @@ func (o *outbox) seen(ctx context.Context, key string) (bool, error) {
 // outbox is the table of requests that were acknowledged to the broker but not yet answered.
 type outbox struct {
 	db *dbutil.Database
+	// writes serialises the outbox's write transactions on SQLite (nil on PostgreSQL). There a
+	// transaction that finds the database locked sleeps in SQLite's busy handler (1 ms, 2 ms,
+	// 5 ms…) instead of starting when the lock is free; lanes finishing at once wait on this
+	// mutex instead, which hands over at once.
+	writes *sync.Mutex
+}
+
+func newOutbox(db *dbutil.Database, sqlite bool) *outbox {
+	o := &outbox{db: db}
+	if sqlite {
+		o.writes = &sync.Mutex{}
+	}
+	return o
+}
+
+// lockWrites takes the write lock (on SQLite) and returns its unlock.
+func (o *outbox) lockWrites() func() {
+	if o.writes == nil {
+		return func() {}
+	}
+	o.writes.Lock()
+	return o.writes.Unlock
 }
 
 func newTxnID() string {
@@ -86,6 +109,12 @@ func fromMillis(ms int64) time.Time {
 
 // add stores entries in one transaction and sets their IDs.
 func (o *outbox) add(ctx context.Context, entries []*entry) error {
+	defer o.lockWrites()()
+	return o.insert(ctx, entries)
+}
+
+// insert is add, in the caller's transaction if there is one.
+func (o *outbox) insert(ctx context.Context, entries []*entry) error {
 	err := o.db.DoTxn(ctx, nil, func(ctx context.Context) error {
 		for _, e := range entries {
 			err := o.db.QueryRow(ctx, `
@@ -111,6 +140,7 @@ const doneRetention = 24 * time.Hour
 // finish deletes a done entry, remembers its MQTT key, and adds its follow-ups (a scheduled
 // redaction), in one transaction.
 func (o *outbox) finish(ctx context.Context, e *entry, now time.Time, followUps []*entry) error {
+	defer o.lockWrites()()
 	err := o.db.DoTxn(ctx, nil, func(ctx context.Context) error {
 		if _, err := o.db.Exec(ctx, "DELETE FROM matrix2mqtt_outbox WHERE id=$1", e.ID); err != nil {
 			return err
@@ -122,7 +152,7 @@ func (o *outbox) finish(ctx context.Context, e *entry, now time.Time, followUps 
 			}
 		}
 		if len(followUps) > 0 {
-			return o.add(ctx, followUps)
+			return o.insert(ctx, followUps)
 		}
 		return nil
 	})
@@ -178,6 +208,7 @@ func (o *outbox) unpublished(ctx context.Context, ids []id.EventID) (map[id.Even
 
 // markPublished remembers ids as published and forgets those older than inboundRetention.
 func (o *outbox) markPublished(ctx context.Context, ids []id.EventID, now time.Time) error {
+	defer o.lockWrites()()
 	err := o.db.DoTxn(ctx, nil, func(ctx context.Context) error {
 		for _, evtID := range ids {
 			if _, err := o.db.Exec(ctx, "INSERT INTO matrix2mqtt_inbound (event_id, published_at) VALUES ($1, $2) ON CONFLICT (event_id) DO NOTHING", evtID, now.UnixMilli()); err != nil {
