@@ -165,80 +165,74 @@ func (b *Bridge) finish(ctx context.Context, e *entry, data any, err *Error, fol
 
 // execute carries out one durable request against Matrix.
 func (b *Bridge) execute(ctx context.Context, e *entry) (any, []*entry, error) {
-	switch e.Action {
-	case ActionSend:
-		var r SendRequest
-		if err := json.Unmarshal(e.Request, &r); err != nil {
-			return nil, nil, fmt.Errorf("failed to decode stored request: %w", err)
-		}
-		roomID, err := b.resolve(ctx, e.Lane)
-		if err != nil {
-			return nil, nil, err
-		}
-		evtID, err := b.sendOnce(ctx, e, func() (id.EventID, error) {
-			return b.out.Send(ctx, roomID, event.EventMessage, messageContent(&r), e.TxnID)
-		})
-		if err != nil {
-			return nil, nil, err
-		}
-		var followUps []*entry
-		if r.RedactAfterS > 0 {
-			req, _ := json.Marshal(autoRedact{RoomID: roomID, EventID: evtID})
-			followUps = append(followUps, &entry{
-				Action: actionAutoRedact, Lane: "redact_after/" + evtID.String(), Request: req,
-				TxnID: newTxnID(), CreatedAt: b.clock.Now(), NotBefore: b.clock.Now().Add(seconds(r.RedactAfterS)),
-			})
-		}
-		return SendResult{EventID: evtID, RoomID: roomID}, followUps, nil
-	case ActionReact, actionCommandReact:
-		var r ReactRequest
-		if err := json.Unmarshal(e.Request, &r); err != nil {
-			return nil, nil, fmt.Errorf("failed to decode stored request: %w", err)
-		}
-		roomID, err := b.resolve(ctx, e.Lane)
-		if err != nil {
-			return nil, nil, err
-		}
-		content := &event.ReactionEventContent{RelatesTo: *(&event.RelatesTo{}).SetAnnotation(r.EventID, r.Key)}
-		evtID, err := b.sendOnce(ctx, e, func() (id.EventID, error) {
-			return b.out.Send(ctx, roomID, event.EventReaction, content, e.TxnID)
-		})
-		if err != nil {
-			return nil, nil, err
-		}
-		return SendResult{EventID: evtID, RoomID: roomID}, nil, nil
-	case ActionRedact:
-		var r RedactRequest
-		if err := json.Unmarshal(e.Request, &r); err != nil {
-			return nil, nil, fmt.Errorf("failed to decode stored request: %w", err)
-		}
-		roomID, err := b.resolve(ctx, e.Lane)
-		if err != nil {
-			return nil, nil, err
-		}
-		evtID, err := b.sendOnce(ctx, e, func() (id.EventID, error) {
-			return b.out.Redact(ctx, roomID, r.EventID, r.Reason, e.TxnID)
-		})
-		if err != nil {
-			return nil, nil, err
-		}
-		return SendResult{EventID: evtID, RoomID: roomID}, nil, nil
-	case actionAutoRedact:
+	if e.Action == actionAutoRedact {
 		var r autoRedact
-		if err := json.Unmarshal(e.Request, &r); err != nil {
-			return nil, nil, fmt.Errorf("failed to decode stored request: %w", err)
+		if err := decodeStored(e, &r); err != nil {
+			return nil, nil, err
 		}
-		_, err := b.sendOnce(ctx, e, func() (id.EventID, error) {
+		_, err := b.sendOnce(e, func() (id.EventID, error) {
 			return b.out.Redact(ctx, r.RoomID, r.EventID, "redact_after_s", e.TxnID)
 		})
 		return nil, nil, err
 	}
-	return nil, nil, fmt.Errorf("unknown outbox action %q", e.Action)
+	roomID, err := b.resolve(ctx, e.Lane)
+	if err != nil {
+		return nil, nil, err
+	}
+	var send func() (id.EventID, error)
+	var redactAfter float64
+	switch e.Action {
+	case ActionSend:
+		var r SendRequest
+		if err := decodeStored(e, &r); err != nil {
+			return nil, nil, err
+		}
+		redactAfter = r.RedactAfterS
+		send = func() (id.EventID, error) {
+			return b.out.Send(ctx, roomID, event.EventMessage, messageContent(&r), e.TxnID)
+		}
+	case ActionReact, actionCommandReact:
+		var r ReactRequest
+		if err := decodeStored(e, &r); err != nil {
+			return nil, nil, err
+		}
+		content := &event.ReactionEventContent{RelatesTo: *(&event.RelatesTo{}).SetAnnotation(r.EventID, r.Key)}
+		send = func() (id.EventID, error) { return b.out.Send(ctx, roomID, event.EventReaction, content, e.TxnID) }
+	case ActionRedact:
+		var r RedactRequest
+		if err := decodeStored(e, &r); err != nil {
+			return nil, nil, err
+		}
+		send = func() (id.EventID, error) { return b.out.Redact(ctx, roomID, r.EventID, r.Reason, e.TxnID) }
+	default:
+		return nil, nil, fmt.Errorf("unknown outbox action %q", e.Action)
+	}
+	evtID, err := b.sendOnce(e, send)
+	if err != nil {
+		return nil, nil, err
+	}
+	var followUps []*entry
+	if redactAfter > 0 {
+		req, _ := json.Marshal(autoRedact{RoomID: roomID, EventID: evtID})
+		now := b.clock.Now()
+		followUps = append(followUps, &entry{
+			Action: actionAutoRedact, Lane: "redact_after/" + evtID.String(), Request: req,
+			TxnID: newTxnID(), CreatedAt: now, NotBefore: now.Add(seconds(redactAfter)),
+		})
+	}
+	return SendResult{EventID: evtID, RoomID: roomID}, followUps, nil
+}
+
+func decodeStored(e *entry, req any) error {
+	if err := json.Unmarshal(e.Request, req); err != nil {
+		return fmt.Errorf("failed to decode stored request %d: %w", e.ID, err)
+	}
+	return nil
 }
 
 // sendOnce runs send unless the entry was recovered at start and sync already echoed its
 // transaction ID: then it was sent before the stop, and its event ID is the answer.
-func (b *Bridge) sendOnce(_ context.Context, e *entry, send func() (id.EventID, error)) (id.EventID, error) {
+func (b *Bridge) sendOnce(e *entry, send func() (id.EventID, error)) (id.EventID, error) {
 	if e.recovered {
 		if evtID, ok := b.out.SentWithTxn(e.TxnID); ok {
 			b.log.Info().Int64("outbox_id", e.ID).Stringer("event_id", evtID).Msg("Request was sent before the restart; not sending it again")

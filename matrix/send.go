@@ -135,11 +135,6 @@ func (c *Client) Rooms(ctx context.Context) ([]Room, error) {
 	return c.rooms.list(ctx)
 }
 
-// IsJoined reports whether the bot is in roomID, as far as sync has told.
-func (c *Client) IsJoined(ctx context.Context, roomID id.RoomID) bool {
-	return c.rooms.isJoined(ctx, roomID)
-}
-
 // retryAuth runs fn, and once more after logging in again if the token was rejected.
 func (c *Client) retryAuth(ctx context.Context, fn func() error) error {
 	err := fn()
