@@ -8,6 +8,8 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -196,22 +198,50 @@ const inboundRetention = 24 * time.Hour
 func (o *outbox) unpublished(ctx context.Context, ids []id.EventID) (map[id.EventID]bool, error) {
 	out := make(map[id.EventID]bool, len(ids))
 	for _, evtID := range ids {
-		var seen bool
-		err := o.db.QueryRow(ctx, "SELECT EXISTS(SELECT 1 FROM matrix2mqtt_inbound WHERE event_id=$1)", evtID).Scan(&seen)
+		out[evtID] = true
+	}
+	// One query per chunk rather than per event: a sync response can carry hundreds.
+	for chunk := range slices.Chunk(ids, sqlChunk) {
+		args := make([]any, len(chunk))
+		marks := make([]string, len(chunk))
+		for i, evtID := range chunk {
+			args[i], marks[i] = evtID, fmt.Sprintf("$%d", i+1)
+		}
+		rows, err := o.db.Query(ctx, "SELECT event_id FROM matrix2mqtt_inbound WHERE event_id IN ("+strings.Join(marks, ",")+")", args...)
 		if err != nil {
 			return nil, fmt.Errorf("failed to check published events: %w", err)
 		}
-		out[evtID] = !seen
+		for rows.Next() {
+			var evtID id.EventID
+			if err := rows.Scan(&evtID); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("failed to check published events: %w", err)
+			}
+			out[evtID] = false
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, fmt.Errorf("failed to check published events: %w", err)
+		}
 	}
 	return out, nil
 }
+
+// sqlChunk is how many rows one statement reads or writes at most.
+const sqlChunk = 200
 
 // markPublished remembers ids as published and forgets those older than inboundRetention.
 func (o *outbox) markPublished(ctx context.Context, ids []id.EventID, now time.Time) error {
 	defer o.lockWrites()()
 	err := o.db.DoTxn(ctx, nil, func(ctx context.Context) error {
-		for _, evtID := range ids {
-			if _, err := o.db.Exec(ctx, "INSERT INTO matrix2mqtt_inbound (event_id, published_at) VALUES ($1, $2) ON CONFLICT (event_id) DO NOTHING", evtID, now.UnixMilli()); err != nil {
+		for chunk := range slices.Chunk(ids, sqlChunk) {
+			args := []any{now.UnixMilli()}
+			values := make([]string, len(chunk))
+			for i, evtID := range chunk {
+				args = append(args, evtID)
+				values[i] = fmt.Sprintf("($%d, $1)", i+2)
+			}
+			if _, err := o.db.Exec(ctx, "INSERT INTO matrix2mqtt_inbound (event_id, published_at) VALUES "+strings.Join(values, ", ")+" ON CONFLICT (event_id) DO NOTHING", args...); err != nil {
 				return err
 			}
 		}
