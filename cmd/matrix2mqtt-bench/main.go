@@ -40,6 +40,7 @@ type options struct {
 	lanes       int
 	inboundN    int
 	bursts      int
+	singles     int
 	burstRooms  int
 	burstSize   int
 	e2eeN       int
@@ -90,6 +91,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.IntVar(&o.lanes, "lanes", 16, "ceiling: rooms the load is spread over (the bridge keeps order per room)")
 	fs.IntVar(&o.inboundN, "inbound-n", 0, "inbound on Dendrite: messages in the burst (default 500, -short 100)")
 	fs.IntVar(&o.bursts, "bursts", 0, "inbound on the stand-in: sync responses (default 10, -short 3)")
+	fs.IntVar(&o.singles, "singles", 0, "inbound on the stand-in: sync responses of one event each, for the latency (default 100, -short 20)")
 	fs.IntVar(&o.burstRooms, "burst-rooms", 20, "inbound on the stand-in: rooms per sync response")
 	fs.IntVar(&o.burstSize, "burst-size", 50, "inbound on the stand-in: events per room per sync response (the bridge's filter limit is 50)")
 	fs.IntVar(&o.e2eeN, "e2ee-n", 0, "e2ee: messages per side (default 300, -short 30)")
@@ -124,6 +126,7 @@ func parseFlags(args []string) (*options, error) {
 	pick(&o.ceilingN, 20000, 2000)
 	pick(&o.inboundN, 500, 100)
 	pick(&o.bursts, 10, 3)
+	pick(&o.singles, 100, 20)
 	pick(&o.e2eeN, 300, 30)
 	var err error
 	if *conc == "" {

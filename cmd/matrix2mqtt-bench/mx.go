@@ -36,7 +36,9 @@ type mxError struct {
 	Message string `json:"error"`
 }
 
-func (e *mxError) Error() string { return fmt.Sprintf("HTTP %d %s: %s", e.Status, e.ErrCode, e.Message) }
+func (e *mxError) Error() string {
+	return fmt.Sprintf("HTTP %d %s: %s", e.Status, e.ErrCode, e.Message)
+}
 
 func (c *mx) do(ctx context.Context, method, path string, body, out any) error {
 	var rd io.Reader
