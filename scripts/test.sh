@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test against real servers: installs Mosquitto, PostgreSQL and Node, builds Dendrite
 # when missing (scripts/install-deps.sh), then the unit, fuzz-seed and integration tests with the
-# race detector, and prints the figures the tests measured. Extra arguments go to `go test`
-# (e.g. -run TestSendKinds -v).
+# race detector, and prints the figures the tests measured; then a smoke run of the benchmark
+# (cmd/matrix2mqtt-bench -short, well under a minute) so that it keeps working. Extra arguments
+# go to `go test` (e.g. -run TestSendKinds -v) and skip the benchmark unless BENCH=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,5 +21,15 @@ if [[ -s $MATRIX2MQTT_REPORT ]]; then
 	echo
 	echo "Figures measured by the tests:"
 	sed 's/^/  /' "$MATRIX2MQTT_REPORT"
+fi
+
+if [[ $# -eq 0 || ${BENCH:-} == 1 ]]; then
+	echo
+	echo "Benchmark smoke run (go run -tags goolm ./cmd/matrix2mqtt-bench -short; docs/benchmarks.md):"
+	bench_status=0
+	go run -tags goolm ./cmd/matrix2mqtt-bench -short || bench_status=$?
+	if ((status == 0)); then
+		status=$bench_status
+	fi
 fi
 exit $status
