@@ -36,6 +36,7 @@ const resumeDelay = 3 * time.Second
 // publisher publishes to MQTT and waits for the broker's acknowledgement.
 type publisher interface {
 	Publish(ctx context.Context, topic string, retained bool, payload []byte) error
+	PublishOrdered(ctx context.Context, topic string, retained bool, payload []byte) (wait func(context.Context) error)
 }
 
 // sender is what the outbox needs from Matrix.

@@ -127,6 +127,11 @@ func (f publishFunc) Publish(ctx context.Context, topic string, retained bool, p
 	return f(ctx, topic, retained, payload)
 }
 
+func (f publishFunc) PublishOrdered(ctx context.Context, topic string, retained bool, payload []byte) func(context.Context) error {
+	err := f(ctx, topic, retained, payload)
+	return func(context.Context) error { return err }
+}
+
 // testBridge is a Bridge with a real outbox (SQLite in a temp dir), a fake homeserver and clock,
 // and the responses it published.
 type testBridge struct {

@@ -28,6 +28,11 @@ func (f *fakeBroker) Publish(_ context.Context, topic string, retained bool, pay
 	return nil
 }
 
+func (f *fakeBroker) PublishOrdered(ctx context.Context, topic string, retained bool, payload []byte) func(context.Context) error {
+	err := f.Publish(ctx, topic, retained, payload)
+	return func(context.Context) error { return err }
+}
+
 func (f *fakeBroker) Subscribe(_ context.Context, filter string) error {
 	if f.retained != nil {
 		go f.d.handle(mqtt.Message{Topic: filter, Payload: f.retained, Retained: true})

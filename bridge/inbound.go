@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"sync"
 
 	"maunium.net/go/mautrix/id"
 
@@ -22,21 +21,16 @@ func (b *Bridge) HandleSync(ctx context.Context, batch *matrix.Batch) error {
 	if err != nil {
 		return err
 	}
-	var wg sync.WaitGroup
-	errs := make(chan error, len(batch.Events)+len(batch.Notices))
+	// Published one after another, so they reach subscribers in timeline order, and waited for
+	// together.
+	var waits []func(context.Context) error
 	publish := func(topic string, v any) {
 		payload, err := json.Marshal(v)
 		if err != nil {
 			b.log.Error().Err(err).Str("topic", topic).Msg("Failed to encode inbound event")
 			return
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := b.pub.Publish(ctx, topic, false, payload); err != nil {
-				errs <- err
-			}
-		}()
+		waits = append(waits, b.pub.PublishOrdered(ctx, topic, false, payload))
 	}
 	var reactions []*entry
 	for _, ev := range batch.Events {
@@ -53,10 +47,10 @@ func (b *Bridge) HandleSync(ctx context.Context, batch *matrix.Batch) error {
 	for _, n := range batch.Notices {
 		publish(b.topics.event(), n)
 	}
-	wg.Wait()
-	close(errs)
-	if err := <-errs; err != nil {
-		return fmt.Errorf("failed to publish inbound events: %w", err)
+	for _, wait := range waits {
+		if err := wait(ctx); err != nil {
+			return fmt.Errorf("failed to publish inbound events: %w", err)
+		}
 	}
 	b.queueReactions(ctx, reactions)
 	if len(ids) > 0 {

@@ -270,3 +270,33 @@ func TestEncryptedRoomRefusedWithoutE2EE(t *testing.T) {
 		return nil
 	})
 }
+
+// TestLongOutageLosesNothing: while the bridge is down a room gets more events than one sync
+// returns; after the restart every one of them is published once, in order.
+func TestLongOutageLosesNothing(t *testing.T) {
+	h := newHarness(t, nil)
+	room := h.sharedRoom(nil)
+	h.stop()
+	const n = 120 // the bridge's sync returns at most 50 events of a room
+	sent := make([]id.EventID, n)
+	for i := range sent {
+		sent[i] = h.alice.send(t, room, &event.MessageEventContent{MsgType: event.MsgText, Body: fmt.Sprintf("missed %03d", i)})
+	}
+	h.start()
+	h.rec.wait(60*time.Second, "the last missed message", func(m message) bool { return strings.Contains(string(m.Payload), sent[n-1].String()) })
+	var got []string
+	for _, m := range h.rec.all(h.base + "/room/" + room.String() + "/message") {
+		if body, _ := m.json(t)["body"].(string); strings.HasPrefix(body, "missed ") {
+			got = append(got, body)
+		}
+	}
+	if len(got) != n {
+		t.Fatalf("published %d of %d messages sent while the bridge was down: %v", len(got), n, got)
+	}
+	for i, body := range got {
+		if want := fmt.Sprintf("missed %03d", i); body != want {
+			t.Fatalf("message %d is %q, want %q", i, body, want)
+		}
+	}
+	report(t, "%d messages sent while the bridge was down (more than one sync returns) all published once, in order", n)
+}

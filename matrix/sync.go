@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"maunium.net/go/mautrix"
@@ -166,6 +167,9 @@ func (c *Client) process(ctx context.Context, resp *mautrix.RespSync, since stri
 		c.collect = nil
 		c.collectMu.Unlock()
 	}()
+	if since != "" {
+		c.backfillLimited(ctx, resp, since, batch)
+	}
 	err := c.syncer.ProcessResponse(ctx, resp, since)
 	for roomID := range resp.Rooms.Leave {
 		if c.rooms.left(ctx, roomID) {
@@ -178,6 +182,38 @@ func (c *Client) process(ctx context.Context, resp *mautrix.RespSync, since stri
 		}
 	}
 	return batch, err
+}
+
+// maxBackfill bounds the events fetched for one room when a sync skipped some.
+const maxBackfill = 1000
+
+// backfillLimited puts back the events a sync left out: after a long outage the homeserver
+// sends only the newest events of a busy room ("limited"), and the ones between the previous
+// sync and those are fetched with /messages and put in front of the timeline.
+func (c *Client) backfillLimited(ctx context.Context, resp *mautrix.RespSync, since string, batch *Batch) {
+	for roomID, room := range resp.Rooms.Join {
+		if !room.Timeline.Limited || room.Timeline.PrevBatch == "" {
+			continue
+		}
+		var missed []*event.Event
+		from := room.Timeline.PrevBatch
+		for len(missed) < maxBackfill {
+			page, err := c.cli.Messages(ctx, roomID, from, since, mautrix.DirectionBackward, nil, 100)
+			if err != nil {
+				c.log.Warn().Err(err).Stringer("room_id", roomID).Msg("Failed to fetch events the sync left out")
+				batch.Notices = append(batch.Notices, Notice{Type: "events_skipped", RoomID: roomID, Message: err.Error()})
+				break
+			}
+			missed = append(missed, page.Chunk...)
+			if page.End == "" || len(page.Chunk) == 0 {
+				break
+			}
+			from = page.End
+		}
+		slices.Reverse(missed)
+		c.log.Debug().Stringer("room_id", roomID).Int("count", len(missed)).Msg("Fetched events the sync left out")
+		room.Timeline.Events = append(missed, room.Timeline.Events...)
+	}
 }
 
 // onEvent receives every event the syncer dispatches, and decrypted events later.

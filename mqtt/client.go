@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
@@ -249,6 +250,32 @@ func (c *Client) Unsubscribe(ctx context.Context, filter string) error {
 		return fmt.Errorf("failed to unsubscribe from %s: %w", filter, err)
 	}
 	return nil
+}
+
+// PublishOrdered sends payload with QoS 1 without waiting for the PUBACK and returns a function
+// that waits for it. Messages handed to it one after another go out in that order, so a caller
+// can publish a batch in order and then wait for all of it. It blocks while MaxInflight
+// publishes are unacknowledged.
+func (c *Client) PublishOrdered(ctx context.Context, topic string, retained bool, payload []byte) func(context.Context) error {
+	select {
+	case c.inflight <- struct{}{}:
+	case <-ctx.Done():
+		err := fmt.Errorf("failed to publish to %s: %w", topic, ctx.Err())
+		return func(context.Context) error { return err }
+	}
+	token := c.paho.Publish(topic, 1, retained, payload)
+	var once sync.Once
+	release := func() { once.Do(func() { <-c.inflight }) }
+	go func() {
+		<-token.Done()
+		release()
+	}()
+	return func(ctx context.Context) error {
+		if err := wait(ctx, token); err != nil {
+			return fmt.Errorf("failed to publish to %s: %w", topic, err)
+		}
+		return nil
+	}
 }
 
 // Disconnect publishes nothing more and closes the connection, waiting up to quiesce for
