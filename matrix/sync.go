@@ -210,6 +210,10 @@ func (c *Client) backfillLimited(ctx context.Context, resp *mautrix.RespSync, si
 			}
 			from = page.End
 		}
+		if len(missed) >= maxBackfill {
+			batch.Notices = append(batch.Notices, Notice{Type: "events_skipped", RoomID: roomID,
+				Message: fmt.Sprintf("more than %d events arrived while the bridge was away; older ones are not published", maxBackfill)})
+		}
 		slices.Reverse(missed)
 		c.log.Debug().Stringer("room_id", roomID).Int("count", len(missed)).Msg("Fetched events the sync left out")
 		room.Timeline.Events = append(missed, room.Timeline.Events...)

@@ -44,3 +44,21 @@ if [[ -f "$e2ee_dir/package-lock.json" ]]; then
 	fi
 	"$e2ee_dir/node_modules/.bin/node" --version >/dev/null
 fi
+
+# ---- Node-RED (Node): runs configs/node-red/send-and-wait.json in integration/nodered_test.go --
+# Node-RED 4.1 (5.x needs Node 22.9+) on the machine's own Node, which must be 18.5 or newer
+# (Debian's nodejs, installed with npm). `npm ci` in internal/nodered from the committed
+# package-lock.json; skipped while node_modules/.lock-hash matches package.json + package-lock.json.
+nodered_dir="$(cd "$(dirname "$0")/.." && pwd)/internal/nodered"
+if [[ -f "$nodered_dir/package-lock.json" ]]; then
+	if ! command -v npm >/dev/null 2>&1; then
+		"${sudo[@]}" apt-get install -y -q --no-install-recommends npm
+	fi
+	nodered_hash=$(cat "$nodered_dir/package.json" "$nodered_dir/package-lock.json" | sha256sum | cut -d' ' -f1)
+	if [[ $(cat "$nodered_dir/node_modules/.lock-hash" 2>/dev/null) != "$nodered_hash" ]] ||
+		[[ ! -f "$nodered_dir/node_modules/node-red/red.js" ]]; then
+		(cd "$nodered_dir" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
+		echo "$nodered_hash" >"$nodered_dir/node_modules/.lock-hash"
+	fi
+	node -e 'const [a, b] = process.versions.node.split(".").map(Number); if (a < 18 || (a === 18 && b < 5)) { console.error("Node-RED needs Node 18.5 or newer, this is " + process.version); process.exit(1); }'
+fi
