@@ -330,12 +330,17 @@ func (b *Bridge) publishInfo(ctx context.Context) {
 }
 
 func (b *Bridge) publishRooms(ctx context.Context) {
-	rooms, err := b.matrix.Rooms(ctx)
-	if err != nil {
+	for attempt := 0; ; attempt++ {
+		rooms, err := b.matrix.Rooms(ctx)
+		if err == nil {
+			b.publishJSON(ctx, b.topics.rooms(), true, b.keys.annotate(rooms))
+			return
+		}
 		b.log.Warn().Err(err).Msg("Failed to list rooms")
-		return
+		if attempt == 2 || !b.sleep(ctx, time.Second, false) {
+			return
+		}
 	}
-	b.publishJSON(ctx, b.topics.rooms(), true, b.keys.annotate(rooms))
 }
 
 func (b *Bridge) publishStats(ctx context.Context, s Stats) {
