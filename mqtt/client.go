@@ -119,6 +119,9 @@ type Client struct {
 	inflight chan struct{}
 	log      zerolog.Logger
 	ctx      context.Context
+	// connected is closed when the first Connect completed, paho's resend of its stored
+	// messages included.
+	connected chan struct{}
 }
 
 // New prepares a client; Connect starts it. ctx carries the logger and bounds the callbacks.
@@ -129,6 +132,8 @@ func New(ctx context.Context, cfg Config, opts Options) *Client {
 		inflight: make(chan struct{}, cfg.MaxInflight),
 		log:      zerolog.Ctx(ctx).With().Str("component", "mqtt").Logger(),
 		ctx:      ctx,
+
+		connected: make(chan struct{}),
 	}
 	po := paho.NewClientOptions().
 		AddBroker(brokerURL(cfg.URL)).
@@ -191,6 +196,14 @@ func (c *Client) handle(_ paho.Client, m paho.Message) {
 func (c *Client) onConnect(pc paho.Client) {
 	c.log.Info().Str("broker", c.cfg.URL).Msg("Connected to MQTT broker")
 	go func() {
+		// paho calls this before it resends the messages of its store, and a publish made
+		// meanwhile is taken for a stored one and completed twice (a panic in paho). The first
+		// connect's token completes after the resend.
+		select {
+		case <-c.connected:
+		case <-c.ctx.Done():
+			return
+		}
 		if len(c.opts.Subscriptions) > 0 {
 			filters := make(map[string]byte, len(c.opts.Subscriptions))
 			for _, f := range c.opts.Subscriptions {
@@ -213,6 +226,7 @@ func (c *Client) Connect(ctx context.Context) error {
 	if err := wait(ctx, c.paho.Connect()); err != nil {
 		return fmt.Errorf("failed to connect to MQTT broker %s: %w", c.cfg.URL, err)
 	}
+	close(c.connected)
 	return nil
 }
 
