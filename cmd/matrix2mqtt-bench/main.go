@@ -58,6 +58,7 @@ type options struct {
 	peerUser    string
 	peerPass    string
 	keep        bool
+	bridgeEnv   map[string]string
 	verbose     bool
 }
 
@@ -108,6 +109,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.StringVar(&o.botPass, "bot-password", "", "with -homeserver: its password")
 	fs.StringVar(&o.peerUser, "peer-user", "", "with -homeserver: the other user (creates rooms, watches /sync, sends inbound)")
 	fs.StringVar(&o.peerPass, "peer-password", "", "with -homeserver: its password")
+	extraEnv := fs.String("bridge-env", "", "extra settings for the bridges on the homeserver, KEY=value,KEY=value (e.g. E2EE=false)")
 	fs.BoolVar(&o.keep, "keep", false, "keep the work directory (bridge logs, databases, server logs)")
 	fs.BoolVar(&o.verbose, "v", false, "print progress details")
 	if err := fs.Parse(args); err != nil {
@@ -144,6 +146,17 @@ func parseFlags(args []string) (*options, error) {
 	slices.Sort(o.roomCounts)
 	if o.devices, err = intList(*devs); err != nil {
 		return nil, fmt.Errorf("-devices: %w", err)
+	}
+	o.bridgeEnv = map[string]string{}
+	for _, kv := range strings.Split(*extraEnv, ",") {
+		if kv = strings.TrimSpace(kv); kv == "" {
+			continue
+		}
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok {
+			return nil, fmt.Errorf("-bridge-env: %q is not KEY=value", kv)
+		}
+		o.bridgeEnv[k] = v
 	}
 	o.scenarios = map[string]bool{}
 	for _, s := range strings.Split(*scen, ",") {

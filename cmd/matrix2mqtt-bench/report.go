@@ -28,17 +28,17 @@ func (l latencies) pct(p float64) float64 {
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
-// summary is the JSON form of a latency set, in milliseconds.
-type summary struct {
-	Count int     `json:"count"`
-	P50   float64 `json:"p50_ms"`
-	P95   float64 `json:"p95_ms"`
-	P99   float64 `json:"p99_ms"`
-	Max   float64 `json:"max_ms"`
+// finite returns v, or nil (JSON null) when it is NaN or infinite: not measured.
+func finite(v float64) any {
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return nil
+	}
+	return v
 }
 
-func (l latencies) summary() summary {
-	return summary{Count: len(l), P50: l.pct(50), P95: l.pct(95), P99: l.pct(99), Max: l.pct(100)}
+// summary is the JSON form of a latency set, in milliseconds.
+func (l latencies) summary() map[string]any {
+	return map[string]any{"count": len(l), "p50_ms": finite(l.pct(50)), "p95_ms": finite(l.pct(95)), "p99_ms": finite(l.pct(99)), "max_ms": finite(l.pct(100))}
 }
 
 // row is one line of the table: a measure of the bridge, with the figure it is compared to
@@ -174,10 +174,15 @@ func (rw row) MarshalJSON() ([]byte, error) {
 	type plain row
 	out := struct {
 		plain
-		Bridge *float64 `json:"bridge"`
-	}{plain: plain(rw)}
-	if !math.IsNaN(rw.Bridge) {
-		out.Bridge = &rw.Bridge
+		Bridge    any `json:"bridge"`
+		Reference any `json:"reference,omitempty"`
+		Ratio     any `json:"ratio,omitempty"`
+	}{plain: plain(rw), Bridge: finite(rw.Bridge)}
+	if rw.Reference != 0 {
+		out.Reference = finite(rw.Reference)
+	}
+	if rw.Ratio != 0 {
+		out.Ratio = finite(rw.Ratio)
 	}
 	return json.Marshal(out)
 }

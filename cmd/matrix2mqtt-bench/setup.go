@@ -76,6 +76,11 @@ func (b *bench) bridgeEnv(name, hs, userID, password, dataDir string, extra map[
 		"LOG_FORMAT":          "json",
 		"SHUTDOWN_TIMEOUT":    "5s",
 	}
+	if hs == b.hs {
+		for k, v := range b.o.bridgeEnv {
+			env[k] = v
+		}
+	}
 	for k, v := range extra {
 		env[k] = v
 	}
