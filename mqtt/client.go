@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
-	"sync"
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
@@ -278,11 +277,9 @@ func (c *Client) PublishOrdered(ctx context.Context, topic string, retained bool
 		return func(context.Context) error { return err }
 	}
 	token := c.paho.Publish(topic, 1, retained, payload)
-	var once sync.Once
-	release := func() { once.Do(func() { <-c.inflight }) }
 	go func() {
 		<-token.Done()
-		release()
+		<-c.inflight
 	}()
 	return func(ctx context.Context) error {
 		if err := wait(ctx, token); err != nil {
