@@ -70,6 +70,9 @@ type outbox struct {
 	// 5 ms…) instead of starting when the lock is free; lanes finishing at once wait on this
 	// mutex instead, which hands over at once.
 	writes *sync.Mutex
+	// queue holds the entries waiting in finish for the next group commit (SQLite).
+	queueMu sync.Mutex
+	queue   []*finishing
 }
 
 func newOutbox(db *dbutil.Database, sqlite bool) *outbox {
@@ -140,26 +143,76 @@ func (o *outbox) insert(ctx context.Context, entries []*entry) error {
 const doneRetention = 24 * time.Hour
 
 // finish deletes a done entry, remembers its MQTT key, and adds its follow-ups (a scheduled
-// redaction), in one transaction.
+// redaction), in one transaction. On SQLite, where write transactions run one at a time anyway,
+// lanes that finish while another's transaction runs are committed together in the next one
+// (group commit): one transaction and two statements for all of them instead of per entry.
 func (o *outbox) finish(ctx context.Context, e *entry, now time.Time, followUps []*entry) error {
-	defer o.lockWrites()()
-	err := o.db.DoTxn(ctx, nil, func(ctx context.Context) error {
-		if _, err := o.db.Exec(ctx, "DELETE FROM matrix2mqtt_outbox WHERE id=$1", e.ID); err != nil {
-			return err
+	f := &finishing{e: e, now: now, followUps: followUps, done: make(chan error, 1)}
+	if o.writes == nil {
+		return o.finishTxn(ctx, []*finishing{f})
+	}
+	o.queueMu.Lock()
+	o.queue = append(o.queue, f)
+	o.queueMu.Unlock()
+	o.writes.Lock()
+	o.queueMu.Lock()
+	batch := o.queue
+	o.queue = nil
+	o.queueMu.Unlock()
+	if len(batch) > 0 { // else an earlier holder of the lock committed f already
+		err := o.finishTxn(ctx, batch)
+		for _, g := range batch {
+			g.done <- err
 		}
-		if e.MQTTKey != "" {
-			if _, err := o.db.Exec(ctx, "INSERT INTO matrix2mqtt_done (mqtt_key, done_at) VALUES ($1, $2) ON CONFLICT (mqtt_key) DO NOTHING",
-				e.MQTTKey, now.UnixMilli()); err != nil {
+	}
+	o.writes.Unlock()
+	return <-f.done
+}
+
+// finishing is one entry waiting in finish.
+type finishing struct {
+	e         *entry
+	now       time.Time
+	followUps []*entry
+	done      chan error
+}
+
+func (o *outbox) finishTxn(ctx context.Context, batch []*finishing) error {
+	err := o.db.DoTxn(ctx, nil, func(ctx context.Context) error {
+		for chunk := range slices.Chunk(batch, sqlChunk) {
+			var ids, keys []any
+			var idMarks, keyMarks []string
+			for _, f := range chunk {
+				ids = append(ids, f.e.ID)
+				idMarks = append(idMarks, fmt.Sprintf("$%d", len(ids)))
+				if f.e.MQTTKey != "" {
+					keys = append(keys, f.e.MQTTKey, f.now.UnixMilli())
+					keyMarks = append(keyMarks, fmt.Sprintf("($%d, $%d)", len(keys)-1, len(keys)))
+				}
+			}
+			if _, err := o.db.Exec(ctx, "DELETE FROM matrix2mqtt_outbox WHERE id IN ("+strings.Join(idMarks, ",")+")", ids...); err != nil {
 				return err
 			}
+			if len(keys) > 0 {
+				if _, err := o.db.Exec(ctx, "INSERT INTO matrix2mqtt_done (mqtt_key, done_at) VALUES "+strings.Join(keyMarks, ", ")+" ON CONFLICT (mqtt_key) DO NOTHING", keys...); err != nil {
+					return err
+				}
+			}
 		}
-		if len(followUps) > 0 {
-			return o.insert(ctx, followUps)
+		for _, f := range batch {
+			if len(f.followUps) > 0 {
+				if err := o.insert(ctx, f.followUps); err != nil {
+					return err
+				}
+			}
 		}
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("failed to finish outbox entry %d: %w", e.ID, err)
+		if len(batch) == 1 {
+			return fmt.Errorf("failed to finish outbox entry %d: %w", batch[0].e.ID, err)
+		}
+		return fmt.Errorf("failed to finish %d outbox entries: %w", len(batch), err)
 	}
 	return nil
 }
