@@ -44,9 +44,9 @@ type sender interface {
 	Resolve(ctx context.Context, target string) (id.RoomID, error)
 	Send(ctx context.Context, roomID id.RoomID, evtType event.Type, content any, txnID string) (id.EventID, error)
 	Redact(ctx context.Context, roomID id.RoomID, eventID id.EventID, reason, txnID string) (id.EventID, error)
-	// Synced is closed once the first sync since start was handed over, and SentWithTxn tells
-	// from the echoes seen in sync whether a transaction ID was sent already.
-	Synced() <-chan struct{}
+	// NextSync is closed once the next sync was handed over, and SentWithTxn tells from the
+	// echoes seen in sync whether a transaction ID was sent already.
+	NextSync() <-chan struct{}
 	SentWithTxn(txnID string) (id.EventID, bool)
 }
 
@@ -158,7 +158,7 @@ func (b *Bridge) Run(ctx context.Context) error {
 		if e.NotBefore.Before(resumeAt) {
 			e.NotBefore = resumeAt
 		}
-		e.recovered = true
+		e.inDoubt = b.out.NextSync()
 		b.stats.enqueued(e)
 		b.lanes.push(work, e)
 	}

@@ -3,11 +3,13 @@ package bridge
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
 	"time"
 
+	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/format"
 	"maunium.net/go/mautrix/id"
@@ -46,15 +48,10 @@ func (b *Bridge) deliver(ctx context.Context, e *entry) {
 	case <-ctx.Done():
 		return
 	}
-	if e.recovered {
-		// Its echo, if it was sent before the stop, comes with the first sync.
-		select {
-		case <-b.out.Synced():
-		case <-ctx.Done():
+	for attempt := 0; ; attempt++ {
+		if e.inDoubt != nil && !b.waitInDoubt(ctx, e) {
 			return
 		}
-	}
-	for attempt := 0; ; attempt++ {
 		now := b.clock.Now()
 		if wait := e.NotBefore.Sub(now); wait > 0 {
 			if !b.sleep(ctx, wait, false) {
@@ -79,6 +76,9 @@ func (b *Bridge) deliver(ctx context.Context, e *entry) {
 			b.finish(ctx, e, nil, out.err)
 			return
 		}
+		if mayHaveArrived(err) {
+			e.inDoubt = b.out.NextSync()
+		}
 		wait := max(out.retryWait, matrix.Backoff(attempt, retryBase, retryLimit))
 		if until := b.deadline(e).Sub(b.clock.Now()); until < wait {
 			wait = max(until, 0) + time.Millisecond
@@ -89,6 +89,37 @@ func (b *Bridge) deliver(ctx context.Context, e *entry) {
 			return
 		}
 	}
+}
+
+// waitInDoubt waits for the sync that would echo an entry in doubt if it was sent: a homeserver
+// that forgot the transaction ID (Dendrite after a restart, or after an interrupted request)
+// would take the retry for a new message. It reports false when ctx ended.
+func (b *Bridge) waitInDoubt(ctx context.Context, e *entry) bool {
+	select {
+	case <-e.inDoubt:
+		return true
+	default:
+	}
+	select {
+	case <-e.inDoubt:
+	case <-b.clock.After(inDoubtWait):
+	case <-ctx.Done():
+		return false
+	}
+	return true
+}
+
+// inDoubtWait bounds the wait for a sync before a request in doubt is sent again.
+const inDoubtWait = 30 * time.Second
+
+// mayHaveArrived tells a failure after which the homeserver may have taken the request (the
+// connection broke, a gateway or server error) from one it answered without acting on it.
+func mayHaveArrived(err error) bool {
+	var httpErr mautrix.HTTPError
+	if errors.As(err, &httpErr) && httpErr.Response != nil {
+		return httpErr.Response.StatusCode >= 500
+	}
+	return !errors.Is(err, matrix.ErrUnknownTarget)
 }
 
 // deadline is when the entry expires: its expire_s, or OUTBOX_MAX_AGE after it was received.
@@ -230,10 +261,10 @@ func decodeStored(e *entry, req any) error {
 	return nil
 }
 
-// sendOnce runs send unless the entry was recovered at start and sync already echoed its
-// transaction ID: then it was sent before the stop, and its event ID is the answer.
+// sendOnce runs send unless the entry is in doubt and sync already echoed its transaction ID:
+// then it was sent before, and its event ID is the answer.
 func (b *Bridge) sendOnce(e *entry, send func() (id.EventID, error)) (id.EventID, error) {
-	if e.recovered {
+	if e.inDoubt != nil {
 		if evtID, ok := b.out.SentWithTxn(e.TxnID); ok {
 			b.log.Info().Int64("outbox_id", e.ID).Stringer("event_id", evtID).Msg("Request was sent before the restart; not sending it again")
 			return evtID, nil

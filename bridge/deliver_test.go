@@ -84,7 +84,7 @@ func (f *fakeSender) next() error {
 	return err
 }
 
-func (f *fakeSender) Synced() <-chan struct{} {
+func (f *fakeSender) NextSync() <-chan struct{} {
 	c := make(chan struct{})
 	close(c)
 	return c
@@ -436,7 +436,7 @@ func TestLanesKeepOrderPerTarget(t *testing.T) {
 func TestRecoveredEntryAlreadySentIsNotSentAgain(t *testing.T) {
 	eachDB(t, func(t *testing.T, tb *testBridge) {
 		e := tb.enqueue(t, SendRequest{ID: "again", To: "!room:hs", Text: "in flight at the crash"})
-		e.recovered = true
+		e.inDoubt = tb.sender.NextSync()
 		tb.sender.echoes = map[string]id.EventID{e.TxnID: "$already"}
 		<-tb.run(e)
 		r := tb.response(t)

@@ -36,9 +36,11 @@ type entry struct {
 	NotBefore time.Time
 	// MQTTKey identifies the MQTT message the entry came from (see mqttKey).
 	MQTTKey string
-	// recovered is set on entries found in the outbox at start: they may have reached the
-	// homeserver before the bridge stopped.
-	recovered bool
+	// inDoubt is set when the entry may have reached the homeserver without the bridge
+	// learning of it: found in the outbox at start, or after a failure that may have happened
+	// after the homeserver took the request. It is closed once a sync that would echo the event
+	// was handed over.
+	inDoubt <-chan struct{}
 }
 
 // mqttKey identifies an MQTT message well enough to recognise its redelivery: the packet ID

@@ -73,11 +73,12 @@ type Client struct {
 	collectMu sync.Mutex
 	collect   *Batch // the batch being filled while a sync response is processed
 
-	rooms   *roomTracker
-	handler Handler // set by Run before anything calls it
-	echoes  *echoes
-	synced  chan struct{} // closed when the first sync after start was handed over
-	e2ee    *e2ee         // nil when E2EE is off
+	rooms    *roomTracker
+	handler  Handler // set by Run before anything calls it
+	echoes   *echoes
+	syncMu   sync.Mutex
+	nextSync chan struct{} // closed when the next sync response was handed over
+	e2ee     *e2ee         // nil when E2EE is off
 
 	healthMu sync.Mutex
 	healthy  bool
@@ -112,16 +113,16 @@ func New(ctx context.Context, cfg Config, db *dbutil.Database, opts Options) (*C
 	cli.StateStore = state
 
 	c := &Client{
-		cfg:    cfg,
-		opts:   opts,
-		cli:    cli,
-		rootDB: db,
-		db:     own,
-		state:  state,
-		log:    log,
-		syncer: mautrix.NewDefaultSyncer(),
-		echoes: newEchoes(),
-		synced: make(chan struct{}),
+		cfg:      cfg,
+		opts:     opts,
+		cli:      cli,
+		rootDB:   db,
+		db:       own,
+		state:    state,
+		log:      log,
+		syncer:   mautrix.NewDefaultSyncer(),
+		echoes:   newEchoes(),
+		nextSync: make(chan struct{}),
 	}
 	c.rooms = newRoomTracker(c)
 	cli.Syncer = c.syncer

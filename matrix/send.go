@@ -144,8 +144,13 @@ func (c *Client) retryAuth(ctx context.Context, fn func() error) error {
 	return err
 }
 
-// Synced is closed once the first sync since start was handed over.
-func (c *Client) Synced() <-chan struct{} { return c.synced }
+// NextSync returns a channel that is closed once the next sync response (one requested after
+// this call) was handed over: from then on SentWithTxn knows what that sync echoed.
+func (c *Client) NextSync() <-chan struct{} {
+	c.syncMu.Lock()
+	defer c.syncMu.Unlock()
+	return c.nextSync
+}
 
 // SentWithTxn returns the event that sync echoed for a transaction ID this device sent. After a
 // crash it tells whether a request that was in flight reached the homeserver, which homeservers

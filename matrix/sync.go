@@ -128,11 +128,10 @@ func (c *Client) Run(ctx context.Context, h Handler, loggedIn func(context.Conte
 		if c.e2ee != nil {
 			c.e2ee.wakeBackup()
 		}
-		select {
-		case <-c.synced:
-		default:
-			close(c.synced)
-		}
+		c.syncMu.Lock()
+		close(c.nextSync)
+		c.nextSync = make(chan struct{})
+		c.syncMu.Unlock()
 		since = resp.NextBatch
 		c.autoJoin(ctx, h, batch.invites)
 	}
