@@ -222,32 +222,17 @@ func makeSearchable(dir string, uid, gid uint32) error {
 }
 
 // startPostmaster is startProcess for the postgres server, which may have to run as
-// another user: it starts bin in its own process group with the credential cred (nil
-// for the current user), appends its output to logPath and waits until ready succeeds.
-// The process's PID is the postmaster's, so stopPostmaster can signal it alone.
+// another user (cred; nil for the current user), from "/" since the caller's working
+// directory may be unreachable for that user. The process's PID is the postmaster's, so
+// stopPostmaster can signal it alone.
 func startPostmaster(
 	ctx context.Context, ready func(context.Context) error, cred *syscall.Credential,
 	logPath, bin string, args ...string,
 ) (*process, error) {
-	const name = "postgres"
-	log, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	p, err := spawn("postgres", logPath, "/", cred, bin, args...)
 	if err != nil {
-		return nil, fmt.Errorf("failed to open the %s log: %w", name, err)
+		return nil, err
 	}
-	cmd := exec.Command(bin, args...)
-	cmd.Dir = "/" // the caller's working directory may be unreachable for cred
-	cmd.Stdout = log
-	cmd.Stderr = log
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: cred}
-	if err := cmd.Start(); err != nil {
-		_ = log.Close()
-		return nil, fmt.Errorf("failed to start %s: %w", name, err)
-	}
-	p := &process{name: name, logPath: logPath, cmd: cmd, log: log, done: make(chan struct{})}
-	go func() {
-		p.err = cmd.Wait()
-		close(p.done)
-	}()
 	if err := p.waitReady(ctx, ready); err != nil {
 		_ = stopPostmaster(p) // err already says what went wrong
 		return nil, err

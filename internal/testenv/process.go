@@ -39,6 +39,20 @@ func startProcess(
 	ctx context.Context, ready func(context.Context) error,
 	name, logPath, dir, bin string, args ...string,
 ) (*process, error) {
+	p, err := spawn(name, logPath, dir, nil, bin, args...)
+	if err != nil {
+		return nil, err
+	}
+	if err := p.waitReady(ctx, ready); err != nil {
+		_ = p.stop() // err already says what went wrong
+		return nil, err
+	}
+	return p, nil
+}
+
+// spawn starts bin with args in dir, in its own process group, as the user of cred (nil:
+// the current one), appending its stdout and stderr to logPath.
+func spawn(name, logPath, dir string, cred *syscall.Credential, bin string, args ...string) (*process, error) {
 	log, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("failed to open the %s log: %w", name, err)
@@ -47,7 +61,7 @@ func startProcess(
 	cmd.Dir = dir
 	cmd.Stdout = log
 	cmd.Stderr = log
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: cred}
 	if err := cmd.Start(); err != nil {
 		_ = log.Close()
 		return nil, fmt.Errorf("failed to start %s: %w", name, err)
@@ -57,10 +71,6 @@ func startProcess(
 		p.err = cmd.Wait()
 		close(p.done)
 	}()
-	if err := p.waitReady(ctx, ready); err != nil {
-		_ = p.stop() // err already says what went wrong
-		return nil, err
-	}
 	return p, nil
 }
 
