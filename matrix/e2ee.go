@@ -96,6 +96,7 @@ func (c *Client) initE2EE(ctx context.Context) error {
 	}
 	helper.DecryptErrorCallback = c.decryptFailed
 	if err := helper.Init(ctx); err != nil {
+		// mautrix has no sentinel errors for these two; its messages are all there is to match.
 		if strings.Contains(err.Error(), "disappeared") || strings.Contains(err.Error(), "mismatching device ID") {
 			return fmt.Errorf("failed to start encryption: the crypto store in DATA_DIR does not match the account on the homeserver "+
 				"(was the homeserver reset, or the data dir copied?); move DATA_DIR away and start again with E2EE_RECOVERY_KEY: %w", err)
