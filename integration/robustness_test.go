@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -299,4 +301,59 @@ func TestLongOutageLosesNothing(t *testing.T) {
 		}
 	}
 	report(t, "%d messages sent while the bridge was down (more than one sync returns) all published once, in order", n)
+}
+
+// TestOperationsEndpoints: /healthz and /stats on HTTP_LISTEN, and the one-off subcommands of
+// the binary against the running bridge's settings.
+func TestOperationsEndpoints(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	h := newHarness(t, map[string]string{"HTTP_LISTEN": addr})
+	eventually(t, 20*time.Second, func() error {
+		resp, err := http.Get("http://" + addr + "/healthz")
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("healthz = %d", resp.StatusCode)
+		}
+		return nil
+	})
+	resp, err := http.Get("http://" + addr + "/stats")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stats map[string]any
+	if err := json.NewDecoder(resp.Body).Decode(&stats); err != nil || stats["outbox_pending"] == nil {
+		t.Fatalf("stats = %v, %v", stats, err)
+	}
+	resp.Body.Close()
+
+	run := func(args ...string) (string, error) {
+		cmd := exec.Command(binary, args...)
+		for k, v := range h.env {
+			cmd.Env = append(cmd.Env, k+"="+v)
+		}
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	if out, err := run("healthcheck"); err != nil {
+		t.Fatalf("healthcheck: %v: %s", err, out)
+	}
+	if out, err := run("check-config"); err != nil || !strings.Contains(out, "valid") {
+		t.Fatalf("check-config: %v: %s", err, out)
+	}
+	out, err := run("e2ee", "status")
+	if err != nil || !strings.Contains(out, `"status": "verified"`) || !strings.Contains(out, `"key_backup": true`) {
+		t.Fatalf("e2ee status: %v: %s", err, out)
+	}
+	h.env["MQTT_URL"] = "udp://nowhere"
+	if out, err := run("check-config"); err == nil || !strings.Contains(out, "MQTT_URL") {
+		t.Fatalf("check-config with a bad setting: %v: %s", err, out)
+	}
 }
