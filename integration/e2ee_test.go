@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -389,4 +390,36 @@ func TestE2EEEnsureEncrypted(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestE2EEShareKeysWithCrossSignedOnly: with E2EE_SHARE_KEYS_WITH=cross-signed, a device its
+// owner cross-signed gets the keys of the bot's messages and one that is not does not.
+func TestE2EEShareKeysWithCrossSignedOnly(t *testing.T) {
+	h := newHarness(t, map[string]string{"E2EE_SHARE_KEYS_WITH": "cross-signed", "AUTO_JOIN": "*"})
+	ctx := jsCtx(t)
+	signed := newJSUser(t, nil)
+	if _, err := signed.BootstrapCrossSigning(ctx, signed.user.Password); err != nil {
+		t.Fatal(err)
+	}
+	unsigned := newJSUser(t, nil)
+	room, err := signed.CreateRoom(ctx, jsclient.CreateRoomArgs{Encrypted: true, Invite: []string{h.bot.UserID, unsigned.user.UserID}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range []string{h.bot.UserID, unsigned.user.UserID} {
+		if err := signed.WaitMember(ctx, room, u, "join"); err != nil {
+			t.Fatalf("%s did not join: %v", u, err)
+		}
+	}
+	var data map[string]any
+	eventually(t, 30*time.Second, func() error {
+		// The bot needs the cross-signing keys of the room's members before it trusts them.
+		data = h.ok(h.request("send", map[string]any{"to": room, "text": "for verified devices only"}))
+		_, err := signed.WaitEvent(jsCtx(t), jsclient.EventFilter{RoomID: room, EventID: data["event_id"].(string), Timeout: 5 * time.Second})
+		return err
+	})
+	evt, err := unsigned.WaitEvent(ctx, jsclient.EventFilter{RoomID: room, EventID: data["event_id"].(string), Timeout: 5 * time.Second})
+	if !errors.Is(err, jsclient.ErrDecryptionFailed) {
+		t.Fatalf("a device not cross-signed by its owner could read the bot's message: %+v %v", evt, err)
+	}
 }
