@@ -47,7 +47,7 @@ type sender interface {
 	// NextSync is closed once the next sync was handed over, and SentWithTxn tells from the
 	// echoes seen in sync whether a transaction ID was sent already.
 	NextSync() <-chan struct{}
-	SentWithTxn(txnID string) (id.EventID, bool)
+	SentWithTxn(ctx context.Context, txnID string) (id.EventID, bool)
 }
 
 // Options are what the bridge needs besides its Config.

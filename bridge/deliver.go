@@ -201,7 +201,7 @@ func (b *Bridge) execute(ctx context.Context, e *entry) (any, []*entry, error) {
 		if err := decodeStored(e, &r); err != nil {
 			return nil, nil, err
 		}
-		_, err := b.sendOnce(e, func() (id.EventID, error) {
+		_, err := b.sendOnce(ctx, e, func() (id.EventID, error) {
 			return b.out.Redact(ctx, r.RoomID, r.EventID, "redact_after_s", e.TxnID)
 		})
 		return nil, nil, err
@@ -238,7 +238,7 @@ func (b *Bridge) execute(ctx context.Context, e *entry) (any, []*entry, error) {
 	default:
 		return nil, nil, fmt.Errorf("unknown outbox action %q", e.Action)
 	}
-	evtID, err := b.sendOnce(e, send)
+	evtID, err := b.sendOnce(ctx, e, send)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -263,9 +263,9 @@ func decodeStored(e *entry, req any) error {
 
 // sendOnce runs send unless the entry is in doubt and sync already echoed its transaction ID:
 // then it was sent before, and its event ID is the answer.
-func (b *Bridge) sendOnce(e *entry, send func() (id.EventID, error)) (id.EventID, error) {
+func (b *Bridge) sendOnce(ctx context.Context, e *entry, send func() (id.EventID, error)) (id.EventID, error) {
 	if e.inDoubt != nil {
-		if evtID, ok := b.out.SentWithTxn(e.TxnID); ok {
+		if evtID, ok := b.out.SentWithTxn(ctx, e.TxnID); ok {
 			b.log.Info().Int64("outbox_id", e.ID).Stringer("event_id", evtID).Msg("Request was sent before the restart; not sending it again")
 			return evtID, nil
 		}

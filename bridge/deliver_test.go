@@ -90,7 +90,7 @@ func (f *fakeSender) NextSync() <-chan struct{} {
 	return c
 }
 
-func (f *fakeSender) SentWithTxn(txnID string) (id.EventID, bool) {
+func (f *fakeSender) SentWithTxn(_ context.Context, txnID string) (id.EventID, bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	evtID, ok := f.echoes[txnID]

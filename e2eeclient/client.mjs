@@ -711,6 +711,14 @@ async function redact(args) {
 	return { event_id: res.event_id };
 }
 
+// blacklistUnverified sets whether room keys go only to devices we verified (Element's
+// "Never send encrypted messages to unverified sessions"); the others get m.room_key.withheld.
+async function blacklistUnverified(args) {
+	if (typeof args.value !== "boolean") throw new CmdError("bad_args", "value must be a boolean");
+	requireClient().getCrypto().globalBlacklistUnverifiedDevices = args.value;
+	return {};
+}
+
 async function roomEncrypted(args) {
 	need(args, "room_id");
 	const c = requireClient();
@@ -939,6 +947,7 @@ const commands = {
 	trust_user: trustUser,
 	verifications: async () => ({ verifications: state.verifications }),
 	room_encrypted: roomEncrypted,
+	blacklist_unverified: blacklistUnverified,
 	rooms,
 	whoami,
 	logout,

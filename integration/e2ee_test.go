@@ -423,3 +423,43 @@ func TestE2EEShareKeysWithCrossSignedOnly(t *testing.T) {
 		t.Fatalf("a device not cross-signed by its owner could read the bot's message: %+v %v", evt, err)
 	}
 }
+
+// TestE2EEUndecryptableReported: alice's client withholds the room key from the bot (it shares
+// keys only with devices alice verified), so the bot cannot read her message: the bridge says
+// so on bridge/event and does not publish the message; once she shares keys again, her next
+// message is published.
+func TestE2EEUndecryptableReported(t *testing.T) {
+	s := newE2EESetup(t)
+	h, alice, room := s.h, s.alice, s.room.String()
+	ctx := jsCtx(t)
+	if err := alice.BlacklistUnverified(ctx, true); err != nil {
+		t.Fatal(err)
+	}
+	withheld, err := alice.SendText(ctx, room, "not for unverified devices")
+	if err != nil {
+		t.Fatal(err)
+	}
+	notice := h.rec.wait(45*time.Second, "decryption_failed for "+withheld, func(m message) bool {
+		return m.Topic == h.base+"/bridge/event" && strings.Contains(string(m.Payload), `"decryption_failed"`) &&
+			strings.Contains(string(m.Payload), withheld)
+	}).json(t)
+	if notice["room_id"] != room || notice["sender"] != h.alice.UserID {
+		t.Errorf("notice = %v", notice)
+	}
+
+	if err := alice.BlacklistUnverified(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	shared, err := alice.SendText(ctx, room, "for every device")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := s.inbound(t, "message", shared); got["body"] != "for every device" {
+		t.Errorf("message = %v", got)
+	}
+	for _, m := range h.rec.all(h.base + "/room/" + room + "/message") {
+		if strings.Contains(string(m.Payload), withheld) {
+			t.Errorf("the undecryptable message was published: %s", m.Payload)
+		}
+	}
+}

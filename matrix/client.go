@@ -121,7 +121,7 @@ func New(ctx context.Context, cfg Config, db *dbutil.Database, opts Options) (*C
 		state:    state,
 		log:      log,
 		syncer:   mautrix.NewDefaultSyncer(),
-		echoes:   newEchoes(),
+		echoes:   newEchoes(own),
 		nextSync: make(chan struct{}),
 	}
 	c.rooms = newRoomTracker(c)

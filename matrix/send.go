@@ -152,10 +152,13 @@ func (c *Client) NextSync() <-chan struct{} {
 	return c.nextSync
 }
 
-// SentWithTxn returns the event that sync echoed for a transaction ID this device sent. After a
-// crash it tells whether a request that was in flight reached the homeserver, which homeservers
-// that forget transaction IDs of interrupted requests (Dendrite) would otherwise duplicate.
-func (c *Client) SentWithTxn(txnID string) (id.EventID, bool) { return c.echoes.get(txnID) }
+// SentWithTxn returns the event that sync echoed for a transaction ID this device sent, in this
+// run or an earlier one. After a crash it tells whether a request that was in flight reached the
+// homeserver, which homeservers that forget transaction IDs of interrupted requests (Dendrite)
+// would otherwise duplicate.
+func (c *Client) SentWithTxn(ctx context.Context, txnID string) (id.EventID, bool) {
+	return c.echoes.get(ctx, txnID)
+}
 
 // DirectRoom returns the existing DM with user, if there is one the bot is in.
 func (c *Client) DirectRoom(ctx context.Context, user id.UserID) (id.RoomID, bool) {

@@ -121,7 +121,9 @@ func (c *Client) Run(ctx context.Context, h Handler, loggedIn func(context.Conte
 			_ = sleep(ctx, time.Second)
 			continue
 		}
-		if err := c.saveSyncToken(handCtx, resp.NextBatch); err != nil {
+		if err := c.echoes.saveWithToken(handCtx, func(ctx context.Context) error {
+			return c.saveSyncToken(ctx, resp.NextBatch)
+		}); err != nil {
 			c.log.Error().Err(err).Msg("Failed to save sync token")
 		}
 		cancel()

@@ -13,10 +13,19 @@ fi
 export MATRIX2MQTT_REQUIRE_POSTGRES=1
 MATRIX2MQTT_REPORT=$(mktemp)
 export MATRIX2MQTT_REPORT
-trap 'rm -f "$MATRIX2MQTT_REPORT"' EXIT
+
+GO_TEST_LOG=$(mktemp)
+trap 'rm -f "$MATRIX2MQTT_REPORT" "$GO_TEST_LOG"' EXIT
 
 status=0
-go test -race -tags goolm -count=1 -timeout 40m "$@" ./... || status=$?
+go test -race -tags goolm -count=1 -timeout 40m "$@" ./... 2>&1 | tee "$GO_TEST_LOG" || status=$?
+if ((status != 0)); then
+	# The bridge logs of a failed test can be long: repeat what failed, and why, at the end.
+	echo
+	echo "Failed tests and their messages:"
+	grep -E '^\s*--- FAIL|^\s+[A-Za-z0-9_]+_test\.go:[0-9]+: |^panic:|^FAIL' "$GO_TEST_LOG" |
+		grep -v -E 'bridge log:|writer\.go' | cut -c1-400 | head -60 || true
+fi
 if [[ -s $MATRIX2MQTT_REPORT ]]; then
 	echo
 	echo "Figures measured by the tests:"

@@ -386,6 +386,12 @@ func (c *Client) TrustUser(ctx context.Context, userID string) error {
 	return c.Call(ctx, "trust_user", map[string]any{"user_id": userID, "timeout_ms": waitMS(ctx, 0)}, nil)
 }
 
+// BlacklistUnverified sets whether this client shares room keys only with devices it verified;
+// the others are told the keys are withheld.
+func (c *Client) BlacklistUnverified(ctx context.Context, value bool) error {
+	return c.Call(ctx, "blacklist_unverified", map[string]any{"value": value}, nil)
+}
+
 // RoomEncrypted tells whether this client treats roomID as encrypted.
 func (c *Client) RoomEncrypted(ctx context.Context, roomID string) (bool, error) {
 	var res struct {

@@ -1,4 +1,4 @@
--- v0 -> v1: Latest revision
+-- v0 -> v2: Latest revision
 
 CREATE TABLE matrix2mqtt_session (
 	user_id      TEXT PRIMARY KEY,
@@ -16,4 +16,10 @@ CREATE TABLE matrix2mqtt_room (
 	room_id TEXT PRIMARY KEY,
 	name    TEXT NOT NULL DEFAULT '',
 	alias   TEXT NOT NULL DEFAULT ''
+);
+
+CREATE TABLE matrix2mqtt_echo (
+	txn_id   TEXT PRIMARY KEY,
+	event_id TEXT NOT NULL,
+	seen_at  BIGINT NOT NULL
 );
