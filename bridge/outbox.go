@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -123,13 +124,8 @@ func (o *outbox) add(ctx context.Context, entries []*entry) error {
 // insert is add, in the caller's transaction if there is one.
 func (o *outbox) insert(ctx context.Context, entries []*entry) error {
 	err := o.db.DoTxn(ctx, nil, func(ctx context.Context) error {
-		for _, e := range entries {
-			err := o.db.QueryRow(ctx, `
-				INSERT INTO matrix2mqtt_outbox (action, lane, request, txn_id, created_at, expires_at, not_before, mqtt_key)
-				VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id`,
-				e.Action, e.Lane, string(e.Request), e.TxnID, millis(e.CreatedAt), millis(e.ExpiresAt), millis(e.NotBefore), e.MQTTKey,
-			).Scan(&e.ID)
-			if err != nil {
+		for start := 0; start < len(entries); start += insertChunk {
+			if err := o.insertChunk(ctx, entries[start:min(start+insertChunk, len(entries))]); err != nil {
 				return err
 			}
 		}
@@ -137,6 +133,59 @@ func (o *outbox) insert(ctx context.Context, entries []*entry) error {
 	})
 	if err != nil {
 		return fmt.Errorf("failed to add %d requests to the outbox: %w", len(entries), err)
+	}
+	return nil
+}
+
+// insertChunk is the number of entries stored by one INSERT statement.
+const insertChunk = 64
+
+// insertChunk stores entries with one multi-row INSERT and sets their IDs, which it matches by
+// transaction ID: the order of RETURNING rows is not defined.
+func (o *outbox) insertChunk(ctx context.Context, entries []*entry) error {
+	const columns = 8
+	var query strings.Builder
+	query.WriteString("INSERT INTO matrix2mqtt_outbox (action, lane, request, txn_id, created_at, expires_at, not_before, mqtt_key) VALUES ")
+	args := make([]any, 0, len(entries)*columns)
+	byTxn := make(map[string]*entry, len(entries))
+	for i, e := range entries {
+		if i > 0 {
+			query.WriteString(", ")
+		}
+		query.WriteByte('(')
+		for c := range columns {
+			if c > 0 {
+				query.WriteString(", ")
+			}
+			query.WriteByte('$')
+			query.WriteString(strconv.Itoa(i*columns + c + 1))
+		}
+		query.WriteByte(')')
+		args = append(args, e.Action, e.Lane, string(e.Request), e.TxnID, millis(e.CreatedAt), millis(e.ExpiresAt), millis(e.NotBefore), e.MQTTKey)
+		byTxn[e.TxnID] = e
+	}
+	query.WriteString(" RETURNING id, txn_id")
+	rows, err := o.db.Query(ctx, query.String(), args...)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var rowID int64
+		var txnID string
+		if err := rows.Scan(&rowID, &txnID); err != nil {
+			return err
+		}
+		if e := byTxn[txnID]; e != nil {
+			e.ID = rowID
+			delete(byTxn, txnID)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	if len(byTxn) > 0 {
+		return fmt.Errorf("%d inserted requests came back without an ID", len(byTxn))
 	}
 	return nil
 }

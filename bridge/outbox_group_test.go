@@ -60,3 +60,41 @@ func TestFinishConcurrently(t *testing.T) {
 		}
 	})
 }
+
+// TestAddInChunks adds more entries than one INSERT takes: each gets an ID, the IDs follow the
+// order of the entries (the order in which they are resumed after a restart), and what is
+// loaded back is what was stored.
+func TestAddInChunks(t *testing.T) {
+	eachDB(t, func(t *testing.T, tb *testBridge) {
+		ctx := context.Background()
+		n := 2*insertChunk + 5
+		var entries []*entry
+		for i := range n {
+			entries = append(entries, &entry{Action: ActionSend, Lane: fmt.Sprintf("!r%d:hs", i%3),
+				Request: json.RawMessage(fmt.Sprintf(`{"text":"%d"}`, i)), TxnID: newTxnID(),
+				CreatedAt: time.UnixMilli(int64(1000 + i)), MQTTKey: fmt.Sprintf("%d:key", i)})
+		}
+		if err := tb.outbox.add(ctx, entries); err != nil {
+			t.Fatal(err)
+		}
+		for i := 1; i < n; i++ {
+			if entries[i].ID <= entries[i-1].ID {
+				t.Fatalf("entry %d has ID %d after %d", i, entries[i].ID, entries[i-1].ID)
+			}
+		}
+		loaded, err := tb.outbox.pending(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(loaded) != n {
+			t.Fatalf("%d entries loaded, want %d", len(loaded), n)
+		}
+		for i, e := range loaded {
+			want := entries[i]
+			if e.ID != want.ID || e.TxnID != want.TxnID || e.Lane != want.Lane || string(e.Request) != string(want.Request) ||
+				!e.CreatedAt.Equal(want.CreatedAt) || e.MQTTKey != want.MQTTKey {
+				t.Fatalf("loaded %d = %+v, stored %+v", i, e, want)
+			}
+		}
+	})
+}

@@ -64,7 +64,7 @@ type Client struct {
 	cli    *mautrix.Client
 	rootDB *dbutil.Database // shared with the crypto store
 	db     *dbutil.Database // this package's own tables
-	state  *sqlstatestore.SQLStateStore
+	state  *stateStore
 	log    zerolog.Logger
 
 	loginMu sync.Mutex
@@ -106,10 +106,11 @@ func New(ctx context.Context, cfg Config, db *dbutil.Database, opts Options) (*C
 	if err := own.Upgrade(ctx); err != nil {
 		return nil, fmt.Errorf("failed to upgrade Matrix session tables: %w", err)
 	}
-	state := sqlstatestore.NewSQLStateStore(db, dbutil.ZeroLogger(log), false)
-	if err := state.Upgrade(ctx); err != nil {
+	sqlState := sqlstatestore.NewSQLStateStore(db, dbutil.ZeroLogger(log), false)
+	if err := sqlState.Upgrade(ctx); err != nil {
 		return nil, fmt.Errorf("failed to upgrade Matrix state store: %w", err)
 	}
+	state := newStateStore(sqlState)
 	cli.StateStore = state
 
 	c := &Client{

@@ -71,6 +71,9 @@ func (e *echoes) saveWithToken(ctx context.Context, save func(context.Context) e
 	e.unsaved = map[string]id.EventID{}
 	prune := time.Since(e.prunedAt) > echoPruneEvery
 	e.mu.Unlock()
+	if len(batch) == 0 && !prune {
+		return save(ctx)
+	}
 	now := time.Now()
 	err := e.db.DoTxn(ctx, nil, func(ctx context.Context) error {
 		for txnID, evtID := range batch {

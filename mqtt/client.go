@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
@@ -121,6 +122,7 @@ type Client struct {
 	// connected is closed when the first Connect completed, paho's resend of its stored
 	// messages included.
 	connected chan struct{}
+	gate      *sendGate
 }
 
 // New prepares a client; Connect starts it. ctx carries the logger and bounds the callbacks.
@@ -133,8 +135,10 @@ func New(ctx context.Context, cfg Config, opts Options) *Client {
 		ctx:      ctx,
 
 		connected: make(chan struct{}),
+		gate:      newSendGate(),
 	}
 	po := paho.NewClientOptions().
+		SetStore(resumeStore{Store: paho.NewMemoryStore(), listed: c.gate.open}).
 		AddBroker(brokerURL(cfg.URL)).
 		SetClientID(cfg.ClientID).
 		SetUsername(cfg.Username).
@@ -160,6 +164,7 @@ func New(ctx context.Context, cfg Config, opts Options) *Client {
 			}
 		}).
 		SetReconnectingHandler(func(_ paho.Client, _ *paho.ClientOptions) {
+			c.gate.close()
 			c.log.Debug().Msg("Reconnecting to MQTT broker")
 		})
 	if opts.Will.Topic != "" {
@@ -195,9 +200,8 @@ func (c *Client) handle(_ paho.Client, m paho.Message) {
 func (c *Client) onConnect(pc paho.Client) {
 	c.log.Info().Str("broker", c.cfg.URL).Msg("Connected to MQTT broker")
 	go func() {
-		// paho calls this before it resends the messages of its store, and a publish made
-		// meanwhile is taken for a stored one and completed twice (a panic in paho). The first
-		// connect's token completes after the resend.
+		// paho calls this before it resends the messages of its store: the announcement
+		// waits for the first connect to complete (and, on a reconnect, for the send gate).
 		select {
 		case <-c.connected:
 		case <-c.ctx.Done():
@@ -225,6 +229,7 @@ func (c *Client) Connect(ctx context.Context) error {
 	if err := wait(ctx, c.paho.Connect()); err != nil {
 		return fmt.Errorf("failed to connect to MQTT broker %s: %w", c.cfg.URL, err)
 	}
+	c.gate.open()
 	close(c.connected)
 	return nil
 }
@@ -241,6 +246,9 @@ func (c *Client) Publish(ctx context.Context, topic string, retained bool, paylo
 		return fmt.Errorf("failed to publish to %s: %w", topic, ctx.Err())
 	}
 	defer func() { <-c.inflight }()
+	if err := c.gate.wait(ctx); err != nil {
+		return fmt.Errorf("failed to publish to %s: %w", topic, err)
+	}
 	if err := wait(ctx, c.paho.Publish(topic, 1, retained, payload)); err != nil {
 		return fmt.Errorf("failed to publish to %s: %w", topic, err)
 	}
@@ -276,6 +284,11 @@ func (c *Client) PublishOrdered(ctx context.Context, topic string, retained bool
 		err := fmt.Errorf("failed to publish to %s: %w", topic, ctx.Err())
 		return func(context.Context) error { return err }
 	}
+	if err := c.gate.wait(ctx); err != nil {
+		<-c.inflight
+		err = fmt.Errorf("failed to publish to %s: %w", topic, err)
+		return func(context.Context) error { return err }
+	}
 	token := c.paho.Publish(topic, 1, retained, payload)
 	go func() {
 		<-token.Done()
@@ -302,4 +315,61 @@ func wait(ctx context.Context, t paho.Token) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// sendGate holds publishes back while paho reconnects. After a reconnect paho resends the
+// messages in its store, and a publish made between the connection coming up and paho listing
+// its store would be both sent and resent, its acknowledgement completing a different publish.
+// The gate closes when a reconnect starts and opens once paho listed its store.
+type sendGate struct {
+	mu     sync.Mutex
+	opened chan struct{} // closed while publishes may go out
+}
+
+func newSendGate() *sendGate { return &sendGate{opened: make(chan struct{})} }
+
+func (g *sendGate) open() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	select {
+	case <-g.opened:
+	default:
+		close(g.opened)
+	}
+}
+
+func (g *sendGate) close() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	select {
+	case <-g.opened:
+		g.opened = make(chan struct{})
+	default:
+	}
+}
+
+// wait blocks until the gate is open or ctx ends.
+func (g *sendGate) wait(ctx context.Context) error {
+	g.mu.Lock()
+	opened := g.opened
+	g.mu.Unlock()
+	select {
+	case <-opened:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// resumeStore is paho's memory store, calling listed after paho listed the stored messages:
+// on a reconnect, that is the list it resends.
+type resumeStore struct {
+	paho.Store
+	listed func()
+}
+
+func (s resumeStore) All() []string {
+	keys := s.Store.All()
+	s.listed()
+	return keys
 }

@@ -29,6 +29,9 @@ type Options struct {
 	// 500 ms per device on the limited endpoints (join, invite, leave, login, typing,
 	// receipts, profile, ...; Dendrite never limits sending messages).
 	DendriteRateLimit bool
+	// MosquittoOnly starts the broker alone, for tests of the MQTT side; HomeserverURL is
+	// then empty.
+	MosquittoOnly bool
 	// LogDir receives mosquitto.log and dendrite.log; empty means Dir/logs. Set it to keep
 	// the logs after Close.
 	LogDir string
@@ -83,8 +86,10 @@ func Start(ctx context.Context, opts Options) (*Env, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := checkDendriteBinaries(); err != nil {
-		return nil, err
+	if !opts.MosquittoOnly {
+		if err := checkDendriteBinaries(); err != nil {
+			return nil, err
+		}
 	}
 	ports, err := freePorts(2)
 	if err != nil {
@@ -104,6 +109,9 @@ func Start(ctx context.Context, opts Options) (*Env, error) {
 		mosquittoBin:  mosquittoBin,
 	}
 	e.MQTTURL = "tcp://" + e.MQTTAddr
+	if opts.MosquittoOnly {
+		e.HomeserverURL = ""
+	}
 	if e.logDir == "" {
 		e.logDir = filepath.Join(dir, "logs")
 	}
@@ -119,6 +127,9 @@ func (e *Env) start(ctx context.Context) error {
 	}
 	if err := e.setupMosquitto(); err != nil {
 		return err
+	}
+	if e.opts.MosquittoOnly {
+		return e.StartMosquitto(ctx)
 	}
 	if err := e.setupDendrite(ctx); err != nil {
 		return err

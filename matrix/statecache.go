@@ -1,0 +1,67 @@
+package matrix
+
+import (
+	"context"
+	"sync"
+
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+	"maunium.net/go/mautrix/sqlstatestore"
+)
+
+// stateStore is mautrix's SQL state store with the rooms' encryption settings cached in memory:
+// every send asks whether its room is encrypted, and that answer only changes with an
+// m.room.encryption event, which passes through SetEncryptionEvent.
+type stateStore struct {
+	*sqlstatestore.SQLStateStore
+
+	mu         sync.RWMutex
+	generation uint64 // bumped by every SetEncryptionEvent
+	encryption map[id.RoomID]*event.EncryptionEventContent
+}
+
+func newStateStore(store *sqlstatestore.SQLStateStore) *stateStore {
+	return &stateStore{SQLStateStore: store, encryption: map[id.RoomID]*event.EncryptionEventContent{}}
+}
+
+// SetEncryptionEvent stores the room's encryption settings and forgets the cached ones.
+func (s *stateStore) SetEncryptionEvent(ctx context.Context, roomID id.RoomID, content *event.EncryptionEventContent) error {
+	err := s.SQLStateStore.SetEncryptionEvent(ctx, roomID, content)
+	s.mu.Lock()
+	s.generation++
+	delete(s.encryption, roomID)
+	s.mu.Unlock()
+	return err
+}
+
+// GetEncryptionEvent returns the room's encryption settings, nil when it is not encrypted.
+func (s *stateStore) GetEncryptionEvent(ctx context.Context, roomID id.RoomID) (*event.EncryptionEventContent, error) {
+	s.mu.RLock()
+	content, ok := s.encryption[roomID]
+	generation := s.generation
+	s.mu.RUnlock()
+	if !ok {
+		var err error
+		content, err = s.SQLStateStore.GetEncryptionEvent(ctx, roomID)
+		if err != nil {
+			return nil, err
+		}
+		s.mu.Lock()
+		// A SetEncryptionEvent that ran meanwhile may have made what was read stale.
+		if s.generation == generation {
+			s.encryption[roomID] = content
+		}
+		s.mu.Unlock()
+	}
+	if content == nil {
+		return nil, nil
+	}
+	copied := *content
+	return &copied, nil
+}
+
+// IsEncrypted tells whether the room is encrypted with Megolm.
+func (s *stateStore) IsEncrypted(ctx context.Context, roomID id.RoomID) (bool, error) {
+	content, err := s.GetEncryptionEvent(ctx, roomID)
+	return content != nil && content.Algorithm == id.AlgorithmMegolmV1, err
+}

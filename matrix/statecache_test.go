@@ -1,0 +1,52 @@
+package matrix
+
+import (
+	"context"
+	"path/filepath"
+	"testing"
+
+	"go.mau.fi/util/dbutil"
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+	"maunium.net/go/mautrix/sqlstatestore"
+)
+
+func TestStateStoreCachesEncryption(t *testing.T) {
+	ctx := context.Background()
+	db, err := dbutil.NewWithDialect("file:"+filepath.Join(t.TempDir(), "state.db")+"?_txlock=immediate", "sqlite3-fk-wal")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	sqlState := sqlstatestore.NewSQLStateStore(db, dbutil.NoopLogger, false)
+	if err := sqlState.Upgrade(ctx); err != nil {
+		t.Fatal(err)
+	}
+	store := newStateStore(sqlState)
+	const room = id.RoomID("!room:example.org")
+
+	if encrypted, err := store.IsEncrypted(ctx, room); err != nil || encrypted {
+		t.Fatalf("new room: encrypted = %v, %v", encrypted, err)
+	}
+	// The sync handler's path: the cached "not encrypted" must not outlive the encryption event.
+	stateKey := ""
+	evt := &event.Event{Type: event.StateEncryption, RoomID: room, StateKey: &stateKey,
+		Content: event.Content{Parsed: &event.EncryptionEventContent{Algorithm: id.AlgorithmMegolmV1}}}
+	mautrix.UpdateStateStore(ctx, store, evt)
+	if encrypted, err := store.IsEncrypted(ctx, room); err != nil || !encrypted {
+		t.Fatalf("after m.room.encryption: encrypted = %v, %v", encrypted, err)
+	}
+	// Cached now: a change behind the cache's back is not seen, which shows the cache is used.
+	if err := sqlState.SetEncryptionEvent(ctx, room, &event.EncryptionEventContent{Algorithm: "m.other"}); err != nil {
+		t.Fatal(err)
+	}
+	if encrypted, _ := store.IsEncrypted(ctx, room); !encrypted {
+		t.Fatal("IsEncrypted read the database instead of the cache")
+	}
+	content, _ := store.GetEncryptionEvent(ctx, room)
+	content.RotationPeriodMillis = 1 // callers get a copy
+	if again, _ := store.GetEncryptionEvent(ctx, room); again.RotationPeriodMillis != 0 {
+		t.Fatal("the cached content was changed through a returned pointer")
+	}
+}
