@@ -2,7 +2,9 @@ package integration
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -405,5 +407,54 @@ func TestExpiryAndAutoRedactionAcrossRestart(t *testing.T) {
 		if strings.Contains(string(evt.Content.VeryRaw), "stale alarm") {
 			t.Fatal("expired message delivered")
 		}
+	}
+}
+
+// TestCrashAfterEchoSavedSendsOnce stands in for a crash in the narrowest window: the bridge sent
+// a message, its sync already moved past the echo (and saved that token), and the bridge died
+// before it recorded the request as done. The request is put back into the outbox as it was,
+// Dendrite is restarted so that it has forgotten the transaction ID, and the bridge starts
+// again: it must answer with the first event instead of sending the message a second time.
+func TestCrashAfterEchoSavedSendsOnce(t *testing.T) {
+	srv, err := testenv.Start(context.Background(), testenv.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	h := newHarnessOn(t, srv, nil)
+	room := h.sharedRoom(nil)
+	body := burstBody("echo", 0, 0)
+	first := h.ok(h.request("send", map[string]any{"to": room, "text": body}))["event_id"].(string)
+
+	db, err := sql.Open("sqlite3-fk-wal", filepath.Join(h.env["DATA_DIR"], "matrix2mqtt.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var txnID string
+	eventually(t, 30*time.Second, func() error {
+		return db.QueryRow("SELECT txn_id FROM matrix2mqtt_echo WHERE event_id=$1", first).Scan(&txnID)
+	})
+	h.stop()
+
+	request := fmt.Sprintf(`{"id":"echo-again","to":"%s","text":"%s"}`, room, body)
+	if _, err := db.Exec(`INSERT INTO matrix2mqtt_outbox (action, lane, request, txn_id, created_at, expires_at, not_before, mqtt_key)
+		VALUES ('send', $1, $2, $3, $4, 0, 0, '')`, room.String(), request, txnID, time.Now().UnixMilli()); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.StopDendrite(); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.StartDendrite(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	h.start()
+	again := h.ok(h.response("send", "echo-again"))["event_id"].(string)
+	if again != first {
+		t.Errorf("the request was answered with %s after the restart, first with %s", again, first)
+	}
+	time.Sleep(2 * time.Second) // a second copy, if one was sent, is in the room by now
+	if got := delivered(t, h.alice, []id.RoomID{room}, "echo"); len(got[0]) != 1 {
+		t.Fatalf("the message is in the room %d times", len(got[0]))
 	}
 }

@@ -31,18 +31,20 @@ func TestPublishesSurviveBrokerRestarts(t *testing.T) {
 		SetCleanSession(false).SetAutoReconnect(true).SetConnectRetry(true).
 		SetConnectRetryInterval(200 * time.Millisecond).SetMaxReconnectInterval(time.Second).
 		SetResumeSubs(true).SetOrderMatters(false)
-	subOpts.SetOnConnectHandler(func(c paho.Client) {
-		c.Subscribe("restart/#", 1, func(_ paho.Client, m paho.Message) {
-			mu.Lock()
-			received[string(m.Payload())]++
-			mu.Unlock()
-		})
+	// The broker keeps the subscription in the persistent session, across its restarts too.
+	subOpts.SetDefaultPublishHandler(func(_ paho.Client, m paho.Message) {
+		mu.Lock()
+		received[string(m.Payload())]++
+		mu.Unlock()
 	})
 	sub := paho.NewClient(subOpts)
 	if err := wait(ctx, sub.Connect()); err != nil {
 		t.Fatal(err)
 	}
 	defer sub.Disconnect(100)
+	if err := wait(ctx, sub.Subscribe("restart/#", 1, nil)); err != nil {
+		t.Fatal(err)
+	}
 
 	logger := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)
 	pub := New(logger.WithContext(ctx), Config{URL: env.MQTTURL, ClientID: "restart-pub", BaseTopic: "restart",
