@@ -91,26 +91,57 @@ func (b *Bridge) deliver(ctx context.Context, e *entry) {
 	}
 }
 
-// waitInDoubt waits for the sync that would echo an entry in doubt if it was sent: a homeserver
-// that forgot the transaction ID (Dendrite after a restart, or after an interrupted request)
-// would take the retry for a new message. It reports false when ctx ended.
+// waitInDoubt waits until sync can tell whether an entry in doubt was sent: a homeserver that
+// forgot the transaction ID (Dendrite after a restart, or after an interrupted request) would
+// take the retry for a new message. It waits for the next sync, and, when sync had failed, for
+// inDoubtGrace after it works again, watching each sync for the entry's echo: a homeserver that
+// was stopped in the middle of the request may store it only when it is back (Dendrite replays
+// its input queue). It reports false when ctx ended.
 func (b *Bridge) waitInDoubt(ctx context.Context, e *entry) bool {
-	select {
-	case <-e.inDoubt:
-		return true
-	default:
+	var bound <-chan time.Time // inDoubtWait from the first wait on
+	for {
+		select {
+		case <-e.inDoubt:
+		default:
+			if bound == nil {
+				bound = b.clock.After(inDoubtWait)
+			}
+			select {
+			case <-e.inDoubt:
+			case <-bound:
+				return true
+			case <-ctx.Done():
+				return false
+			}
+		}
+		if _, sent := b.out.SentWithTxn(ctx, e.TxnID); sent {
+			return true
+		}
+		grace := b.out.HealthySince().Add(inDoubtGrace).Sub(b.clock.Now())
+		if grace <= 0 {
+			return true
+		}
+		if bound == nil {
+			bound = b.clock.After(inDoubtWait)
+		}
+		e.inDoubt = b.out.NextSync()
+		select {
+		case <-e.inDoubt:
+		case <-b.clock.After(grace):
+			return true
+		case <-bound:
+			return true
+		case <-ctx.Done():
+			return false
+		}
 	}
-	select {
-	case <-e.inDoubt:
-	case <-b.clock.After(inDoubtWait):
-	case <-ctx.Done():
-		return false
-	}
-	return true
 }
 
 // inDoubtWait bounds the wait for a sync before a request in doubt is sent again.
 const inDoubtWait = 30 * time.Second
+
+// inDoubtGrace is how long after sync works again a request in doubt waits for its echo.
+const inDoubtGrace = 5 * time.Second
 
 // mayHaveArrived tells a failure after which the homeserver may have taken the request (the
 // connection broke, a gateway or server error) from one it answered without acting on it.

@@ -70,6 +70,10 @@ type fakeSender struct {
 	redacted []id.EventID
 	calls    int
 	echoes   map[string]id.EventID // what sync echoed before a restart
+	// sync, when set, is what NextSync returns (a test closes it to hand over a sync);
+	// otherwise the next sync has always come already.
+	sync         chan struct{}
+	healthySince time.Time
 }
 
 func (f *fakeSender) next() error {
@@ -85,9 +89,20 @@ func (f *fakeSender) next() error {
 }
 
 func (f *fakeSender) NextSync() <-chan struct{} {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.sync != nil {
+		return f.sync
+	}
 	c := make(chan struct{})
 	close(c)
 	return c
+}
+
+func (f *fakeSender) HealthySince() time.Time {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.healthySince
 }
 
 func (f *fakeSender) SentWithTxn(_ context.Context, txnID string) (id.EventID, bool) {
@@ -447,4 +462,51 @@ func TestRecoveredEntryAlreadySentIsNotSentAgain(t *testing.T) {
 			t.Fatal("sent again")
 		}
 	})
+}
+
+// TestInDoubtWaitsForLateEcho: after an outage the homeserver may store a request it was
+// interrupted in only once it is back, so an entry in doubt watches the syncs of the grace
+// period for its echo before sending again.
+func TestInDoubtWaitsForLateEcho(t *testing.T) {
+	tests := []struct {
+		name      string
+		echoLate  bool
+		wantCalls int
+	}{
+		{"echo in a later sync", true, 0},
+		{"no echo within the grace", false, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tb := newTestBridge(t, "")
+			e := tb.enqueue(t, SendRequest{ID: "late", To: "!room:hs", Text: "cut by the outage"})
+			tb.sender.healthySince = tb.clock.Now() // sync just came back
+			e.inDoubt = tb.sender.NextSync()        // and handed over its first sync
+			syncs := make(chan struct{})
+			tb.sender.sync = syncs
+			done := tb.run(e)
+			if d := tb.sleeps(t); d != inDoubtWait {
+				t.Fatalf("first wait %s, want the bound %s", d, inDoubtWait)
+			}
+			if d := tb.sleeps(t); d != inDoubtGrace {
+				t.Fatalf("second wait %s, want the grace %s", d, inDoubtGrace)
+			}
+			if tt.echoLate {
+				tb.sender.mu.Lock()
+				tb.sender.echoes = map[string]id.EventID{e.TxnID: "$late"}
+				tb.sender.mu.Unlock()
+				close(syncs) // the sync that carries the echo
+			} else {
+				tb.clock.Advance(inDoubtGrace)
+			}
+			<-done
+			r := tb.response(t)
+			if r.Status != "ok" || (tt.echoLate && r.Data.(map[string]any)["event_id"] != "$late") {
+				t.Fatalf("response = %+v", r)
+			}
+			if tb.sender.calls != tt.wantCalls {
+				t.Fatalf("%d sends, want %d", tb.sender.calls, tt.wantCalls)
+			}
+		})
+	}
 }

@@ -80,8 +80,9 @@ type Client struct {
 	nextSync chan struct{} // closed when the next sync response was handed over
 	e2ee     *e2ee         // nil when E2EE is off
 
-	healthMu sync.Mutex
-	healthy  bool
+	healthMu     sync.Mutex
+	healthy      bool
+	healthySince time.Time
 	// tokenInvalid is set once the operator was told that the token is rejected.
 	tokenInvalid atomic.Bool
 }
@@ -148,8 +149,19 @@ func (c *Client) Healthy() bool {
 	return c.healthy
 }
 
+// HealthySince is when sync last started working again: after the first sync, or the first one
+// after a failed sync.
+func (c *Client) HealthySince() time.Time {
+	c.healthMu.Lock()
+	defer c.healthMu.Unlock()
+	return c.healthySince
+}
+
 func (c *Client) setHealthy(h bool) {
 	c.healthMu.Lock()
+	if h && !c.healthy {
+		c.healthySince = time.Now()
+	}
 	c.healthy = h
 	c.healthMu.Unlock()
 }
