@@ -45,10 +45,11 @@ type sender interface {
 	Send(ctx context.Context, roomID id.RoomID, evtType event.Type, content any, txnID string) (id.EventID, error)
 	Redact(ctx context.Context, roomID id.RoomID, eventID id.EventID, reason, txnID string) (id.EventID, error)
 	// NextSync is closed once the next sync was handed over, and SentWithTxn tells from the
-	// echoes seen in sync whether a transaction ID was sent already. HealthySince is when sync
-	// last started working again.
+	// echoes seen in sync whether a transaction ID was sent already. Healthy tells whether sync
+	// works now, and HealthySince when it last started working again.
 	NextSync() <-chan struct{}
 	SentWithTxn(ctx context.Context, txnID string) (id.EventID, bool)
+	Healthy() bool
 	HealthySince() time.Time
 }
 

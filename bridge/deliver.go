@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net"
 	"fmt"
 	"slices"
 	"strings"
@@ -96,20 +97,37 @@ func (b *Bridge) deliver(ctx context.Context, e *entry) {
 // take the retry for a new message. It waits for the next sync, and, when sync had failed, for
 // inDoubtGrace after it works again, watching each sync for the entry's echo: a homeserver that
 // was stopped in the middle of the request may store it only when it is back (Dendrite replays
-// its input queue). It reports false when ctx ended.
+// its input queue). The wait is bounded by inDoubtWait, counted again while sync is down (a
+// retry then would fail or be unconfirmed) up to inDoubtMaxWait. It reports false when ctx ended.
 func (b *Bridge) waitInDoubt(ctx context.Context, e *entry) bool {
 	var bound <-chan time.Time // inDoubtWait from the first wait on
+	var started time.Time
+	arm := func() {
+		if bound == nil {
+			started = b.clock.Now()
+			bound = b.clock.After(inDoubtWait)
+		}
+	}
+	// expired reports whether the bound fired for good; while sync is down it re-arms it.
+	expired := func() bool {
+		if b.out.Healthy() || b.clock.Now().Sub(started) >= inDoubtMaxWait {
+			return true
+		}
+		bound = b.clock.After(inDoubtWait)
+		return false
+	}
 	for {
 		select {
 		case <-e.inDoubt:
 		default:
-			if bound == nil {
-				bound = b.clock.After(inDoubtWait)
-			}
+			arm()
 			select {
 			case <-e.inDoubt:
 			case <-bound:
-				return true
+				if expired() {
+					return true
+				}
+				continue
 			case <-ctx.Done():
 				return false
 			}
@@ -121,24 +139,28 @@ func (b *Bridge) waitInDoubt(ctx context.Context, e *entry) bool {
 		if grace <= 0 {
 			return true
 		}
-		if bound == nil {
-			bound = b.clock.After(inDoubtWait)
-		}
+		arm()
 		e.inDoubt = b.out.NextSync()
 		select {
 		case <-e.inDoubt:
 		case <-b.clock.After(grace):
 			return true
 		case <-bound:
-			return true
+			if expired() {
+				return true
+			}
 		case <-ctx.Done():
 			return false
 		}
 	}
 }
 
-// inDoubtWait bounds the wait for a sync before a request in doubt is sent again.
-const inDoubtWait = 30 * time.Second
+// inDoubtWait bounds the wait for a sync before a request in doubt is sent again, and
+// inDoubtMaxWait that wait while sync is down.
+const (
+	inDoubtWait    = 30 * time.Second
+	inDoubtMaxWait = 2 * time.Minute
+)
 
 // inDoubtGrace is how long after sync works again a request in doubt waits for its echo.
 const inDoubtGrace = 5 * time.Second
@@ -149,6 +171,10 @@ func mayHaveArrived(err error) bool {
 	var httpErr mautrix.HTTPError
 	if errors.As(err, &httpErr) && httpErr.Response != nil {
 		return httpErr.Response.StatusCode >= 500
+	}
+	var opErr *net.OpError
+	if errors.As(err, &opErr) && opErr.Op == "dial" { // no connection, so no request
+		return false
 	}
 	return !errors.Is(err, matrix.ErrUnknownTarget)
 }

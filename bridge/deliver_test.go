@@ -4,12 +4,18 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/matrix2mqtt/matrix2mqtt/matrix"
 	"github.com/rs/zerolog"
+	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 )
@@ -74,6 +80,7 @@ type fakeSender struct {
 	// otherwise the next sync has always come already.
 	sync         chan struct{}
 	healthySince time.Time
+	unhealthy    bool // sync is down
 }
 
 func (f *fakeSender) next() error {
@@ -97,6 +104,12 @@ func (f *fakeSender) NextSync() <-chan struct{} {
 	c := make(chan struct{})
 	close(c)
 	return c
+}
+
+func (f *fakeSender) Healthy() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return !f.unhealthy
 }
 
 func (f *fakeSender) HealthySince() time.Time {
@@ -506,6 +519,83 @@ func TestInDoubtWaitsForLateEcho(t *testing.T) {
 			}
 			if tb.sender.calls != tt.wantCalls {
 				t.Fatalf("%d sends, want %d", tb.sender.calls, tt.wantCalls)
+			}
+		})
+	}
+}
+
+// TestInDoubtWaitsWhileSyncIsDown: the wait for the echo is not used up by an outage of sync
+// (a retry then could not be checked), up to inDoubtMaxWait.
+func TestInDoubtWaitsWhileSyncIsDown(t *testing.T) {
+	tests := []struct {
+		name      string
+		recovers  bool // sync comes back, with the echo, after the first bound
+		wantCalls int
+	}{
+		{"sync comes back with the echo", true, 0},
+		{"sync stays down past the longest wait", false, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tb := newTestBridge(t, "")
+			e := tb.enqueue(t, SendRequest{ID: "down", To: "!room:hs", Text: "cut by the outage"})
+			syncs := make(chan struct{})
+			tb.sender.sync, tb.sender.unhealthy = syncs, true
+			e.inDoubt = syncs
+			done := tb.run(e)
+			if d := tb.sleeps(t); d != inDoubtWait {
+				t.Fatalf("first wait %s, want %s", d, inDoubtWait)
+			}
+			tb.clock.Advance(inDoubtWait)
+			if d := tb.sleeps(t); d != inDoubtWait {
+				t.Fatalf("after the bound, with sync down: wait %s, want another %s", d, inDoubtWait)
+			}
+			if tt.recovers {
+				tb.sender.mu.Lock()
+				tb.sender.unhealthy, tb.sender.healthySince = false, tb.clock.Now()
+				tb.sender.echoes = map[string]id.EventID{e.TxnID: "$kept"}
+				tb.sender.mu.Unlock()
+				close(syncs)
+			} else {
+				for waited := 2 * inDoubtWait; waited < inDoubtMaxWait; waited += inDoubtWait {
+					tb.clock.Advance(inDoubtWait)
+					tb.sleeps(t)
+				}
+				tb.clock.Advance(inDoubtWait)
+			}
+			<-done
+			if r := tb.response(t); r.Status != "ok" {
+				t.Fatalf("response = %+v", r)
+			}
+			if tb.sender.calls != tt.wantCalls {
+				t.Fatalf("%d sends, want %d", tb.sender.calls, tt.wantCalls)
+			}
+		})
+	}
+}
+
+func TestMayHaveArrived(t *testing.T) {
+	dial := &net.OpError{Op: "dial", Net: "tcp", Err: errors.New("connect: connection refused")}
+	read := &net.OpError{Op: "read", Net: "tcp", Err: errors.New("connection reset by peer")}
+	status := func(code int) error {
+		return mautrix.HTTPError{Response: &http.Response{StatusCode: code}, Message: "failed"}
+	}
+	tests := []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"no connection", mautrix.HTTPError{WrappedError: &url.Error{Op: "Put", URL: "http://hs", Err: dial}, Message: "request error"}, false},
+		{"connection broke", mautrix.HTTPError{WrappedError: &url.Error{Op: "Put", URL: "http://hs", Err: read}, Message: "request error"}, true},
+		{"server error", status(500), true},
+		{"bad gateway", status(502), true},
+		{"refused request", status(403), false},
+		{"unknown target", fmt.Errorf("failed: %w", matrix.ErrUnknownTarget), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := mayHaveArrived(tt.err); got != tt.want {
+				t.Fatalf("mayHaveArrived(%v) = %v, want %v", tt.err, got, tt.want)
 			}
 		})
 	}

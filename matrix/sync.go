@@ -140,6 +140,10 @@ func (c *Client) Run(ctx context.Context, h Handler, loggedIn func(context.Conte
 	return ctx.Err()
 }
 
+// syncRetryLimit caps the wait between failed syncs: requests in doubt wait for sync after an
+// outage, so sync must notice soon that the homeserver is back.
+const syncRetryLimit = 5 * time.Second
+
 // syncFailed logs a failed sync request, recovers the session where it can, waits, and returns
 // the next attempt number.
 func (c *Client) syncFailed(ctx context.Context, h Handler, attempt int, err error) int {
@@ -150,7 +154,7 @@ func (c *Client) syncFailed(ctx context.Context, h Handler, attempt int, err err
 	if c.recoverAuth(ctx, err) {
 		return 0
 	}
-	wait := Backoff(attempt, time.Second, 30*time.Second)
+	wait := Backoff(attempt, time.Second, syncRetryLimit)
 	c.log.Warn().Err(err).Dur("retry_in", wait).Msg("Matrix sync failed")
 	_ = sleep(ctx, wait)
 	return attempt + 1
