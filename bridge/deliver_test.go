@@ -477,6 +477,28 @@ func TestRecoveredEntryAlreadySentIsNotSentAgain(t *testing.T) {
 	})
 }
 
+// echoInNextSync lets the fake sync that closes syncs carry the echo of e as evtID.
+func (tb *testBridge) echoInNextSync(e *entry, evtID id.EventID, syncs chan struct{}) {
+	tb.sender.mu.Lock()
+	tb.sender.echoes = map[string]id.EventID{e.TxnID: evtID}
+	tb.sender.mu.Unlock()
+	close(syncs)
+}
+
+// expectAnswered waits for deliver to return and checks its ok response (with wantEvent, when
+// set) and the number of sends it made.
+func (tb *testBridge) expectAnswered(t *testing.T, done <-chan struct{}, wantEvent id.EventID, wantCalls int) {
+	t.Helper()
+	<-done
+	r := tb.response(t)
+	if r.Status != "ok" || (wantEvent != "" && r.Data.(map[string]any)["event_id"] != string(wantEvent)) {
+		t.Fatalf("response = %+v", r)
+	}
+	if tb.sender.calls != wantCalls {
+		t.Fatalf("%d sends, want %d", tb.sender.calls, wantCalls)
+	}
+}
+
 // TestInDoubtWaitsForLateEcho: after an outage the homeserver may store a request it was
 // interrupted in only once it is back, so an entry in doubt watches the syncs of the grace
 // period for its echo before sending again.
@@ -504,22 +526,14 @@ func TestInDoubtWaitsForLateEcho(t *testing.T) {
 			if d := tb.sleeps(t); d != inDoubtGrace {
 				t.Fatalf("second wait %s, want the grace %s", d, inDoubtGrace)
 			}
+			var wantEvent id.EventID
 			if tt.echoLate {
-				tb.sender.mu.Lock()
-				tb.sender.echoes = map[string]id.EventID{e.TxnID: "$late"}
-				tb.sender.mu.Unlock()
-				close(syncs) // the sync that carries the echo
+				wantEvent = "$late"
+				tb.echoInNextSync(e, wantEvent, syncs)
 			} else {
 				tb.clock.Advance(inDoubtGrace)
 			}
-			<-done
-			r := tb.response(t)
-			if r.Status != "ok" || (tt.echoLate && r.Data.(map[string]any)["event_id"] != "$late") {
-				t.Fatalf("response = %+v", r)
-			}
-			if tb.sender.calls != tt.wantCalls {
-				t.Fatalf("%d sends, want %d", tb.sender.calls, tt.wantCalls)
-			}
+			tb.expectAnswered(t, done, wantEvent, tt.wantCalls)
 		})
 	}
 }
@@ -550,12 +564,13 @@ func TestInDoubtWaitsWhileSyncIsDown(t *testing.T) {
 			if d := tb.sleeps(t); d != inDoubtWait {
 				t.Fatalf("after the bound, with sync down: wait %s, want another %s", d, inDoubtWait)
 			}
+			var wantEvent id.EventID
 			if tt.recovers {
+				wantEvent = "$kept"
 				tb.sender.mu.Lock()
 				tb.sender.unhealthy, tb.sender.healthySince = false, tb.clock.Now()
-				tb.sender.echoes = map[string]id.EventID{e.TxnID: "$kept"}
 				tb.sender.mu.Unlock()
-				close(syncs)
+				tb.echoInNextSync(e, wantEvent, syncs)
 			} else {
 				for waited := 2 * inDoubtWait; waited < inDoubtMaxWait; waited += inDoubtWait {
 					tb.clock.Advance(inDoubtWait)
@@ -563,13 +578,7 @@ func TestInDoubtWaitsWhileSyncIsDown(t *testing.T) {
 				}
 				tb.clock.Advance(inDoubtWait)
 			}
-			<-done
-			if r := tb.response(t); r.Status != "ok" {
-				t.Fatalf("response = %+v", r)
-			}
-			if tb.sender.calls != tt.wantCalls {
-				t.Fatalf("%d sends, want %d", tb.sender.calls, tt.wantCalls)
-			}
+			tb.expectAnswered(t, done, wantEvent, tt.wantCalls)
 		})
 	}
 }
