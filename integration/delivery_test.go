@@ -258,9 +258,9 @@ func crashDuringBurst(t *testing.T, extra map[string]string) {
 
 // TestHomeserverOutageDuringBurst stops Dendrite for 30 s in the middle of a burst: the first 50
 // requests are delivered, the other 150 are published while it is down. It stops Dendrite when
-// no request is in flight: Dendrite killed during a request answers 500 and may store the event
-// after its restart, when it no longer knows the transaction ID, a duplicate that no client can
-// rule out (docs/delivery.md, "The cases left").
+// no request is in flight: Dendrite stopped during a request answers 500 and stores the event
+// about 5 minutes after its restart, when it no longer knows the transaction ID, a duplicate
+// that no client can rule out without waiting that long (docs/delivery.md, "The cases left").
 func TestHomeserverOutageDuringBurst(t *testing.T) {
 	h := newHarness(t, nil)
 	h.stop()

@@ -49,8 +49,10 @@ global:
     enabled: false
   cache:
     max_size_estimated: 64mb
+  # On disk, as in a real install: with in_memory, a restart drops the events that the
+  # sync API had not consumed yet, and they never reach /sync.
   jetstream:
-    in_memory: true
+    in_memory: false
     storage_path: {{quote (.Path "jetstream")}}
 client_api:
   registration_disabled: true
