@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -279,6 +280,15 @@ func (b *Bridge) execute(ctx context.Context, e *entry) (any, []*entry, error) {
 		send = func() (id.EventID, error) {
 			return b.out.Send(ctx, roomID, event.EventMessage, messageContent(&r), e.TxnID)
 		}
+	case ActionSendLocation:
+		var r LocationRequest
+		if err := decodeStored(e, &r); err != nil {
+			return nil, nil, err
+		}
+		redactAfter = r.RedactAfterS
+		send = func() (id.EventID, error) {
+			return b.out.Send(ctx, roomID, event.EventMessage, locationContent(&r), e.TxnID)
+		}
 	case ActionReact, actionCommandReact:
 		var r ReactRequest
 		if err := decodeStored(e, &r); err != nil {
@@ -370,17 +380,47 @@ func messageContent(r *SendRequest) *event.MessageEventContent {
 			content.Mentions.UserIDs = append(content.Mentions.UserIDs, id.UserID(m))
 		}
 	}
-	switch {
-	case r.Edit != "":
+	if r.Edit != "" {
 		content.SetEdit(r.Edit)
-	case r.Thread != "":
-		rel := &event.RelatesTo{}
-		if r.ReplyTo != "" {
-			rel.SetReplyTo(r.ReplyTo)
-		}
-		content.RelatesTo = rel.SetThread(r.Thread, r.Thread)
-	case r.ReplyTo != "":
-		content.RelatesTo = (&event.RelatesTo{}).SetReplyTo(r.ReplyTo)
+	} else {
+		content.RelatesTo = replyOrThread(r.ReplyTo, r.Thread)
 	}
 	return &content
+}
+
+// replyOrThread relates a message to replyTo and/or puts it into the thread of root (with the
+// reply fallback that clients without threads show); nil when both are empty.
+func replyOrThread(replyTo, root id.EventID) *event.RelatesTo {
+	switch {
+	case root != "":
+		rel := &event.RelatesTo{}
+		if replyTo != "" {
+			rel.SetReplyTo(replyTo)
+		}
+		return rel.SetThread(root, root)
+	case replyTo != "":
+		return (&event.RelatesTo{}).SetReplyTo(replyTo)
+	}
+	return nil
+}
+
+// locationContent is an m.location message as Element sends a pinned location: geo_uri for
+// every client, and the extensible-event fields (MSC3488) that newer clients draw a map from.
+func locationContent(r *LocationRequest) *event.Content {
+	geo := fmt.Sprintf("geo:%s,%s", strconv.FormatFloat(*r.Lat, 'f', -1, 64), strconv.FormatFloat(*r.Lon, 'f', -1, 64))
+	body := "Location " + geo
+	if r.Description != "" {
+		body = r.Description + " (" + geo + ")"
+	}
+	msg := &event.MessageEventContent{MsgType: event.MsgLocation, Body: body, GeoURI: geo,
+		Mentions: &event.Mentions{}, RelatesTo: replyOrThread(r.ReplyTo, r.Thread)}
+	location := map[string]any{"uri": geo}
+	if r.Description != "" {
+		location["description"] = r.Description
+	}
+	return &event.Content{Parsed: msg, Raw: map[string]any{
+		"org.matrix.msc3488.location": location,
+		"org.matrix.msc3488.asset":    map[string]any{"type": "m.pin"},
+		"org.matrix.msc1767.text":     body,
+	}}
 }

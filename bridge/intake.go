@@ -169,8 +169,10 @@ func (b *Bridge) accept(ctx context.Context, m mqtt.Message) (*entry, *Error) {
 	}
 	now := b.clock.Now()
 	e := &entry{Action: action, Lane: lane, Request: raw, TxnID: newTxnID(), CreatedAt: now, MQTTKey: mqttKey(m.PacketID, m.Topic, m.Payload)}
-	if send, ok := req.(*SendRequest); ok && send.ExpireS > 0 {
-		e.ExpiresAt = now.Add(seconds(send.ExpireS))
+	if t, ok := req.(timed); ok {
+		if expireS, _ := t.timing(); expireS > 0 {
+			e.ExpiresAt = now.Add(seconds(expireS))
+		}
 	}
 	return e, nil
 }
@@ -199,7 +201,7 @@ func (b *Bridge) reject(ctx context.Context, action, id string, m mqtt.Message, 
 // isDurable reports whether action goes through the outbox (and so survives a crash).
 func isDurable(action string) bool {
 	switch action {
-	case ActionSend, ActionReact, ActionRedact:
+	case ActionSend, ActionSendLocation, ActionReact, ActionRedact:
 		return true
 	}
 	return false
@@ -211,6 +213,8 @@ func (b *Bridge) laneOf(req request) (string, *Error) {
 	var to string
 	switch r := req.(type) {
 	case *SendRequest:
+		to = r.To
+	case *LocationRequest:
 		to = r.To
 	case *ReactRequest:
 		to = r.To

@@ -19,6 +19,7 @@ const maxBodyBytes = 60000
 // Action names: the last segment of `<base>/bridge/request/<action>`.
 const (
 	ActionSend            = "send"
+	ActionSendLocation    = "send_location"
 	ActionReact           = "react"
 	ActionRedact          = "redact"
 	ActionTyping          = "typing"
@@ -96,13 +97,67 @@ func (r *SendRequest) validate() *Error {
 			return errorf(CodeInvalidRequest, "field 'mentions' must hold user IDs or \"@room\", not %q", m)
 		}
 	}
-	if r.ExpireS < 0 {
+	return checkTiming(r.ExpireS, r.RedactAfterS)
+}
+
+func (r *SendRequest) timing() (expireS, redactAfterS float64) { return r.ExpireS, r.RedactAfterS }
+
+// timed is implemented by the requests that take `expire_s` and `redact_after_s`.
+type timed interface {
+	timing() (expireS, redactAfterS float64)
+}
+
+func checkTiming(expireS, redactAfterS float64) *Error {
+	if expireS < 0 {
 		return errorf(CodeInvalidRequest, "field 'expire_s' must not be negative")
 	}
-	if r.RedactAfterS < 0 {
+	if redactAfterS < 0 {
 		return errorf(CodeInvalidRequest, "field 'redact_after_s' must not be negative")
 	}
 	return nil
+}
+
+// LocationRequest is the payload of `send_location`.
+type LocationRequest struct {
+	ID          string     `json:"id,omitempty"`
+	To          string     `json:"to"`
+	Lat         *float64   `json:"lat"`
+	Lon         *float64   `json:"lon"`
+	Description string     `json:"description,omitempty"`
+	ReplyTo     id.EventID `json:"reply_to,omitempty"`
+	Thread      id.EventID `json:"thread,omitempty"`
+	// ExpireS and RedactAfterS work as in SendRequest.
+	ExpireS      float64 `json:"expire_s,omitempty"`
+	RedactAfterS float64 `json:"redact_after_s,omitempty"`
+}
+
+func (r *LocationRequest) validate() *Error {
+	if err := requireTarget(r.To); err != nil {
+		return err
+	}
+	if r.Lat == nil || r.Lon == nil {
+		return errorf(CodeInvalidRequest, "fields 'lat' and 'lon' are required (degrees, WGS 84)")
+	}
+	if *r.Lat < -90 || *r.Lat > 90 {
+		return errorf(CodeInvalidRequest, "field 'lat' must be between -90 and 90, not %v", *r.Lat)
+	}
+	if *r.Lon < -180 || *r.Lon > 180 {
+		return errorf(CodeInvalidRequest, "field 'lon' must be between -180 and 180, not %v", *r.Lon)
+	}
+	// The description goes into the event three times (body, text fallback, location).
+	if len(r.Description) > maxBodyBytes/4 {
+		return errorf(CodeTooLarge, "field 'description' is %d bytes; at most %d fit in a Matrix event", len(r.Description), maxBodyBytes/4)
+	}
+	for field, ev := range map[string]id.EventID{"reply_to": r.ReplyTo, "thread": r.Thread} {
+		if err := checkEventID(field, ev, false); err != nil {
+			return err
+		}
+	}
+	return checkTiming(r.ExpireS, r.RedactAfterS)
+}
+
+func (r *LocationRequest) timing() (expireS, redactAfterS float64) {
+	return r.ExpireS, r.RedactAfterS
 }
 
 // ReactRequest is the payload of `react`.
@@ -242,6 +297,8 @@ func newRequest(action string) request {
 	switch action {
 	case ActionSend:
 		return &SendRequest{}
+	case ActionSendLocation:
+		return &LocationRequest{}
 	case ActionReact:
 		return &ReactRequest{}
 	case ActionRedact:
@@ -347,7 +404,7 @@ func fieldNames(req request) []string {
 
 // plannedActions are in the design's contract but not built yet; a request for one is told so.
 var plannedActions = []string{
-	"send_media", "send_location", "invite", "kick", "ban", "unban", "create_room",
+	"send_media", "invite", "kick", "ban", "unban", "create_room",
 	"set_power_level", "set_room", "members", "broadcast",
 }
 

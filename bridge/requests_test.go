@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
 
@@ -36,6 +37,16 @@ func TestParsePayload(t *testing.T) {
 		{"bad mention", "send", "", `{"to":"k","text":"a","mentions":["bob"]}`, CodeInvalidRequest, "'mentions'"},
 		{"negative expiry", "send", "", `{"to":"k","text":"a","expire_s":-1}`, CodeInvalidRequest, "'expire_s'"},
 		{"unknown action", "explode", "", `{}`, CodeUnknownAction, "explode"},
+		{"location", "send_location", "", `{"id":"l","to":"k","lat":52.37,"lon":4.89,"description":"Home","thread":"$t","expire_s":30,"redact_after_s":60}`, "", ""},
+		{"location at 0,0", "send_location", "", `{"to":"k","lat":0,"lon":0}`, "", ""},
+		{"location without lon", "send_location", "", `{"to":"k","lat":52.37}`, CodeInvalidRequest, "'lon'"},
+		{"location lat out of range", "send_location", "", `{"to":"k","lat":91,"lon":0}`, CodeInvalidRequest, "'lat' must be between -90 and 90"},
+		{"location lon out of range", "send_location", "", `{"to":"k","lat":0,"lon":-180.5}`, CodeInvalidRequest, "'lon' must be between -180 and 180"},
+		{"location as string", "send_location", "", `{"to":"k","lat":"52.37","lon":4.89}`, CodeInvalidRequest, "'lat' must be a number"},
+		{"location text field", "send_location", "", `{"to":"k","lat":1,"lon":2,"text":"x"}`, CodeInvalidRequest, "'text'"},
+		{"location negative expiry", "send_location", "", `{"to":"k","lat":1,"lon":2,"expire_s":-5}`, CodeInvalidRequest, "'expire_s'"},
+		{"location description too long", "send_location", "", `{"to":"k","lat":1,"lon":2,"description":"` + strings.Repeat("x", maxBodyBytes/4+1) + `"}`, CodeTooLarge, "15000"},
+		{"planned action", "send_media", "", `{"to":"k"}`, CodeUnknownAction, "planned"},
 		{"react", "react", "", `{"to":"k","event_id":"$e","key":"👍"}`, "", ""},
 		{"react no key", "react", "", `{"to":"k","event_id":"$e"}`, CodeInvalidRequest, "'key'"},
 		{"redact bad id", "redact", "", `{"to":"k","event_id":"e"}`, CodeInvalidRequest, "'event_id'"},
@@ -102,6 +113,7 @@ func FuzzParsePayload(f *testing.F) {
 	f.Add("send", `plain`, "kitchen")
 	f.Add("react", `{"to":"k","event_id":"$e","key":"x"}`, "")
 	f.Add("typing", `{"to":"k","typing":true,"timeout_ms":10}`, "")
+	f.Add("send_location", `{"to":"k","lat":-33.9,"lon":151.2,"description":"x"}`, "")
 	f.Fuzz(func(t *testing.T, action, payload, target string) {
 		if target != "" {
 			action = ActionSend
@@ -167,5 +179,58 @@ func TestMessageContent(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.check(t, messageContent(&tc.req)) })
+	}
+}
+
+func TestLocationContent(t *testing.T) {
+	lat, lon := 52.370216, -4.5
+	tests := []struct {
+		name     string
+		req      LocationRequest
+		body     string
+		relation func(*event.RelatesTo) bool
+	}{
+		{"described", LocationRequest{Lat: &lat, Lon: &lon, Description: "Front door"}, "Front door (geo:52.370216,-4.5)",
+			func(r *event.RelatesTo) bool { return r == nil }},
+		{"bare", LocationRequest{Lat: &lat, Lon: &lon}, "Location geo:52.370216,-4.5",
+			func(r *event.RelatesTo) bool { return r == nil }},
+		{"in a thread", LocationRequest{Lat: &lat, Lon: &lon, Thread: "$root"}, "Location geo:52.370216,-4.5",
+			func(r *event.RelatesTo) bool {
+				return r.Type == event.RelThread && r.EventID == "$root" && r.IsFallingBack
+			}},
+		{"reply", LocationRequest{Lat: &lat, Lon: &lon, ReplyTo: "$r"}, "Location geo:52.370216,-4.5",
+			func(r *event.RelatesTo) bool { return r.Type == "" && r.GetReplyTo() == "$r" }},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			raw, err := json.Marshal(locationContent(&tc.req))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got struct {
+				event.MessageEventContent
+				Location struct {
+					URI         string `json:"uri"`
+					Description string `json:"description"`
+				} `json:"org.matrix.msc3488.location"`
+				Asset struct {
+					Type string `json:"type"`
+				} `json:"org.matrix.msc3488.asset"`
+				Text string `json:"org.matrix.msc1767.text"`
+			}
+			if err := json.Unmarshal(raw, &got); err != nil {
+				t.Fatal(err)
+			}
+			const geo = "geo:52.370216,-4.5"
+			if got.MsgType != event.MsgLocation || got.GeoURI != geo || got.Body != tc.body || got.Text != tc.body {
+				t.Errorf("content = %s", raw)
+			}
+			if got.Location.URI != geo || got.Location.Description != tc.req.Description || got.Asset.Type != "m.pin" {
+				t.Errorf("extensible fields = %s", raw)
+			}
+			if !tc.relation(got.RelatesTo) {
+				t.Errorf("relates_to = %+v", got.RelatesTo)
+			}
+		})
 	}
 }

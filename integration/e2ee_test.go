@@ -174,6 +174,12 @@ func TestE2EEBothDirections(t *testing.T) {
 		if nc, _ := ed.Content["m.new_content"].(map[string]any); nc["body"] != "edited alert" {
 			t.Errorf("edit = %+v", ed.Content)
 		}
+		located := h.ok(h.request("send_location", map[string]any{"to": room, "lat": -33.8568, "lon": 151.2153, "description": "Opera House"}))
+		loc := alice.wait(t, jsclient.EventFilter{RoomID: room, EventID: located["event_id"].(string)})
+		if pin, _ := loc.Content["org.matrix.msc3488.location"].(map[string]any); !loc.Encrypted || loc.Content["msgtype"] != "m.location" ||
+			loc.Content["geo_uri"] != "geo:-33.8568,151.2153" || pin["uri"] != "geo:-33.8568,151.2153" {
+			t.Errorf("location = %+v", loc)
+		}
 		reaction := h.ok(h.request("react", map[string]any{"to": room, "event_id": rootID, "key": "✅"}))
 		alice.wait(t, jsclient.EventFilter{RoomID: room, EventID: reaction["event_id"].(string)})
 		h.ok(h.request("redact", map[string]any{"to": room, "event_id": notice["event_id"], "reason": "cleanup"}))

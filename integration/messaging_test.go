@@ -125,6 +125,18 @@ func TestSendKinds(t *testing.T) {
 			t.Fatalf("mentions = %+v", c.Mentions)
 		}
 	})
+	t.Run("location", func(t *testing.T) {
+		data := h.ok(h.request("send_location", map[string]any{"to": to, "lat": 52.3702, "lon": -4.8952, "description": "Front door", "reply_to": root.String()}))
+		evt := h.alice.event(t, room, id.EventID(data["event_id"].(string)))
+		c := evt.Content.AsMessage()
+		if c.MsgType != event.MsgLocation || c.GeoURI != "geo:52.3702,-4.8952" || c.Body != "Front door (geo:52.3702,-4.8952)" || c.RelatesTo.GetReplyTo() != root {
+			t.Fatalf("content = %+v", c)
+		}
+		loc, _ := evt.Content.Raw["org.matrix.msc3488.location"].(map[string]any)
+		if loc["uri"] != "geo:52.3702,-4.8952" || loc["description"] != "Front door" {
+			t.Fatalf("org.matrix.msc3488.location = %v", evt.Content.Raw["org.matrix.msc3488.location"])
+		}
+	})
 	t.Run("react and redact", func(t *testing.T) {
 		data := h.ok(h.request("react", map[string]any{"to": to, "event_id": root.String(), "key": "👍"}))
 		r := h.alice.event(t, room, id.EventID(data["event_id"].(string)))
@@ -307,6 +319,22 @@ func TestInbound(t *testing.T) {
 	em := byEvent("message", editID)
 	if em["edit_of"] != first.String() || em["body"] != "hi again" {
 		t.Errorf("edit = %v", em)
+	}
+	location := h.alice.send(t, room, &event.MessageEventContent{MsgType: event.MsgLocation, Body: "Here", GeoURI: "geo:48.85,2.35"})
+	if lm := byEvent("message", location); lm["msgtype"] != "m.location" || lm["geo_uri"] != "geo:48.85,2.35" || lm["body"] != "Here" {
+		t.Errorf("location = %v", lm)
+	}
+	upload, err := h.alice.cli.UploadBytes(context.Background(), []byte("\x89PNG fake"), "image/png")
+	if err != nil {
+		t.Fatal(err)
+	}
+	image := h.alice.send(t, room, &event.MessageEventContent{MsgType: event.MsgImage, Body: "door.png", URL: upload.ContentURI.CUString(),
+		Info: &event.FileInfo{MimeType: "image/png", Size: 10, Width: 640, Height: 480}})
+	im := byEvent("message", image)
+	media, _ := im["media"].(map[string]any)
+	if im["msgtype"] != "m.image" || media["mxc"] != upload.ContentURI.String() || media["mimetype"] != "image/png" ||
+		media["filename"] != "door.png" || media["size"] != 10.0 || media["width"] != 640.0 || media["height"] != 480.0 || media["encrypted"] != false {
+		t.Errorf("image = %v", im)
 	}
 	react := h.alice.send(t, room, &event.ReactionEventContent{RelatesTo: *(&event.RelatesTo{}).SetAnnotation(first, "🎉")})
 	rm := byEvent("reaction", react)
