@@ -10,7 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rs/zerolog"
 	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/crypto"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
@@ -283,16 +285,7 @@ func TestE2EERestoreFromRecoveryKey(t *testing.T) {
 	s.inbound(t, "message", old)
 	// The room key reaches the backup after the sync that brought it.
 	time.Sleep(2 * time.Second)
-	data, err := os.ReadFile(filepath.Join(h.env["DATA_DIR"], "recovery-key.txt"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var recoveryKey string
-	for _, line := range strings.Split(string(data), "\n") {
-		if line != "" && !strings.HasPrefix(line, "#") {
-			recoveryKey = line
-		}
-	}
+	recoveryKey := recoveryKeyOf(t, h)
 	oldInfo := h.rec.wait(10*time.Second, "info", func(m message) bool { return m.Topic == h.base+"/bridge/info" }).json(t)
 
 	h.stop()
@@ -468,4 +461,200 @@ func TestE2EEUndecryptableReported(t *testing.T) {
 			t.Errorf("the undecryptable message was published: %s", m.Payload)
 		}
 	}
+}
+
+// TestE2EELateKeysAreRetried: an encrypted message whose room key reaches the bot only seconds
+// after the message (a sender's to-device queue, a slow federation link) is decrypted and
+// published when the key arrives, and is not reported as undecryptable. The sender is a mautrix
+// OlmMachine here, because the test needs to hold the key back, which the js client cannot.
+func TestE2EELateKeysAreRetried(t *testing.T) {
+	h := newHarness(t, nil)
+	ctx := context.Background()
+	room := h.sharedRoom(&mautrix.ReqCreateRoom{Preset: "private_chat", InitialState: []*event.Event{encryptionState()}})
+
+	sender := newOlmMachine(t, h.alice.cli)
+	session, err := crypto.NewOutboundGroupSession(room, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	session.Shared = true
+	if err := sender.CryptoStore.AddOutboundGroupSession(ctx, session); err != nil {
+		t.Fatal(err)
+	}
+	roomKey := session.ShareContent() // the key at index 0, before the message is encrypted
+
+	encrypted, err := sender.EncryptMegolmEvent(ctx, room, event.EventMessage, &event.MessageEventContent{MsgType: event.MsgText, Body: "the key comes later"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := h.alice.cli.SendMessageEvent(ctx, room, event.EventEncrypted, encrypted)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sent := time.Now()
+
+	// The bridge waits 3 s for the key, asks for it, and waits up to 22 s more.
+	const delay = 6 * time.Second
+	time.Sleep(delay)
+	devices, err := sender.FetchKeys(ctx, []id.UserID{h.bot.id()}, true)
+	if err != nil || len(devices[h.bot.id()]) == 0 {
+		t.Fatalf("failed to fetch the bot's devices: %v %v", devices, err)
+	}
+	for _, device := range devices[h.bot.id()] {
+		if err := sender.SendEncryptedToDevice(ctx, device, event.ToDeviceRoomKey, roomKey); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	msg := h.rec.wait(30*time.Second, "late-decrypted message", func(m message) bool {
+		return m.Topic == h.base+"/room/"+room.String()+"/message" && strings.Contains(string(m.Payload), resp.EventID.String())
+	})
+	got := msg.json(t)
+	if got["body"] != "the key comes later" || got["encrypted"] != true {
+		t.Errorf("message = %v", got)
+	}
+	report(t, "a message whose key arrived %s after it was published %s after it was sent", delay, time.Since(sent).Round(time.Millisecond))
+	for _, m := range h.rec.all(h.base + "/bridge/event") {
+		if strings.Contains(string(m.Payload), "decryption_failed") {
+			t.Errorf("reported as undecryptable although the key came: %s", m.Payload)
+		}
+	}
+}
+
+// TestE2EEKeyRequestsFromOwnVerifiedDevices: another device of the bot's account (an operator
+// reading the bot's rooms) asks the bridge for a room key it missed. The bridge refuses
+// (m.room_key.withheld) while that device is not cross-signed, and forwards the key once the
+// device was signed with the recovery key. js and Element do not send key requests (they use the key backup), so the
+// other device is a mautrix OlmMachine.
+func TestE2EEKeyRequestsFromOwnVerifiedDevices(t *testing.T) {
+	h := newHarness(t, nil)
+	ctx := context.Background()
+	room := h.sharedRoom(&mautrix.ReqCreateRoom{Preset: "private_chat", InitialState: []*event.Event{encryptionState()}})
+	sent := h.ok(h.request("send", map[string]any{"to": room, "text": "read me on your other device"}))
+	sentID := id.EventID(sent["event_id"].(string))
+
+	// The operator's device logs in after the message was sent, so it was not given the key.
+	cli, err := mautrix.NewClient(env.HomeserverURL, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.Login(ctx, &mautrix.ReqLogin{
+		Type: mautrix.AuthTypePassword, Identifier: mautrix.UserIdentifier{Type: mautrix.IdentifierTypeUser, User: h.bot.UserID},
+		Password: h.bot.Password, InitialDeviceDisplayName: "operator", StoreCredentials: true,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = cli.Logout(context.Background()) })
+	other := newOlmMachine(t, cli)
+	// One goroutine does all the syncing and the checks: mautrix's MemoryStore is not safe for
+	// concurrent use.
+	since := ""
+	syncOnce := func() {
+		t.Helper()
+		resp, err := cli.FullSyncRequest(ctx, mautrix.ReqSync{Since: since, Timeout: 500})
+		if err != nil {
+			t.Fatalf("sync of the operator's device failed: %v", err)
+		}
+		other.ProcessSyncResponse(ctx, resp, since)
+		since = resp.NextBatch
+	}
+	syncOnce()
+
+	evt, err := cli.GetEvent(ctx, room, sentID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	evt.RoomID = room
+	if err := evt.Content.ParseRaw(evt.Type); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := other.DecryptMegolmEvent(ctx, evt); err == nil {
+		t.Fatal("the new device could decrypt without asking")
+	}
+	content := evt.Content.AsEncrypted()
+	ask := func() {
+		t.Helper()
+		if err := other.SendRoomKeyRequest(ctx, room, content.SenderKey, content.SessionID, "", map[id.UserID][]id.DeviceID{h.bot.id(): {"*"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// session tells whether the key arrived (mautrix's WaitForSession also returns on a refusal).
+	session := func() (bool, error) {
+		igs, err := other.CryptoStore.GetGroupSession(ctx, room, content.SessionID)
+		return igs != nil, err
+	}
+	ask()
+	eventually(t, 15*time.Second, func() error {
+		syncOnce()
+		if got, err := session(); got {
+			t.Fatal("the bridge forwarded the key to a device its owner has not verified")
+		} else if !errors.Is(err, crypto.ErrGroupSessionWithheld) {
+			return fmt.Errorf("no refusal yet (%v)", err)
+		}
+		return nil
+	})
+
+	if err := other.VerifyWithRecoveryKey(ctx, recoveryKeyOf(t, h)); err != nil {
+		t.Fatalf("failed to cross-sign the operator's device: %v", err)
+	}
+	started := time.Now()
+	// The bridge learns of the signature from its next syncs; a client asks again meanwhile.
+	eventually(t, 30*time.Second, func() error {
+		ask()
+		var err error
+		for range 4 {
+			syncOnce()
+			var got bool
+			if got, err = session(); got {
+				return nil
+			}
+		}
+		return fmt.Errorf("no forwarded key yet (%v)", err)
+	})
+	decrypted, err := other.DecryptMegolmEvent(ctx, evt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body := decrypted.Content.AsMessage().Body; body != "read me on your other device" {
+		t.Fatalf("decrypted body = %q", body)
+	}
+	report(t, "the bridge refused a key request from an unverified device of its account, and forwarded the key %s after that device was cross-signed",
+		time.Since(started).Round(time.Millisecond))
+}
+
+// recoveryKeyOf reads the recovery key that the bridge of h wrote on its first start.
+func recoveryKeyOf(t *testing.T, h *harness) string {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(h.env["DATA_DIR"], "recovery-key.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if line != "" && !strings.HasPrefix(line, "#") {
+			return line
+		}
+	}
+	t.Fatalf("no recovery key in %s", data)
+	return ""
+}
+
+// encryptionState is the initial state that makes a new room encrypted.
+func encryptionState() *event.Event {
+	return &event.Event{Type: event.StateEncryption, Content: event.Content{Parsed: &event.EncryptionEventContent{Algorithm: id.AlgorithmMegolmV1}}}
+}
+
+// newOlmMachine gives cli's device E2EE keys, kept in memory, for tests that need to do what
+// the js client cannot. A MemoryStore must be used from one goroutine at a time.
+func newOlmMachine(t *testing.T, cli *mautrix.Client) *crypto.OlmMachine {
+	t.Helper()
+	log := zerolog.Nop()
+	mach := crypto.NewOlmMachine(cli, &log, crypto.NewMemoryStore(nil), mautrix.NewMemoryStateStore().(crypto.StateStore))
+	if err := mach.Load(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := mach.ShareKeys(context.Background(), -1); err != nil {
+		t.Fatal(err)
+	}
+	return mach
 }

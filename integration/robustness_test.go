@@ -260,9 +260,7 @@ func TestRetainedRequestIsIgnored(t *testing.T) {
 
 func TestEncryptedRoomRefusedWithoutE2EE(t *testing.T) {
 	h := newHarness(t, map[string]string{"E2EE": "false"})
-	room := h.sharedRoom(&mautrix.ReqCreateRoom{Preset: "private_chat", InitialState: []*event.Event{{
-		Type: event.StateEncryption, Content: event.Content{Parsed: &event.EncryptionEventContent{Algorithm: id.AlgorithmMegolmV1}},
-	}}})
+	room := h.sharedRoom(&mautrix.ReqCreateRoom{Preset: "private_chat", InitialState: []*event.Event{encryptionState()}})
 	eventually(t, 10*time.Second, func() error {
 		resp := h.request("send", map[string]any{"to": room.String(), "text": "must not go out in plaintext"})
 		if resp["status"] == "ok" {
