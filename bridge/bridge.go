@@ -141,12 +141,15 @@ func (b *Bridge) Run(ctx context.Context) error {
 	b.matrix, b.out, b.commands.rooms = mc, mc, mc
 
 	b.intake = newIntake(b)
-	b.mqtt = mqtt.New(work, b.cfg.MQTT, mqtt.Options{
+	b.mqtt, err = mqtt.New(work, b.cfg.MQTT, mqtt.Options{
 		Will:          mqtt.Will{Topic: b.topics.state(), Payload: "offline"},
 		Subscriptions: append([]string{b.topics.requestFilter(), b.topics.sendFilter()}, b.ha.subscriptions()...),
 		OnMessage:     b.onMessage,
 		OnConnect:     b.announce,
 	})
+	if err != nil {
+		return err
+	}
 	b.pub, b.ha.pub, b.ha.sub, b.ha.log = b.mqtt, b.mqtt, b.mqtt, b.log
 	if err := b.mqtt.Connect(ctx); err != nil {
 		return err

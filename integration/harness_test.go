@@ -40,7 +40,7 @@ func runMain(m *testing.M) int {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	var err error
-	env, err = testenv.Start(ctx, testenv.Options{})
+	env, err = testenv.Start(ctx, testenv.Options{MosquittoTransports: true})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "integration: failed to start servers:", err)
 		return 1

@@ -357,3 +357,22 @@ func TestOperationsEndpoints(t *testing.T) {
 		t.Fatalf("check-config with a bad setting: %v: %s", err, out)
 	}
 }
+
+// TestMQTTTransports runs the bridge over TLS with a client certificate (settings given as
+// files, as an operator would) and over WebSockets, against the same Mosquitto.
+func TestMQTTTransports(t *testing.T) {
+	for name, extra := range map[string]map[string]string{
+		"tls with a client certificate": {"MQTT_URL": env.MQTTSClientAuthURL, "MQTT_CA_FILE": env.CAFile,
+			"MQTT_CERT_FILE": env.ClientCertFile, "MQTT_KEY_FILE": env.ClientKeyFile},
+		"websockets": {"MQTT_URL": env.MQTTWSURL},
+	} {
+		t.Run(name, func(t *testing.T) {
+			h := newHarness(t, extra)
+			room := h.sharedRoom(nil)
+			data := h.ok(h.request("send", map[string]any{"to": room, "text": "over " + name}))
+			if body := h.alice.event(t, room, id.EventID(data["event_id"].(string))).Content.AsMessage().Body; body != "over "+name {
+				t.Fatalf("body = %q", body)
+			}
+		})
+	}
+}

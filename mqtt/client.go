@@ -5,9 +5,12 @@ package mqtt
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -25,6 +28,11 @@ type Config struct {
 	BaseTopic   string        `env:"MQTT_BASE_TOPIC" envDefault:"matrix2mqtt"`
 	KeepAlive   time.Duration `env:"MQTT_KEEPALIVE" envDefault:"30s"`
 	MaxInflight int           `env:"MQTT_MAX_INFLIGHT" envDefault:"64"`
+	// CA, Cert and Key are PEM, usually given as files (MQTT_CA_FILE…): a CA that signed the
+	// broker's certificate, trusted besides the system's, and a client certificate with its key.
+	CA   string `env:"MQTT_CA"`
+	Cert string `env:"MQTT_CERT"`
+	Key  string `env:"MQTT_KEY"`
 }
 
 // Validate reports the first setting that cannot work.
@@ -56,7 +64,43 @@ func (c Config) Validate() error {
 	if c.MaxInflight < 1 {
 		return errors.New("MQTT_MAX_INFLIGHT: must be at least 1")
 	}
-	return nil
+	if c.CA != "" || c.Cert != "" || c.Key != "" {
+		if !slices.Contains([]string{"ssl", "tls", "mqtts", "wss"}, u.Scheme) {
+			return fmt.Errorf("MQTT_CA, MQTT_CERT and MQTT_KEY need a TLS broker URL (ssl://, mqtts://, wss://), not %s://", u.Scheme)
+		}
+	}
+	_, err = c.TLSConfig()
+	return err
+}
+
+// TLSConfig returns the TLS settings made of CA, Cert and Key, or nil when none is set (paho
+// then uses the system's CAs for ssl:// and wss://).
+func (c Config) TLSConfig() (*tls.Config, error) {
+	if c.CA == "" && c.Cert == "" && c.Key == "" {
+		return nil, nil
+	}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if c.CA != "" {
+		pool, err := x509.SystemCertPool()
+		if err != nil {
+			pool = x509.NewCertPool()
+		}
+		if !pool.AppendCertsFromPEM([]byte(c.CA)) {
+			return nil, errors.New("MQTT_CA: no PEM certificate in it")
+		}
+		cfg.RootCAs = pool
+	}
+	if (c.Cert == "") != (c.Key == "") {
+		return nil, errors.New("MQTT_CERT and MQTT_KEY: set both or neither")
+	}
+	if c.Cert != "" {
+		pair, err := tls.X509KeyPair([]byte(c.Cert), []byte(c.Key))
+		if err != nil {
+			return nil, fmt.Errorf("MQTT_CERT and MQTT_KEY: %w", err)
+		}
+		cfg.Certificates = []tls.Certificate{pair}
+	}
+	return cfg, nil
 }
 
 func validateBase(base string) error {
@@ -123,10 +167,18 @@ type Client struct {
 	// messages included.
 	connected chan struct{}
 	gate      *sendGate
+
+	failureMu     sync.Mutex
+	lastFailure   string
+	lastFailureAt time.Time
 }
 
 // New prepares a client; Connect starts it. ctx carries the logger and bounds the callbacks.
-func New(ctx context.Context, cfg Config, opts Options) *Client {
+func New(ctx context.Context, cfg Config, opts Options) (*Client, error) {
+	tlsConfig, err := cfg.TLSConfig()
+	if err != nil {
+		return nil, err
+	}
 	c := &Client{
 		cfg:      cfg,
 		opts:     opts,
@@ -166,12 +218,34 @@ func New(ctx context.Context, cfg Config, opts Options) *Client {
 		SetReconnectingHandler(func(_ paho.Client, _ *paho.ClientOptions) {
 			c.gate.close()
 			c.log.Debug().Msg("Reconnecting to MQTT broker")
-		})
+		}).
+		SetConnectionNotificationHandler(c.logConnectFailure)
 	if opts.Will.Topic != "" {
 		po.SetWill(opts.Will.Topic, opts.Will.Payload, 1, true)
 	}
+	if tlsConfig != nil {
+		po.SetTLSConfig(tlsConfig)
+	}
 	c.paho = paho.NewClient(po)
-	return c
+	return c, nil
+}
+
+// logConnectFailure logs why a connection attempt failed (a refused connection, a certificate
+// the CA settings do not cover, a wrong password…), which paho's retries would otherwise hide.
+// The same reason is logged again at most once a minute.
+func (c *Client) logConnectFailure(_ paho.Client, n paho.ConnectionNotification) {
+	failed, ok := n.(paho.ConnectionNotificationFailed)
+	if !ok || failed.Reason == nil {
+		return
+	}
+	c.failureMu.Lock()
+	defer c.failureMu.Unlock()
+	reason := failed.Reason.Error()
+	if reason == c.lastFailure && time.Since(c.lastFailureAt) < time.Minute {
+		return
+	}
+	c.lastFailure, c.lastFailureAt = reason, time.Now()
+	c.log.Warn().Err(failed.Reason).Str("broker", c.cfg.URL).Msg("Failed to connect to MQTT broker; retrying")
 }
 
 // brokerURL maps the scheme aliases users write to the ones paho knows.

@@ -47,8 +47,11 @@ func TestPublishesSurviveBrokerRestarts(t *testing.T) {
 	}
 
 	logger := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)
-	pub := New(logger.WithContext(ctx), Config{URL: env.MQTTURL, ClientID: "restart-pub", BaseTopic: "restart",
+	pub, err := New(logger.WithContext(ctx), Config{URL: env.MQTTURL, ClientID: "restart-pub", BaseTopic: "restart",
 		KeepAlive: 5 * time.Second, MaxInflight: 16}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := pub.Connect(ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -4,9 +4,11 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 )
 
@@ -48,6 +50,29 @@ func (e *Env) setupMosquitto() error {
 		// As root, Mosquitto switches to the "mosquitto" user, which cannot write to
 		// our directories.
 		lines = append(lines, "user root")
+	}
+	if e.opts.MosquittoTransports {
+		certs, err := writeCerts(dir)
+		if err != nil {
+			return err
+		}
+		e.CAFile, e.ClientCertFile, e.ClientKeyFile = certs.CA, certs.ClientCert, certs.ClientKey
+		tlsFiles := []string{"cafile " + certs.CA, "certfile " + certs.ServerCert, "keyfile " + certs.ServerKey}
+		for _, l := range []struct {
+			url   string
+			extra []string
+		}{
+			{e.MQTTSURL, tlsFiles},
+			{e.MQTTSClientAuthURL, append(slices.Clone(tlsFiles), "require_certificate true")},
+			{e.MQTTWSURL, []string{"protocol websockets"}},
+		} {
+			u, err := url.Parse(l.url)
+			if err != nil {
+				return fmt.Errorf("failed to parse %s: %w", l.url, err)
+			}
+			lines = append(lines, "listener "+u.Port()+" 127.0.0.1")
+			lines = append(lines, l.extra...)
+		}
 	}
 	if e.opts.MosquittoPersistence {
 		lines = append(lines, "persistence true", "persistence_location "+dir+"/")

@@ -32,6 +32,9 @@ type Options struct {
 	// MosquittoOnly starts the broker alone, for tests of the MQTT side; HomeserverURL is
 	// then empty.
 	MosquittoOnly bool
+	// MosquittoTransports adds the broker's other listeners: TLS (MQTTSURL), TLS that
+	// requires a client certificate (MQTTSClientAuthURL) and WebSockets (MQTTWSURL).
+	MosquittoTransports bool
 	// LogDir receives mosquitto.log and dendrite.log; empty means Dir/logs. Set it to keep
 	// the logs after Close.
 	LogDir string
@@ -46,6 +49,10 @@ type Env struct {
 	MQTTURL string
 	// MQTTAddr is the broker's host:port, for mosquitto_pub and mosquitto_sub.
 	MQTTAddr string
+	// With Options.MosquittoTransports: the other listeners (ssl://, ssl://, ws://), and the
+	// PEM files of the CA that issued the broker's certificate and of a client certificate.
+	MQTTSURL, MQTTSClientAuthURL, MQTTWSURL string
+	CAFile, ClientCertFile, ClientKeyFile   string
 	// HomeserverURL is the Matrix client-server API base URL: http://127.0.0.1:PORT.
 	HomeserverURL string
 	// ServerName is the homeserver's Matrix server name, the part after the colon in
@@ -91,7 +98,7 @@ func Start(ctx context.Context, opts Options) (*Env, error) {
 			return nil, err
 		}
 	}
-	ports, err := freePorts(2)
+	ports, err := freePorts(5)
 	if err != nil {
 		return nil, err
 	}
@@ -109,6 +116,11 @@ func Start(ctx context.Context, opts Options) (*Env, error) {
 		mosquittoBin:  mosquittoBin,
 	}
 	e.MQTTURL = "tcp://" + e.MQTTAddr
+	if opts.MosquittoTransports {
+		e.MQTTSURL = fmt.Sprintf("ssl://127.0.0.1:%d", ports[2])
+		e.MQTTSClientAuthURL = fmt.Sprintf("ssl://127.0.0.1:%d", ports[3])
+		e.MQTTWSURL = fmt.Sprintf("ws://127.0.0.1:%d", ports[4])
+	}
 	if opts.MosquittoOnly {
 		e.HomeserverURL = ""
 	}
