@@ -3,6 +3,9 @@ package mqtt
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"io"
+	"net"
 	"os"
 	"strings"
 	"sync"
@@ -33,6 +36,7 @@ func TestTransports(t *testing.T) {
 	}
 	ca, cert, key := read(env.CAFile), read(env.ClientCertFile), read(env.ClientKeyFile)
 	mqtts := strings.Replace(env.MQTTSURL, "ssl://", "mqtts://", 1)
+	wss := "wss://" + tlsTerminator(t, env.ServerCertFile, env.ServerKeyFile, strings.TrimPrefix(env.MQTTWSURL, "ws://"))
 
 	tests := []struct {
 		name     string
@@ -42,6 +46,7 @@ func TestTransports(t *testing.T) {
 	}{
 		{name: "tcp", cfg: Config{URL: env.MQTTURL}},
 		{name: "websockets", cfg: Config{URL: env.MQTTWSURL}},
+		{name: "websockets over tls", cfg: Config{URL: wss, CA: ca}},
 		{name: "tls with the broker's CA", cfg: Config{URL: env.MQTTSURL, CA: ca}},
 		{name: "mqtts alias", cfg: Config{URL: mqtts, CA: ca}},
 		{name: "tls with a client certificate", cfg: Config{URL: env.MQTTSClientAuthURL, CA: ca, Cert: cert, Key: key}},
@@ -117,6 +122,38 @@ func TestTransports(t *testing.T) {
 			}
 		})
 	}
+}
+
+// tlsTerminator stands for the reverse proxy (nginx, Traefik) that serves Mosquitto's
+// WebSocket listener over TLS, as Debian's Mosquitto cannot: it accepts TLS on a new port of
+// 127.0.0.1 and passes the bytes on to backend. It returns its address.
+func tlsTerminator(t *testing.T, certFile, keyFile, backend string) string {
+	t.Helper()
+	pair, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			front, err := l.Accept()
+			if err != nil {
+				return
+			}
+			back, err := net.Dial("tcp", backend)
+			if err != nil {
+				front.Close()
+				continue
+			}
+			go func() { _, _ = io.Copy(back, front); back.Close() }()
+			go func() { _, _ = io.Copy(front, back); front.Close() }()
+		}
+	}()
+	return l.Addr().String()
 }
 
 // syncBuffer is a bytes.Buffer for a logger written from paho's goroutines.

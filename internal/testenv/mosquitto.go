@@ -56,7 +56,8 @@ func (e *Env) setupMosquitto() error {
 		if err != nil {
 			return err
 		}
-		e.CAFile, e.ClientCertFile, e.ClientKeyFile = certs.CA, certs.ClientCert, certs.ClientKey
+		e.CAFile, e.ServerCertFile, e.ServerKeyFile = certs.CA, certs.ServerCert, certs.ServerKey
+		e.ClientCertFile, e.ClientKeyFile = certs.ClientCert, certs.ClientKey
 		tlsFiles := []string{"cafile " + certs.CA, "certfile " + certs.ServerCert, "keyfile " + certs.ServerKey}
 		for _, l := range []struct {
 			url   string

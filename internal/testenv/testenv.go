@@ -50,9 +50,11 @@ type Env struct {
 	// MQTTAddr is the broker's host:port, for mosquitto_pub and mosquitto_sub.
 	MQTTAddr string
 	// With Options.MosquittoTransports: the other listeners (ssl://, ssl://, ws://), and the
-	// PEM files of the CA that issued the broker's certificate and of a client certificate.
+	// PEM files of the CA, of the broker's certificate for 127.0.0.1 that it issued, and of a
+	// client certificate it issued.
 	MQTTSURL, MQTTSClientAuthURL, MQTTWSURL string
-	CAFile, ClientCertFile, ClientKeyFile   string
+	CAFile, ServerCertFile, ServerKeyFile   string
+	ClientCertFile, ClientKeyFile           string
 	// HomeserverURL is the Matrix client-server API base URL: http://127.0.0.1:PORT.
 	HomeserverURL string
 	// ServerName is the homeserver's Matrix server name, the part after the colon in
