@@ -469,9 +469,45 @@ func TestE2EEUndecryptableReported(t *testing.T) {
 // OlmMachine here, because the test needs to hold the key back, which the js client cannot.
 func TestE2EELateKeysAreRetried(t *testing.T) {
 	h := newHarness(t, nil)
+	late := sendWithLateKey(t, h, "the key comes later")
+	// The bridge waits 3 s for the key, asks for it, and waits up to 22 s more.
+	const delay = 6 * time.Second
+	time.Sleep(delay)
+	late.shareKey()
+	late.expectPublished(h)
+	report(t, "a message whose key arrived %s after it was published %s after it was sent", delay, time.Since(late.sent).Round(time.Millisecond))
+}
+
+// TestE2EELateKeysSurviveARestart: the bridge stops while a message waits for its key, and the
+// key arrives while it is down. The next start tries the message again and publishes it, though
+// the sync that brought it was saved before the stop.
+func TestE2EELateKeysSurviveARestart(t *testing.T) {
+	h := newHarness(t, nil)
+	late := sendWithLateKey(t, h, "the key came while the bridge was down")
+	time.Sleep(time.Second) // the bridge saw the message and saved the sync that brought it
+	h.stop()
+	late.shareKey()
+	h.start()
+	late.expectPublished(h)
+}
+
+// lateKey is an encrypted message in a room of its own whose room key the bot has not got.
+type lateKey struct {
+	t       *testing.T
+	sender  *crypto.OlmMachine
+	bot     id.UserID
+	room    id.RoomID
+	eventID id.EventID
+	body    string
+	roomKey event.Content
+	sent    time.Time
+}
+
+// sendWithLateKey has alice send body in a new encrypted room, holding its key back.
+func sendWithLateKey(t *testing.T, h *harness, body string) *lateKey {
+	t.Helper()
 	ctx := context.Background()
 	room := h.sharedRoom(&mautrix.ReqCreateRoom{Preset: "private_chat", InitialState: []*event.Event{encryptionState()}})
-
 	sender := newOlmMachine(t, h.alice.cli)
 	session, err := crypto.NewOutboundGroupSession(room, nil, nil)
 	if err != nil {
@@ -482,8 +518,7 @@ func TestE2EELateKeysAreRetried(t *testing.T) {
 		t.Fatal(err)
 	}
 	roomKey := session.ShareContent() // the key at index 0, before the message is encrypted
-
-	encrypted, err := sender.EncryptMegolmEvent(ctx, room, event.EventMessage, &event.MessageEventContent{MsgType: event.MsgText, Body: "the key comes later"})
+	encrypted, err := sender.EncryptMegolmEvent(ctx, room, event.EventMessage, &event.MessageEventContent{MsgType: event.MsgText, Body: body})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -491,32 +526,37 @@ func TestE2EELateKeysAreRetried(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sent := time.Now()
+	return &lateKey{t: t, sender: sender, bot: h.bot.id(), room: room, eventID: resp.EventID, body: body, roomKey: roomKey, sent: time.Now()}
+}
 
-	// The bridge waits 3 s for the key, asks for it, and waits up to 22 s more.
-	const delay = 6 * time.Second
-	time.Sleep(delay)
-	devices, err := sender.FetchKeys(ctx, []id.UserID{h.bot.id()}, true)
-	if err != nil || len(devices[h.bot.id()]) == 0 {
-		t.Fatalf("failed to fetch the bot's devices: %v %v", devices, err)
+// shareKey sends the room key to every device of the bot.
+func (l *lateKey) shareKey() {
+	l.t.Helper()
+	ctx := context.Background()
+	devices, err := l.sender.FetchKeys(ctx, []id.UserID{l.bot}, true)
+	if err != nil || len(devices[l.bot]) == 0 {
+		l.t.Fatalf("failed to fetch the bot's devices: %v %v", devices, err)
 	}
-	for _, device := range devices[h.bot.id()] {
-		if err := sender.SendEncryptedToDevice(ctx, device, event.ToDeviceRoomKey, roomKey); err != nil {
-			t.Fatal(err)
+	for _, device := range devices[l.bot] {
+		if err := l.sender.SendEncryptedToDevice(ctx, device, event.ToDeviceRoomKey, l.roomKey); err != nil {
+			l.t.Fatal(err)
 		}
 	}
+}
 
-	msg := h.rec.wait(30*time.Second, "late-decrypted message", func(m message) bool {
-		return m.Topic == h.base+"/room/"+room.String()+"/message" && strings.Contains(string(m.Payload), resp.EventID.String())
-	})
-	got := msg.json(t)
-	if got["body"] != "the key comes later" || got["encrypted"] != true {
-		t.Errorf("message = %v", got)
+// expectPublished waits for the message on MQTT, decrypted, and checks that it was not reported
+// as undecryptable.
+func (l *lateKey) expectPublished(h *harness) {
+	l.t.Helper()
+	got := h.rec.wait(30*time.Second, "late-decrypted message", func(m message) bool {
+		return m.Topic == h.base+"/room/"+l.room.String()+"/message" && strings.Contains(string(m.Payload), l.eventID.String())
+	}).json(l.t)
+	if got["body"] != l.body || got["encrypted"] != true {
+		l.t.Errorf("message = %v", got)
 	}
-	report(t, "a message whose key arrived %s after it was published %s after it was sent", delay, time.Since(sent).Round(time.Millisecond))
 	for _, m := range h.rec.all(h.base + "/bridge/event") {
 		if strings.Contains(string(m.Payload), "decryption_failed") {
-			t.Errorf("reported as undecryptable although the key came: %s", m.Payload)
+			l.t.Errorf("reported as undecryptable although the key came: %s", m.Payload)
 		}
 	}
 }

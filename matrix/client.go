@@ -73,12 +73,14 @@ type Client struct {
 	collectMu sync.Mutex
 	collect   *Batch // the batch being filled while a sync response is processed
 
-	rooms    *roomTracker
-	handler  Handler // set by Run before anything calls it
-	echoes   *echoes
-	syncMu   sync.Mutex
-	nextSync chan struct{} // closed when the next sync response was handed over
-	e2ee     *e2ee         // nil when E2EE is off
+	rooms   *roomTracker
+	handler Handler // set by Run before anything calls it
+	echoes  *echoes
+	// undecrypted are the encrypted events still waiting for their keys.
+	undecrypted *undecrypted
+	syncMu      sync.Mutex
+	nextSync    chan struct{} // closed when the next sync response was handed over
+	e2ee        *e2ee         // nil when E2EE is off
 
 	healthMu     sync.Mutex
 	healthy      bool
@@ -115,16 +117,17 @@ func New(ctx context.Context, cfg Config, db *dbutil.Database, opts Options) (*C
 	cli.StateStore = state
 
 	c := &Client{
-		cfg:      cfg,
-		opts:     opts,
-		cli:      cli,
-		rootDB:   db,
-		db:       own,
-		state:    state,
-		log:      log,
-		syncer:   mautrix.NewDefaultSyncer(),
-		echoes:   newEchoes(own),
-		nextSync: make(chan struct{}),
+		cfg:         cfg,
+		opts:        opts,
+		cli:         cli,
+		rootDB:      db,
+		db:          own,
+		state:       state,
+		log:         log,
+		syncer:      mautrix.NewDefaultSyncer(),
+		echoes:      newEchoes(own),
+		undecrypted: newUndecrypted(own),
+		nextSync:    make(chan struct{}),
 	}
 	c.rooms = newRoomTracker(c)
 	cli.Syncer = c.syncer

@@ -453,10 +453,20 @@ func (e *e2ee) status(ctx context.Context) E2EEStatus {
 // and asked for its keys.
 func (c *Client) decryptFailed(evt *event.Event, err error) {
 	c.log.Warn().Err(err).Stringer("event_id", evt.ID).Stringer("room_id", evt.RoomID).Msg("Could not decrypt event")
-	c.notify(context.Background(), Notice{
+	ctx := context.Background()
+	c.notify(ctx, Notice{
 		Type: "decryption_failed", RoomID: evt.RoomID, Sender: evt.Sender,
 		Message: fmt.Sprintf("could not decrypt %s: %v", evt.ID, err),
 	})
+	// It fails during the sync that brought it (keys withheld), or after waiting for its keys.
+	c.collectMu.Lock()
+	if c.collect != nil {
+		delete(c.collect.undecrypted, evt.ID)
+	}
+	c.collectMu.Unlock()
+	if err := c.undecrypted.done(ctx, evt.ID); err != nil {
+		c.log.Error().Err(err).Msg("Failed to forget an undecryptable event")
+	}
 }
 
 // CheckE2EE logs in with the stored session and reports the encryption state without changing

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"go.mau.fi/util/dbutil"
 	_ "go.mau.fi/util/dbutil/litestream"
@@ -16,18 +17,7 @@ import (
 func TestEchoesSurviveRestart(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "echo.db")
-	open := func() *echoes {
-		raw, err := dbutil.NewWithDialect("file:"+path+"?_txlock=immediate", "sqlite3-fk-wal")
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { raw.Close() })
-		db := raw.Child("matrix2mqtt_matrix_version", upgradeTable, dbutil.NoopLogger)
-		if err := db.Upgrade(ctx); err != nil {
-			t.Fatal(err)
-		}
-		return newEchoes(db)
-	}
+	open := func() *echoes { return newEchoes(openOwnDB(t, path)) }
 	first := open()
 	first.add("m2m1", "$one")
 	saved := 0
@@ -64,5 +54,53 @@ func TestEchoesSurviveRestart(t *testing.T) {
 		if got != tt.want || found != tt.found {
 			t.Errorf("get(%s) = %s, %v; want %s, %v", tt.txnID, got, found, tt.want, tt.found)
 		}
+	}
+}
+
+// openOwnDB opens (and upgrades) this package's tables in the SQLite file at path.
+func openOwnDB(t *testing.T, path string) *dbutil.Database {
+	t.Helper()
+	raw, err := dbutil.NewWithDialect("file:"+path+"?_txlock=immediate", "sqlite3-fk-wal")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { raw.Close() })
+	db := raw.Child("matrix2mqtt_matrix_version", upgradeTable, dbutil.NoopLogger)
+	if err := db.Upgrade(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return db
+}
+
+// TestUndecryptedSurviveRestart checks that events saved as waiting for their keys are found by
+// a new process until they are done.
+func TestUndecryptedSurviveRestart(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "undecrypted.db")
+	first := newUndecrypted(openOwnDB(t, path))
+	if err := first.save(ctx, map[id.EventID]id.RoomID{"$a": "!r", "$b": "!r", "$c": "!s"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := first.done(ctx, "$b", "$unknown"); err != nil {
+		t.Fatal(err)
+	}
+
+	second := newUndecrypted(openOwnDB(t, path))
+	if err := second.load(ctx); err != nil {
+		t.Fatal(err)
+	}
+	got := second.waiting()
+	if len(got) != 2 || got["$a"].RoomID != "!r" || got["$c"].RoomID != "!s" || time.Since(got["$a"].SeenAt) > time.Minute {
+		t.Fatalf("waiting after a restart = %v", got)
+	}
+	if err := second.done(ctx, "$a", "$c"); err != nil {
+		t.Fatal(err)
+	}
+	third := newUndecrypted(openOwnDB(t, path))
+	if err := third.load(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := third.waiting(); len(got) != 0 {
+		t.Fatalf("waiting after done = %v", got)
 	}
 }

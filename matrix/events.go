@@ -33,6 +33,17 @@ type Batch struct {
 
 	initial bool
 	invites []*event.Event
+	// undecrypted are the encrypted events of this sync that are still waiting for their keys.
+	undecrypted map[id.EventID]id.RoomID
+}
+
+// eventIDs returns the IDs of the batch's events.
+func (b *Batch) eventIDs() []id.EventID {
+	ids := make([]id.EventID, len(b.Events))
+	for i, ev := range b.Events {
+		ids[i] = ev.ID
+	}
+	return ids
 }
 
 // Media describes the attachment of a media message.

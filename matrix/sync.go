@@ -69,6 +69,7 @@ func (c *Client) Run(ctx context.Context, h Handler, loggedIn func(context.Conte
 			return err
 		}
 		go c.e2ee.runBackup(ctx)
+		go c.retryUndecrypted(ctx)
 	}
 	if err := c.rooms.loadDirect(ctx); err != nil {
 		c.log.Warn().Err(err).Msg("Failed to load direct chats")
@@ -122,9 +123,15 @@ func (c *Client) Run(ctx context.Context, h Handler, loggedIn func(context.Conte
 			continue
 		}
 		if err := c.echoes.saveWithToken(handCtx, func(ctx context.Context) error {
+			if err := c.undecrypted.save(ctx, batch.undecrypted); err != nil {
+				return err
+			}
 			return c.saveSyncToken(ctx, resp.NextBatch)
 		}); err != nil {
 			c.log.Error().Err(err).Msg("Failed to save sync token")
+		}
+		if err := c.undecrypted.done(handCtx, batch.eventIDs()...); err != nil {
+			c.log.Error().Err(err).Msg("Failed to forget decrypted events")
 		}
 		cancel()
 		if c.e2ee != nil {
@@ -268,6 +275,12 @@ func (c *Client) onEvent(ctx context.Context, evt *event.Event) {
 		if batch.initial {
 			return
 		}
+		if !late {
+			c.trackDecryption(batch, evt)
+		}
+		if evt.Type == event.EventEncrypted {
+			return
+		}
 		ev, ok := normalise(evt)
 		if !ok {
 			return
@@ -278,7 +291,28 @@ func (c *Client) onEvent(ctx context.Context, evt *event.Event) {
 	if late && (len(batch.Events) > 0 || len(batch.Notices) > 0) && c.handler != nil {
 		if err := c.handler.HandleSync(ctx, batch); err != nil {
 			c.log.Error().Err(err).Msg("Failed to hand over late event")
+			return
 		}
+		if err := c.undecrypted.done(ctx, batch.eventIDs()...); err != nil {
+			c.log.Error().Err(err).Msg("Failed to forget a decrypted event")
+		}
+	}
+}
+
+// trackDecryption keeps the batch's list of encrypted events that wait for their keys: an
+// encrypted event is added, and removed once it comes again decrypted. decryptFailed removes
+// failures from another goroutine, so the list is changed under collectMu.
+func (c *Client) trackDecryption(batch *Batch, evt *event.Event) {
+	c.collectMu.Lock()
+	defer c.collectMu.Unlock()
+	switch {
+	case evt.Type == event.EventEncrypted:
+		if batch.undecrypted == nil {
+			batch.undecrypted = map[id.EventID]id.RoomID{}
+		}
+		batch.undecrypted[evt.ID] = evt.RoomID
+	case evt.Mautrix.WasEncrypted:
+		delete(batch.undecrypted, evt.ID)
 	}
 }
 

@@ -1,4 +1,4 @@
--- v0 -> v2: Latest revision
+-- v0 -> v3: Latest revision
 
 CREATE TABLE matrix2mqtt_session (
 	user_id      TEXT PRIMARY KEY,
@@ -21,5 +21,11 @@ CREATE TABLE matrix2mqtt_room (
 CREATE TABLE matrix2mqtt_echo (
 	txn_id   TEXT PRIMARY KEY,
 	event_id TEXT NOT NULL,
+	seen_at  BIGINT NOT NULL
+);
+
+CREATE TABLE matrix2mqtt_undecrypted (
+	event_id TEXT PRIMARY KEY,
+	room_id  TEXT NOT NULL,
 	seen_at  BIGINT NOT NULL
 );
