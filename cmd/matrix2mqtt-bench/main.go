@@ -302,8 +302,17 @@ func run(o *options) error {
 		if ctx.Err() != nil {
 			break
 		}
+		settleLimit := 30 * time.Second
+		if o.short {
+			settleLimit = 10 * time.Second
+		}
+		waited, busy, err := settle(ctx, settleLimit)
+		if err != nil {
+			b.logf("could not tell whether the machine is quiet: %v", err)
+		}
+		b.rep.detail(s.name, "settle_s", waited.Seconds())
 		start := time.Now()
-		b.logf("scenario %s", s.name)
+		b.logf("scenario %s (machine %.0f%% busy after waiting %s for it to settle)", s.name, busy*100, waited.Round(100*time.Millisecond))
 		if err := s.fn(ctx); err != nil {
 			b.logf("scenario %s failed: %v", s.name, err)
 			b.rep.add(row{Section: s.name, Measure: "FAILED: " + err.Error(), Bridge: nanFloat()})

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"math"
 	"net/http"
@@ -86,5 +87,19 @@ func TestStandIn(t *testing.T) {
 	}
 	if s.sends.Load() != 1 || len(s.unknownRequests()) != 1 {
 		t.Fatalf("sends %d, unknown %v", s.sends.Load(), s.unknownRequests())
+	}
+}
+
+func TestCPUTimes(t *testing.T) {
+	busy, total, err := cpuTimes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if total == 0 || busy > total {
+		t.Fatalf("busy %d of total %d", busy, total)
+	}
+	waited, share, err := settle(context.Background(), 0)
+	if err != nil || waited < 500*time.Millisecond || share < 0 || share > 1 {
+		t.Fatalf("settle with no time to wait = %s, %f, %v", waited, share, err)
 	}
 }
