@@ -22,8 +22,11 @@ func TestBridgeAnnouncesItself(t *testing.T) {
 	if info["user_id"] != h.bot.UserID || info["device_id"] == "" || info["homeserver"] != env.HomeserverURL || info["base_topic"] != h.base {
 		t.Fatalf("info = %v", info)
 	}
-	// A client that subscribes later gets state, info and rooms retained.
-	h.rec.wait(10*time.Second, "stats", func(m message) bool { return m.Topic == h.base+"/bridge/stats" })
+	// A client that subscribes later gets state, info, rooms and stats retained (once the bridge
+	// published them all: rooms comes after the first sync).
+	for _, topic := range []string{"rooms", "stats"} {
+		h.rec.wait(10*time.Second, topic, func(m message) bool { return m.Topic == h.base+"/bridge/"+topic })
+	}
 	late := newRecorder(t, h.base)
 	for _, topic := range []string{"state", "info", "rooms", "stats"} {
 		late.wait(10*time.Second, "retained "+topic, func(m message) bool { return m.Topic == h.base+"/bridge/"+topic && m.Retained })
