@@ -485,20 +485,10 @@ func TestE2EELateKeysAreRetried(t *testing.T) {
 func TestE2EELateKeysSurviveARestart(t *testing.T) {
 	h := newHarness(t, nil)
 	late := sendWithLateKey(t, h, "the key came while the bridge was down")
-	db, err := sql.Open("sqlite3-fk-wal", filepath.Join(h.env["DATA_DIR"], "matrix2mqtt.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	waiting := func() (int, error) {
-		var n int
-		err := db.QueryRow("SELECT count(*) FROM matrix2mqtt_undecrypted WHERE event_id=$1", late.eventID).Scan(&n)
-		return n, err
-	}
 	// The sync that brought the message was saved, with the message waiting for its key.
 	eventually(t, 15*time.Second, func() error {
-		if n, err := waiting(); err != nil || n != 1 {
-			return fmt.Errorf("not saved as waiting for its key (%d, %v)", n, err)
+		if n := undecryptedRows(t, h, late.eventID); n != 1 {
+			return fmt.Errorf("not saved as waiting for its key (%d rows)", n)
 		}
 		return nil
 	})
@@ -507,11 +497,27 @@ func TestE2EELateKeysSurviveARestart(t *testing.T) {
 	h.start()
 	late.expectPublished(h)
 	eventually(t, 10*time.Second, func() error {
-		if n, err := waiting(); err != nil || n != 0 {
-			return fmt.Errorf("still waiting after it was published (%d, %v)", n, err)
+		if n := undecryptedRows(t, h, late.eventID); n != 0 {
+			return fmt.Errorf("still waiting after it was published (%d rows)", n)
 		}
 		return nil
 	})
+}
+
+// undecryptedRows counts the rows that keep evtID as waiting for its key in the database of
+// h's bridge (SQLite in its DATA_DIR).
+func undecryptedRows(t *testing.T, h *harness, evtID id.EventID) int {
+	t.Helper()
+	db, err := sql.Open("sqlite3-fk-wal", filepath.Join(h.env["DATA_DIR"], "matrix2mqtt.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var n int
+	if err := db.QueryRow("SELECT count(*) FROM matrix2mqtt_undecrypted WHERE event_id=$1", evtID).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
 
 // lateKey is an encrypted message in a room of its own whose room key the bot has not got.

@@ -258,9 +258,13 @@ func TestRetainedRequestIsIgnored(t *testing.T) {
 	}
 }
 
+// TestEncryptedRoomRefusedWithoutE2EE: with E2EE=false the bridge sends no plaintext into an
+// encrypted room, and leaves the encrypted messages it cannot read alone (it does not keep them
+// as waiting for keys it will never look for).
 func TestEncryptedRoomRefusedWithoutE2EE(t *testing.T) {
 	h := newHarness(t, map[string]string{"E2EE": "false"})
-	room := h.sharedRoom(&mautrix.ReqCreateRoom{Preset: "private_chat", InitialState: []*event.Event{encryptionState()}})
+	late := sendWithLateKey(t, h, "unreadable without E2EE")
+	room := late.room
 	eventually(t, 10*time.Second, func() error {
 		resp := h.request("send", map[string]any{"to": room.String(), "text": "must not go out in plaintext"})
 		if resp["status"] == "ok" {
@@ -271,6 +275,15 @@ func TestEncryptedRoomRefusedWithoutE2EE(t *testing.T) {
 		}
 		return nil
 	})
+	// Two plaintext messages after it, in two syncs: once the second is published, the sync
+	// that brought the encrypted one has been saved.
+	for _, body := range []string{"first after", "second after"} {
+		marker := h.alice.send(t, room, &event.MessageEventContent{MsgType: event.MsgText, Body: body})
+		h.rec.wait(10*time.Second, body, func(m message) bool { return strings.Contains(string(m.Payload), marker.String()) })
+	}
+	if n := undecryptedRows(t, h, late.eventID); n != 0 {
+		t.Fatalf("the encrypted message is kept as waiting for its key (%d rows)", n)
+	}
 }
 
 // TestLongOutageLosesNothing: while the bridge is down a room gets more events than one sync

@@ -275,7 +275,7 @@ func (c *Client) onEvent(ctx context.Context, evt *event.Event) {
 		if batch.initial {
 			return
 		}
-		if !late {
+		if !late && c.e2ee != nil { // without E2EE encrypted events are not published
 			c.trackDecryption(batch, evt)
 		}
 		if evt.Type == event.EventEncrypted {
