@@ -5,18 +5,13 @@ import (
 	"encoding/json"
 	"fmt"
 
-	"maunium.net/go/mautrix/id"
-
 	"github.com/matrix2mqtt/matrix2mqtt/matrix"
 )
 
 // HandleSync publishes what one sync response brought and returns once the broker acknowledged
 // all of it, so that the sync token is saved only then.
 func (b *Bridge) HandleSync(ctx context.Context, batch *matrix.Batch) error {
-	ids := make([]id.EventID, len(batch.Events))
-	for i, ev := range batch.Events {
-		ids[i] = ev.ID
-	}
+	ids := batch.EventIDs()
 	fresh, err := b.outbox.unpublished(ctx, ids)
 	if err != nil {
 		return err

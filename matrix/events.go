@@ -37,8 +37,8 @@ type Batch struct {
 	undecrypted map[id.EventID]id.RoomID
 }
 
-// eventIDs returns the IDs of the batch's events.
-func (b *Batch) eventIDs() []id.EventID {
+// EventIDs returns the IDs of the batch's events, in timeline order.
+func (b *Batch) EventIDs() []id.EventID {
 	ids := make([]id.EventID, len(b.Events))
 	for i, ev := range b.Events {
 		ids[i] = ev.ID

@@ -130,7 +130,7 @@ func (c *Client) Run(ctx context.Context, h Handler, loggedIn func(context.Conte
 		}); err != nil {
 			c.log.Error().Err(err).Msg("Failed to save sync token")
 		}
-		if err := c.undecrypted.done(handCtx, batch.eventIDs()...); err != nil {
+		if err := c.undecrypted.done(handCtx, batch.EventIDs()...); err != nil {
 			c.log.Error().Err(err).Msg("Failed to forget decrypted events")
 		}
 		cancel()
@@ -293,7 +293,7 @@ func (c *Client) onEvent(ctx context.Context, evt *event.Event) {
 			c.log.Error().Err(err).Msg("Failed to hand over late event")
 			return
 		}
-		if err := c.undecrypted.done(ctx, batch.eventIDs()...); err != nil {
+		if err := c.undecrypted.done(ctx, batch.EventIDs()...); err != nil {
 			c.log.Error().Err(err).Msg("Failed to forget a decrypted event")
 		}
 	}
