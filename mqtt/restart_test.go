@@ -19,11 +19,7 @@ import (
 func TestPublishesSurviveBrokerRestarts(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	env, err := testenv.Start(ctx, testenv.Options{MosquittoOnly: true, MosquittoPersistence: true})
-	if err != nil {
-		t.Fatalf("failed to start Mosquitto (scripts/install-deps.sh installs it): %v", err)
-	}
-	defer env.Close()
+	env := startMosquitto(ctx, t, testenv.Options{MosquittoPersistence: true})
 
 	var mu sync.Mutex
 	received := map[string]int{}
@@ -111,4 +107,20 @@ func TestPublishesSurviveBrokerRestarts(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+}
+
+// startMosquitto starts a real Mosquitto alone, with opts, and stops it when the test ends.
+func startMosquitto(ctx context.Context, t *testing.T, opts testenv.Options) *testenv.Env {
+	t.Helper()
+	opts.MosquittoOnly = true
+	env, err := testenv.Start(ctx, opts)
+	if err != nil {
+		t.Fatalf("failed to start Mosquitto (scripts/install-deps.sh installs it): %v", err)
+	}
+	t.Cleanup(func() {
+		if err := env.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	return env
 }

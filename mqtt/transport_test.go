@@ -22,11 +22,7 @@ import (
 func TestTransports(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	env, err := testenv.Start(ctx, testenv.Options{MosquittoOnly: true, MosquittoTransports: true})
-	if err != nil {
-		t.Fatalf("failed to start Mosquitto (scripts/install-deps.sh installs it): %v", err)
-	}
-	defer env.Close()
+	env := startMosquitto(ctx, t, testenv.Options{MosquittoTransports: true})
 	read := func(path string) string {
 		data, err := os.ReadFile(path)
 		if err != nil {
