@@ -504,17 +504,55 @@ func TestE2EELateKeysSurviveARestart(t *testing.T) {
 	})
 }
 
-// undecryptedRows counts the rows that keep evtID as waiting for its key in the database of
-// h's bridge (SQLite in its DATA_DIR).
-func undecryptedRows(t *testing.T, h *harness, evtID id.EventID) int {
+// TestE2EEKeysThatNeverComeAreReported: a message still waiting for its key a day after it came
+// is reported as undecryptable at the next start, and forgotten.
+func TestE2EEKeysThatNeverComeAreReported(t *testing.T) {
+	h := newHarness(t, nil)
+	lost := sendWithLateKey(t, h, "its key never comes")
+	eventually(t, 15*time.Second, func() error {
+		if n := undecryptedRows(t, h, lost.eventID); n != 1 {
+			return fmt.Errorf("not saved as waiting for its key (%d rows)", n)
+		}
+		return nil
+	})
+	h.stop()
+	db := bridgeDB(t, h)
+	if _, err := db.Exec("UPDATE matrix2mqtt_undecrypted SET seen_at = seen_at - $1 WHERE event_id=$2",
+		(25 * time.Hour).Milliseconds(), lost.eventID); err != nil {
+		t.Fatal(err)
+	}
+	h.start()
+	notice := h.rec.wait(30*time.Second, "decryption_failed for "+lost.eventID.String(), func(m message) bool {
+		return m.Topic == h.base+"/bridge/event" && strings.Contains(string(m.Payload), `"decryption_failed"`) &&
+			strings.Contains(string(m.Payload), lost.eventID.String())
+	}).json(t)
+	if notice["room_id"] != lost.room.String() || notice["sender"] != h.alice.UserID || !strings.Contains(notice["message"].(string), "within a day") {
+		t.Errorf("notice = %v", notice)
+	}
+	eventually(t, 10*time.Second, func() error {
+		if n := undecryptedRows(t, h, lost.eventID); n != 0 {
+			return fmt.Errorf("still waiting after it was reported (%d rows)", n)
+		}
+		return nil
+	})
+}
+
+// bridgeDB opens the database of h's bridge (SQLite in its DATA_DIR) beside it.
+func bridgeDB(t *testing.T, h *harness) *sql.DB {
 	t.Helper()
 	db, err := sql.Open("sqlite3-fk-wal", filepath.Join(h.env["DATA_DIR"], "matrix2mqtt.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer db.Close()
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+// undecryptedRows counts the rows that keep evtID as waiting for its key in h's bridge database.
+func undecryptedRows(t *testing.T, h *harness, evtID id.EventID) int {
+	t.Helper()
 	var n int
-	if err := db.QueryRow("SELECT count(*) FROM matrix2mqtt_undecrypted WHERE event_id=$1", evtID).Scan(&n); err != nil {
+	if err := bridgeDB(t, h).QueryRow("SELECT count(*) FROM matrix2mqtt_undecrypted WHERE event_id=$1", evtID).Scan(&n); err != nil {
 		t.Fatal(err)
 	}
 	return n

@@ -78,7 +78,7 @@ func TestUndecryptedSurviveRestart(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "undecrypted.db")
 	first := newUndecrypted(openOwnDB(t, path))
-	if err := first.save(ctx, map[id.EventID]id.RoomID{"$a": "!r", "$b": "!r", "$c": "!s"}); err != nil {
+	if err := first.save(ctx, map[id.EventID]waitingEvent{"$a": {RoomID: "!r", Sender: "@x:hs"}, "$b": {RoomID: "!r"}, "$c": {RoomID: "!s"}}); err != nil {
 		t.Fatal(err)
 	}
 	if err := first.done(ctx, "$b", "$unknown"); err != nil {
@@ -90,7 +90,7 @@ func TestUndecryptedSurviveRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := second.waiting()
-	if len(got) != 2 || got["$a"].RoomID != "!r" || got["$c"].RoomID != "!s" || time.Since(got["$a"].SeenAt) > time.Minute {
+	if len(got) != 2 || got["$a"].RoomID != "!r" || got["$a"].Sender != "@x:hs" || got["$c"].RoomID != "!s" || time.Since(got["$a"].SeenAt) > time.Minute {
 		t.Fatalf("waiting after a restart = %v", got)
 	}
 	if err := second.done(ctx, "$a", "$c"); err != nil {

@@ -34,7 +34,7 @@ type Batch struct {
 	initial bool
 	invites []*event.Event
 	// undecrypted are the encrypted events of this sync that are still waiting for their keys.
-	undecrypted map[id.EventID]id.RoomID
+	undecrypted map[id.EventID]waitingEvent
 }
 
 // EventIDs returns the IDs of the batch's events, in timeline order.

@@ -308,9 +308,9 @@ func (c *Client) trackDecryption(batch *Batch, evt *event.Event) {
 	switch {
 	case evt.Type == event.EventEncrypted:
 		if batch.undecrypted == nil {
-			batch.undecrypted = map[id.EventID]id.RoomID{}
+			batch.undecrypted = map[id.EventID]waitingEvent{}
 		}
-		batch.undecrypted[evt.ID] = evt.RoomID
+		batch.undecrypted[evt.ID] = waitingEvent{RoomID: evt.RoomID, Sender: evt.Sender}
 	case evt.Mautrix.WasEncrypted:
 		delete(batch.undecrypted, evt.ID)
 	}

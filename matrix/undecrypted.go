@@ -33,7 +33,8 @@ type undecrypted struct {
 // waitingEvent is an encrypted event waiting for its room key.
 type waitingEvent struct {
 	RoomID id.RoomID
-	SeenAt time.Time
+	Sender id.UserID
+	SeenAt time.Time // when it was saved
 }
 
 func newUndecrypted(db *dbutil.Database) *undecrypted {
@@ -42,7 +43,7 @@ func newUndecrypted(db *dbutil.Database) *undecrypted {
 
 // load reads the events left waiting by an earlier run.
 func (u *undecrypted) load(ctx context.Context) error {
-	rows, err := u.db.Query(ctx, "SELECT event_id, room_id, seen_at FROM matrix2mqtt_undecrypted")
+	rows, err := u.db.Query(ctx, "SELECT event_id, room_id, sender, seen_at FROM matrix2mqtt_undecrypted")
 	if err != nil {
 		return fmt.Errorf("failed to load undecrypted events: %w", err)
 	}
@@ -51,31 +52,33 @@ func (u *undecrypted) load(ctx context.Context) error {
 	defer u.mu.Unlock()
 	for rows.Next() {
 		var evtID id.EventID
-		var roomID id.RoomID
+		var w waitingEvent
 		var seenAt int64
-		if err := rows.Scan(&evtID, &roomID, &seenAt); err != nil {
+		if err := rows.Scan(&evtID, &w.RoomID, &w.Sender, &seenAt); err != nil {
 			return fmt.Errorf("failed to load undecrypted events: %w", err)
 		}
-		u.events[evtID] = waitingEvent{RoomID: roomID, SeenAt: time.UnixMilli(seenAt)}
+		w.SeenAt = time.UnixMilli(seenAt)
+		u.events[evtID] = w
 	}
 	return rows.Err()
 }
 
 // save stores events that a sync left undecrypted; it runs with the sync token's save.
-func (u *undecrypted) save(ctx context.Context, events map[id.EventID]id.RoomID) error {
+func (u *undecrypted) save(ctx context.Context, events map[id.EventID]waitingEvent) error {
 	now := time.Now()
-	for evtID, roomID := range events {
+	for evtID, w := range events {
 		if _, err := u.db.Exec(ctx, `
-			INSERT INTO matrix2mqtt_undecrypted (event_id, room_id, seen_at) VALUES ($1, $2, $3)
-			ON CONFLICT (event_id) DO NOTHING`, evtID, roomID, now.UnixMilli()); err != nil {
+			INSERT INTO matrix2mqtt_undecrypted (event_id, room_id, sender, seen_at) VALUES ($1, $2, $3, $4)
+			ON CONFLICT (event_id) DO NOTHING`, evtID, w.RoomID, w.Sender, now.UnixMilli()); err != nil {
 			return fmt.Errorf("failed to save undecrypted event: %w", err)
 		}
 	}
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	for evtID, roomID := range events {
+	for evtID, w := range events {
 		if _, ok := u.events[evtID]; !ok {
-			u.events[evtID] = waitingEvent{RoomID: roomID, SeenAt: now}
+			w.SeenAt = now
+			u.events[evtID] = w
 		}
 	}
 	return nil
@@ -118,7 +121,7 @@ func (c *Client) retryUndecrypted(ctx context.Context) {
 	}
 	for evtID, w := range c.undecrypted.waiting() {
 		if time.Since(w.SeenAt) > undecryptedRetention {
-			c.decryptFailed(&event.Event{ID: evtID, RoomID: w.RoomID}, errKeysNeverCame)
+			c.decryptFailed(&event.Event{ID: evtID, RoomID: w.RoomID, Sender: w.Sender}, errKeysNeverCame)
 			continue
 		}
 		evt, err := c.cli.GetEvent(ctx, w.RoomID, evtID)

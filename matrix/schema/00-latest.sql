@@ -27,5 +27,6 @@ CREATE TABLE matrix2mqtt_echo (
 CREATE TABLE matrix2mqtt_undecrypted (
 	event_id TEXT PRIMARY KEY,
 	room_id  TEXT NOT NULL,
+	sender   TEXT NOT NULL,
 	seen_at  BIGINT NOT NULL
 );
