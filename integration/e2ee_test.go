@@ -631,8 +631,8 @@ func (l *lateKey) expectPublished(h *harness) {
 // TestE2EEKeyRequestsFromOwnVerifiedDevices: another device of the bot's account (an operator
 // reading the bot's rooms) asks the bridge for a room key it missed. The bridge refuses
 // (m.room_key.withheld) while that device is not cross-signed, and forwards the key once the
-// device was signed with the recovery key. js and Element do not send key requests (they use the key backup), so the
-// other device is a mautrix OlmMachine.
+// device was signed with the recovery key. js and Element do not send key requests (they use
+// the key backup), so the other device is a mautrix OlmMachine.
 func TestE2EEKeyRequestsFromOwnVerifiedDevices(t *testing.T) {
 	h := newHarness(t, nil)
 	ctx := context.Background()
