@@ -5,14 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"reflect"
 	"strings"
 	"time"
 
 	"github.com/caarlos0/env/v11"
-	"maunium.net/go/mautrix/id"
 
+	"github.com/matrix2mqtt/matrix2mqtt/bridge/inbound"
+	"github.com/matrix2mqtt/matrix2mqtt/bridge/store"
+	"github.com/matrix2mqtt/matrix2mqtt/bridge/targets"
 	"github.com/matrix2mqtt/matrix2mqtt/discovery"
 	"github.com/matrix2mqtt/matrix2mqtt/matrix"
 	"github.com/matrix2mqtt/matrix2mqtt/mqtt"
@@ -23,14 +24,11 @@ type Config struct {
 	Matrix    matrix.Config
 	MQTT      mqtt.Config
 	Discovery discovery.Config
-	Commands  CommandConfig
+	Commands  inbound.CommandConfig
+	Targets   targets.Config
 
-	DataDir     string `env:"DATA_DIR" envDefault:"./data"`
-	DatabaseURL string `env:"DATABASE_URL"`
-	// Targets are friendly names for rooms and users: kitchen=!abc:hs,alice=@alice:hs.
-	Targets Targets `env:"TARGETS"`
-	// AllowedTargets, when set, limits which targets requests may reach.
-	AllowedTargets  []string      `env:"ALLOWED_TARGETS"`
+	DataDir         string        `env:"DATA_DIR" envDefault:"./data"`
+	DatabaseURL     string        `env:"DATABASE_URL"`
 	MaxPayloadBytes int           `env:"MAX_PAYLOAD_BYTES" envDefault:"65536"`
 	OutboxMaxAge    time.Duration `env:"OUTBOX_MAX_AGE" envDefault:"24h"`
 	RequestTimeout  time.Duration `env:"REQUEST_TIMEOUT" envDefault:"60s"`
@@ -38,68 +36,6 @@ type Config struct {
 	HTTPListen      string        `env:"HTTP_LISTEN"`
 	LogLevel        string        `env:"LOG_LEVEL" envDefault:"info"`
 	LogFormat       string        `env:"LOG_FORMAT" envDefault:"console"`
-}
-
-// Targets maps friendly names to room IDs, aliases or user IDs.
-type Targets map[string]string
-
-// UnmarshalText parses `name=target,name=target`.
-func (t *Targets) UnmarshalText(text []byte) error {
-	out := Targets{}
-	for _, pair := range strings.Split(string(text), ",") {
-		pair = strings.TrimSpace(pair)
-		if pair == "" {
-			continue
-		}
-		name, target, ok := strings.Cut(pair, "=")
-		name, target = strings.TrimSpace(name), strings.TrimSpace(target)
-		if !ok || name == "" || target == "" {
-			return fmt.Errorf("%q is not name=target", pair)
-		}
-		if err := validateFriendlyName(name); err != nil {
-			return err
-		}
-		if err := validateTargetID(target); err != nil {
-			return fmt.Errorf("%s: %w", name, err)
-		}
-		if _, dup := out[name]; dup {
-			return fmt.Errorf("%q is defined twice", name)
-		}
-		out[name] = target
-	}
-	*t = out
-	return nil
-}
-
-func validateFriendlyName(name string) error {
-	if strings.ContainsAny(name, "#+/:!@ \x00") {
-		return fmt.Errorf("friendly name %q must not contain any of # + / : ! @ or spaces", name)
-	}
-	return nil
-}
-
-// validateTargetID checks the shape of a room ID, alias or user ID.
-func validateTargetID(target string) error {
-	switch {
-	case strings.HasPrefix(target, "!"):
-		if !strings.Contains(target, ":") && len(target) < 2 {
-			return fmt.Errorf("%q is not a valid room ID", target)
-		}
-	case strings.HasPrefix(target, "#"):
-		if !strings.Contains(target, ":") || len(target) < 4 {
-			return fmt.Errorf("%q is not a valid room alias (#name:server)", target)
-		}
-	case strings.HasPrefix(target, "@"):
-		if _, _, err := id.UserID(target).ParseAndValidateRelaxed(); err != nil {
-			return fmt.Errorf("%q is not a valid user ID: %w", target, err)
-		}
-	default:
-		return fmt.Errorf("%q is not a room ID (!…), alias (#…) or user ID (@…)", target)
-	}
-	if strings.ContainsAny(target, " \x00") {
-		return fmt.Errorf("%q contains a space", target)
-	}
-	return nil
 }
 
 // LoadConfig reads the configuration from environ (KEY=value strings, as from os.Environ).
@@ -182,21 +118,16 @@ func (c Config) Validate() error {
 	if c.DataDir == "" {
 		return errors.New("DATA_DIR: must not be empty")
 	}
-	if _, _, err := c.database(); err != nil {
+	if _, _, err := store.Location(c.DataDir, c.DatabaseURL); err != nil {
 		return err
 	}
-	for _, a := range c.AllowedTargets {
-		if _, friendly := c.Targets[a]; friendly {
-			continue
-		}
-		if err := validateTargetID(a); err != nil {
-			return fmt.Errorf("ALLOWED_TARGETS: %w", err)
-		}
+	if err := c.Targets.Validate(); err != nil {
+		return err
 	}
 	if err := c.Discovery.Validate(); err != nil {
 		return err
 	}
-	if err := c.Commands.validate(c.Targets); err != nil {
+	if err := c.Commands.Validate(c.Targets.Names); err != nil {
 		return err
 	}
 	if c.MaxPayloadBytes < 1024 {
@@ -222,20 +153,6 @@ func (c Config) Validate() error {
 		return fmt.Errorf("LOG_FORMAT: %q is not console or json", c.LogFormat)
 	}
 	return nil
-}
-
-// database returns the database driver and where the database is: a PostgreSQL URL, or the
-// path of the SQLite file (DATA_DIR/matrix2mqtt.db unless DATABASE_URL names another).
-func (c Config) database() (driver, location string, err error) {
-	switch {
-	case c.DatabaseURL == "":
-		return "sqlite3-fk-wal", filepath.Join(c.DataDir, "matrix2mqtt.db"), nil
-	case strings.HasPrefix(c.DatabaseURL, "postgres://"), strings.HasPrefix(c.DatabaseURL, "postgresql://"):
-		return "postgres", c.DatabaseURL, nil
-	case strings.HasPrefix(c.DatabaseURL, "sqlite:"), strings.HasPrefix(c.DatabaseURL, "file:"):
-		return "sqlite3-fk-wal", strings.TrimPrefix(strings.TrimPrefix(c.DatabaseURL, "sqlite:"), "file:"), nil
-	}
-	return "", "", fmt.Errorf("DATABASE_URL: %q is neither postgres://… nor sqlite:PATH", c.DatabaseURL)
 }
 
 // ReadEnvFile reads KEY=value lines (blank lines and # comments skipped, optional quotes) and

@@ -100,8 +100,8 @@ func TestLoadConfigFromFiles(t *testing.T) {
 	if cfg.Matrix.Password != "from-file" {
 		t.Fatalf("password = %q", cfg.Matrix.Password)
 	}
-	if len(cfg.Targets) != 3 || cfg.Targets["alice"] != "@alice:example.org" {
-		t.Fatalf("targets = %v", cfg.Targets)
+	if len(cfg.Targets.Names) != 3 || cfg.Targets.Names["alice"] != "@alice:example.org" {
+		t.Fatalf("targets = %v", cfg.Targets.Names)
 	}
 	m["MATRIX_PASSWORD"] = "both"
 	if _, err := LoadConfig(environ(m)); err == nil || !strings.Contains(err.Error(), "MATRIX_PASSWORD_FILE") {

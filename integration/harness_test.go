@@ -333,7 +333,7 @@ func (h *harness) start() {
 	ctx, cancel := context.WithCancel(log.WithContext(context.Background()))
 	done := make(chan error, 1)
 	opts := bridge.Options{Version: "test", BirthDelay: func() time.Duration { return 100 * time.Millisecond }}
-	go func() { done <- bridge.New(cfg, opts).Run(ctx) }()
+	go func() { done <- bridge.Run(ctx, cfg, opts) }()
 	var once sync.Once
 	h.stop = func() {
 		once.Do(func() {

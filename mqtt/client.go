@@ -129,6 +129,11 @@ type Message struct {
 	ack       func()
 }
 
+// NewMessage makes a QoS 1 message whose Ack calls ack: for unit tests of message handlers.
+func NewMessage(topic string, payload []byte, ack func()) Message {
+	return Message{Topic: topic, Payload: payload, QoS: 1, ack: ack}
+}
+
 // Ack acknowledges the message to the broker (PUBACK for QoS 1).
 func (m Message) Ack() {
 	if m.ack != nil {
@@ -145,10 +150,6 @@ type Will struct {
 // Options are the bridge's hooks into the connection.
 type Options struct {
 	Will Will
-	// Subscriptions are subscribed with QoS 1 on every (re)connect.
-	Subscriptions []string
-	// OnMessage receives every message; it must hand the message over and return at once.
-	OnMessage func(Message)
 	// OnConnect runs in its own goroutine after each (re)connect and resubscription.
 	OnConnect func(ctx context.Context)
 	// OnConnectionLost is called when the connection drops; it must not block.
@@ -171,6 +172,17 @@ type Client struct {
 	failureMu     sync.Mutex
 	lastFailure   string
 	lastFailureAt time.Time
+
+	routesMu sync.RWMutex
+	routes   []route
+}
+
+// route hands the messages whose topic matches filter to handle; listen routes are subscribed
+// on every (re)connect.
+type route struct {
+	filter string
+	handle func(Message)
+	listen bool
 }
 
 // New prepares a client; Connect starts it. ctx carries the logger and bounds the callbacks.
@@ -263,11 +275,45 @@ func brokerURL(raw string) string {
 	return u.String()
 }
 
-func (c *Client) handle(_ paho.Client, m paho.Message) {
-	c.opts.OnMessage(Message{
-		Topic: m.Topic(), Payload: m.Payload(), QoS: m.Qos(), Retained: m.Retained(),
-		Duplicate: m.Duplicate(), PacketID: m.MessageID(), ack: m.Ack,
-	})
+// Listen subscribes to filter with QoS 1 on every (re)connect and hands its messages to handle,
+// which must hand them over and return at once. Call it before Connect; the first matching
+// route of a message takes it.
+func (c *Client) Listen(filter string, handle func(Message)) {
+	c.routesMu.Lock()
+	defer c.routesMu.Unlock()
+	c.routes = append(c.routes, route{filter: filter, handle: handle, listen: true})
+}
+
+// handle routes a message; one that no route takes (a copy from a subscription that a crash
+// left behind) is acknowledged and dropped.
+func (c *Client) handle(_ paho.Client, pm paho.Message) {
+	m := Message{
+		Topic: pm.Topic(), Payload: pm.Payload(), QoS: pm.Qos(), Retained: pm.Retained(),
+		Duplicate: pm.Duplicate(), PacketID: pm.MessageID(), ack: pm.Ack,
+	}
+	c.routesMu.RLock()
+	defer c.routesMu.RUnlock()
+	for _, r := range c.routes {
+		if Match(r.filter, m.Topic) {
+			r.handle(m)
+			return
+		}
+	}
+	m.Ack()
+	c.log.Debug().Str("topic", m.Topic).Msg("Dropping message no route takes")
+}
+
+// listenFilters are the filters subscribed on every connect.
+func (c *Client) listenFilters() map[string]byte {
+	c.routesMu.RLock()
+	defer c.routesMu.RUnlock()
+	filters := map[string]byte{}
+	for _, r := range c.routes {
+		if r.listen {
+			filters[r.filter] = 1
+		}
+	}
+	return filters
 }
 
 // onConnect subscribes without blocking paho's callback goroutine.
@@ -281,11 +327,7 @@ func (c *Client) onConnect(pc paho.Client) {
 		case <-c.ctx.Done():
 			return
 		}
-		if len(c.opts.Subscriptions) > 0 {
-			filters := make(map[string]byte, len(c.opts.Subscriptions))
-			for _, f := range c.opts.Subscriptions {
-				filters[f] = 1
-			}
+		if filters := c.listenFilters(); len(filters) > 0 {
 			if err := wait(c.ctx, pc.SubscribeMultiple(filters, nil)); err != nil {
 				c.log.Error().Err(err).Msg("Failed to subscribe")
 				return
@@ -329,11 +371,15 @@ func (c *Client) Publish(ctx context.Context, topic string, retained bool, paylo
 	return nil
 }
 
-// Subscribe subscribes to filter with QoS 1; its messages go to Options.OnMessage like all
-// others. Unlike Options.Subscriptions it is not renewed after a reconnect: it is for short
-// reads, such as reading back a retained message.
-func (c *Client) Subscribe(ctx context.Context, filter string) error {
+// Subscribe subscribes to filter with QoS 1 and hands its messages to handle until Unsubscribe.
+// Unlike Listen it is not renewed after a reconnect: it is for short reads, such as reading
+// back a retained message.
+func (c *Client) Subscribe(ctx context.Context, filter string, handle func(Message)) error {
+	c.routesMu.Lock()
+	c.routes = append([]route{{filter: filter, handle: handle}}, c.routes...)
+	c.routesMu.Unlock()
 	if err := wait(ctx, c.paho.Subscribe(filter, 1, nil)); err != nil {
+		c.dropRoute(filter)
 		return fmt.Errorf("failed to subscribe to %s: %w", filter, err)
 	}
 	return nil
@@ -341,10 +387,17 @@ func (c *Client) Subscribe(ctx context.Context, filter string) error {
 
 // Unsubscribe ends a subscription made with Subscribe.
 func (c *Client) Unsubscribe(ctx context.Context, filter string) error {
+	defer c.dropRoute(filter)
 	if err := wait(ctx, c.paho.Unsubscribe(filter)); err != nil {
 		return fmt.Errorf("failed to unsubscribe from %s: %w", filter, err)
 	}
 	return nil
+}
+
+func (c *Client) dropRoute(filter string) {
+	c.routesMu.Lock()
+	defer c.routesMu.Unlock()
+	c.routes = slices.DeleteFunc(c.routes, func(r route) bool { return !r.listen && r.filter == filter })
 }
 
 // PublishOrdered sends payload with QoS 1 without waiting for the PUBACK and returns a function

@@ -94,3 +94,39 @@ func TestBrokerURL(t *testing.T) {
 		}
 	}
 }
+
+func TestMatch(t *testing.T) {
+	tests := []struct {
+		name, filter, topic string
+		want                bool
+	}{
+		{"exact", "a/b", "a/b", true},
+		{"other", "a/b", "a/c", false},
+		{"plus", "a/+/c", "a/b/c", true},
+		{"plus is one level", "a/+", "a/b/c", false},
+		{"plus needs a level", "a/+", "a", false},
+		{"plus matches empty level", "a/+", "a/", true},
+		{"hash", "a/#", "a/b/c", true},
+		{"hash matches the parent", "a/#", "a", true},
+		{"hash alone", "#", "x/y", true},
+		{"shorter topic", "a/b/c", "a/b", false},
+		{"longer topic", "a/b", "a/b/c", false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := Match(tc.filter, tc.topic); got != tc.want {
+				t.Fatalf("Match(%q, %q) = %v, want %v", tc.filter, tc.topic, got, tc.want)
+			}
+		})
+	}
+}
+
+func FuzzMatch(f *testing.F) {
+	f.Add("a/+/c", "a/b/c")
+	f.Add("a/#", "a")
+	f.Fuzz(func(t *testing.T, filter, topic string) {
+		if !strings.ContainsAny(filter, "+#") && Match(filter, topic) != (filter == topic) {
+			t.Fatalf("Match(%q, %q) without wildcards must be equality", filter, topic)
+		}
+	})
+}

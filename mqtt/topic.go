@@ -34,3 +34,20 @@ func SafeSegment(s string) string {
 		return r
 	}, s)
 }
+
+// Match reports whether topic matches filter, with MQTT's wildcards: `+` for one level, `#` for
+// any number of levels at the end.
+func Match(filter, topic string) bool {
+	fs, ts := strings.Split(filter, "/"), strings.Split(topic, "/")
+	for i, f := range fs {
+		switch {
+		case f == "#":
+			return true
+		case i >= len(ts):
+			return false
+		case f != "+" && f != ts[i]:
+			return false
+		}
+	}
+	return len(fs) == len(ts)
+}

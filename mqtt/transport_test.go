@@ -69,19 +69,17 @@ func TestTransports(t *testing.T) {
 			}
 			var logs syncBuffer
 			received := make(chan string, 1)
-			c, err := New(zerolog.New(&logs).WithContext(ctx), cfg, Options{
-				Subscriptions: []string{"transport/" + cfg.ClientID},
-				OnMessage: func(m Message) {
-					m.Ack()
-					select {
-					case received <- string(m.Payload):
-					default:
-					}
-				},
-			})
+			c, err := New(zerolog.New(&logs).WithContext(ctx), cfg, Options{})
 			if err != nil {
 				t.Fatal(err)
 			}
+			c.Listen("transport/"+cfg.ClientID, func(m Message) {
+				m.Ack()
+				select {
+				case received <- string(m.Payload):
+				default:
+				}
+			})
 			connectCtx, cancel := context.WithTimeout(ctx, 3*time.Second)
 			defer cancel()
 			err = c.Connect(connectCtx)

@@ -29,7 +29,7 @@ import (
 
 // childArg makes this binary run the bridge instead of the benchmark: the subprocess whose RSS
 // and CPU time are the bridge's alone. It runs exactly what cmd/matrix2mqtt runs
-// (bridge.New(cfg).Run with the config from the environment), plus a loopback debug server
+// (bridge.Run with the config from the environment), plus a loopback debug server
 // (pprof, runtime.MemStats) that the benchmark reads.
 const childArg = "bridge-child"
 
@@ -114,7 +114,7 @@ func runChild() error {
 	fmt.Printf("debug=%s\n", ln.Addr())
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	return bridge.New(cfg, bridge.Options{Version: "bench"}).Run(log.WithContext(ctx))
+	return bridge.Run(log.WithContext(ctx), cfg, bridge.Options{Version: "bench"})
 }
 
 // bridgeProc is one bridge run by the benchmark, as a subprocess (default) or in-process.
@@ -157,7 +157,7 @@ func (b *bridgeProc) start() error {
 		ctx, cancel := context.WithCancel(log.WithContext(context.Background()))
 		b.cancel, b.pid, b.started = cancel, os.Getpid(), time.Now()
 		go func() {
-			b.runErr = bridge.New(cfg, bridge.Options{Version: "bench"}).Run(ctx)
+			b.runErr = bridge.Run(ctx, cfg, bridge.Options{Version: "bench"})
 			logFile.Close()
 			close(b.exited)
 		}()

@@ -98,7 +98,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.IntVar(&o.e2eeN, "e2ee-n", 0, "e2ee: messages per side (default 300, -short 30)")
 	devs := fs.String("devices", "1,10", "e2ee: recipient device counts")
 	rooms := fs.String("rooms", "", "memory: joined room counts (default 100,1000; -short 10,30)")
-	fs.BoolVar(&o.inproc, "inproc", false, "run the bridge in this process (bridge.New(cfg).Run) instead of a subprocess; RSS, CPU and allocations then include the benchmark's own")
+	fs.BoolVar(&o.inproc, "inproc", false, "run the bridge in this process (bridge.Run) instead of a subprocess; RSS, CPU and allocations then include the benchmark's own")
 	fs.StringVar(&o.jsonOut, "json", "", "write the results as JSON to this file")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the bridge during the -profile scenario to this file")
 	fs.StringVar(&o.memProfile, "memprofile", "", "write the bridge's allocation profile after the -profile scenario to this file")

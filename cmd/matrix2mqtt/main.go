@@ -93,7 +93,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	defer stop()
 	ctx = log.WithContext(ctx)
 	log.Info().Str("version", version).Msg("Starting matrix2mqtt")
-	return bridge.New(cfg, bridge.Options{Version: version}).Run(ctx)
+	return bridge.Run(ctx, cfg, bridge.Options{Version: version})
 }
 
 // dedupe keeps the last value of each key, so the real environment overrides the env file.

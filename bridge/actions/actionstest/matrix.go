@@ -1,0 +1,147 @@
+// Package actionstest has a fake homeserver for unit tests of the parts that run actions.
+package actionstest
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/matrix2mqtt/matrix2mqtt/bridge/actions"
+	"github.com/matrix2mqtt/matrix2mqtt/matrix"
+)
+
+// Matrix plays the homeserver and the sync loop: each send or redaction takes the next
+// scripted error (nil = success). Methods not overridden panic (the embedded interface is nil).
+type Matrix struct {
+	actions.Matrix
+
+	Mu sync.Mutex
+	// Errs are the results of the next calls, in order.
+	Errs []error
+	// Calls counts sends, redactions and room operations.
+	Calls int
+	// Sent holds the transaction IDs of successful sends, in order; Contents their contents.
+	Sent     []string
+	Contents []any
+	Redacted []id.EventID
+	Typings  []bool
+	Joined   []string
+	// Echoes is what sync echoed (transaction ID → event).
+	Echoes map[string]id.EventID
+	// Sync, when set, is what NextSync returns (a test closes it to hand over a sync);
+	// otherwise the next sync has always come already.
+	Sync        chan struct{}
+	HealthyFrom time.Time
+	Unhealthy   bool // sync is down
+	RoomList    []matrix.Room
+}
+
+func (f *Matrix) next() error {
+	f.Mu.Lock()
+	defer f.Mu.Unlock()
+	return f.nextLocked()
+}
+
+// NextSync returns the channel closed by the next sync.
+func (f *Matrix) NextSync() <-chan struct{} {
+	f.Mu.Lock()
+	defer f.Mu.Unlock()
+	if f.Sync != nil {
+		return f.Sync
+	}
+	c := make(chan struct{})
+	close(c)
+	return c
+}
+
+// Healthy tells whether sync works.
+func (f *Matrix) Healthy() bool {
+	f.Mu.Lock()
+	defer f.Mu.Unlock()
+	return !f.Unhealthy
+}
+
+// HealthySince is when sync last came back.
+func (f *Matrix) HealthySince() time.Time {
+	f.Mu.Lock()
+	defer f.Mu.Unlock()
+	return f.HealthyFrom
+}
+
+// SentWithTxn looks up an echo.
+func (f *Matrix) SentWithTxn(_ context.Context, txnID string) (id.EventID, bool) {
+	f.Mu.Lock()
+	defer f.Mu.Unlock()
+	evtID, ok := f.Echoes[txnID]
+	return evtID, ok
+}
+
+// Resolve takes every target for a room ID.
+func (f *Matrix) Resolve(_ context.Context, target string) (id.RoomID, error) {
+	return id.RoomID(target), nil
+}
+
+// Send records the send; the event ID is "$" + the transaction ID.
+func (f *Matrix) Send(_ context.Context, _ id.RoomID, _ event.Type, content any, txnID string) (id.EventID, error) {
+	if err := f.next(); err != nil {
+		return "", err
+	}
+	f.Mu.Lock()
+	defer f.Mu.Unlock()
+	f.Sent = append(f.Sent, txnID)
+	f.Contents = append(f.Contents, content)
+	return id.EventID("$" + txnID), nil
+}
+
+// Redact records the redaction.
+func (f *Matrix) Redact(_ context.Context, _ id.RoomID, eventID id.EventID, _, _ string) (id.EventID, error) {
+	if err := f.next(); err != nil {
+		return "", err
+	}
+	f.Mu.Lock()
+	defer f.Mu.Unlock()
+	f.Redacted = append(f.Redacted, eventID)
+	return "$redaction", nil
+}
+
+// Typing records the typing state.
+func (f *Matrix) Typing(_ context.Context, _ id.RoomID, typing bool, _ time.Duration) error {
+	if err := f.next(); err != nil {
+		return err
+	}
+	f.Mu.Lock()
+	defer f.Mu.Unlock()
+	f.Typings = append(f.Typings, typing)
+	return nil
+}
+
+// Join records the join; the room ID is the target.
+func (f *Matrix) Join(_ context.Context, target string) (id.RoomID, error) {
+	if err := f.next(); err != nil {
+		return "", err
+	}
+	f.Mu.Lock()
+	defer f.Mu.Unlock()
+	f.Joined = append(f.Joined, target)
+	return id.RoomID(target), nil
+}
+
+// Rooms returns RoomList.
+func (f *Matrix) Rooms(context.Context) ([]matrix.Room, error) {
+	f.Mu.Lock()
+	defer f.Mu.Unlock()
+	return f.RoomList, f.nextLocked()
+}
+
+func (f *Matrix) nextLocked() error {
+	f.Calls++
+	if len(f.Errs) == 0 {
+		return nil
+	}
+	err := f.Errs[0]
+	f.Errs = f.Errs[1:]
+	return err
+}

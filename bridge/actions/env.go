@@ -1,0 +1,104 @@
+package actions
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/matrix2mqtt/matrix2mqtt/bridge/wire"
+	"github.com/matrix2mqtt/matrix2mqtt/matrix"
+)
+
+// Matrix is what actions need from the Matrix client.
+type Matrix interface {
+	Resolve(ctx context.Context, target string) (id.RoomID, error)
+	Send(ctx context.Context, roomID id.RoomID, evtType event.Type, content any, txnID string) (id.EventID, error)
+	Redact(ctx context.Context, roomID id.RoomID, eventID id.EventID, reason, txnID string) (id.EventID, error)
+	Typing(ctx context.Context, roomID id.RoomID, typing bool, timeout time.Duration) error
+	ReadReceipt(ctx context.Context, roomID id.RoomID, eventID id.EventID) error
+	Join(ctx context.Context, roomIDOrAlias string) (id.RoomID, error)
+	Leave(ctx context.Context, roomID id.RoomID) error
+	EnsureDM(ctx context.Context, user id.UserID) (id.RoomID, bool, error)
+	EnsureEncrypted(ctx context.Context, roomID id.RoomID) (bool, error)
+	GetEvent(ctx context.Context, roomID id.RoomID, eventID id.EventID) (matrix.Event, error)
+	Rooms(ctx context.Context) ([]matrix.Room, error)
+}
+
+// OutboxControl is what the outbox actions need from the outbox.
+type OutboxControl interface {
+	// Flush makes every entry that waits to retry try again now.
+	Flush()
+	Stats() wire.Stats
+}
+
+// Env is what an immediate action runs against.
+type Env struct {
+	Matrix  Matrix
+	Targets Targets
+	Outbox  OutboxControl
+}
+
+// resolve turns an expanded target into a room ID and remembers it for the topic keys.
+func (env *Env) resolve(ctx context.Context, target string) (id.RoomID, error) {
+	roomID, err := env.Matrix.Resolve(ctx, target)
+	if err != nil {
+		return "", err
+	}
+	env.Targets.Remember(target, roomID)
+	return roomID, nil
+}
+
+// Progress keeps what a durable request's steps have done, across retries and restarts.
+type Progress interface {
+	// Load decodes the saved progress into v; it reports false when nothing was saved.
+	Load(v any) (bool, error)
+	// Save records v before the next step runs.
+	Save(ctx context.Context, v any) error
+}
+
+// FollowUp is a durable request that a delivered one schedules (a redaction after some time).
+// It is committed together with the end of the request that scheduled it.
+type FollowUp struct {
+	Action    string
+	Lane      string
+	Request   Durable
+	NotBefore time.Time
+}
+
+// Delivery is what a durable request is delivered with. Its Matrix sends with the entry's
+// transaction IDs and does not send again what sync shows was sent before a crash.
+type Delivery struct {
+	Env
+	// Target is the request's lane: its expanded target.
+	Target string
+	// TxnID is the entry's transaction ID, the same on every attempt.
+	TxnID string
+	// Now is when this attempt started.
+	Now      time.Time
+	Progress Progress
+
+	followUps []FollowUp
+}
+
+// Room resolves the delivery's target.
+func (d *Delivery) Room(ctx context.Context) (id.RoomID, error) {
+	return d.resolve(ctx, d.Target)
+}
+
+// StepTxnID is the transaction ID of step n of a request made of several events; step 0 is
+// TxnID itself.
+func (d *Delivery) StepTxnID(n int) string {
+	if n == 0 {
+		return d.TxnID
+	}
+	return fmt.Sprintf("%s.%d", d.TxnID, n)
+}
+
+// Schedule adds a follow-up, committed once this request is done.
+func (d *Delivery) Schedule(f FollowUp) { d.followUps = append(d.followUps, f) }
+
+// FollowUps returns the scheduled follow-ups.
+func (d *Delivery) FollowUps() []FollowUp { return d.followUps }

@@ -1,0 +1,203 @@
+package actions
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/matrix2mqtt/matrix2mqtt/bridge/targets"
+	"github.com/matrix2mqtt/matrix2mqtt/bridge/wire"
+)
+
+// testTargets has the friendly names the cases use.
+var testTargets = targets.New(targets.Config{Names: targets.Names{"k": "!k:hs", "kitchen": "!kitchen:hs", "hall": "!hall:hs"}})
+
+func TestParse(t *testing.T) {
+	tests := []struct {
+		name    string
+		action  string
+		target  string
+		payload string
+		code    string // empty: valid
+		mention string
+	}{
+		{"text", "send", "", `{"to":"kitchen","text":"hi"}`, "", ""},
+		{"all fields", "send", "", `{"id":"1","to":"!a:hs","markdown":"**x**","msgtype":"m.notice","reply_to":"$r","thread":"$t","mentions":["@a:hs","@room"],"expire_s":60,"redact_after_s":5}`, "", ""},
+		{"unknown field", "send", "", `{"to":"k","txt":"hi"}`, wire.CodeInvalidRequest, "'txt'"},
+		{"wrong type", "send", "", `{"to":"k","text":["hi"]}`, wire.CodeInvalidRequest, "'text' must be a string"},
+		{"bool as string", "typing", "", `{"to":"k","typing":"true"}`, wire.CodeInvalidRequest, "'typing' must be true or false"},
+		{"number as string", "send", "", `{"to":"k","text":"a","expire_s":"5"}`, wire.CodeInvalidRequest, "'expire_s' must be a number"},
+		{"not json", "send", "", `hello`, wire.CodeInvalidRequest, "JSON object"},
+		{"array", "send", "", `[1]`, wire.CodeInvalidRequest, "JSON object"},
+		{"trailing data", "send", "", `{"to":"k","text":"a"} {}`, wire.CodeInvalidRequest, "after the JSON object"},
+		{"truncated", "send", "", `{"to":"k"`, wire.CodeInvalidRequest, "not valid JSON"},
+		{"missing to", "send", "", `{"text":"a"}`, wire.CodeInvalidRequest, "'to'"},
+		{"no body", "send", "", `{"to":"k"}`, wire.CodeInvalidRequest, "exactly one"},
+		{"two bodies", "send", "", `{"to":"k","text":"a","markdown":"b"}`, wire.CodeInvalidRequest, "exactly one"},
+		{"too large", "send", "", `{"to":"k","text":"` + strings.Repeat("x", MaxBodyBytes+1) + `"}`, wire.CodeTooLarge, "60000"},
+		{"bad msgtype", "send", "", `{"to":"k","text":"a","msgtype":"image"}`, wire.CodeInvalidRequest, "'msgtype'"},
+		{"bad reply_to", "send", "", `{"to":"k","text":"a","reply_to":"nope"}`, wire.CodeInvalidRequest, "'reply_to'"},
+		{"edit and reply", "send", "", `{"to":"k","text":"a","edit":"$e","reply_to":"$r"}`, wire.CodeInvalidRequest, "'edit'"},
+		{"bad mention", "send", "", `{"to":"k","text":"a","mentions":["bob"]}`, wire.CodeInvalidRequest, "'mentions'"},
+		{"negative expiry", "send", "", `{"to":"k","text":"a","expire_s":-1}`, wire.CodeInvalidRequest, "'expire_s'"},
+		{"unknown action", "explode", "", `{}`, wire.CodeUnknownAction, "explode"},
+		{"location", "send_location", "", `{"id":"l","to":"k","lat":52.37,"lon":4.89,"description":"Home","thread":"$t","expire_s":30,"redact_after_s":60}`, "", ""},
+		{"location at 0,0", "send_location", "", `{"to":"k","lat":0,"lon":0}`, "", ""},
+		{"location without lon", "send_location", "", `{"to":"k","lat":52.37}`, wire.CodeInvalidRequest, "'lon'"},
+		{"location lat out of range", "send_location", "", `{"to":"k","lat":91,"lon":0}`, wire.CodeInvalidRequest, "'lat' must be between -90 and 90"},
+		{"location lon out of range", "send_location", "", `{"to":"k","lat":0,"lon":-180.5}`, wire.CodeInvalidRequest, "'lon' must be between -180 and 180"},
+		{"location as string", "send_location", "", `{"to":"k","lat":"52.37","lon":4.89}`, wire.CodeInvalidRequest, "'lat' must be a number"},
+		{"location text field", "send_location", "", `{"to":"k","lat":1,"lon":2,"text":"x"}`, wire.CodeInvalidRequest, "'text'"},
+		{"location negative expiry", "send_location", "", `{"to":"k","lat":1,"lon":2,"expire_s":-5}`, wire.CodeInvalidRequest, "'expire_s'"},
+		{"location description too long", "send_location", "", `{"to":"k","lat":1,"lon":2,"description":"` + strings.Repeat("x", MaxBodyBytes/4+1) + `"}`, wire.CodeTooLarge, "15000"},
+		{"planned action", "send_media", "", `{"to":"k"}`, wire.CodeUnknownAction, "planned"},
+		{"react", "react", "", `{"to":"k","event_id":"$e","key":"👍"}`, "", ""},
+		{"react no key", "react", "", `{"to":"k","event_id":"$e"}`, wire.CodeInvalidRequest, "'key'"},
+		{"redact bad id", "redact", "", `{"to":"k","event_id":"e"}`, wire.CodeInvalidRequest, "'event_id'"},
+		{"read receipt", "read_receipt", "", `{"to":"k","event_id":"$e"}`, "", ""},
+		{"typing timeout", "typing", "", `{"to":"k","timeout_ms":700000}`, wire.CodeInvalidRequest, "'timeout_ms'"},
+		{"join", "join", "", `{"room":"#a:hs"}`, "", ""},
+		{"join wrong field", "join", "", `{"to":"#a:hs"}`, wire.CodeInvalidRequest, "'to'"},
+		{"ensure_dm", "ensure_dm", "", `{"user":"@a:hs"}`, "", ""},
+		{"list_rooms extra", "list_rooms", "", `{"id":"x","all":true}`, wire.CodeInvalidRequest, "'all'"},
+		{"case-variant keys", "send", "", `{"TO":"k","Text":"hi"}`, wire.CodeInvalidRequest, "'TO'"},
+		{"duplicated key", "send", "", `{"to":"k","text":"a","text":"b"}`, wire.CodeInvalidRequest, "'text' is given twice"},
+		{"expire_s overflows a duration", "send", "", `{"to":"k","text":"a","expire_s":1e10}`, wire.CodeInvalidRequest, "'expire_s' must be at most"},
+		{"redact_after_s over a year", "send", "", `{"to":"k","text":"a","redact_after_s":31536001}`, wire.CodeInvalidRequest, "'redact_after_s' must be at most"},
+		{"redact_after_s a year", "send", "", `{"to":"k","text":"a","redact_after_s":31536000}`, "", ""},
+		{"number too large for JSON", "send", "", `{"to":"k","text":"a","expire_s":1e400}`, wire.CodeInvalidRequest, "'expire_s'"},
+		{"internal action", "auto_redact", "", `{}`, wire.CodeUnknownAction, "auto_redact"},
+		{"shortcut of an action without one", "react", "kitchen", `x`, wire.CodeUnknownAction, "no shortcut"},
+		{"NUL in a target", "send", "", "{\"to\":\"!a\\u0000:hs\",\"text\":\"a\"}", wire.CodeUnknownTarget, "'to'"},
+		{"ensure_dm with a room", "ensure_dm", "", `{"user":"#room:hs"}`, wire.CodeInvalidRequest, "'user'"},
+		{"join a user", "join", "", `{"room":"@a:hs"}`, wire.CodeInvalidRequest, "'room'"},
+		{"get_event", "get_event", "", `{"to":"k","event_id":"$e"}`, "", ""},
+		{"shortcut plain", "send", "kitchen", `Hello there`, "", ""},
+		{"shortcut json", "send", "kitchen", `{"markdown":"*hi*"}`, "", ""},
+		{"shortcut contradicting to", "send", "kitchen", `{"to":"hall","text":"x"}`, wire.CodeInvalidRequest, "contradicts"},
+		{"shortcut empty", "send", "kitchen", ``, wire.CodeInvalidRequest, "exactly one"},
+		{"shortcut not utf8", "send", "kitchen", "\xff", wire.CodeInvalidRequest, "UTF-8"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			req, err := Default().Parse(tc.action, tc.target, []byte(tc.payload), testTargets)
+			if tc.code == "" {
+				if err != nil {
+					t.Fatalf("unexpected error: %v", err)
+				}
+				if req == nil {
+					t.Fatal("nil request")
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("accepted %s", tc.payload)
+			}
+			if err.Code != tc.code || !strings.Contains(err.Message, tc.mention) {
+				t.Fatalf("error = %v, want %s mentioning %q", err, tc.code, tc.mention)
+			}
+		})
+	}
+}
+
+func TestShortcutPlainTextIsText(t *testing.T) {
+	req, err := Default().Parse("send", "kitchen", []byte("  Door open \n"), testTargets)
+	if err != nil {
+		t.Fatal(err)
+	}
+	send := req.(*Send)
+	if send.To.To != "kitchen" || send.Lane() != "!kitchen:hs" || send.Text != "  Door open \n" {
+		t.Fatalf("got %+v", send)
+	}
+}
+
+// TestParseAllowedTargets: with ALLOWED_TARGETS set, every field that names a room or a user is
+// checked against it, by friendly name or by what it stands for.
+func TestParseAllowedTargets(t *testing.T) {
+	allow := targets.New(targets.Config{
+		Names:   targets.Names{"kitchen": "!kitchen:hs", "alice": "@alice:hs", "cellar": "!cellar:hs"},
+		Allowed: []string{"kitchen", "@alice:hs", "#hall:hs"},
+	})
+	tests := []struct {
+		name, action, payload string
+		allowed               bool
+	}{
+		{"to, friendly name", "send", `{"to":"kitchen","text":"a"}`, true},
+		{"to, the room of a friendly name", "send", `{"to":"!kitchen:hs","text":"a"}`, true},
+		{"to, friendly name not allowed", "send", `{"to":"cellar","text":"a"}`, false},
+		{"to, room not allowed", "send", `{"to":"!other:hs","text":"a"}`, false},
+		{"to, user allowed by ID", "send", `{"to":"alice","text":"a"}`, true},
+		{"to, alias", "react", `{"to":"#hall:hs","event_id":"$e","key":"x"}`, true},
+		{"to, location", "send_location", `{"to":"!other:hs","lat":1,"lon":2}`, false},
+		{"to, redact", "redact", `{"to":"!other:hs","event_id":"$e"}`, false},
+		{"to, typing", "typing", `{"to":"!other:hs"}`, false},
+		{"to, read receipt", "read_receipt", `{"to":"!other:hs","event_id":"$e"}`, false},
+		{"to, resolve", "resolve", `{"to":"!other:hs"}`, false},
+		{"to, get_event", "get_event", `{"to":"!other:hs","event_id":"$e"}`, false},
+		{"room, join", "join", `{"room":"#other:hs"}`, false},
+		{"room, join allowed", "join", `{"room":"#hall:hs"}`, true},
+		{"room, leave", "leave", `{"room":"!other:hs"}`, false},
+		{"room, ensure_encrypted", "ensure_encrypted", `{"room":"!other:hs"}`, false},
+		{"user, ensure_dm", "ensure_dm", `{"user":"@bob:hs"}`, false},
+		{"user, ensure_dm allowed", "ensure_dm", `{"user":"@alice:hs"}`, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Default().Parse(tc.action, "", []byte(tc.payload), allow)
+			if tc.allowed && err != nil {
+				t.Fatalf("refused: %v", err)
+			}
+			if !tc.allowed && (err == nil || err.Code != wire.CodeNotAllowed) {
+				t.Fatalf("error = %v, want not_allowed", err)
+			}
+		})
+	}
+	if _, err := Default().Parse("send", "cellar", []byte("hi"), allow); err == nil || err.Code != wire.CodeNotAllowed {
+		t.Fatalf("shortcut to a target not allowed: %v", err)
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add("send", `{"id":"1","to":"!a:hs","text":"hi","mentions":["@a:hs"]}`, "")
+	f.Add("send", `plain`, "kitchen")
+	f.Add("react", `{"to":"k","event_id":"$e","key":"x"}`, "")
+	f.Add("typing", `{"to":"k","typing":true,"timeout_ms":10}`, "")
+	f.Add("send_location", `{"to":"k","lat":-33.9,"lon":151.2,"description":"x"}`, "")
+	f.Add("join", `{"room":"#a:hs","id":"x"}`, "")
+	f.Add("ensure_dm", `{"user":"alice"}`, "")
+	f.Fuzz(func(t *testing.T, action, payload, target string) {
+		req, err := Default().Parse(action, target, []byte(payload), testTargets)
+		if (req == nil) == (err == nil) {
+			t.Fatalf("exactly one of request and error expected: %v %v", req, err)
+		}
+		if err != nil && (err.Code == "" || err.Message == "") {
+			t.Fatalf("error without code or message: %+v", err)
+		}
+		if d, ok := req.(Durable); ok {
+			if _, jerr := json.Marshal(d); jerr != nil {
+				t.Fatalf("a valid durable request does not encode: %v", jerr)
+			}
+			if d.Lane() == "" {
+				t.Fatal("a valid durable request without a lane")
+			}
+		}
+	})
+}
+
+// TestPublicActions: every action MQTT clients can request is registered once with a help line,
+// and the internal ones are not among them.
+func TestPublicActions(t *testing.T) {
+	for _, s := range Default().Public() {
+		if s.Help == "" || s.Internal {
+			t.Errorf("action %q: help %q internal %v", s.Name, s.Help, s.Internal)
+		}
+		if _, durable := s.New().(Durable); !durable {
+			if _, immediate := s.New().(Immediate); !immediate {
+				t.Errorf("action %q is neither durable nor immediate", s.Name)
+			}
+		}
+	}
+	if got := strings.Join(Default().Shortcuts(), ","); got != "send" {
+		t.Errorf("shortcuts = %s", got)
+	}
+}

@@ -1,0 +1,154 @@
+// Package inbound publishes what Matrix sync brings, one way: sync batch → dedupe → filters
+// (chat commands, the Home Assistant event entity) → publish, and returns once the broker
+// acknowledged it all, so that the sync token is saved only then.
+package inbound
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"github.com/rs/zerolog"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/matrix2mqtt/matrix2mqtt/bridge/outbox"
+	"github.com/matrix2mqtt/matrix2mqtt/bridge/stats"
+	"github.com/matrix2mqtt/matrix2mqtt/bridge/wire"
+	"github.com/matrix2mqtt/matrix2mqtt/matrix"
+)
+
+// Publisher publishes in order and returns a wait for the broker's acknowledgement.
+type Publisher interface {
+	Publish(ctx context.Context, topic string, retained bool, payload []byte) error
+	PublishOrdered(ctx context.Context, topic string, retained bool, payload []byte) (wait func(context.Context) error)
+}
+
+// Dedupe remembers which events were published.
+type Dedupe interface {
+	Unpublished(ctx context.Context, ids []id.EventID) (map[id.EventID]bool, error)
+	MarkPublished(ctx context.Context, ids []id.EventID) error
+}
+
+// Queue commits durable work to the outbox.
+type Queue interface {
+	Enqueue(ctx context.Context, jobs ...outbox.Job) error
+}
+
+// Keys gives each room its topic key.
+type Keys interface {
+	Key(roomID id.RoomID) string
+}
+
+// Filter sees each fresh inbound event after it was published on its own topic, and may
+// publish more or queue durable work through out. Filters run in the order given to New.
+type Filter interface {
+	Inbound(ctx context.Context, ev matrix.Event, key string, out *Output)
+}
+
+// Output collects what the filters of one batch publish and queue.
+type Output struct {
+	topics  wire.Topics
+	publish func(topic string, v any)
+	jobs    []outbox.Job
+	// Command is the accepted chat command of the current event, if it is one.
+	Command *wire.Command
+}
+
+// Publish publishes v as JSON on the room topic of kind, in timeline order with the batch.
+func (o *Output) Publish(topic string, v any) { o.publish(topic, v) }
+
+// Topics are the bridge's topics.
+func (o *Output) Topics() wire.Topics { return o.topics }
+
+// Queue adds durable work, committed once the batch's publishes were acknowledged and before
+// the sync token is saved.
+func (o *Output) Queue(j outbox.Job) { o.jobs = append(o.jobs, j) }
+
+// Deps are what Inbound works with.
+type Deps struct {
+	Topics  wire.Topics
+	Pub     Publisher
+	Dedupe  Dedupe
+	Queue   Queue
+	Keys    Keys
+	Stats   *stats.Stats
+	Filters []Filter
+}
+
+// Inbound hands sync batches to MQTT; it is the Matrix client's Handler.
+type Inbound struct {
+	Deps
+}
+
+// New prepares the inbound path.
+func New(d Deps) *Inbound { return &Inbound{Deps: d} }
+
+// HandleSync publishes what one sync response brought and returns once the broker acknowledged
+// all of it.
+func (in *Inbound) HandleSync(ctx context.Context, batch *matrix.Batch) error {
+	log := zerolog.Ctx(ctx)
+	ids := batch.EventIDs()
+	fresh, err := in.Dedupe.Unpublished(ctx, ids)
+	if err != nil {
+		return err
+	}
+	// Published one after another, so they reach subscribers in timeline order, and waited for
+	// together.
+	var waits []func(context.Context) error
+	out := &Output{topics: in.Topics, publish: func(topic string, v any) {
+		payload, err := json.Marshal(v)
+		if err != nil {
+			log.Error().Err(err).Str("topic", topic).Msg("Failed to encode inbound event")
+			return
+		}
+		waits = append(waits, in.Pub.PublishOrdered(ctx, topic, false, payload))
+	}}
+	published := 0
+	for _, ev := range batch.Events {
+		if !fresh[ev.ID] {
+			log.Debug().Stringer("event_id", ev.ID).Msg("Skipping inbound event published before")
+			continue
+		}
+		published++
+		key := in.Keys.Key(ev.RoomID)
+		out.Command = nil
+		out.Publish(in.Topics.Room(key, string(ev.Kind)), ev.Payload)
+		for _, f := range in.Filters {
+			f.Inbound(ctx, ev, key, out)
+		}
+	}
+	for _, n := range batch.Notices {
+		out.Publish(in.Topics.Event(), n)
+	}
+	for _, wait := range waits {
+		if err := wait(ctx); err != nil {
+			return fmt.Errorf("failed to publish inbound events: %w", err)
+		}
+	}
+	if len(out.jobs) > 0 {
+		// The events were published: a failure here loses only the queued work (a reaction),
+		// which is better than publishing the events again.
+		if err := in.Queue.Enqueue(ctx, out.jobs...); err != nil {
+			log.Warn().Err(err).Int("count", len(out.jobs)).Msg("Failed to queue inbound follow-up work")
+		}
+	}
+	if len(ids) > 0 {
+		if err := in.Dedupe.MarkPublished(ctx, ids); err != nil {
+			return err
+		}
+		in.Stats.Inbound(published)
+	}
+	return nil
+}
+
+// HandleNotice publishes a notice for the operator on `<base>/bridge/event`.
+func (in *Inbound) HandleNotice(ctx context.Context, n matrix.Notice) {
+	payload, err := json.Marshal(n)
+	if err != nil {
+		zerolog.Ctx(ctx).Error().Err(err).Msg("Failed to encode notice")
+		return
+	}
+	if err := in.Pub.Publish(ctx, in.Topics.Event(), false, payload); err != nil {
+		zerolog.Ctx(ctx).Warn().Err(err).Msg("Failed to publish notice")
+	}
+}

@@ -1,0 +1,242 @@
+package intake
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+	"maunium.net/go/mautrix"
+
+	"github.com/matrix2mqtt/matrix2mqtt/bridge/actions"
+	"github.com/matrix2mqtt/matrix2mqtt/bridge/actions/actionstest"
+	"github.com/matrix2mqtt/matrix2mqtt/bridge/outbox"
+	"github.com/matrix2mqtt/matrix2mqtt/bridge/stats"
+	"github.com/matrix2mqtt/matrix2mqtt/bridge/targets"
+	"github.com/matrix2mqtt/matrix2mqtt/bridge/wire"
+	"github.com/matrix2mqtt/matrix2mqtt/internal/clock"
+	"github.com/matrix2mqtt/matrix2mqtt/mqtt"
+)
+
+// fakeQueue is the outbox; it logs its calls (and the acks) in order.
+type fakeQueue struct {
+	mu        sync.Mutex
+	log       []string
+	committed map[string]bool // MQTT keys
+}
+
+func (q *fakeQueue) add(s string) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.log = append(q.log, s)
+}
+
+func (q *fakeQueue) calls() string {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return strings.Join(q.log, "\n")
+}
+
+func (q *fakeQueue) Seen(_ context.Context, key string) (bool, error) { return q.committed[key], nil }
+
+func (q *fakeQueue) NewEntry(j outbox.Job) (*outbox.Entry, error) {
+	e := &outbox.Entry{}
+	e.Action, e.Lane, e.MQTTKey = j.Action, j.Request.Lane(), j.MQTTKey
+	return e, nil
+}
+
+func (q *fakeQueue) Add(_ context.Context, entries []*outbox.Entry) error {
+	for _, e := range entries {
+		q.add("add " + e.Action + " " + e.Lane)
+	}
+	return nil
+}
+
+func (q *fakeQueue) Start(entries []*outbox.Entry) {
+	for _, e := range entries {
+		q.add("start " + e.Action)
+	}
+}
+
+// responses records what the intake answered.
+type responses chan wire.Response
+
+func (r responses) Respond(_ context.Context, _, requestID string, data any, err *wire.Error) {
+	r <- wire.NewResponse(requestID, data, err)
+}
+
+type testIntake struct {
+	*Intake
+	queue     *fakeQueue
+	hs        *actionstest.Matrix
+	clock     *clock.Fake
+	responses responses
+	ready     chan struct{}
+}
+
+func newTestIntake(t *testing.T) *testIntake {
+	t.Helper()
+	ti := &testIntake{queue: &fakeQueue{committed: map[string]bool{}}, hs: &actionstest.Matrix{}, clock: clock.NewFake(),
+		responses: make(responses, 10), ready: make(chan struct{})}
+	tg := targets.New(targets.Config{Names: targets.Names{"kitchen": "!k:hs"}})
+	ti.Intake = New(Deps{
+		Topics: wire.Topics{Base: "m2m"}, Registry: actions.Default(), Queue: ti.queue,
+		Env:       actions.Env{Matrix: ti.hs, Targets: tg, Outbox: fakeOutbox{}},
+		Responder: ti.responses, Stats: stats.New(ti.clock), Clock: ti.clock, Ready: ti.ready,
+		MaxPayloadBytes: 1024, RequestTimeout: 2 * time.Second,
+	})
+	ctx, cancel := context.WithCancel(zerolog.New(zerolog.NewTestWriter(t)).WithContext(context.Background()))
+	done := make(chan struct{})
+	go func() {
+		ti.Run(ctx)
+		close(done)
+	}()
+	t.Cleanup(func() {
+		ti.Close()
+		ti.Wait()
+		cancel()
+		<-done
+	})
+	return ti
+}
+
+type fakeOutbox struct{}
+
+func (fakeOutbox) Flush()            {}
+func (fakeOutbox) Stats() wire.Stats { return wire.Stats{Sent: 7} }
+
+// offer hands over a message whose ack is logged with the queue's calls.
+func (ti *testIntake) offer(topic, payload string) {
+	ti.Offer(mqtt.NewMessage(topic, []byte(payload), func() { ti.queue.add("ack " + topic) }))
+}
+
+func (ti *testIntake) response(t *testing.T) wire.Response {
+	t.Helper()
+	select {
+	case r := <-ti.responses:
+		return r
+	case <-time.After(5 * time.Second):
+		t.Fatal("no response")
+	}
+	return wire.Response{}
+}
+
+func TestBadRequestsAreAnsweredAndAcknowledged(t *testing.T) {
+	tests := []struct {
+		name, topic, payload, id, code string
+	}{
+		{"unknown action", "m2m/bridge/request/sned", `{"id":"a"}`, "a", wire.CodeUnknownAction},
+		{"bad JSON", "m2m/bridge/request/send", `{"id":"b","to":`, "", wire.CodeInvalidRequest},
+		{"unknown target", "m2m/bridge/request/send", `{"id":"c","to":"garage","text":"x"}`, "c", wire.CodeUnknownTarget},
+		{"too large", "m2m/bridge/request/send", `{"id":"d","text":"` + strings.Repeat("x", 2000) + `"}`, "d", wire.CodeTooLarge},
+		{"bad shortcut target", "m2m/send/a+b", "x", "", wire.CodeInvalidRequest},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ti := newTestIntake(t)
+			ti.offer(tc.topic, tc.payload)
+			r := ti.response(t)
+			if r.Status != "error" || r.ID != tc.id || r.Error.Code != tc.code {
+				t.Fatalf("response = %+v %+v", r, r.Error)
+			}
+			waitFor(t, func() bool { return ti.queue.calls() == "ack "+tc.topic })
+		})
+	}
+}
+
+func TestRetainedRequestIsNotRun(t *testing.T) {
+	ti := newTestIntake(t)
+	m := mqtt.NewMessage("m2m/bridge/request/send", []byte(`{"id":"r","to":"kitchen","text":"x"}`), func() { ti.queue.add("ack") })
+	m.Retained = true
+	ti.Offer(m)
+	if r := ti.response(t); r.ID != "r" || r.Error == nil || !strings.Contains(r.Error.Message, "retained") {
+		t.Fatalf("response = %+v", r)
+	}
+	waitFor(t, func() bool { return ti.queue.calls() == "ack" })
+}
+
+// TestDurableIsCommittedBeforeItIsAcknowledged: PUBACK only after the commit, then delivery.
+func TestDurableIsCommittedBeforeItIsAcknowledged(t *testing.T) {
+	ti := newTestIntake(t)
+	ti.offer("m2m/bridge/request/send", `{"id":"1","to":"kitchen","text":"hi"}`)
+	ti.offer("m2m/send/kitchen", "plain")
+	waitFor(t, func() bool { return strings.Count(ti.queue.calls(), "start send") == 2 })
+	// The two may share a batch or not; in each batch: add, then ack, then start.
+	adds, acks := 0, 0
+	for _, call := range strings.Split(ti.queue.calls(), "\n") {
+		switch {
+		case strings.HasPrefix(call, "add"):
+			adds++
+		case strings.HasPrefix(call, "ack"):
+			if acks++; acks > adds {
+				t.Fatalf("acknowledged before the commit:\n%s", ti.queue.calls())
+			}
+		case strings.HasPrefix(call, "start") && acks < adds:
+			t.Fatalf("started before the acknowledgement:\n%s", ti.queue.calls())
+		}
+	}
+}
+
+func TestRedeliveryOfACommittedRequestIsNotAddedAgain(t *testing.T) {
+	ti := newTestIntake(t)
+	payload := []byte(`{"id":"1","to":"kitchen","text":"hi"}`)
+	ti.queue.committed[outbox.MQTTKey(7, "m2m/bridge/request/send", payload)] = true
+	m := mqtt.NewMessage("m2m/bridge/request/send", payload, func() { ti.queue.add("ack") })
+	m.Duplicate, m.PacketID = true, 7
+	ti.Offer(m)
+	waitFor(t, func() bool { return ti.queue.calls() == "ack" })
+}
+
+func TestImmediateWaitsForLogin(t *testing.T) {
+	ti := newTestIntake(t)
+	ti.offer("m2m/bridge/request/typing", `{"id":"t","to":"kitchen"}`)
+	ti.offer("m2m/bridge/request/outbox_stats", `{"id":"s"}`)
+	// outbox_stats needs no login: it is answered while typing waits.
+	if r := ti.response(t); r.ID != "s" || r.Status != "ok" {
+		t.Fatalf("response = %+v", r)
+	}
+	close(ti.ready)
+	if r := ti.response(t); r.ID != "t" || r.Status != "ok" || len(ti.hs.Typings) != 1 {
+		t.Fatalf("response = %+v after %d typing calls", r, len(ti.hs.Typings))
+	}
+}
+
+func TestImmediateTimesOut(t *testing.T) {
+	ti := newTestIntake(t) // never logged in
+	ti.offer("m2m/bridge/request/typing", `{"id":"t","to":"kitchen"}`)
+	if r := ti.response(t); r.Error == nil || r.Error.Code != wire.CodeTimeout {
+		t.Fatalf("response = %+v", r)
+	}
+}
+
+// TestImmediateRateLimited: an immediate action waits as the homeserver says, on the clock, and
+// tries again.
+func TestImmediateRateLimited(t *testing.T) {
+	ti := newTestIntake(t)
+	close(ti.ready)
+	limit := mautrix.RespError{ErrCode: "M_LIMIT_EXCEEDED", Err: "slow down", StatusCode: 429, ExtraData: map[string]any{"retry_after_ms": float64(1500)}}
+	ti.hs.Errs = []error{fmt.Errorf("failed: %w", mautrix.HTTPError{Response: &http.Response{StatusCode: 429}, RespError: &limit})}
+	ti.offer("m2m/bridge/request/typing", `{"id":"t","to":"kitchen"}`)
+	if d := <-ti.clock.Asked; d < 1500*time.Millisecond {
+		t.Fatalf("waited %s, want the server's 1.5s", d)
+	}
+	ti.clock.Advance(2 * time.Second)
+	if r := ti.response(t); r.Status != "ok" || ti.hs.Calls != 2 {
+		t.Fatalf("response = %+v after %d calls", r, ti.hs.Calls)
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met in time")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

@@ -1,0 +1,238 @@
+// Package outbox delivers durable requests: committed before they are acknowledged, run in
+// order per lane, retried with backoff while failures may pass, never sent twice after a crash
+// that left them in doubt, answered `expired` when too late, and answered before they are
+// removed.
+package outbox
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/matrix2mqtt/matrix2mqtt/bridge/actions"
+	"github.com/matrix2mqtt/matrix2mqtt/bridge/stats"
+	"github.com/matrix2mqtt/matrix2mqtt/bridge/store"
+	"github.com/matrix2mqtt/matrix2mqtt/bridge/wire"
+	"github.com/matrix2mqtt/matrix2mqtt/internal/clock"
+)
+
+// resumeDelay holds back the requests found in the outbox at start. The head of each lane may
+// have been in flight when the bridge stopped; a homeserver that is still working on it would
+// not recognise the retry's transaction ID yet (Dendrite, for one, records it only when the
+// first request finishes) and would deliver the message twice.
+const resumeDelay = 3 * time.Second
+
+// Syncer tells what the Matrix sync has seen of the bridge's own sends.
+type Syncer interface {
+	// NextSync is closed once the next sync was handed over.
+	NextSync() <-chan struct{}
+	// SentWithTxn tells from the echoes seen in sync whether a transaction ID was sent already.
+	SentWithTxn(ctx context.Context, txnID string) (id.EventID, bool)
+	// Healthy tells whether sync works now, and HealthySince when it last started working.
+	Healthy() bool
+	HealthySince() time.Time
+}
+
+// Responder answers requests on MQTT.
+type Responder interface {
+	Respond(ctx context.Context, action, requestID string, data any, err *wire.Error)
+}
+
+// Deps are what the outbox works with.
+type Deps struct {
+	Store    *store.Store
+	Registry *actions.Registry
+	// Env is what requests are delivered against; its Outbox is set to the outbox.
+	Env       actions.Env
+	Sync      Syncer
+	Responder Responder
+	Counters  *stats.Stats
+	Clock     clock.Clock
+	// MaxAge is OUTBOX_MAX_AGE: how long a request may wait at most.
+	MaxAge time.Duration
+	// Ready is closed once Matrix is logged in; nothing is delivered before.
+	Ready <-chan struct{}
+}
+
+// Outbox delivers the durable requests.
+type Outbox struct {
+	Deps
+	lanes *lanes
+	// work is the context of every lane, set by Open.
+	work context.Context
+	log  zerolog.Logger
+	// asleep counts lanes that wait for a retry or a scheduled time, which a shutdown need not
+	// wait for.
+	asleep atomic.Int64
+
+	flushMu sync.Mutex
+	flushCh chan struct{} // closed and replaced by Flush
+}
+
+// Entry is one outbox entry being delivered.
+type Entry struct {
+	store.Entry
+	spec actions.Spec
+	// inDoubt is set when the entry may have reached the homeserver without the bridge
+	// learning of it: found in the outbox at start, or after a failure that may have happened
+	// after the homeserver took the request. It is closed once a sync that would echo the event
+	// was handed over.
+	inDoubt <-chan struct{}
+}
+
+// New prepares the outbox; Open starts it.
+func New(d Deps) *Outbox {
+	o := &Outbox{Deps: d, flushCh: make(chan struct{})}
+	o.Env.Outbox = o
+	o.lanes = newLanes(o.deliver)
+	return o
+}
+
+// Open resumes the entries left in the outbox by the last run; ctx is the context of all
+// delivery work from now on. It must be called before Add.
+func (o *Outbox) Open(ctx context.Context) error {
+	o.work = ctx
+	o.log = zerolog.Ctx(ctx).With().Str("component", "outbox").Logger()
+	rows, err := o.Store.Pending(ctx)
+	if err != nil {
+		return err
+	}
+	resumeAt := o.Clock.Now().Add(resumeDelay)
+	entries := make([]*Entry, 0, len(rows))
+	for _, row := range rows {
+		e := &Entry{Entry: *row}
+		e.spec, _ = o.Registry.Spec(e.Action)
+		if e.NotBefore.Before(resumeAt) {
+			e.NotBefore = resumeAt
+		}
+		e.inDoubt = o.Sync.NextSync()
+		entries = append(entries, e)
+	}
+	if len(entries) > 0 {
+		o.log.Info().Int("count", len(entries)).Msg("Resuming requests from the outbox")
+	}
+	o.Start(entries)
+	return nil
+}
+
+// Job is a durable request to add to the outbox.
+type Job struct {
+	Action  string
+	Request actions.Durable
+	// TxnID is the transaction ID of its event; empty means a new random one.
+	TxnID string
+	// NotBefore, when set, is when the request becomes due.
+	NotBefore time.Time
+	// ExpiresAt, when set, overrides the request's own expire_s.
+	ExpiresAt time.Time
+	// MQTTKey identifies the MQTT message it came from (see MQTTKey).
+	MQTTKey string
+}
+
+// NewEntry makes the outbox entry of a job, received now.
+func (o *Outbox) NewEntry(j Job) (*Entry, error) {
+	raw, err := json.Marshal(j.Request)
+	if err != nil {
+		return nil, fmt.Errorf("failed to encode %s request: %w", j.Action, err)
+	}
+	spec, ok := o.Registry.Spec(j.Action)
+	if !ok {
+		return nil, fmt.Errorf("failed to queue a request: unknown action %q", j.Action)
+	}
+	now := o.Clock.Now()
+	e := &Entry{spec: spec, Entry: store.Entry{
+		Action: j.Action, Lane: j.Request.Lane(), Request: raw, TxnID: j.TxnID, CreatedAt: now,
+		NotBefore: j.NotBefore, ExpiresAt: j.ExpiresAt, MQTTKey: j.MQTTKey,
+	}}
+	if e.TxnID == "" {
+		e.TxnID = newTxnID()
+	}
+	if exp, ok := j.Request.(actions.Expiring); ok && e.ExpiresAt.IsZero() {
+		if after := exp.ExpireAfter(); after > 0 {
+			e.ExpiresAt = now.Add(after)
+		}
+	}
+	return e, nil
+}
+
+// Add commits entries to the outbox in one transaction; Start then delivers them.
+func (o *Outbox) Add(ctx context.Context, entries []*Entry) error {
+	rows := make([]*store.Entry, len(entries))
+	for i, e := range entries {
+		rows[i] = &e.Entry
+	}
+	return o.Store.Add(ctx, rows)
+}
+
+// Start hands committed entries to their lanes.
+func (o *Outbox) Start(entries []*Entry) {
+	for _, e := range entries {
+		o.Counters.Enqueued(e.ID, e.CreatedAt, e.spec.Scheduled)
+		o.lanes.push(o.work, e)
+	}
+}
+
+// Enqueue makes entries of jobs, commits and starts them.
+func (o *Outbox) Enqueue(ctx context.Context, jobs ...Job) error {
+	entries := make([]*Entry, 0, len(jobs))
+	for _, j := range jobs {
+		e, err := o.NewEntry(j)
+		if err != nil {
+			return err
+		}
+		entries = append(entries, e)
+	}
+	if err := o.Add(ctx, entries); err != nil {
+		return err
+	}
+	o.Start(entries)
+	return nil
+}
+
+// Flush makes every lane that waits to retry try again now.
+func (o *Outbox) Flush() {
+	o.flushMu.Lock()
+	close(o.flushCh)
+	o.flushCh = make(chan struct{})
+	o.flushMu.Unlock()
+}
+
+// Stats returns the delivery figures.
+func (o *Outbox) Stats() wire.Stats { return o.Counters.Snapshot() }
+
+// Drain blocks until no lane does work (each is idle, or only waits for a retry or a scheduled
+// time) or ctx ends; it reports whether that happened.
+func (o *Outbox) Drain(ctx context.Context) bool { return o.lanes.drain(ctx, &o.asleep) }
+
+// Wait blocks until every lane stopped; call it after the work context ended.
+func (o *Outbox) Wait() { o.lanes.wait() }
+
+// Seen reports whether the MQTT message with this key was taken already.
+func (o *Outbox) Seen(ctx context.Context, mqttKey string) (bool, error) {
+	return o.Store.Seen(ctx, mqttKey)
+}
+
+func newTxnID() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return "m2m" + hex.EncodeToString(b[:])
+}
+
+// MQTTKey identifies an MQTT message well enough to recognise its redelivery: the packet ID
+// (the same on a redelivery) and a hash of topic and payload.
+func MQTTKey(packetID uint16, topic string, payload []byte) string {
+	h := sha256.New()
+	h.Write([]byte(topic))
+	h.Write([]byte{0})
+	h.Write(payload)
+	return fmt.Sprintf("%d:%x", packetID, h.Sum(nil)[:12])
+}

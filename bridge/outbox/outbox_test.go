@@ -1,0 +1,611 @@
+package outbox
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/matrix2mqtt/matrix2mqtt/bridge/actions"
+	"github.com/matrix2mqtt/matrix2mqtt/bridge/actions/actionstest"
+	"github.com/matrix2mqtt/matrix2mqtt/bridge/stats"
+	"github.com/matrix2mqtt/matrix2mqtt/bridge/store"
+	"github.com/matrix2mqtt/matrix2mqtt/bridge/targets"
+	"github.com/matrix2mqtt/matrix2mqtt/bridge/wire"
+	"github.com/matrix2mqtt/matrix2mqtt/internal/clock"
+	"github.com/matrix2mqtt/matrix2mqtt/internal/testenv"
+	"github.com/matrix2mqtt/matrix2mqtt/matrix"
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	testenv.StopSharedPostgres()
+	os.Exit(code)
+}
+
+// responses records what the outbox answered.
+type responses chan wire.Response
+
+func (r responses) Respond(_ context.Context, _, requestID string, data any, err *wire.Error) {
+	raw, _ := json.Marshal(data)
+	var decoded any
+	_ = json.Unmarshal(raw, &decoded)
+	r <- wire.NewResponse(requestID, decoded, err)
+}
+
+// testOutbox is an outbox with a real store (SQLite in a temp dir, or PostgreSQL), a fake
+// homeserver and clock, and the responses it published.
+type testOutbox struct {
+	*Outbox
+	clock     *clock.Fake
+	hs        *actionstest.Matrix
+	responses responses
+}
+
+// eachDB runs fn with a fresh test outbox on SQLite and on PostgreSQL.
+func eachDB(t *testing.T, fn func(t *testing.T, to *testOutbox)) {
+	t.Run("sqlite", func(t *testing.T) { fn(t, newTestOutbox(t, "", nil)) })
+	t.Run("postgres", func(t *testing.T) { fn(t, newTestOutbox(t, testenv.PostgresDatabase(t), nil)) })
+}
+
+func newTestOutbox(t *testing.T, databaseURL string, registry *actions.Registry) *testOutbox {
+	t.Helper()
+	clk := clock.NewFake()
+	ctx, cancel := context.WithCancel(zerolog.New(zerolog.NewTestWriter(t)).WithContext(context.Background()))
+	st, err := store.Open(ctx, t.TempDir(), databaseURL, clk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if registry == nil {
+		registry = actions.Default()
+	}
+	hs := &actionstest.Matrix{}
+	ready := make(chan struct{})
+	close(ready)
+	to := &testOutbox{clock: clk, hs: hs, responses: make(responses, 10)}
+	to.Outbox = New(Deps{
+		Store: st, Registry: registry, Env: actions.Env{Matrix: hs, Targets: targets.New(targets.Config{})},
+		Sync: hs, Responder: to.responses, Counters: stats.New(clk), Clock: clk, MaxAge: time.Hour, Ready: ready,
+	})
+	if err := to.Open(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cancel()
+		to.Wait()
+		st.Close()
+	})
+	return to
+}
+
+// enqueue commits a send request to the outbox, as the intake does, without starting it.
+func (to *testOutbox) enqueue(t *testing.T, req *actions.Send) *Entry {
+	t.Helper()
+	if err := req.Validate(to.Env.Targets); err != nil {
+		t.Fatal(err)
+	}
+	e, err := to.NewEntry(Job{Action: "send", Request: req})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := to.Add(context.Background(), []*Entry{e}); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+func send(id, to, text string) *actions.Send {
+	s := &actions.Send{Text: text}
+	s.ID, s.To.To = id, to
+	return s
+}
+
+// run delivers e in the background; the returned channel closes when deliver returns.
+func (to *testOutbox) run(e *Entry) <-chan struct{} {
+	done := make(chan struct{})
+	go func() {
+		to.deliver(to.work, e)
+		close(done)
+	}()
+	return done
+}
+
+func (to *testOutbox) response(t *testing.T) wire.Response {
+	t.Helper()
+	select {
+	case r := <-to.responses:
+		return r
+	case <-time.After(5 * time.Second):
+		t.Fatal("no response")
+	}
+	return wire.Response{}
+}
+
+func (to *testOutbox) sleeps(t *testing.T) time.Duration {
+	t.Helper()
+	select {
+	case d := <-to.clock.Asked:
+		return d
+	case <-time.After(5 * time.Second):
+		t.Fatal("the outbox did not wait")
+	}
+	return 0
+}
+
+func (to *testOutbox) pending(t *testing.T) []*store.Entry {
+	t.Helper()
+	p, err := to.Store.Pending(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func httpError(status int, errcode string, extra map[string]any) error {
+	resp := mautrix.RespError{ErrCode: errcode, Err: "server says no", StatusCode: status, ExtraData: extra}
+	return fmt.Errorf("failed to send: %w", mautrix.HTTPError{Response: &http.Response{StatusCode: status}, RespError: &resp})
+}
+
+var errNetwork = errors.New("dial tcp 127.0.0.1:8008: connect: connection refused")
+
+func TestDeliverRetriesWithBackoffAndKeepsTxnID(t *testing.T) {
+	eachDB(t, func(t *testing.T, to *testOutbox) {
+		to.hs.Errs = []error{errNetwork, httpError(502, "M_UNKNOWN", nil), errNetwork}
+		e := to.enqueue(t, send("r1", "!room:hs", "hi"))
+		done := to.run(e)
+		var waits []time.Duration
+		for range 3 {
+			d := to.sleeps(t)
+			waits = append(waits, d)
+			to.clock.Advance(d)
+		}
+		r := to.response(t)
+		<-done
+		if r.Status != "ok" || r.ID != "r1" {
+			t.Fatalf("response = %+v", r)
+		}
+		if to.hs.Calls != 4 || len(to.hs.Sent) != 1 || to.hs.Sent[0] != e.TxnID {
+			t.Fatalf("calls = %d sent = %v, want the entry's txn %s", to.hs.Calls, to.hs.Sent, e.TxnID)
+		}
+		// Exponential with ±20% jitter: about 1s, 2s, 4s.
+		for i, d := range waits {
+			base := retryBase << i
+			if d < base*8/10 || d > base*12/10 {
+				t.Errorf("wait %d = %s, want %s ±20%%", i, d, base)
+			}
+		}
+		if len(to.pending(t)) != 0 {
+			t.Fatal("entry still in the outbox")
+		}
+		if s := to.Stats(); s.Sent != 1 || s.OutboxPending != 0 {
+			t.Fatalf("stats = %+v", s)
+		}
+	})
+}
+
+func TestDeliverHonoursRetryAfter(t *testing.T) {
+	eachDB(t, func(t *testing.T, to *testOutbox) {
+		to.hs.Errs = []error{httpError(429, "M_LIMIT_EXCEEDED", map[string]any{"retry_after_ms": float64(7000)})}
+		done := to.run(to.enqueue(t, send("", "!room:hs", "hi")))
+		if d := to.sleeps(t); d < 7*time.Second {
+			t.Fatalf("waited %s, want at least the server's 7s", d)
+		}
+		to.clock.Advance(8 * time.Second)
+		if r := to.response(t); r.Status != "ok" {
+			t.Fatalf("response = %+v", r)
+		}
+		<-done
+	})
+}
+
+func TestDeliverPermanentErrorAnswersAtOnce(t *testing.T) {
+	eachDB(t, func(t *testing.T, to *testOutbox) {
+		to.hs.Errs = []error{httpError(403, "M_FORBIDDEN", nil)}
+		done := to.run(to.enqueue(t, send("f", "!room:hs", "hi")))
+		r := to.response(t)
+		<-done
+		if r.Status != "error" || r.Error.Code != wire.CodeMatrixError || r.Error.ErrCode != "M_FORBIDDEN" || r.ID != "f" {
+			t.Fatalf("response = %+v %+v", r, r.Error)
+		}
+		if to.hs.Calls != 1 || len(to.pending(t)) != 0 {
+			t.Fatalf("calls = %d pending = %d", to.hs.Calls, len(to.pending(t)))
+		}
+		if s := to.Stats(); s.Failed != 1 || !strings.Contains(s.LastError, "M_FORBIDDEN") {
+			t.Fatalf("stats = %+v", s)
+		}
+	})
+}
+
+func TestDeliverExpiresInsteadOfDeliveringLate(t *testing.T) {
+	eachDB(t, func(t *testing.T, to *testOutbox) {
+		to.hs.Errs = []error{errNetwork, errNetwork, errNetwork, errNetwork, errNetwork}
+		req := send("x", "!room:hs", "alarm")
+		req.ExpireS = 5
+		start := to.clock.Now()
+		done := to.run(to.enqueue(t, req))
+		for {
+			d := to.sleeps(t)
+			to.clock.Advance(d)
+			select {
+			case r := <-to.responses:
+				<-done
+				if r.Status != "error" || r.Error.Code != wire.CodeExpired {
+					t.Fatalf("response = %+v", r)
+				}
+				if len(to.hs.Sent) != 0 {
+					t.Fatal("delivered after all")
+				}
+				if elapsed := to.clock.Now().Sub(start); elapsed > 6*time.Second {
+					t.Fatalf("expired only after %s, want about 5s", elapsed)
+				}
+				if s := to.Stats(); s.Expired != 1 {
+					t.Fatalf("stats = %+v", s)
+				}
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	})
+}
+
+func TestDeliverExpiry(t *testing.T) {
+	tests := []struct {
+		name    string
+		expireS float64
+		wait    time.Duration
+	}{
+		{"expire_s passed before the first attempt", 1, 2 * time.Second},
+		{"older than OUTBOX_MAX_AGE", 0, 2 * time.Hour}, // 1h in the test outbox
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			to := newTestOutbox(t, "", nil)
+			req := send("", "!room:hs", "late")
+			req.ExpireS = tc.expireS
+			e := to.enqueue(t, req)
+			to.clock.Advance(tc.wait) // e.g. the bridge was down
+			<-to.run(e)
+			if r := to.response(t); r.Error == nil || r.Error.Code != wire.CodeExpired {
+				t.Fatalf("response = %+v", r)
+			}
+			if to.hs.Calls != 0 {
+				t.Fatal("tried to deliver an expired message")
+			}
+		})
+	}
+}
+
+func TestRedactAfterIsScheduledInTheOutbox(t *testing.T) {
+	eachDB(t, func(t *testing.T, to *testOutbox) {
+		req := send("", "!room:hs", "temporary")
+		req.RedactAfterS = 60
+		done := to.run(to.enqueue(t, req))
+		r := to.response(t)
+		<-done
+		eventID := r.Data.(map[string]any)["event_id"]
+		pending := to.pending(t)
+		if len(pending) != 1 || pending[0].Action != actions.ActionAutoRedact {
+			t.Fatalf("pending = %v", pending)
+		}
+		if want := to.clock.Now().Add(time.Minute); !pending[0].NotBefore.Equal(want.Truncate(time.Millisecond)) {
+			t.Fatalf("not_before = %s, want %s", pending[0].NotBefore, want)
+		}
+		if s := to.Stats(); s.ScheduledRedactions != 1 || s.OutboxPending != 0 {
+			t.Fatalf("stats = %+v", s)
+		}
+		// The lane was started by finish; after a minute the message is redacted, with no response.
+		if d := to.sleeps(t); d != time.Minute {
+			t.Fatalf("scheduled wait = %s", d)
+		}
+		to.clock.Advance(time.Minute)
+		waitFor(t, func() bool { return len(to.pending(t)) == 0 })
+		if len(to.hs.Redacted) != 1 || string(to.hs.Redacted[0]) != eventID {
+			t.Fatalf("redacted = %v, want %s", to.hs.Redacted, eventID)
+		}
+		select {
+		case extra := <-to.responses:
+			t.Fatalf("auto-redaction answered: %+v", extra)
+		default:
+		}
+	})
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met in time")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestLanesKeepOrderPerTarget(t *testing.T) {
+	var mu sync.Mutex
+	seen := map[string][]int{}
+	release := make(chan struct{})
+	l := newLanes(func(_ context.Context, e *Entry) {
+		if e.Lane == "slow" {
+			<-release
+		}
+		mu.Lock()
+		seen[e.Lane] = append(seen[e.Lane], int(e.ID))
+		mu.Unlock()
+	})
+	ctx := context.Background()
+	for i := range 50 {
+		e := &Entry{}
+		e.ID, e.Lane = int64(i), []string{"slow", "a", "b"}[i%3]
+		l.push(ctx, e)
+	}
+	// The slow lane blocks; the others finish without it.
+	waitFor(t, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(seen["a"])+len(seen["b"]) == 33
+	})
+	close(release)
+	l.wait()
+	for lane, ids := range seen {
+		for i := 1; i < len(ids); i++ {
+			if ids[i] < ids[i-1] {
+				t.Fatalf("lane %s out of order: %v", lane, ids)
+			}
+		}
+	}
+	if len(seen["slow"]) != 17 {
+		t.Fatalf("slow lane = %v", seen["slow"])
+	}
+}
+
+// TestDrainIgnoresOnlyLanesThatSleep: a shutdown waits for lanes at work, not for lanes that
+// wait to retry.
+func TestDrainIgnoresOnlyLanesThatSleep(t *testing.T) {
+	to := newTestOutbox(t, "", nil)
+	to.hs.Errs = []error{errNetwork}
+	to.Start([]*Entry{to.enqueue(t, send("", "!room:hs", "retrying"))})
+	to.sleeps(t) // the lane waits to retry
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if !to.Drain(ctx) {
+		t.Fatal("drain waited for a lane that only sleeps")
+	}
+}
+
+func TestRecoveredEntryAlreadySentIsNotSentAgain(t *testing.T) {
+	eachDB(t, func(t *testing.T, to *testOutbox) {
+		e := to.enqueue(t, send("again", "!room:hs", "in flight at the crash"))
+		e.inDoubt = to.hs.NextSync()
+		to.hs.Echoes = map[string]id.EventID{e.TxnID: "$already"}
+		<-to.run(e)
+		r := to.response(t)
+		if r.Status != "ok" || r.Data.(map[string]any)["event_id"] != "$already" {
+			t.Fatalf("response = %+v", r)
+		}
+		if to.hs.Calls != 0 {
+			t.Fatal("sent again")
+		}
+	})
+}
+
+// TestOpenResumesInDoubt: entries left by the last run are resumed after the resume delay, in
+// doubt, and one that sync shows as sent is answered without sending.
+func TestOpenResumesInDoubt(t *testing.T) {
+	to := newTestOutbox(t, "", nil)
+	e := to.enqueue(t, send("left", "!room:hs", "left at the crash"))
+	to.hs.Echoes = map[string]id.EventID{e.TxnID: "$before"}
+	if err := to.Open(to.work); err != nil {
+		t.Fatal(err)
+	}
+	if d := to.sleeps(t); d != resumeDelay {
+		t.Fatalf("resumed after %s, want %s", d, resumeDelay)
+	}
+	to.clock.Advance(resumeDelay)
+	if r := to.response(t); r.Status != "ok" || r.Data.(map[string]any)["event_id"] != "$before" || to.hs.Calls != 0 {
+		t.Fatalf("response = %+v after %d sends", r, to.hs.Calls)
+	}
+}
+
+// echoInNextSync lets the fake sync that closes syncs carry the echo of e as evtID.
+func (to *testOutbox) echoInNextSync(e *Entry, evtID id.EventID, syncs chan struct{}) {
+	to.hs.Mu.Lock()
+	to.hs.Echoes = map[string]id.EventID{e.TxnID: evtID}
+	to.hs.Mu.Unlock()
+	close(syncs)
+}
+
+// expectAnswered waits for deliver to return and checks its ok response (with wantEvent, when
+// set) and the number of sends it made.
+func (to *testOutbox) expectAnswered(t *testing.T, done <-chan struct{}, wantEvent id.EventID, wantCalls int) {
+	t.Helper()
+	<-done
+	r := to.response(t)
+	if r.Status != "ok" || (wantEvent != "" && r.Data.(map[string]any)["event_id"] != string(wantEvent)) {
+		t.Fatalf("response = %+v", r)
+	}
+	if to.hs.Calls != wantCalls {
+		t.Fatalf("%d sends, want %d", to.hs.Calls, wantCalls)
+	}
+}
+
+// TestInDoubtWaitsForLateEcho: after an outage the homeserver may store a request it was
+// interrupted in only once it is back, so an entry in doubt watches the syncs of the grace
+// period for its echo before sending again.
+func TestInDoubtWaitsForLateEcho(t *testing.T) {
+	tests := []struct {
+		name      string
+		echoLate  bool
+		wantCalls int
+	}{
+		{"echo in a later sync", true, 0},
+		{"no echo within the grace", false, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			to := newTestOutbox(t, "", nil)
+			e := to.enqueue(t, send("late", "!room:hs", "cut by the outage"))
+			to.hs.HealthyFrom = to.clock.Now() // sync just came back
+			e.inDoubt = to.hs.NextSync()       // and handed over its first sync
+			syncs := make(chan struct{})
+			to.hs.Sync = syncs
+			done := to.run(e)
+			if d := to.sleeps(t); d != inDoubtWait {
+				t.Fatalf("first wait %s, want the bound %s", d, inDoubtWait)
+			}
+			if d := to.sleeps(t); d != inDoubtGrace {
+				t.Fatalf("second wait %s, want the grace %s", d, inDoubtGrace)
+			}
+			var wantEvent id.EventID
+			if tt.echoLate {
+				wantEvent = "$late"
+				to.echoInNextSync(e, wantEvent, syncs)
+			} else {
+				to.clock.Advance(inDoubtGrace)
+			}
+			to.expectAnswered(t, done, wantEvent, tt.wantCalls)
+		})
+	}
+}
+
+// TestInDoubtWaitsWhileSyncIsDown: the wait for the echo is not used up by an outage of sync
+// (a retry then could not be checked), up to inDoubtMaxWait.
+func TestInDoubtWaitsWhileSyncIsDown(t *testing.T) {
+	tests := []struct {
+		name      string
+		recovers  bool // sync comes back, with the echo, after the first bound
+		wantCalls int
+	}{
+		{"sync comes back with the echo", true, 0},
+		{"sync stays down past the longest wait", false, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			to := newTestOutbox(t, "", nil)
+			e := to.enqueue(t, send("down", "!room:hs", "cut by the outage"))
+			syncs := make(chan struct{})
+			to.hs.Sync, to.hs.Unhealthy = syncs, true
+			e.inDoubt = syncs
+			done := to.run(e)
+			if d := to.sleeps(t); d != inDoubtWait {
+				t.Fatalf("first wait %s, want %s", d, inDoubtWait)
+			}
+			to.clock.Advance(inDoubtWait)
+			if d := to.sleeps(t); d != inDoubtWait {
+				t.Fatalf("after the bound, with sync down: wait %s, want another %s", d, inDoubtWait)
+			}
+			var wantEvent id.EventID
+			if tt.recovers {
+				wantEvent = "$kept"
+				to.hs.Mu.Lock()
+				to.hs.Unhealthy, to.hs.HealthyFrom = false, to.clock.Now()
+				to.hs.Mu.Unlock()
+				to.echoInNextSync(e, wantEvent, syncs)
+			} else {
+				for waited := 2 * inDoubtWait; waited < inDoubtMaxWait; waited += inDoubtWait {
+					to.clock.Advance(inDoubtWait)
+					to.sleeps(t)
+				}
+				to.clock.Advance(inDoubtWait)
+			}
+			to.expectAnswered(t, done, wantEvent, tt.wantCalls)
+		})
+	}
+}
+
+func TestMayHaveArrived(t *testing.T) {
+	dial := &net.OpError{Op: "dial", Net: "tcp", Err: errors.New("connect: connection refused")}
+	read := &net.OpError{Op: "read", Net: "tcp", Err: errors.New("connection reset by peer")}
+	status := func(code int) error {
+		return mautrix.HTTPError{Response: &http.Response{StatusCode: code}, Message: "failed"}
+	}
+	tests := []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"no connection", mautrix.HTTPError{WrappedError: &url.Error{Op: "Put", URL: "http://hs", Err: dial}, Message: "request error"}, false},
+		{"connection broke", mautrix.HTTPError{WrappedError: &url.Error{Op: "Put", URL: "http://hs", Err: read}, Message: "request error"}, true},
+		{"server error", status(500), true},
+		{"bad gateway", status(502), true},
+		{"refused request", status(403), false},
+		{"unknown target", fmt.Errorf("failed: %w", matrix.ErrUnknownTarget), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := mayHaveArrived(tt.err); got != tt.want {
+				t.Fatalf("mayHaveArrived(%v) = %v, want %v", tt.err, got, tt.want)
+			}
+		})
+	}
+}
+
+// twoSteps is a durable action of two events, like a broadcast: the first step's result is
+// kept as progress.
+type twoSteps struct {
+	actions.Common
+}
+
+func (r *twoSteps) Validate(actions.Targets) *wire.Error { return nil }
+func (r *twoSteps) Lane() string                         { return "!room:hs" }
+
+func (r *twoSteps) Deliver(ctx context.Context, d *actions.Delivery) (any, error) {
+	var done struct {
+		First id.EventID `json:"first"`
+	}
+	if ok, err := d.Progress.Load(&done); err != nil {
+		return nil, err
+	} else if !ok {
+		evt, err := d.Matrix.Send(ctx, "!room:hs", event.EventMessage, "one", d.StepTxnID(1))
+		if err != nil {
+			return nil, err
+		}
+		done.First = evt
+		if err := d.Progress.Save(ctx, &done); err != nil {
+			return nil, err
+		}
+	}
+	second, err := d.Matrix.Send(ctx, "!room:hs", event.EventMessage, "two", d.StepTxnID(2))
+	return []id.EventID{done.First, second}, err
+}
+
+// TestProgressKeepsFinishedSteps: a retry of an action made of several steps does not do a
+// finished step again.
+func TestProgressKeepsFinishedSteps(t *testing.T) {
+	eachDB(t, func(t *testing.T, to *testOutbox) {
+		to.Registry = actions.NewRegistry([]actions.Spec{{Name: "two_steps", New: func() actions.Request { return &twoSteps{} }}})
+		to.hs.Errs = []error{nil, errNetwork}
+		e, err := to.NewEntry(Job{Action: "two_steps", Request: &twoSteps{}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := to.Add(context.Background(), []*Entry{e}); err != nil {
+			t.Fatal(err)
+		}
+		done := to.run(e)
+		to.sleeps(t) // the second step failed
+		if p := to.pending(t); len(p) != 1 || !strings.Contains(string(p[0].Progress), e.TxnID+".1") {
+			t.Fatalf("stored progress = %+v", p)
+		}
+		to.clock.Advance(2 * time.Second)
+		r := to.response(t)
+		<-done
+		want := []string{e.TxnID + ".1", e.TxnID + ".2"}
+		if r.Status != "ok" || strings.Join(to.hs.Sent, ",") != strings.Join(want, ",") {
+			t.Fatalf("response %+v, sent %v, want %v", r, to.hs.Sent, want)
+		}
+	})
+}

@@ -1,0 +1,180 @@
+// Package store owns the bridge's tables (the outbox, the keys of done MQTT messages, the
+// published inbound events) and their schema, and prunes what is only kept for a while.
+package store
+
+import (
+	"context"
+	"embed"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	_ "github.com/lib/pq" // registers the postgres driver
+	"github.com/rs/zerolog"
+	"go.mau.fi/util/dbutil"
+	_ "go.mau.fi/util/dbutil/litestream" // registers the sqlite3-fk-wal driver
+
+	"github.com/matrix2mqtt/matrix2mqtt/internal/clock"
+)
+
+//go:embed schema/*.sql
+var schemaFS embed.FS
+
+var upgradeTable = dbutil.BuildUpgradeTable().WithFSPath(schemaFS, "schema").Finish()
+
+// Retention of what is kept only to recognise repeats.
+const (
+	// DoneRetention is how long the keys of done MQTT messages are remembered.
+	DoneRetention = 24 * time.Hour
+	// InboundRetention is how long published inbound event IDs are remembered.
+	InboundRetention = 24 * time.Hour
+	// pruneEvery is how often the pruning timer runs.
+	pruneEvery = time.Hour
+)
+
+// sqlChunk is how many rows one statement reads or writes at most.
+const sqlChunk = 200
+
+// Store is the bridge's database: Root is shared with the Matrix client (its own tables and the
+// crypto store); the bridge's tables are reached through Store's methods.
+type Store struct {
+	Root  *dbutil.Database
+	db    *dbutil.Database
+	clock clock.Clock
+	// writes serialises write transactions on SQLite (nil on PostgreSQL). There a transaction
+	// that finds the database locked sleeps in SQLite's busy handler (1 ms, 2 ms, 5 ms…) instead
+	// of starting when the lock is free; writers wait on this mutex instead, which hands over
+	// at once.
+	writes *sync.Mutex
+	// finishing holds the entries waiting in Finish for the next group commit (SQLite).
+	finishMu  sync.Mutex
+	finishing []*finishing
+}
+
+// Location returns the database driver and where the database is: a PostgreSQL URL, or the
+// path of the SQLite file (DATA_DIR/matrix2mqtt.db unless databaseURL names another).
+func Location(dataDir, databaseURL string) (driver, location string, err error) {
+	switch {
+	case databaseURL == "":
+		return "sqlite3-fk-wal", filepath.Join(dataDir, "matrix2mqtt.db"), nil
+	case strings.HasPrefix(databaseURL, "postgres://"), strings.HasPrefix(databaseURL, "postgresql://"):
+		return "postgres", databaseURL, nil
+	case strings.HasPrefix(databaseURL, "sqlite:"), strings.HasPrefix(databaseURL, "file:"):
+		return "sqlite3-fk-wal", strings.TrimPrefix(strings.TrimPrefix(databaseURL, "sqlite:"), "file:"), nil
+	}
+	return "", "", errors.New("DATABASE_URL: must be postgres://…, postgresql://… or sqlite:PATH (the value is not shown: it may hold a password)")
+}
+
+// Open opens (creating DATA_DIR and the SQLite file 0600 where needed) and upgrades the
+// database.
+func Open(ctx context.Context, dataDir, databaseURL string, clk clock.Clock) (*Store, error) {
+	log := zerolog.Ctx(ctx)
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("failed to create DATA_DIR: %w", err)
+	}
+	driver, location, err := Location(dataDir, databaseURL)
+	if err != nil {
+		return nil, err
+	}
+	uri := location
+	sqlite := driver != "postgres"
+	if sqlite {
+		// The file is created 0600 before SQLite opens it; its -wal and -shm files inherit that.
+		f, err := os.OpenFile(location, os.O_CREATE|os.O_RDWR, 0o600)
+		if err != nil {
+			return nil, fmt.Errorf("failed to create database file: %w", err)
+		}
+		f.Close()
+		if err := os.Chmod(location, 0o600); err != nil {
+			return nil, fmt.Errorf("failed to restrict database file: %w", err)
+		}
+		uri = "file:" + filepath.ToSlash(location) + "?_txlock=immediate"
+	}
+	db, err := dbutil.NewWithDialect(uri, driver)
+	if err != nil {
+		return nil, fmt.Errorf("failed to open database: %w", err)
+	}
+	db.RawDB.SetMaxIdleConns(16)
+	if err := db.RawDB.PingContext(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("failed to connect to the database: %w", err)
+	}
+	db.Log = dbutil.ZeroLogger(*log)
+	own := db.Child("matrix2mqtt_bridge_version", upgradeTable, db.Log)
+	if err := own.Upgrade(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("failed to upgrade outbox tables: %w", err)
+	}
+	s := &Store{Root: db, db: own, clock: clk}
+	if sqlite {
+		s.writes = &sync.Mutex{}
+	}
+	return s, nil
+}
+
+// Close closes the database.
+func (s *Store) Close() error { return s.Root.Close() }
+
+// lockWrites takes the write lock (on SQLite) and returns its unlock.
+func (s *Store) lockWrites() func() {
+	if s.writes == nil {
+		return func() {}
+	}
+	s.writes.Lock()
+	return s.writes.Unlock
+}
+
+// RunPruning forgets done MQTT keys and published inbound events once they are older than their
+// retention, every hour until ctx ends (and once at start).
+func (s *Store) RunPruning(ctx context.Context) {
+	for {
+		if err := s.Prune(ctx); err != nil && ctx.Err() == nil {
+			zerolog.Ctx(ctx).Warn().Err(err).Msg("Failed to prune old keys")
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.clock.After(pruneEvery):
+		}
+	}
+}
+
+// Prune forgets what is past its retention.
+func (s *Store) Prune(ctx context.Context) error {
+	now := s.clock.Now()
+	defer s.lockWrites()()
+	if err := s.pruneDone(ctx, now.Add(-DoneRetention)); err != nil {
+		return err
+	}
+	return s.pruneInbound(ctx, now.Add(-InboundRetention))
+}
+
+func millis(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixMilli()
+}
+
+func fromMillis(ms int64) time.Time {
+	if ms == 0 {
+		return time.Time{}
+	}
+	return time.UnixMilli(ms)
+}
+
+// marks returns "$from, $from+1, …" for n placeholders.
+func marks(from, n int) string {
+	var b strings.Builder
+	for i := range n {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "$%d", from+i)
+	}
+	return b.String()
+}

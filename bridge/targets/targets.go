@@ -1,0 +1,282 @@
+// Package targets knows where requests may go: friendly names (TARGETS), the shape of room IDs,
+// aliases and user IDs, the ALLOWED_TARGETS allowlist, and the topic key of each room.
+package targets
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+
+	"maunium.net/go/mautrix/id"
+
+	"github.com/matrix2mqtt/matrix2mqtt/bridge/wire"
+	"github.com/matrix2mqtt/matrix2mqtt/matrix"
+	"github.com/matrix2mqtt/matrix2mqtt/mqtt"
+)
+
+// Config is the targets' section of the configuration.
+type Config struct {
+	// Names are friendly names for rooms and users: kitchen=!abc:hs,alice=@alice:hs.
+	Names Names `env:"TARGETS"`
+	// Allowed, when set, limits which targets requests may reach.
+	Allowed []string `env:"ALLOWED_TARGETS"`
+}
+
+// Validate reports the first entry that cannot work, naming the setting.
+func (c Config) Validate() error {
+	for _, a := range c.Allowed {
+		if _, friendly := c.Names[a]; friendly {
+			continue
+		}
+		if err := ValidateID(a); err != nil {
+			return fmt.Errorf("ALLOWED_TARGETS: %w", err)
+		}
+	}
+	return nil
+}
+
+// Names maps friendly names to room IDs, aliases or user IDs.
+type Names map[string]string
+
+// UnmarshalText parses `name=target,name=target`.
+func (n *Names) UnmarshalText(text []byte) error {
+	out := Names{}
+	for _, pair := range strings.Split(string(text), ",") {
+		pair = strings.TrimSpace(pair)
+		if pair == "" {
+			continue
+		}
+		name, target, ok := strings.Cut(pair, "=")
+		name, target = strings.TrimSpace(name), strings.TrimSpace(target)
+		if !ok || name == "" || target == "" {
+			return fmt.Errorf("%q is not name=target", pair)
+		}
+		if strings.ContainsAny(name, "#+/:!@ \x00") {
+			return fmt.Errorf("friendly name %q must not contain any of # + / : ! @ or spaces", name)
+		}
+		if err := ValidateID(target); err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		if _, dup := out[name]; dup {
+			return fmt.Errorf("%q is defined twice", name)
+		}
+		out[name] = target
+	}
+	*n = out
+	return nil
+}
+
+// ValidateID checks the shape of a room ID, alias or user ID.
+func ValidateID(target string) error {
+	switch {
+	case strings.HasPrefix(target, "!"):
+		if len(target) < 2 {
+			return fmt.Errorf("%q is not a valid room ID", target)
+		}
+	case strings.HasPrefix(target, "#"):
+		if !strings.Contains(target, ":") || len(target) < 4 {
+			return fmt.Errorf("%q is not a valid room alias (#name:server)", target)
+		}
+	case strings.HasPrefix(target, "@"):
+		if _, _, err := id.UserID(target).ParseAndValidateRelaxed(); err != nil {
+			return fmt.Errorf("%q is not a valid user ID: %w", target, err)
+		}
+	default:
+		return fmt.Errorf("%q is not a room ID (!…), alias (#…) or user ID (@…)", target)
+	}
+	if strings.ContainsAny(target, " \x00") {
+		return fmt.Errorf("%q contains a space or NUL", target)
+	}
+	return nil
+}
+
+// Targets expands and checks the targets of requests, and knows which room each friendly name
+// and watched target stands for.
+type Targets struct {
+	cfg   Config
+	names []string // friendly names, sorted
+	watch []string // targets resolved on Learn besides the friendly names (COMMAND_ROOMS)
+
+	mu       sync.Mutex
+	byRoom   map[id.RoomID]string // room → friendly name (its topic key)
+	resolved map[string]id.RoomID // target (room ID, alias, user ID) → room, as last learned
+}
+
+// New prepares the targets of cfg; watch lists more targets (room IDs, aliases, user IDs or
+// friendly names) whose rooms Learn finds.
+func New(cfg Config, watch ...string) *Targets {
+	t := &Targets{cfg: cfg, watch: watch, byRoom: map[id.RoomID]string{}, resolved: map[string]id.RoomID{}}
+	for name := range cfg.Names {
+		t.names = append(t.names, name)
+	}
+	slices.Sort(t.names)
+	for _, target := range cfg.Names {
+		if strings.HasPrefix(target, "!") {
+			t.Remember(target, id.RoomID(target))
+		}
+	}
+	return t
+}
+
+// Expand returns the Matrix target a friendly name stands for, or target itself.
+func (t *Targets) Expand(target string) (string, bool) {
+	if v, ok := t.cfg.Names[target]; ok {
+		return v, true
+	}
+	return target, false
+}
+
+// Check expands a target given in field (a friendly name, room ID, alias or user ID), checks its
+// shape and the allowlist, and returns the expanded target.
+func (t *Targets) Check(field, target string) (string, *wire.Error) {
+	if target == "" {
+		return "", wire.Errorf(wire.CodeInvalidRequest, "field '%s' is required (a room ID, alias, user ID or friendly name)", field)
+	}
+	expanded, friendly := t.Expand(target)
+	if !friendly {
+		if err := ValidateID(target); err != nil {
+			return "", wire.Errorf(wire.CodeUnknownTarget, "field '%s': %v, and not a friendly name from TARGETS", field, err)
+		}
+	}
+	if len(t.cfg.Allowed) > 0 && !t.allowed(target, expanded) {
+		return "", wire.Errorf(wire.CodeNotAllowed, "field '%s': target %q is not in ALLOWED_TARGETS", field, target)
+	}
+	return expanded, nil
+}
+
+// CheckRoom is Check for a field that must name a room: not a user.
+func (t *Targets) CheckRoom(field, room string) (string, *wire.Error) {
+	expanded, err := t.Check(field, room)
+	if err != nil {
+		return "", err
+	}
+	if strings.HasPrefix(expanded, "@") {
+		return "", wire.Errorf(wire.CodeInvalidRequest, "field '%s' must be a room ID, alias or friendly name of a room, not the user %q", field, expanded)
+	}
+	return expanded, nil
+}
+
+// CheckUser is Check for a field that must name a user.
+func (t *Targets) CheckUser(field, user string) (id.UserID, *wire.Error) {
+	if expanded, _ := t.Expand(user); user != "" && !strings.HasPrefix(expanded, "@") {
+		return "", wire.Errorf(wire.CodeInvalidRequest, "field '%s' must be a user ID or a friendly name of one, not %q", field, user)
+	}
+	expanded, err := t.Check(field, user)
+	if err != nil {
+		return "", err
+	}
+	return id.UserID(expanded), nil
+}
+
+func (t *Targets) allowed(target, expanded string) bool {
+	for _, a := range t.cfg.Allowed {
+		if a == target || a == expanded {
+			return true
+		}
+		if v, ok := t.Expand(a); ok && v == expanded {
+			return true
+		}
+	}
+	return false
+}
+
+// Remember records that target resolved to roomID: the room of a friendly name gets that name as
+// its topic key (the first in sort order when several stand for one room).
+func (t *Targets) Remember(target string, roomID id.RoomID) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.resolved[target] = roomID
+	for _, name := range t.names {
+		if t.cfg.Names[name] == target {
+			if old, ok := t.byRoom[roomID]; !ok || name < old {
+				t.byRoom[roomID] = name
+			}
+			return
+		}
+	}
+}
+
+// Resolver finds the room of an alias.
+type Resolver interface {
+	Resolve(ctx context.Context, target string) (id.RoomID, error)
+}
+
+// Learn finds the rooms of the friendly names and watched targets in the joined rooms: room IDs
+// stand for themselves, user IDs for their DM, and aliases are resolved (a failure keeps what was
+// learned before). It creates nothing.
+func (t *Targets) Learn(ctx context.Context, rooms []matrix.Room, resolver Resolver) {
+	targets := make([]string, 0, len(t.names)+len(t.watch))
+	for _, name := range t.names {
+		targets = append(targets, t.cfg.Names[name])
+	}
+	for _, w := range t.watch {
+		expanded, _ := t.Expand(w)
+		targets = append(targets, expanded)
+	}
+	for _, target := range targets {
+		switch target[0] {
+		case '!':
+			t.Remember(target, id.RoomID(target))
+		case '#':
+			if roomID, err := resolver.Resolve(ctx, target); err == nil {
+				t.Remember(target, roomID)
+			}
+		case '@':
+			for _, r := range rooms {
+				if r.IsDM && r.DMUser == id.UserID(target) {
+					t.Remember(target, r.ID)
+					break
+				}
+			}
+		}
+	}
+}
+
+// RoomOf returns the room a target (or friendly name) was last learned or resolved to.
+func (t *Targets) RoomOf(target string) (id.RoomID, bool) {
+	expanded, _ := t.Expand(target)
+	if strings.HasPrefix(expanded, "!") {
+		return id.RoomID(expanded), true
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	roomID, ok := t.resolved[expanded]
+	return roomID, ok
+}
+
+// Key is the topic segment of roomID: its friendly name, else the room ID made topic-safe.
+func (t *Targets) Key(roomID id.RoomID) string {
+	if name, ok := t.Name(roomID); ok {
+		return name
+	}
+	return mqtt.SafeSegment(string(roomID))
+}
+
+// Name returns roomID's friendly name, if it has one.
+func (t *Targets) Name(roomID id.RoomID) (string, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	name, ok := t.byRoom[roomID]
+	return name, ok
+}
+
+// Names returns the friendly names, sorted.
+func (t *Targets) Names() []string { return slices.Clone(t.names) }
+
+// RoomInfo is one entry of `<base>/bridge/rooms` and of `list_rooms`: a joined room with its
+// topic key.
+type RoomInfo struct {
+	matrix.Room
+	Key string `json:"key"`
+}
+
+// Annotate adds the topic keys to rooms.
+func (t *Targets) Annotate(rooms []matrix.Room) []RoomInfo {
+	out := make([]RoomInfo, len(rooms))
+	for i, r := range rooms {
+		out[i] = RoomInfo{Room: r, Key: t.Key(r.ID)}
+	}
+	return out
+}

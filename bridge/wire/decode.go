@@ -1,0 +1,207 @@
+package wire
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"reflect"
+	"strings"
+	"unicode/utf8"
+)
+
+// idScanLimit is how much of a payload RequestID reads at most.
+const idScanLimit = 4096
+
+// RequestID digs the string "id" out of the top level of a payload that may not decode as its
+// action's request, so that even an invalid request is answered with its id: from a JSON object
+// up to 4 KiB, or from the first 4 KiB of a longer payload (one over MAX_PAYLOAD_BYTES is not
+// parsed whole).
+func RequestID(payload []byte) string {
+	if len(payload) > idScanLimit {
+		payload = payload[:idScanLimit]
+	} else if !json.Valid(payload) {
+		return ""
+	}
+	dec := json.NewDecoder(bytes.NewReader(payload))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return ""
+	}
+	for dec.More() {
+		key, err := dec.Token()
+		if err != nil {
+			return ""
+		}
+		if key == "id" {
+			var id string
+			if dec.Decode(&id) != nil {
+				return ""
+			}
+			return id
+		}
+		var skip json.RawMessage
+		if dec.Decode(&skip) != nil {
+			return ""
+		}
+	}
+	return ""
+}
+
+// Decode decodes payload into v, a pointer to a request struct: a JSON object whose keys are
+// exactly the struct's field names (no unknown, duplicated or differently cased keys) and whose
+// values have the fields' types. The error names the field.
+func Decode(payload []byte, v any) *Error {
+	if !utf8.Valid(payload) {
+		return Errorf(CodeInvalidRequest, "the payload is not UTF-8")
+	}
+	trimmed := bytes.TrimSpace(payload)
+	if len(trimmed) == 0 || trimmed[0] != '{' {
+		return Errorf(CodeInvalidRequest, "the payload must be a JSON object")
+	}
+	names := FieldNames(v)
+	if err := checkKeys(trimmed, names); err != nil {
+		return err
+	}
+	dec := json.NewDecoder(bytes.NewReader(trimmed))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return decodeError(err, v, names)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return Errorf(CodeInvalidRequest, "the payload has data after the JSON object")
+	}
+	return nil
+}
+
+// checkKeys walks the top-level keys: encoding/json would take `TO` for `to` and let a repeated
+// key silently win, both of which hide mistakes in an automation.
+func checkKeys(payload []byte, names []string) *Error {
+	dec := json.NewDecoder(bytes.NewReader(payload))
+	if _, err := dec.Token(); err != nil {
+		return Errorf(CodeInvalidRequest, "the payload is not valid JSON: %v", err)
+	}
+	seen := make(map[string]bool, len(names))
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return Errorf(CodeInvalidRequest, "the payload is not valid JSON: %v", err)
+		}
+		key, _ := tok.(string)
+		if seen[key] {
+			return Errorf(CodeInvalidRequest, "field '%s' is given twice", key)
+		}
+		seen[key] = true
+		known := false
+		for _, n := range names {
+			if n == key {
+				known = true
+				break
+			}
+		}
+		if !known {
+			return unknownField(key, names)
+		}
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			return Errorf(CodeInvalidRequest, "the payload is not valid JSON: %v", err)
+		}
+	}
+	return nil
+}
+
+func unknownField(field string, names []string) *Error {
+	return Errorf(CodeInvalidRequest, "field '%s' is not known; this action takes %s", field, strings.Join(names, ", "))
+}
+
+func decodeError(err error, v any, names []string) *Error {
+	var typeErr *json.UnmarshalTypeError
+	var syntaxErr *json.SyntaxError
+	switch {
+	case errors.As(err, &typeErr):
+		if typeErr.Field == "" {
+			return Errorf(CodeInvalidRequest, "the payload must be a JSON object")
+		}
+		return Errorf(CodeInvalidRequest, "field '%s' must be %s, not %s", jsonPath(typeErr.Field, v), jsonKind(typeErr.Type), typeErr.Value)
+	case errors.As(err, &syntaxErr):
+		return Errorf(CodeInvalidRequest, "the payload is not valid JSON: %v", err)
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		return unknownField(strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`), names)
+	}
+	return Errorf(CodeInvalidRequest, "the payload is not valid JSON: %v", err)
+}
+
+// jsonPath drops the Go names of v's embedded structs (Timing.expire_s) from a field path.
+func jsonPath(field string, v any) string {
+	embedded := map[string]bool{}
+	var walk func(t reflect.Type)
+	walk = func(t reflect.Type) {
+		for t.Kind() == reflect.Pointer {
+			t = t.Elem()
+		}
+		for i := range t.NumField() {
+			if f := t.Field(i); f.Anonymous && f.Type.Kind() == reflect.Struct {
+				embedded[f.Name] = true
+				walk(f.Type)
+			}
+		}
+	}
+	walk(reflect.TypeOf(v))
+	for {
+		head, rest, ok := strings.Cut(field, ".")
+		if !ok || !embedded[head] {
+			return field
+		}
+		field = rest
+	}
+}
+
+func jsonKind(t reflect.Type) string {
+	switch t.Kind() {
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "true or false"
+	case reflect.Int, reflect.Int64, reflect.Uint, reflect.Uint64:
+		return "a whole number"
+	case reflect.Float64:
+		return "a number"
+	case reflect.Slice:
+		return "a list"
+	case reflect.Pointer:
+		return jsonKind(t.Elem())
+	}
+	return "an object"
+}
+
+// FieldNames lists the JSON names of a request struct's fields (v is a pointer to it), those of
+// embedded structs included, in declaration order.
+func FieldNames(v any) []string {
+	t := reflect.TypeOf(v)
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	var names []string
+	var walk func(t reflect.Type)
+	walk = func(t reflect.Type) {
+		for i := range t.NumField() {
+			f := t.Field(i)
+			if f.Anonymous && f.Type.Kind() == reflect.Struct {
+				walk(f.Type)
+				continue
+			}
+			if !f.IsExported() {
+				continue
+			}
+			name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+			if name == "-" {
+				continue
+			}
+			if name == "" {
+				name = f.Name
+			}
+			names = append(names, name)
+		}
+	}
+	walk(t)
+	return names
+}
