@@ -44,13 +44,19 @@ type Timing struct {
 }
 
 func (t Timing) validate() *wire.Error {
-	for field, v := range map[string]float64{"expire_s": t.ExpireS, "redact_after_s": t.RedactAfterS} {
-		if v < 0 || math.IsNaN(v) {
-			return wire.Errorf(wire.CodeInvalidRequest, "field '%s' must not be negative", field)
-		}
-		if v > maxDelayS {
-			return wire.Errorf(wire.CodeInvalidRequest, "field '%s' must be at most %d (a year)", field, maxDelayS)
-		}
+	if err := checkDelay("expire_s", t.ExpireS); err != nil {
+		return err
+	}
+	return checkDelay("redact_after_s", t.RedactAfterS)
+}
+
+// checkDelay bounds a delay in seconds: a larger one would overflow time.Duration.
+func checkDelay(field string, v float64) *wire.Error {
+	if v < 0 || math.IsNaN(v) {
+		return wire.Errorf(wire.CodeInvalidRequest, "field '%s' must not be negative", field)
+	}
+	if v > maxDelayS {
+		return wire.Errorf(wire.CodeInvalidRequest, "field '%s' must be at most %d (a year)", field, maxDelayS)
 	}
 	return nil
 }
@@ -149,7 +155,7 @@ func (r *Send) Validate(t Targets) *wire.Error {
 	default:
 		return wire.Errorf(wire.CodeInvalidRequest, "field 'msgtype' must be text, notice or emote, not %q", r.MsgType)
 	}
-	if err := checkEventIDs(map[string]id.EventID{"reply_to": r.ReplyTo, "thread": r.Thread, "edit": r.Edit}); err != nil {
+	if err := checkEventIDs([]eventField{{"reply_to", r.ReplyTo}, {"thread", r.Thread}, {"edit", r.Edit}}); err != nil {
 		return err
 	}
 	if r.Edit != "" && (r.ReplyTo != "" || r.Thread != "") {
@@ -264,7 +270,7 @@ func (r *SendLocation) Validate(t Targets) *wire.Error {
 	if len(r.Description) > MaxBodyBytes/4 {
 		return wire.Errorf(wire.CodeTooLarge, "field 'description' is %d bytes; at most %d fit in a Matrix event", len(r.Description), MaxBodyBytes/4)
 	}
-	if err := checkEventIDs(map[string]id.EventID{"reply_to": r.ReplyTo, "thread": r.Thread}); err != nil {
+	if err := checkEventIDs([]eventField{{"reply_to", r.ReplyTo}, {"thread", r.Thread}}); err != nil {
 		return err
 	}
 	return r.Timing.validate()
@@ -430,10 +436,16 @@ func (r *ReadReceipt) Run(ctx context.Context, env *Env) (any, error) {
 	return RoomResult{RoomID: roomID}, env.Matrix.ReadReceipt(ctx, roomID, r.EventID)
 }
 
+// eventField is an optional event ID field and its value.
+type eventField struct {
+	name  string
+	value id.EventID
+}
+
 // checkEventIDs checks optional event ID fields.
-func checkEventIDs(fields map[string]id.EventID) *wire.Error {
-	for field, ev := range fields {
-		if err := checkEventID(field, ev, false); err != nil {
+func checkEventIDs(fields []eventField) *wire.Error {
+	for _, f := range fields {
+		if err := checkEventID(f.name, f.value, false); err != nil {
 			return err
 		}
 	}

@@ -6,7 +6,9 @@ import (
 	"errors"
 	"io"
 	"reflect"
+	"slices"
 	"strings"
+	"sync"
 	"unicode/utf8"
 )
 
@@ -74,39 +76,107 @@ func Decode(payload []byte, v any) *Error {
 }
 
 // checkKeys walks the top-level keys: encoding/json would take `TO` for `to` and let a repeated
-// key silently win, both of which hide mistakes in an automation.
+// key silently win, both of which hide mistakes in an automation. It scans the payload itself,
+// without allocating per value, and relies on the json.Decoder after it for syntax errors: on
+// malformed JSON it may stop early without an error.
 func checkKeys(payload []byte, names []string) *Error {
-	dec := json.NewDecoder(bytes.NewReader(payload))
-	if _, err := dec.Token(); err != nil {
-		return Errorf(CodeInvalidRequest, "the payload is not valid JSON: %v", err)
+	if !json.Valid(payload) {
+		return nil // the decoder names the syntax error
 	}
-	seen := make(map[string]bool, len(names))
-	for dec.More() {
-		tok, err := dec.Token()
-		if err != nil {
-			return Errorf(CodeInvalidRequest, "the payload is not valid JSON: %v", err)
+	var seen [32][]byte
+	n := 0
+	s := scanner{p: payload, i: 1}
+	for {
+		s.space()
+		if s.done() || s.p[s.i] == '}' {
+			return nil
 		}
-		key, _ := tok.(string)
-		if seen[key] {
-			return Errorf(CodeInvalidRequest, "field '%s' is given twice", key)
+		key := s.str()
+		if bytes.IndexByte(key, '\\') >= 0 {
+			var unescaped string
+			_ = json.Unmarshal(s.p[s.last-1:s.i], &unescaped)
+			key = []byte(unescaped)
 		}
-		seen[key] = true
-		known := false
-		for _, n := range names {
-			if n == key {
-				known = true
-				break
+		for _, k := range seen[:n] {
+			if bytes.Equal(k, key) {
+				return Errorf(CodeInvalidRequest, "field '%s' is given twice", key)
 			}
 		}
-		if !known {
-			return unknownField(key, names)
+		if n < len(seen) {
+			seen[n] = key
+			n++
 		}
-		var skip json.RawMessage
-		if err := dec.Decode(&skip); err != nil {
-			return Errorf(CodeInvalidRequest, "the payload is not valid JSON: %v", err)
+		if !slices.ContainsFunc(names, func(name string) bool { return string(key) == name }) {
+			return unknownField(string(key), names)
 		}
+		s.space()
+		s.i++ // ':'
+		s.space()
+		s.value()
+		s.space()
+		if s.done() || s.p[s.i] == '}' {
+			return nil
+		}
+		s.i++ // ','
 	}
-	return nil
+}
+
+// scanner steps through valid JSON.
+type scanner struct {
+	p    []byte
+	i    int
+	last int // start of the last string's content
+}
+
+func (s *scanner) done() bool { return s.i >= len(s.p) }
+
+func (s *scanner) space() {
+	for !s.done() && (s.p[s.i] == ' ' || s.p[s.i] == '\t' || s.p[s.i] == '\n' || s.p[s.i] == '\r') {
+		s.i++
+	}
+}
+
+// str steps over a string at s.i and returns its content as written (escapes kept).
+func (s *scanner) str() []byte {
+	s.i++ // opening quote
+	s.last = s.i
+	for !s.done() && s.p[s.i] != '"' {
+		if s.p[s.i] == '\\' {
+			s.i++
+		}
+		s.i++
+	}
+	s.i++ // closing quote
+	return s.p[s.last : s.i-1]
+}
+
+// value steps over one value: a string, an object or array (with what is nested in it), or a
+// literal.
+func (s *scanner) value() {
+	depth := 0
+	for !s.done() {
+		switch c := s.p[s.i]; {
+		case c == '"':
+			s.str()
+			if depth == 0 {
+				return
+			}
+			continue
+		case c == '{' || c == '[':
+			depth++
+		case c == '}' || c == ']':
+			if depth == 0 {
+				return
+			}
+			if depth--; depth == 0 {
+				s.i++
+				return
+			}
+		case (c == ',') && depth == 0:
+			return
+		}
+		s.i++
+	}
 }
 
 func unknownField(field string, names []string) *Error {
@@ -173,10 +243,16 @@ func jsonKind(t reflect.Type) string {
 	return "an object"
 }
 
+// fieldNames caches FieldNames by type.
+var fieldNames sync.Map
+
 // FieldNames lists the JSON names of a request struct's fields (v is a pointer to it), those of
 // embedded structs included, in declaration order.
 func FieldNames(v any) []string {
 	t := reflect.TypeOf(v)
+	if names, ok := fieldNames.Load(t); ok {
+		return names.([]string)
+	}
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
 	}
@@ -203,5 +279,6 @@ func FieldNames(v any) []string {
 		}
 	}
 	walk(t)
+	fieldNames.Store(reflect.TypeOf(v), names)
 	return names
 }

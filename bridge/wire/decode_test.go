@@ -1,8 +1,12 @@
 package wire
 
 import (
+	"bytes"
+	"encoding/json"
+	"slices"
 	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 func TestRequestID(t *testing.T) {
@@ -84,5 +88,47 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("Decode(%q) = %+v", payload, err)
 		}
 		RequestID([]byte(payload))
+	})
+}
+
+// referenceKeys is checkKeys written plainly with the json.Decoder's tokens.
+func referenceKeys(payload []byte, names []string) *Error {
+	if !json.Valid(payload) {
+		return nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(payload))
+	_, _ = dec.Token()
+	seen := map[string]bool{}
+	for dec.More() {
+		tok, _ := dec.Token()
+		key := tok.(string)
+		if seen[key] {
+			return Errorf(CodeInvalidRequest, "field '%s' is given twice", key)
+		}
+		seen[key] = true
+		if !slices.Contains(names, key) {
+			return unknownField(key, names)
+		}
+		var skip json.RawMessage
+		_ = dec.Decode(&skip)
+	}
+	return nil
+}
+
+// FuzzCheckKeys holds the scanner to the plain version on every JSON object.
+func FuzzCheckKeys(f *testing.F) {
+	for _, s := range []string{`{"to":"x","to":"y"}`, `{"a":{"to":[1,"}"]},"to":"\"x"}`, `{"\u0074o":1}`, `{ "to" : [ { } ] , "id" : null }`} {
+		f.Add(s)
+	}
+	names := FieldNames(&sample{})
+	f.Fuzz(func(t *testing.T, payload string) {
+		p := bytes.TrimSpace([]byte(payload))
+		if len(p) == 0 || p[0] != '{' || !json.Valid(p) || !utf8.Valid(p) { // Decode checks both first
+			return
+		}
+		got, want := checkKeys(p, names), referenceKeys(p, names)
+		if (got == nil) != (want == nil) || got != nil && got.Message != want.Message {
+			t.Fatalf("checkKeys(%s) = %v, want %v", p, got, want)
+		}
 	})
 }
