@@ -12,6 +12,4 @@ test:
 	scripts/test.sh
 
 fuzz:
-	go test -run '^$$' -fuzz FuzzRoute -fuzztime 30s ./bridge/
-	go test -run '^$$' -fuzz FuzzParsePayload -fuzztime 30s ./bridge/
-	go test -run '^$$' -fuzz FuzzSafeSegment -fuzztime 30s ./mqtt/
+	scripts/fuzz.sh
