@@ -174,15 +174,21 @@ func (r *Send) Validate(t Targets) *wire.Error {
 
 // Deliver sends the message, and schedules its redaction when asked.
 func (r *Send) Deliver(ctx context.Context, d *Delivery) (any, error) {
+	return r.Timing.sendMessage(ctx, d, r.content())
+}
+
+// sendMessage sends an m.room.message to the delivery's room, and schedules its redaction
+// when asked.
+func (t Timing) sendMessage(ctx context.Context, d *Delivery, content any) (any, error) {
 	roomID, err := d.Room(ctx)
 	if err != nil {
 		return nil, err
 	}
-	evtID, err := d.Matrix.Send(ctx, roomID, event.EventMessage, r.content(), d.TxnID)
+	evtID, err := d.Matrix.Send(ctx, roomID, event.EventMessage, content, d.TxnID)
 	if err != nil {
 		return nil, err
 	}
-	r.scheduleRedaction(d, roomID, evtID)
+	t.scheduleRedaction(d, roomID, evtID)
 	return SendResult{EventID: evtID, RoomID: roomID}, nil
 }
 
@@ -278,16 +284,7 @@ func (r *SendLocation) Validate(t Targets) *wire.Error {
 
 // Deliver sends the pin, and schedules its redaction when asked.
 func (r *SendLocation) Deliver(ctx context.Context, d *Delivery) (any, error) {
-	roomID, err := d.Room(ctx)
-	if err != nil {
-		return nil, err
-	}
-	evtID, err := d.Matrix.Send(ctx, roomID, event.EventMessage, r.content(), d.TxnID)
-	if err != nil {
-		return nil, err
-	}
-	r.scheduleRedaction(d, roomID, evtID)
-	return SendResult{EventID: evtID, RoomID: roomID}, nil
+	return r.Timing.sendMessage(ctx, d, r.content())
 }
 
 // content is an m.location message as Element sends a pinned location: geo_uri for every

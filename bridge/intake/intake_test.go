@@ -62,26 +62,19 @@ func (q *fakeQueue) Start(entries []*outbox.Entry) {
 	}
 }
 
-// responses records what the intake answered.
-type responses chan wire.Response
-
-func (r responses) Respond(_ context.Context, _, requestID string, data any, err *wire.Error) {
-	r <- wire.NewResponse(requestID, data, err)
-}
-
 type testIntake struct {
 	*Intake
 	queue     *fakeQueue
 	hs        *actionstest.Matrix
 	clock     *clock.Fake
-	responses responses
+	responses actionstest.Responses
 	ready     chan struct{}
 }
 
 func newTestIntake(t *testing.T) *testIntake {
 	t.Helper()
 	ti := &testIntake{queue: &fakeQueue{committed: map[string]bool{}}, hs: &actionstest.Matrix{}, clock: clock.NewFake(),
-		responses: make(responses, 10), ready: make(chan struct{})}
+		responses: actionstest.NewResponses(), ready: make(chan struct{})}
 	tg := targets.New(targets.Config{Names: targets.Names{"kitchen": "!k:hs"}})
 	ti.Intake = New(Deps{
 		Topics: wire.Topics{Base: "m2m"}, Registry: actions.Default(), Queue: ti.queue,
@@ -114,17 +107,6 @@ func (ti *testIntake) offer(topic, payload string) {
 	ti.Offer(mqtt.NewMessage(topic, []byte(payload), func() { ti.queue.add("ack " + topic) }))
 }
 
-func (ti *testIntake) response(t *testing.T) wire.Response {
-	t.Helper()
-	select {
-	case r := <-ti.responses:
-		return r
-	case <-time.After(5 * time.Second):
-		t.Fatal("no response")
-	}
-	return wire.Response{}
-}
-
 func TestBadRequestsAreAnsweredAndAcknowledged(t *testing.T) {
 	tests := []struct {
 		name, topic, payload, id, code string
@@ -139,11 +121,11 @@ func TestBadRequestsAreAnsweredAndAcknowledged(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			ti := newTestIntake(t)
 			ti.offer(tc.topic, tc.payload)
-			r := ti.response(t)
+			r := ti.responses.Next(t)
 			if r.Status != "error" || r.ID != tc.id || r.Error.Code != tc.code {
 				t.Fatalf("response = %+v %+v", r, r.Error)
 			}
-			waitFor(t, func() bool { return ti.queue.calls() == "ack "+tc.topic })
+			actionstest.WaitFor(t, func() bool { return ti.queue.calls() == "ack "+tc.topic })
 		})
 	}
 }
@@ -153,10 +135,10 @@ func TestRetainedRequestIsNotRun(t *testing.T) {
 	m := mqtt.NewMessage("m2m/bridge/request/send", []byte(`{"id":"r","to":"kitchen","text":"x"}`), func() { ti.queue.add("ack") })
 	m.Retained = true
 	ti.Offer(m)
-	if r := ti.response(t); r.ID != "r" || r.Error == nil || !strings.Contains(r.Error.Message, "retained") {
+	if r := ti.responses.Next(t); r.ID != "r" || r.Error == nil || !strings.Contains(r.Error.Message, "retained") {
 		t.Fatalf("response = %+v", r)
 	}
-	waitFor(t, func() bool { return ti.queue.calls() == "ack" })
+	actionstest.WaitFor(t, func() bool { return ti.queue.calls() == "ack" })
 }
 
 // TestDurableIsCommittedBeforeItIsAcknowledged: PUBACK only after the commit, then delivery.
@@ -164,7 +146,7 @@ func TestDurableIsCommittedBeforeItIsAcknowledged(t *testing.T) {
 	ti := newTestIntake(t)
 	ti.offer("m2m/bridge/request/send", `{"id":"1","to":"kitchen","text":"hi"}`)
 	ti.offer("m2m/send/kitchen", "plain")
-	waitFor(t, func() bool { return strings.Count(ti.queue.calls(), "start send") == 2 })
+	actionstest.WaitFor(t, func() bool { return strings.Count(ti.queue.calls(), "start send") == 2 })
 	// The two may share a batch or not; in each batch: add, then ack, then start.
 	adds, acks := 0, 0
 	for _, call := range strings.Split(ti.queue.calls(), "\n") {
@@ -188,7 +170,7 @@ func TestRedeliveryOfACommittedRequestIsNotAddedAgain(t *testing.T) {
 	m := mqtt.NewMessage("m2m/bridge/request/send", payload, func() { ti.queue.add("ack") })
 	m.Duplicate, m.PacketID = true, 7
 	ti.Offer(m)
-	waitFor(t, func() bool { return ti.queue.calls() == "ack" })
+	actionstest.WaitFor(t, func() bool { return ti.queue.calls() == "ack" })
 }
 
 func TestImmediateWaitsForLogin(t *testing.T) {
@@ -196,11 +178,11 @@ func TestImmediateWaitsForLogin(t *testing.T) {
 	ti.offer("m2m/bridge/request/typing", `{"id":"t","to":"kitchen"}`)
 	ti.offer("m2m/bridge/request/outbox_stats", `{"id":"s"}`)
 	// outbox_stats needs no login: it is answered while typing waits.
-	if r := ti.response(t); r.ID != "s" || r.Status != "ok" {
+	if r := ti.responses.Next(t); r.ID != "s" || r.Status != "ok" {
 		t.Fatalf("response = %+v", r)
 	}
 	close(ti.ready)
-	if r := ti.response(t); r.ID != "t" || r.Status != "ok" || len(ti.hs.Typings) != 1 {
+	if r := ti.responses.Next(t); r.ID != "t" || r.Status != "ok" || len(ti.hs.Typings) != 1 {
 		t.Fatalf("response = %+v after %d typing calls", r, len(ti.hs.Typings))
 	}
 }
@@ -208,7 +190,7 @@ func TestImmediateWaitsForLogin(t *testing.T) {
 func TestImmediateTimesOut(t *testing.T) {
 	ti := newTestIntake(t) // never logged in
 	ti.offer("m2m/bridge/request/typing", `{"id":"t","to":"kitchen"}`)
-	if r := ti.response(t); r.Error == nil || r.Error.Code != wire.CodeTimeout {
+	if r := ti.responses.Next(t); r.Error == nil || r.Error.Code != wire.CodeTimeout {
 		t.Fatalf("response = %+v", r)
 	}
 }
@@ -225,18 +207,7 @@ func TestImmediateRateLimited(t *testing.T) {
 		t.Fatalf("waited %s, want the server's 1.5s", d)
 	}
 	ti.clock.Advance(2 * time.Second)
-	if r := ti.response(t); r.Status != "ok" || ti.hs.Calls != 2 {
+	if r := ti.responses.Next(t); r.Status != "ok" || ti.hs.Calls != 2 {
 		t.Fatalf("response = %+v after %d calls", r, ti.hs.Calls)
-	}
-}
-
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met in time")
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }

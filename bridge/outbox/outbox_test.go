@@ -2,7 +2,6 @@ package outbox
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -36,23 +35,13 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// responses records what the outbox answered.
-type responses chan wire.Response
-
-func (r responses) Respond(_ context.Context, _, requestID string, data any, err *wire.Error) {
-	raw, _ := json.Marshal(data)
-	var decoded any
-	_ = json.Unmarshal(raw, &decoded)
-	r <- wire.NewResponse(requestID, decoded, err)
-}
-
 // testOutbox is an outbox with a real store (SQLite in a temp dir, or PostgreSQL), a fake
 // homeserver and clock, and the responses it published.
 type testOutbox struct {
 	*Outbox
 	clock     *clock.Fake
 	hs        *actionstest.Matrix
-	responses responses
+	responses actionstest.Responses
 }
 
 // eachDB runs fn with a fresh test outbox on SQLite and on PostgreSQL.
@@ -75,7 +64,7 @@ func newTestOutbox(t *testing.T, databaseURL string, registry *actions.Registry)
 	hs := &actionstest.Matrix{}
 	ready := make(chan struct{})
 	close(ready)
-	to := &testOutbox{clock: clk, hs: hs, responses: make(responses, 10)}
+	to := &testOutbox{clock: clk, hs: hs, responses: actionstest.NewResponses()}
 	to.Outbox = New(Deps{
 		Store: st, Registry: registry, Env: actions.Env{Matrix: hs, Targets: targets.New(targets.Config{})},
 		Sync: hs, Responder: to.responses, Counters: stats.New(clk), Clock: clk, MaxAge: time.Hour, Ready: ready,
@@ -123,17 +112,6 @@ func (to *testOutbox) run(e *Entry) <-chan struct{} {
 	return done
 }
 
-func (to *testOutbox) response(t *testing.T) wire.Response {
-	t.Helper()
-	select {
-	case r := <-to.responses:
-		return r
-	case <-time.After(5 * time.Second):
-		t.Fatal("no response")
-	}
-	return wire.Response{}
-}
-
 func (to *testOutbox) sleeps(t *testing.T) time.Duration {
 	t.Helper()
 	select {
@@ -172,7 +150,7 @@ func TestDeliverRetriesWithBackoffAndKeepsTxnID(t *testing.T) {
 			waits = append(waits, d)
 			to.clock.Advance(d)
 		}
-		r := to.response(t)
+		r := to.responses.Next(t)
 		<-done
 		if r.Status != "ok" || r.ID != "r1" {
 			t.Fatalf("response = %+v", r)
@@ -204,7 +182,7 @@ func TestDeliverHonoursRetryAfter(t *testing.T) {
 			t.Fatalf("waited %s, want at least the server's 7s", d)
 		}
 		to.clock.Advance(8 * time.Second)
-		if r := to.response(t); r.Status != "ok" {
+		if r := to.responses.Next(t); r.Status != "ok" {
 			t.Fatalf("response = %+v", r)
 		}
 		<-done
@@ -215,7 +193,7 @@ func TestDeliverPermanentErrorAnswersAtOnce(t *testing.T) {
 	eachDB(t, func(t *testing.T, to *testOutbox) {
 		to.hs.Errs = []error{httpError(403, "M_FORBIDDEN", nil)}
 		done := to.run(to.enqueue(t, send("f", "!room:hs", "hi")))
-		r := to.response(t)
+		r := to.responses.Next(t)
 		<-done
 		if r.Status != "error" || r.Error.Code != wire.CodeMatrixError || r.Error.ErrCode != "M_FORBIDDEN" || r.ID != "f" {
 			t.Fatalf("response = %+v %+v", r, r.Error)
@@ -278,7 +256,7 @@ func TestDeliverExpiry(t *testing.T) {
 			e := to.enqueue(t, req)
 			to.clock.Advance(tc.wait) // e.g. the bridge was down
 			<-to.run(e)
-			if r := to.response(t); r.Error == nil || r.Error.Code != wire.CodeExpired {
+			if r := to.responses.Next(t); r.Error == nil || r.Error.Code != wire.CodeExpired {
 				t.Fatalf("response = %+v", r)
 			}
 			if to.hs.Calls != 0 {
@@ -293,7 +271,7 @@ func TestRedactAfterIsScheduledInTheOutbox(t *testing.T) {
 		req := send("", "!room:hs", "temporary")
 		req.RedactAfterS = 60
 		done := to.run(to.enqueue(t, req))
-		r := to.response(t)
+		r := to.responses.Next(t)
 		<-done
 		eventID := r.Data.(map[string]any)["event_id"]
 		pending := to.pending(t)
@@ -311,7 +289,7 @@ func TestRedactAfterIsScheduledInTheOutbox(t *testing.T) {
 			t.Fatalf("scheduled wait = %s", d)
 		}
 		to.clock.Advance(time.Minute)
-		waitFor(t, func() bool { return len(to.pending(t)) == 0 })
+		actionstest.WaitFor(t, func() bool { return len(to.pending(t)) == 0 })
 		if len(to.hs.Redacted) != 1 || string(to.hs.Redacted[0]) != eventID {
 			t.Fatalf("redacted = %v, want %s", to.hs.Redacted, eventID)
 		}
@@ -321,17 +299,6 @@ func TestRedactAfterIsScheduledInTheOutbox(t *testing.T) {
 		default:
 		}
 	})
-}
-
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met in time")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 func TestLanesKeepOrderPerTarget(t *testing.T) {
@@ -353,7 +320,7 @@ func TestLanesKeepOrderPerTarget(t *testing.T) {
 		l.push(ctx, e)
 	}
 	// The slow lane blocks; the others finish without it.
-	waitFor(t, func() bool {
+	actionstest.WaitFor(t, func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return len(seen["a"])+len(seen["b"]) == 33
@@ -392,7 +359,7 @@ func TestRecoveredEntryAlreadySentIsNotSentAgain(t *testing.T) {
 		e.inDoubt = to.hs.NextSync()
 		to.hs.Echoes = map[string]id.EventID{e.TxnID: "$already"}
 		<-to.run(e)
-		r := to.response(t)
+		r := to.responses.Next(t)
 		if r.Status != "ok" || r.Data.(map[string]any)["event_id"] != "$already" {
 			t.Fatalf("response = %+v", r)
 		}
@@ -415,7 +382,7 @@ func TestOpenResumesInDoubt(t *testing.T) {
 		t.Fatalf("resumed after %s, want %s", d, resumeDelay)
 	}
 	to.clock.Advance(resumeDelay)
-	if r := to.response(t); r.Status != "ok" || r.Data.(map[string]any)["event_id"] != "$before" || to.hs.Calls != 0 {
+	if r := to.responses.Next(t); r.Status != "ok" || r.Data.(map[string]any)["event_id"] != "$before" || to.hs.Calls != 0 {
 		t.Fatalf("response = %+v after %d sends", r, to.hs.Calls)
 	}
 }
@@ -433,7 +400,7 @@ func (to *testOutbox) echoInNextSync(e *Entry, evtID id.EventID, syncs chan stru
 func (to *testOutbox) expectAnswered(t *testing.T, done <-chan struct{}, wantEvent id.EventID, wantCalls int) {
 	t.Helper()
 	<-done
-	r := to.response(t)
+	r := to.responses.Next(t)
 	if r.Status != "ok" || (wantEvent != "" && r.Data.(map[string]any)["event_id"] != string(wantEvent)) {
 		t.Fatalf("response = %+v", r)
 	}
@@ -601,7 +568,7 @@ func TestProgressKeepsFinishedSteps(t *testing.T) {
 			t.Fatalf("stored progress = %+v", p)
 		}
 		to.clock.Advance(2 * time.Second)
-		r := to.response(t)
+		r := to.responses.Next(t)
 		<-done
 		want := []string{e.TxnID + ".1", e.TxnID + ".2"}
 		if r.Status != "ok" || strings.Join(to.hs.Sent, ",") != strings.Join(want, ",") {
