@@ -1,6 +1,6 @@
 // Package matrix is the bridge's Matrix side: login and a session kept in the database, the sync
 // loop with its saved token, normalised inbound events, send primitives, room tracking and target
-// resolution.
+// resolution. Encryption is package e2ee's.
 package matrix
 
 import (
@@ -21,6 +21,8 @@ import (
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 	"maunium.net/go/mautrix/sqlstatestore"
+
+	"github.com/matrix2mqtt/matrix2mqtt/matrix/e2ee"
 )
 
 //go:embed schema/*.sql
@@ -73,14 +75,12 @@ type Client struct {
 	collectMu sync.Mutex
 	collect   *Batch // the batch being filled while a sync response is processed
 
-	rooms   *roomTracker
-	handler Handler // set by Run before anything calls it
-	echoes  *echoes
-	// undecrypted are the encrypted events still waiting for their keys.
-	undecrypted *undecrypted
-	syncMu      sync.Mutex
-	nextSync    chan struct{} // closed when the next sync response was handed over
-	e2ee        *e2ee         // nil when E2EE is off
+	rooms    *roomTracker
+	handler  Handler // set by Run before anything calls it
+	echoes   *echoes
+	syncMu   sync.Mutex
+	nextSync chan struct{} // closed when the next sync response was handed over
+	crypto   *e2ee.Crypto  // nil when E2EE is off
 
 	healthMu     sync.Mutex
 	healthy      bool
@@ -117,17 +117,16 @@ func New(ctx context.Context, cfg Config, db *dbutil.Database, opts Options) (*C
 	cli.StateStore = state
 
 	c := &Client{
-		cfg:         cfg,
-		opts:        opts,
-		cli:         cli,
-		rootDB:      db,
-		db:          own,
-		state:       state,
-		log:         log,
-		syncer:      mautrix.NewDefaultSyncer(),
-		echoes:      newEchoes(own),
-		undecrypted: newUndecrypted(own),
-		nextSync:    make(chan struct{}),
+		cfg:      cfg,
+		opts:     opts,
+		cli:      cli,
+		rootDB:   db,
+		db:       own,
+		state:    state,
+		log:      log,
+		syncer:   mautrix.NewDefaultSyncer(),
+		echoes:   newEchoes(own),
+		nextSync: make(chan struct{}),
 	}
 	c.rooms = newRoomTracker(c)
 	cli.Syncer = c.syncer
@@ -303,14 +302,6 @@ func (c *Client) notify(ctx context.Context, n Notice) {
 	if c.handler != nil {
 		c.handler.HandleNotice(ctx, n)
 	}
-}
-
-// E2EEStatus reports the encryption state of the bot's device.
-func (c *Client) E2EEStatus(ctx context.Context) E2EEStatus {
-	if c.e2ee == nil {
-		return E2EEStatus{Status: "disabled"}
-	}
-	return c.e2ee.status(ctx)
 }
 
 // Backoff returns the wait before attempt n (0-based): exponential from base, capped, with

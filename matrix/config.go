@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"maunium.net/go/mautrix/id"
+
+	"github.com/matrix2mqtt/matrix2mqtt/matrix/e2ee"
 )
 
 // Config is the bot account and how it syncs, read from the environment.
@@ -21,7 +23,7 @@ type Config struct {
 	// invites the bot accepts.
 	AutoJoin []string `env:"AUTO_JOIN"`
 
-	E2EE E2EEConfig
+	E2EE e2ee.Config
 }
 
 // Validate reports the first setting that cannot work.

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"path/filepath"
 	"testing"
-	"time"
 
 	"go.mau.fi/util/dbutil"
 	_ "go.mau.fi/util/dbutil/litestream"
@@ -70,37 +69,4 @@ func openOwnDB(t *testing.T, path string) *dbutil.Database {
 		t.Fatal(err)
 	}
 	return db
-}
-
-// TestUndecryptedSurviveRestart checks that events saved as waiting for their keys are found by
-// a new process until they are done.
-func TestUndecryptedSurviveRestart(t *testing.T) {
-	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "undecrypted.db")
-	first := newUndecrypted(openOwnDB(t, path))
-	if err := first.save(ctx, map[id.EventID]waitingEvent{"$a": {RoomID: "!r", Sender: "@x:hs"}, "$b": {RoomID: "!r"}, "$c": {RoomID: "!s"}}); err != nil {
-		t.Fatal(err)
-	}
-	if err := first.done(ctx, "$b", "$unknown"); err != nil {
-		t.Fatal(err)
-	}
-
-	second := newUndecrypted(openOwnDB(t, path))
-	if err := second.load(ctx); err != nil {
-		t.Fatal(err)
-	}
-	got := second.waiting()
-	if len(got) != 2 || got["$a"].RoomID != "!r" || got["$a"].Sender != "@x:hs" || got["$c"].RoomID != "!s" || time.Since(got["$a"].SeenAt) > time.Minute {
-		t.Fatalf("waiting after a restart = %v", got)
-	}
-	if err := second.done(ctx, "$a", "$c"); err != nil {
-		t.Fatal(err)
-	}
-	third := newUndecrypted(openOwnDB(t, path))
-	if err := third.load(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if got := third.waiting(); len(got) != 0 {
-		t.Fatalf("waiting after done = %v", got)
-	}
 }

@@ -34,7 +34,7 @@ type Batch struct {
 	initial bool
 	invites []*event.Event
 	// undecrypted are the encrypted events of this sync that are still waiting for their keys.
-	undecrypted map[id.EventID]waitingEvent
+	undecrypted map[id.EventID]*event.Event
 }
 
 // EventIDs returns the IDs of the batch's events, in timeline order.

@@ -8,6 +8,8 @@ import (
 
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
+
+	"github.com/matrix2mqtt/matrix2mqtt/matrix/e2ee"
 )
 
 func parse(t *testing.T, typ event.Type, raw string) *event.Event {
@@ -94,7 +96,7 @@ func TestNormalise(t *testing.T) {
 }
 
 func TestConfigValidate(t *testing.T) {
-	good := Config{Homeserver: "https://hs", UserID: "@bot:hs", Password: "pw", SyncTimeout: 30 * time.Second, E2EE: E2EEConfig{ShareKeysWith: "all"}}
+	good := Config{Homeserver: "https://hs", UserID: "@bot:hs", Password: "pw", SyncTimeout: 30 * time.Second, E2EE: e2ee.Config{ShareKeysWith: "all"}}
 	tests := []struct {
 		name    string
 		mutate  func(*Config)

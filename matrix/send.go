@@ -33,7 +33,7 @@ func (c *Client) Resolve(ctx context.Context, target string) (id.RoomID, error) 
 // which.
 func (c *Client) EnsureDM(ctx context.Context, user id.UserID) (roomID id.RoomID, created bool, err error) {
 	err = c.retryAuth(ctx, func() error {
-		roomID, created, err = c.rooms.ensureDM(ctx, user, c.e2ee != nil)
+		roomID, created, err = c.rooms.ensureDM(ctx, user, c.crypto != nil)
 		return err
 	})
 	return roomID, created, err
@@ -203,11 +203,11 @@ func (c *Client) GetEvent(ctx context.Context, roomID id.RoomID, eventID id.Even
 		return Event{}, fmt.Errorf("failed to parse event %s: %w", eventID, err)
 	}
 	if evt.Type == event.EventEncrypted {
-		if c.e2ee == nil {
+		if c.crypto == nil {
 			return Event{}, fmt.Errorf("event %s: %w", eventID, ErrEncryptionUnavailable)
 		}
 		_ = evt.Content.ParseRaw(evt.Type)
-		decrypted, err := c.e2ee.helper.Decrypt(ctx, evt)
+		decrypted, err := c.crypto.Decrypt(ctx, evt)
 		if err != nil {
 			return Event{}, fmt.Errorf("failed to decrypt event %s: %w", eventID, err)
 		}

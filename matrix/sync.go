@@ -5,12 +5,15 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"time"
 
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
+
+	"github.com/matrix2mqtt/matrix2mqtt/matrix/e2ee"
 )
 
 // handOverTimeout bounds how long one sync response may take to be handed to the broker.
@@ -65,11 +68,13 @@ func (c *Client) Run(ctx context.Context, h Handler, loggedIn func(context.Conte
 		}
 	}
 	if c.cfg.E2EE.Enabled {
-		if err := c.initE2EE(ctx); err != nil {
+		crypto, err := e2ee.Start(ctx, c.cfg.E2EE, c.cryptoOptions())
+		if err != nil {
 			return err
 		}
-		go c.e2ee.runBackup(ctx)
-		go c.retryUndecrypted(ctx)
+		c.crypto = crypto
+		go crypto.RunBackup(ctx)
+		go crypto.RetryWaiting(ctx)
 	}
 	if err := c.rooms.loadDirect(ctx); err != nil {
 		c.log.Warn().Err(err).Msg("Failed to load direct chats")
@@ -123,20 +128,22 @@ func (c *Client) Run(ctx context.Context, h Handler, loggedIn func(context.Conte
 			continue
 		}
 		if err := c.echoes.saveWithToken(handCtx, func(ctx context.Context) error {
-			if err := c.undecrypted.save(ctx, batch.undecrypted); err != nil {
-				return err
+			if c.crypto != nil {
+				if err := c.crypto.SaveWaiting(ctx, maps.Values(batch.undecrypted)); err != nil {
+					return err
+				}
 			}
 			return c.saveSyncToken(ctx, resp.NextBatch)
 		}); err != nil {
 			c.log.Error().Err(err).Msg("Failed to save sync token")
 		}
-		if err := c.undecrypted.done(handCtx, batch.EventIDs()...); err != nil {
-			c.log.Error().Err(err).Msg("Failed to forget decrypted events")
+		if c.crypto != nil {
+			if err := c.crypto.StopWaiting(handCtx, batch.EventIDs()...); err != nil {
+				c.log.Error().Err(err).Msg("Failed to forget decrypted events")
+			}
+			c.crypto.WakeBackup()
 		}
 		cancel()
-		if c.e2ee != nil {
-			c.e2ee.wakeBackup()
-		}
 		c.syncMu.Lock()
 		close(c.nextSync)
 		c.nextSync = make(chan struct{})
@@ -275,7 +282,7 @@ func (c *Client) onEvent(ctx context.Context, evt *event.Event) {
 		if batch.initial {
 			return
 		}
-		if !late && c.e2ee != nil { // without E2EE encrypted events are not published
+		if !late && c.crypto != nil { // without E2EE encrypted events are not published
 			c.trackDecryption(batch, evt)
 		}
 		if evt.Type == event.EventEncrypted {
@@ -288,19 +295,20 @@ func (c *Client) onEvent(ctx context.Context, evt *event.Event) {
 		c.fillNames(ctx, ev)
 		batch.Events = append(batch.Events, ev)
 	}
+	// Late events are the ones the crypto helper decrypted once their keys came.
 	if late && (len(batch.Events) > 0 || len(batch.Notices) > 0) && c.handler != nil {
 		if err := c.handler.HandleSync(ctx, batch); err != nil {
 			c.log.Error().Err(err).Msg("Failed to hand over late event")
 			return
 		}
-		if err := c.undecrypted.done(ctx, batch.EventIDs()...); err != nil {
+		if err := c.crypto.StopWaiting(ctx, batch.EventIDs()...); err != nil {
 			c.log.Error().Err(err).Msg("Failed to forget a decrypted event")
 		}
 	}
 }
 
 // trackDecryption keeps the batch's list of encrypted events that wait for their keys: an
-// encrypted event is added, and removed once it comes again decrypted. decryptFailed removes
+// encrypted event is added, and removed once it comes again decrypted. undecryptable removes
 // failures from another goroutine, so the list is changed under collectMu.
 func (c *Client) trackDecryption(batch *Batch, evt *event.Event) {
 	c.collectMu.Lock()
@@ -308,9 +316,9 @@ func (c *Client) trackDecryption(batch *Batch, evt *event.Event) {
 	switch {
 	case evt.Type == event.EventEncrypted:
 		if batch.undecrypted == nil {
-			batch.undecrypted = map[id.EventID]waitingEvent{}
+			batch.undecrypted = map[id.EventID]*event.Event{}
 		}
-		batch.undecrypted[evt.ID] = waitingEvent{RoomID: evt.RoomID, Sender: evt.Sender}
+		batch.undecrypted[evt.ID] = evt
 	case evt.Mautrix.WasEncrypted:
 		delete(batch.undecrypted, evt.ID)
 	}

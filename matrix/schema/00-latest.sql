@@ -24,9 +24,4 @@ CREATE TABLE matrix2mqtt_echo (
 	seen_at  BIGINT NOT NULL
 );
 
-CREATE TABLE matrix2mqtt_undecrypted (
-	event_id TEXT PRIMARY KEY,
-	room_id  TEXT NOT NULL,
-	sender   TEXT NOT NULL,
-	seen_at  BIGINT NOT NULL
-);
+-- matrix2mqtt_undecrypted, made by v2 -> v3, belongs to package e2ee's schema now.
