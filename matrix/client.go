@@ -57,6 +57,11 @@ type Handler interface {
 type Options struct {
 	// DataDir holds the generated pickle key and the recovery key file.
 	DataDir string
+	// OnRoomsChanged receives the joined rooms once after login, and again whenever they
+	// changed: joined or left, renamed, their alias, encryption or members, or m.direct. It is
+	// called from a goroutine of its own, so it never holds back a sync's hand-over or token;
+	// one call at a time, and changes that come while it runs are reported by the next call.
+	OnRoomsChanged func(ctx context.Context, rooms []Room)
 }
 
 // Client is the bot's Matrix connection.
@@ -75,12 +80,14 @@ type Client struct {
 	collectMu sync.Mutex
 	collect   *Batch // the batch being filled while a sync response is processed
 
-	rooms    *roomTracker
-	handler  Handler // set by Run before anything calls it
-	echoes   *echoes
-	syncMu   sync.Mutex
-	nextSync chan struct{} // closed when the next sync response was handed over
-	crypto   *e2ee.Crypto  // nil when E2EE is off
+	rooms *roomTracker
+	// roomsChanged holds a signal for the goroutine that calls Options.OnRoomsChanged.
+	roomsChanged chan struct{}
+	handler      Handler // set by Run before anything calls it
+	echoes       *echoes
+	syncMu       sync.Mutex
+	nextSync     chan struct{} // closed when the next sync response was handed over
+	crypto       *e2ee.Crypto  // nil when E2EE is off
 
 	healthMu     sync.Mutex
 	healthy      bool
@@ -117,16 +124,17 @@ func New(ctx context.Context, cfg Config, db *dbutil.Database, opts Options) (*C
 	cli.StateStore = state
 
 	c := &Client{
-		cfg:      cfg,
-		opts:     opts,
-		cli:      cli,
-		rootDB:   db,
-		db:       own,
-		state:    state,
-		log:      log,
-		syncer:   mautrix.NewDefaultSyncer(),
-		echoes:   newEchoes(own),
-		nextSync: make(chan struct{}),
+		cfg:          cfg,
+		opts:         opts,
+		cli:          cli,
+		rootDB:       db,
+		db:           own,
+		state:        state,
+		log:          log,
+		syncer:       mautrix.NewDefaultSyncer(),
+		echoes:       newEchoes(own),
+		nextSync:     make(chan struct{}),
+		roomsChanged: make(chan struct{}, 1),
 	}
 	c.rooms = newRoomTracker(c)
 	cli.Syncer = c.syncer

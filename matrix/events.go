@@ -28,11 +28,11 @@ type Event struct {
 type Batch struct {
 	Events  []Event
 	Notices []Notice
-	// RoomsChanged is set when the list of joined rooms or their names changed.
-	RoomsChanged bool
 
 	initial bool
 	invites []*event.Event
+	// roomsChanged is set when the joined rooms or their details changed.
+	roomsChanged bool
 	// undecrypted are the encrypted events of this sync that are still waiting for their keys.
 	undecrypted map[id.EventID]*event.Event
 }

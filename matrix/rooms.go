@@ -29,6 +29,40 @@ type Room struct {
 
 const aliasCacheTTL = 5 * time.Minute
 
+// roomsRetryWait is the wait before listing the rooms again after the database failed.
+const roomsRetryWait = 5 * time.Second
+
+// markRoomsChanged has the joined rooms reported to Options.OnRoomsChanged soon.
+func (c *Client) markRoomsChanged() {
+	select {
+	case c.roomsChanged <- struct{}{}:
+	default: // a report is due already, and lists the rooms as they are when it runs
+	}
+}
+
+// reportRooms calls Options.OnRoomsChanged with the joined rooms after each change, until ctx
+// ends. It runs apart from the sync loop, so that a slow callback never holds back the sync
+// token.
+func (c *Client) reportRooms(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.roomsChanged:
+		}
+		rooms, err := c.rooms.list(ctx)
+		if err != nil {
+			c.log.Warn().Err(err).Msg("Failed to list rooms")
+			c.markRoomsChanged()
+			if sleep(ctx, roomsRetryWait) != nil {
+				return
+			}
+			continue
+		}
+		c.opts.OnRoomsChanged(ctx, rooms)
+	}
+}
+
 type aliasEntry struct {
 	room    id.RoomID
 	expires time.Time

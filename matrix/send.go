@@ -36,6 +36,9 @@ func (c *Client) EnsureDM(ctx context.Context, user id.UserID) (roomID id.RoomID
 		roomID, created, err = c.rooms.ensureDM(ctx, user, c.crypto != nil)
 		return err
 	})
+	if created {
+		c.markRoomsChanged()
+	}
 	return roomID, created, err
 }
 
@@ -109,8 +112,8 @@ func (c *Client) Join(ctx context.Context, roomIDOrAlias string) (id.RoomID, err
 	if err != nil {
 		return "", fmt.Errorf("failed to join %s: %w", roomIDOrAlias, err)
 	}
-	if c.rooms.joined(ctx, resp.RoomID) && c.handler != nil {
-		c.handler.HandleSync(ctx, &Batch{RoomsChanged: true})
+	if c.rooms.joined(ctx, resp.RoomID) {
+		c.markRoomsChanged()
 	}
 	return resp.RoomID, nil
 }
@@ -124,8 +127,8 @@ func (c *Client) Leave(ctx context.Context, roomID id.RoomID) error {
 	if err != nil {
 		return fmt.Errorf("failed to leave %s: %w", roomID, err)
 	}
-	if c.rooms.left(ctx, roomID) && c.handler != nil {
-		c.handler.HandleSync(ctx, &Batch{RoomsChanged: true})
+	if c.rooms.left(ctx, roomID) {
+		c.markRoomsChanged()
 	}
 	return nil
 }

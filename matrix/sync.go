@@ -50,7 +50,8 @@ func (c *Client) saveSyncToken(ctx context.Context, token string) error {
 
 // Run logs in (retrying until it works or ctx ends), then syncs until ctx ends. Each sync
 // response is handed to h as a Batch, and its token is saved only after h accepted the batch.
-// The first sync of a new session publishes no history.
+// The first sync of a new session publishes no history. loggedIn runs once after login, before
+// the first call of Options.OnRoomsChanged.
 func (c *Client) Run(ctx context.Context, h Handler, loggedIn func(context.Context)) error {
 	c.handler = h
 	for attempt := 0; ; attempt++ {
@@ -81,6 +82,10 @@ func (c *Client) Run(ctx context.Context, h Handler, loggedIn func(context.Conte
 	}
 	if loggedIn != nil {
 		loggedIn(ctx)
+	}
+	if c.opts.OnRoomsChanged != nil {
+		c.markRoomsChanged() // the list as it is after login
+		go c.reportRooms(ctx)
 	}
 	since, err := c.loadSyncToken(ctx)
 	if err != nil {
@@ -175,7 +180,8 @@ func (c *Client) syncFailed(ctx context.Context, h Handler, attempt int, err err
 }
 
 // process runs the response through the syncer (state store, crypto, and onEvent) and returns
-// what onEvent collected.
+// what onEvent collected. When the joined rooms changed, it has them reported once the state
+// store holds all of the response.
 func (c *Client) process(ctx context.Context, resp *mautrix.RespSync, since string) (*Batch, error) {
 	batch := &Batch{initial: since == ""}
 	c.collectMu.Lock()
@@ -192,13 +198,16 @@ func (c *Client) process(ctx context.Context, resp *mautrix.RespSync, since stri
 	err := c.syncer.ProcessResponse(ctx, resp, since)
 	for roomID := range resp.Rooms.Leave {
 		if c.rooms.left(ctx, roomID) {
-			batch.RoomsChanged = true
+			batch.roomsChanged = true
 		}
 	}
 	for roomID := range resp.Rooms.Join {
 		if c.rooms.joined(ctx, roomID) {
-			batch.RoomsChanged = true
+			batch.roomsChanged = true
 		}
+	}
+	if batch.roomsChanged {
+		c.markRoomsChanged()
 	}
 	return batch, err
 }
@@ -253,7 +262,7 @@ func (c *Client) onEvent(ctx context.Context, evt *event.Event) {
 	case evt.Type == event.AccountDataDirectChats:
 		if content, ok := evt.Content.Parsed.(*event.DirectChatsEventContent); ok {
 			c.rooms.setDirect(*content)
-			batch.RoomsChanged = true
+			batch.roomsChanged = true
 		}
 	case src&event.SourceInvite != 0:
 		if evt.Type == event.StateMember && evt.GetStateKey() == string(c.cli.UserID) &&
@@ -263,7 +272,7 @@ func (c *Client) onEvent(ctx context.Context, evt *event.Event) {
 		}
 	case evt.StateKey != nil && src&event.SourceJoin != 0:
 		if c.rooms.stateEvent(ctx, evt) {
-			batch.RoomsChanged = true
+			batch.roomsChanged = true
 		}
 		if evt.Type == event.StateMember && src&event.SourceTimeline != 0 && !batch.initial &&
 			evt.GetStateKey() != string(c.cli.UserID) && membershipChanged(evt) {
