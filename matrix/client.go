@@ -20,9 +20,9 @@ import (
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
-	"maunium.net/go/mautrix/sqlstatestore"
 
 	"github.com/matrix2mqtt/matrix2mqtt/matrix/e2ee"
+	"github.com/matrix2mqtt/matrix2mqtt/matrix/statestore"
 )
 
 //go:embed schema/*.sql
@@ -71,7 +71,7 @@ type Client struct {
 	cli    *mautrix.Client
 	rootDB *dbutil.Database // shared with the crypto store
 	db     *dbutil.Database // this package's own tables
-	state  *stateStore
+	state  *statestore.Store
 	log    zerolog.Logger
 
 	loginMu sync.Mutex
@@ -116,11 +116,10 @@ func New(ctx context.Context, cfg Config, db *dbutil.Database, opts Options) (*C
 	if err := own.Upgrade(ctx); err != nil {
 		return nil, fmt.Errorf("failed to upgrade Matrix session tables: %w", err)
 	}
-	sqlState := sqlstatestore.NewSQLStateStore(db, dbutil.ZeroLogger(log), false)
-	if err := sqlState.Upgrade(ctx); err != nil {
-		return nil, fmt.Errorf("failed to upgrade Matrix state store: %w", err)
+	state, err := statestore.New(log.WithContext(ctx), db)
+	if err != nil {
+		return nil, err
 	}
-	state := newStateStore(sqlState)
 	cli.StateStore = state
 
 	c := &Client{

@@ -1,18 +1,23 @@
-package matrix
+// Package statestore is mautrix's SQL state store with the rooms' encryption settings cached in
+// memory.
+package statestore
 
 import (
 	"context"
+	"fmt"
 	"sync"
 
+	"github.com/rs/zerolog"
+	"go.mau.fi/util/dbutil"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 	"maunium.net/go/mautrix/sqlstatestore"
 )
 
-// stateStore is mautrix's SQL state store with the rooms' encryption settings cached in memory:
-// every send asks whether its room is encrypted, and that answer only changes with an
+// Store is mautrix's SQL state store with the rooms' encryption settings cached in memory: every
+// send asks whether its room is encrypted, and that answer only changes with an
 // m.room.encryption event, which passes through SetEncryptionEvent.
-type stateStore struct {
+type Store struct {
 	*sqlstatestore.SQLStateStore
 
 	mu         sync.RWMutex
@@ -20,12 +25,17 @@ type stateStore struct {
 	encryption map[id.RoomID]*event.EncryptionEventContent
 }
 
-func newStateStore(store *sqlstatestore.SQLStateStore) *stateStore {
-	return &stateStore{SQLStateStore: store, encryption: map[id.RoomID]*event.EncryptionEventContent{}}
+// New opens the state store in db, upgrading its tables. It logs with the context's logger.
+func New(ctx context.Context, db *dbutil.Database) (*Store, error) {
+	store := sqlstatestore.NewSQLStateStore(db, dbutil.ZeroLogger(*zerolog.Ctx(ctx)), false)
+	if err := store.Upgrade(ctx); err != nil {
+		return nil, fmt.Errorf("failed to upgrade Matrix state store: %w", err)
+	}
+	return &Store{SQLStateStore: store, encryption: map[id.RoomID]*event.EncryptionEventContent{}}, nil
 }
 
 // SetEncryptionEvent stores the room's encryption settings and forgets the cached ones.
-func (s *stateStore) SetEncryptionEvent(ctx context.Context, roomID id.RoomID, content *event.EncryptionEventContent) error {
+func (s *Store) SetEncryptionEvent(ctx context.Context, roomID id.RoomID, content *event.EncryptionEventContent) error {
 	err := s.SQLStateStore.SetEncryptionEvent(ctx, roomID, content)
 	s.mu.Lock()
 	s.generation++
@@ -35,7 +45,7 @@ func (s *stateStore) SetEncryptionEvent(ctx context.Context, roomID id.RoomID, c
 }
 
 // GetEncryptionEvent returns the room's encryption settings, nil when it is not encrypted.
-func (s *stateStore) GetEncryptionEvent(ctx context.Context, roomID id.RoomID) (*event.EncryptionEventContent, error) {
+func (s *Store) GetEncryptionEvent(ctx context.Context, roomID id.RoomID) (*event.EncryptionEventContent, error) {
 	s.mu.RLock()
 	content, ok := s.encryption[roomID]
 	generation := s.generation
@@ -61,7 +71,7 @@ func (s *stateStore) GetEncryptionEvent(ctx context.Context, roomID id.RoomID) (
 }
 
 // IsEncrypted tells whether the room is encrypted with Megolm.
-func (s *stateStore) IsEncrypted(ctx context.Context, roomID id.RoomID) (bool, error) {
+func (s *Store) IsEncrypted(ctx context.Context, roomID id.RoomID) (bool, error) {
 	content, err := s.GetEncryptionEvent(ctx, roomID)
 	return content != nil && content.Algorithm == id.AlgorithmMegolmV1, err
 }

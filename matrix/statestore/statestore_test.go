@@ -1,4 +1,4 @@
-package matrix
+package statestore
 
 import (
 	"context"
@@ -6,10 +6,10 @@ import (
 	"testing"
 
 	"go.mau.fi/util/dbutil"
+	_ "go.mau.fi/util/dbutil/litestream"
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
-	"maunium.net/go/mautrix/sqlstatestore"
 )
 
 func TestStateStoreCachesEncryption(t *testing.T) {
@@ -19,11 +19,10 @@ func TestStateStoreCachesEncryption(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	sqlState := sqlstatestore.NewSQLStateStore(db, dbutil.NoopLogger, false)
-	if err := sqlState.Upgrade(ctx); err != nil {
+	store, err := New(ctx, db)
+	if err != nil {
 		t.Fatal(err)
 	}
-	store := newStateStore(sqlState)
 	const room = id.RoomID("!room:example.org")
 
 	if encrypted, err := store.IsEncrypted(ctx, room); err != nil || encrypted {
@@ -38,7 +37,7 @@ func TestStateStoreCachesEncryption(t *testing.T) {
 		t.Fatalf("after m.room.encryption: encrypted = %v, %v", encrypted, err)
 	}
 	// Cached now: a change behind the cache's back is not seen, which shows the cache is used.
-	if err := sqlState.SetEncryptionEvent(ctx, room, &event.EncryptionEventContent{Algorithm: "m.other"}); err != nil {
+	if err := store.SQLStateStore.SetEncryptionEvent(ctx, room, &event.EncryptionEventContent{Algorithm: "m.other"}); err != nil {
 		t.Fatal(err)
 	}
 	if encrypted, _ := store.IsEncrypted(ctx, room); !encrypted {
