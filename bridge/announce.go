@@ -3,14 +3,11 @@ package bridge
 import (
 	"context"
 	"encoding/json"
-	"time"
+	"sync"
 
 	"github.com/rs/zerolog"
-	"maunium.net/go/mautrix/id"
 
-	"github.com/matrix2mqtt/matrix2mqtt/bridge/targets"
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/wire"
-	"github.com/matrix2mqtt/matrix2mqtt/matrix"
 )
 
 // publisher publishes to MQTT and waits for the broker's acknowledgement.
@@ -53,27 +50,17 @@ func (b *Bridge) announce(ctx context.Context) {
 	select {
 	case <-b.ready:
 		b.publishInfo(ctx)
-		b.rooms.changed(nil)
+		if rooms, known := b.rooms.get(); known {
+			b.publishRooms(ctx, rooms)
+		}
 	default:
 	}
 	b.stats.Touch()
 	b.ha.announce(ctx)
 }
 
-// Info is the retained payload of `<base>/bridge/info`.
-type Info struct {
-	Version    string            `json:"version"`
-	UserID     string            `json:"user_id"`
-	DeviceID   string            `json:"device_id"`
-	Homeserver string            `json:"homeserver"`
-	BaseTopic  string            `json:"base_topic"`
-	E2EE       matrix.E2EEStatus `json:"e2ee"`
-	Targets    []string          `json:"targets"`
-	StartedAt  time.Time         `json:"started_at"`
-}
-
 func (b *Bridge) publishInfo(ctx context.Context) {
-	publishJSON(ctx, b.mqtt, b.topics.Info(), true, Info{
+	publishJSON(ctx, b.mqtt, b.topics.Info(), true, wire.Info{
 		Version:    b.opts.Version,
 		UserID:     b.matrix.UserID().String(),
 		DeviceID:   b.matrix.DeviceID().String(),
@@ -85,65 +72,30 @@ func (b *Bridge) publishInfo(ctx context.Context) {
 	})
 }
 
-func (b *Bridge) publishRooms(ctx context.Context, rooms []targets.RoomInfo) {
-	publishJSON(ctx, b.mqtt, b.topics.Rooms(), true, rooms)
+func (b *Bridge) publishRooms(ctx context.Context, rooms []wire.Room) {
+	publishJSON(ctx, b.mqtt, b.topics.Rooms(), true, b.targets.Annotate(rooms))
 }
 
 func (b *Bridge) publishStats(ctx context.Context, s wire.Stats) {
 	publishJSON(ctx, b.mqtt, b.topics.Stats(), true, s)
 }
 
-// roomSource lists the joined rooms and resolves aliases.
-type roomSource interface {
-	Rooms(ctx context.Context) ([]matrix.Room, error)
-	Resolve(ctx context.Context, target string) (id.RoomID, error)
-}
-
-// roomList keeps `<base>/bridge/rooms` current: on each change it lets the targets learn the
-// rooms of friendly names and command rooms, then publishes the list.
+// roomList is the last list of joined rooms the Matrix client reported, published again after
+// an MQTT reconnect.
 type roomList struct {
-	targets *targets.Targets
-	source  roomSource
-	updates chan []matrix.Room
+	mu    sync.Mutex
+	rooms []wire.Room
+	known bool
 }
 
-func newRoomList(t *targets.Targets, source roomSource) *roomList {
-	return &roomList{targets: t, source: source, updates: make(chan []matrix.Room, 1)}
+func (l *roomList) set(rooms []wire.Room) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.rooms, l.known = rooms, true
 }
 
-// changed tells that the joined rooms changed; rooms is the new list, or nil to ask for it.
-// Changes that come while one is handled are folded into the next.
-func (l *roomList) changed(rooms []matrix.Room) {
-	for {
-		select {
-		case l.updates <- rooms:
-			return
-		default:
-		}
-		select {
-		case <-l.updates: // replaced by the newer one
-		default:
-		}
-	}
-}
-
-// run handles the changes until ctx ends.
-func (l *roomList) run(ctx context.Context, publish func(context.Context, []targets.RoomInfo)) {
-	for {
-		var rooms []matrix.Room
-		select {
-		case <-ctx.Done():
-			return
-		case rooms = <-l.updates:
-		}
-		if rooms == nil {
-			var err error
-			if rooms, err = l.source.Rooms(ctx); err != nil {
-				zerolog.Ctx(ctx).Warn().Err(err).Msg("Failed to list rooms")
-				continue
-			}
-		}
-		l.targets.Learn(ctx, rooms, l.source)
-		publish(ctx, l.targets.Annotate(rooms))
-	}
+func (l *roomList) get() ([]wire.Room, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.rooms, l.known
 }

@@ -66,7 +66,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*Bridge, error) {
 		opts.Clock = clock.Real{}
 	}
 	b := &Bridge{
-		cfg: cfg, opts: opts, topics: wire.Topics{Base: cfg.MQTT.BaseTopic}, ready: make(chan struct{}),
+		cfg: cfg, opts: opts, ready: make(chan struct{}),
 		log: zerolog.Ctx(ctx).With().Str("component", "bridge").Logger(),
 	}
 	b.work, b.cancelWork = context.WithCancel(context.WithoutCancel(ctx))
@@ -80,12 +80,14 @@ func New(ctx context.Context, cfg Config, opts Options) (*Bridge, error) {
 	if b.store, err = store.Open(b.work, cfg.DataDir, cfg.DatabaseURL, opts.Clock); err != nil {
 		return nil, err
 	}
+	registry := actions.Default()
+	b.topics = wire.Topics{Base: cfg.MQTT.BaseTopic, Shortcuts: registry.Shortcuts()}
 	b.targets = targets.New(cfg.Targets, cfg.Commands.Rooms...)
 	b.stats = stats.New(opts.Clock)
-	if b.matrix, err = matrix.New(b.work, cfg.Matrix, b.store.Root, matrix.Options{DataDir: cfg.DataDir}); err != nil {
+	b.rooms = &roomList{}
+	if b.matrix, err = matrix.New(b.work, cfg.Matrix, b.store.Root, matrix.Options{DataDir: cfg.DataDir, OnRoomsChanged: b.roomsChanged}); err != nil {
 		return nil, err
 	}
-	b.rooms = newRoomList(b.targets, b.matrix)
 	if b.mqtt, err = mqtt.New(b.work, cfg.MQTT, mqtt.Options{
 		Will:      mqtt.Will{Topic: b.topics.State(), Payload: "offline"},
 		OnConnect: b.announce,
@@ -93,7 +95,6 @@ func New(ctx context.Context, cfg Config, opts Options) (*Bridge, error) {
 		return nil, err
 	}
 	respond := responder{pub: b.mqtt, topics: b.topics}
-	registry := actions.Default()
 	env := actions.Env{Matrix: b.matrix, Targets: b.targets}
 	b.outbox = outbox.New(outbox.Deps{
 		Store: b.store, Registry: registry, Env: env, Sync: b.matrix, Responder: respond,
@@ -110,16 +111,16 @@ func New(ctx context.Context, cfg Config, opts Options) (*Bridge, error) {
 		Filters: []inbound.Filter{inbound.NewCommands(cfg.Commands, b.targets), inbound.EntityEvents{Names: b.targets}},
 	})
 	b.ha = newHADiscovery(cfg, opts, b.targets.Names(), b.mqtt)
-	b.listen(registry)
+	b.listen()
 	ok = true
 	return b, nil
 }
 
 // listen is the MQTT routing table: which topics go to which part.
-func (b *Bridge) listen(registry *actions.Registry) {
+func (b *Bridge) listen() {
 	b.mqtt.Listen(b.topics.RequestFilter(), b.intake.Offer)
-	for _, action := range registry.Shortcuts() {
-		b.mqtt.Listen(b.topics.Base+"/"+action+"/+", b.intake.Offer)
+	for _, action := range b.topics.Shortcuts {
+		b.mqtt.Listen(b.topics.Shortcut(action, "+"), b.intake.Offer)
 	}
 	if b.cfg.Discovery.Enabled {
 		b.mqtt.Listen(b.cfg.Discovery.StatusTopic, b.ha.onStatus)
@@ -153,7 +154,7 @@ func (b *Bridge) Run(ctx context.Context) error {
 		}()
 	}
 	run(func() {
-		if err := b.matrix.Run(syncCtx, syncHandler{Inbound: b.inbound, rooms: b.rooms}, b.loggedIn); err != nil && !errors.Is(err, context.Canceled) {
+		if err := b.matrix.Run(syncCtx, b.inbound, b.loggedIn); err != nil && !errors.Is(err, context.Canceled) {
 			fatal <- err
 		}
 	})
@@ -161,7 +162,6 @@ func (b *Bridge) Run(ctx context.Context) error {
 	run(func() { b.stats.PublishLoop(syncCtx, b.publishStats) })
 	run(func() { b.ha.run(syncCtx) })
 	run(func() { b.watchMatrix(syncCtx) })
-	run(func() { b.rooms.run(syncCtx, b.publishRooms) })
 	run(func() { b.store.RunPruning(syncCtx) })
 	stopHTTP, err := b.serveHTTP(work)
 	if err != nil {
@@ -214,7 +214,7 @@ func (b *Bridge) close() {
 
 // loggedIn runs once Matrix is logged in, before the first sync: the targets learn the rooms
 // of friendly names and command rooms (so the first sync's commands are recognised),
-// deliveries may start, and info and rooms are published.
+// deliveries may start, and info is published. The Matrix client reports the rooms right after.
 func (b *Bridge) loggedIn(ctx context.Context) {
 	rooms, err := b.matrix.Rooms(ctx)
 	if err != nil {
@@ -227,24 +227,14 @@ func (b *Bridge) loggedIn(ctx context.Context) {
 		close(b.ready)
 	}
 	b.publishInfo(ctx)
-	b.rooms.changed(rooms)
 }
 
-// syncHandler hands sync batches to inbound, and tells the room list when the joined rooms
-// changed.
-type syncHandler struct {
-	*inbound.Inbound
-	rooms *roomList
-}
-
-func (h syncHandler) HandleSync(ctx context.Context, batch *matrix.Batch) error {
-	if err := h.Inbound.HandleSync(ctx, batch); err != nil {
-		return err
-	}
-	if batch.RoomsChanged {
-		h.rooms.changed(nil)
-	}
-	return nil
+// roomsChanged runs, on the Matrix client's own goroutine, whenever the joined rooms changed:
+// the targets learn them, and `<base>/bridge/rooms` is published.
+func (b *Bridge) roomsChanged(ctx context.Context, rooms []wire.Room) {
+	b.targets.Learn(ctx, rooms, b.matrix)
+	b.rooms.set(rooms)
+	b.publishRooms(ctx, rooms)
 }
 
 // watchMatrix keeps matrix_connected in the stats current, for the connectivity sensor. It
@@ -264,15 +254,15 @@ func (b *Bridge) watchMatrix(ctx context.Context) {
 
 // CheckE2EE reports the encryption state of the bot's device from the stored session and the
 // homeserver, changing nothing: the `e2ee status` subcommand.
-func CheckE2EE(ctx context.Context, cfg Config) (matrix.E2EEStatus, error) {
+func CheckE2EE(ctx context.Context, cfg Config) (wire.E2EEStatus, error) {
 	st, err := store.Open(ctx, cfg.DataDir, cfg.DatabaseURL, clock.Real{})
 	if err != nil {
-		return matrix.E2EEStatus{}, err
+		return wire.E2EEStatus{}, err
 	}
 	defer st.Close()
 	mc, err := matrix.New(ctx, cfg.Matrix, st.Root, matrix.Options{DataDir: cfg.DataDir})
 	if err != nil {
-		return matrix.E2EEStatus{}, fmt.Errorf("failed to prepare the Matrix client: %w", err)
+		return wire.E2EEStatus{}, fmt.Errorf("failed to prepare the Matrix client: %w", err)
 	}
 	return mc.CheckE2EE(ctx)
 }

@@ -18,6 +18,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/matrix2mqtt/matrix2mqtt/bridge/wire"
 	"hash/fnv"
 	"net/url"
 	"slices"
@@ -301,7 +302,7 @@ func build(b Bridge) (*message, error) {
 	if name == "" {
 		name = origin
 	}
-	base := b.BaseTopic
+	topics := wire.Topics{Base: b.BaseTopic}
 	msg := &message{
 		Device: device{
 			Identifiers:      []string{b.NodeID},
@@ -313,7 +314,7 @@ func build(b Bridge) (*message, error) {
 		},
 		Origin:              originInfo{Name: origin, SWVersion: b.Version, SupportURL: supportURL},
 		Components:          map[string]*component{},
-		AvailabilityTopic:   base + "/bridge/state",
+		AvailabilityTopic:   topics.State(),
 		PayloadAvailable:    "online",
 		PayloadNotAvailable: "offline",
 	}
@@ -332,7 +333,7 @@ func build(b Bridge) (*message, error) {
 		return nil
 	}
 
-	stats := base + "/bridge/stats"
+	stats := topics.Stats()
 	zero := 0
 	fixed := []struct {
 		id string
@@ -357,9 +358,9 @@ func build(b Bridge) (*message, error) {
 		{"last_error", &component{Platform: "sensor", Name: "Last error", Icon: "mdi:alert-circle",
 			EntityCategory: "diagnostic", StateTopic: stats, ValueTemplate: tplLastError}},
 		{"e2ee_status", &component{Platform: "sensor", Name: "E2EE status", Icon: "mdi:lock",
-			EntityCategory: "diagnostic", StateTopic: base + "/bridge/info", ValueTemplate: tplE2EE}},
+			EntityCategory: "diagnostic", StateTopic: topics.Info(), ValueTemplate: tplE2EE}},
 		{"flush_outbox", &component{Platform: "button", Name: "Flush outbox", EntityCategory: "config",
-			CommandTopic: base + "/bridge/request/outbox_flush", PayloadPress: `{"id":"ha_flush"}`}},
+			CommandTopic: topics.Request("outbox_flush"), PayloadPress: `{"id":"ha_flush"}`}},
 	}
 	for _, f := range fixed {
 		if err := add(f.id, f.c); err != nil {
@@ -373,15 +374,15 @@ func build(b Bridge) (*message, error) {
 	}{
 		{"target", "notify", b.Targets, func(t string) *component {
 			return &component{Platform: "notify", Name: "Send to " + t,
-				CommandTopic: base + "/send/" + t, CommandTemplate: tplNotify}
+				CommandTopic: topics.Send(t), CommandTemplate: tplNotify}
 		}},
 		{"room", "room", b.Rooms, func(k string) *component {
 			return &component{Platform: "event", Name: "Room " + k,
-				StateTopic: base + "/room/" + k + "/event", EventTypes: []string{EventMessage, EventReaction, EventCommand}}
+				StateTopic: topics.Room(k, wire.KindEvent), EventTypes: []string{EventMessage, EventReaction, EventCommand}}
 		}},
 		{"command", "command", b.Commands, func(n string) *component {
 			return &component{Platform: "device_automation", AutomationType: "trigger",
-				Topic: base + "/command/" + n, Type: "command", Subtype: n}
+				Topic: topics.Command(n), Type: "command", Subtype: n}
 		}},
 	}
 	for _, l := range lists {

@@ -9,6 +9,7 @@ import (
 	"embed"
 	"errors"
 	"fmt"
+	"github.com/matrix2mqtt/matrix2mqtt/bridge/wire"
 	"math/rand/v2"
 	"net/http"
 	"sync"
@@ -18,7 +19,6 @@ import (
 	"github.com/rs/zerolog"
 	"go.mau.fi/util/dbutil"
 	"maunium.net/go/mautrix"
-	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
 	"github.com/matrix2mqtt/matrix2mqtt/matrix/e2ee"
@@ -34,23 +34,12 @@ var upgradeTable = dbutil.BuildUpgradeTable().WithFSPath(schemaFS, "schema").Fin
 // to log in again with.
 var ErrTokenInvalid = errors.New("the access token was rejected and no password is configured")
 
-// Notice is something the bridge should tell the operator on `<base>/bridge/event`.
-type Notice struct {
-	Type    string    `json:"type"`
-	RoomID  id.RoomID `json:"room_id,omitempty"`
-	UserID  id.UserID `json:"user,omitempty"`
-	Sender  id.UserID `json:"sender,omitempty"`
-	Message string    `json:"message,omitempty"`
-	// Membership is set for type "membership" and "invite".
-	Membership event.Membership `json:"membership,omitempty"`
-}
-
 // Handler receives what the sync loop produces. HandleSync must return only once the batch is
 // safely handed over: the sync token is saved after it returns nil.
 type Handler interface {
 	HandleSync(ctx context.Context, batch *Batch) error
 	// HandleNotice tells the operator something; it must not block for long.
-	HandleNotice(ctx context.Context, n Notice)
+	HandleNotice(ctx context.Context, n wire.Notice)
 }
 
 // Options are what the client needs besides its Config.
@@ -61,7 +50,7 @@ type Options struct {
 	// changed: joined or left, renamed, their alias, encryption or members, or m.direct. It is
 	// called from a goroutine of its own, so it never holds back a sync's hand-over or token;
 	// one call at a time, and changes that come while it runs are reported by the next call.
-	OnRoomsChanged func(ctx context.Context, rooms []Room)
+	OnRoomsChanged func(ctx context.Context, rooms []wire.Room)
 }
 
 // Client is the bot's Matrix connection.
@@ -286,7 +275,7 @@ func (c *Client) recoverAuth(ctx context.Context, failed error) bool {
 	if c.cfg.Password == "" {
 		if c.tokenInvalid.CompareAndSwap(false, true) {
 			c.log.Error().Err(failed).Msg("Access token rejected and no password configured; set a new MATRIX_ACCESS_TOKEN")
-			h.HandleNotice(ctx, Notice{Type: "token_invalid", Message: "The homeserver rejected the access token and no password is configured: set a new MATRIX_ACCESS_TOKEN and restart. Queued messages are kept."})
+			h.HandleNotice(ctx, wire.Notice{Type: "token_invalid", Message: "The homeserver rejected the access token and no password is configured: set a new MATRIX_ACCESS_TOKEN and restart. Queued messages are kept."})
 		}
 		return false
 	}
@@ -294,7 +283,7 @@ func (c *Client) recoverAuth(ctx context.Context, failed error) bool {
 	defer c.loginMu.Unlock()
 	if err := c.passwordLogin(ctx, c.cli.DeviceID); err != nil {
 		c.log.Error().Err(err).Msg("Failed to log in again after the token was rejected")
-		h.HandleNotice(ctx, Notice{Type: "login_failed", Message: err.Error()})
+		h.HandleNotice(ctx, wire.Notice{Type: "login_failed", Message: err.Error()})
 		return false
 	}
 	if err := c.saveSession(ctx); err != nil {
@@ -305,7 +294,7 @@ func (c *Client) recoverAuth(ctx context.Context, failed error) bool {
 }
 
 // notify tells the operator something through the handler, once Run has set it.
-func (c *Client) notify(ctx context.Context, n Notice) {
+func (c *Client) notify(ctx context.Context, n wire.Notice) {
 	if c.handler != nil {
 		c.handler.HandleNotice(ctx, n)
 	}

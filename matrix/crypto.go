@@ -3,18 +3,15 @@ package matrix
 import (
 	"context"
 	"fmt"
+	"github.com/matrix2mqtt/matrix2mqtt/bridge/wire"
 
 	"maunium.net/go/mautrix/event"
 
 	"github.com/matrix2mqtt/matrix2mqtt/matrix/e2ee"
 )
 
-// E2EEStatus is the encryption state of the bot's device, for `<base>/bridge/info` and
-// `matrix2mqtt e2ee status`.
-type E2EEStatus = e2ee.Status
-
 // e2eeDisabled is the status when E2EE is off.
-var e2eeDisabled = E2EEStatus{Status: "disabled"}
+var e2eeDisabled = wire.E2EEStatus{Status: "disabled"}
 
 // cryptoOptions are what package e2ee needs from the client.
 func (c *Client) cryptoOptions() e2ee.Options {
@@ -24,7 +21,7 @@ func (c *Client) cryptoOptions() e2ee.Options {
 		Password: c.cfg.Password,
 		DataDir:  c.opts.DataDir,
 		Notify: func(ctx context.Context, noticeType, message string) {
-			c.notify(ctx, Notice{Type: noticeType, Message: message})
+			c.notify(ctx, wire.Notice{Type: noticeType, Message: message})
 		},
 		Undecryptable: c.undecryptable,
 	}
@@ -33,7 +30,7 @@ func (c *Client) cryptoOptions() e2ee.Options {
 // undecryptable tells the operator about an event that could not be decrypted, and takes it off
 // the list of events the sync being processed leaves waiting for keys.
 func (c *Client) undecryptable(ctx context.Context, evt *event.Event, err error) {
-	c.notify(ctx, Notice{
+	c.notify(ctx, wire.Notice{
 		Type: "decryption_failed", RoomID: evt.RoomID, Sender: evt.Sender,
 		Message: fmt.Sprintf("could not decrypt %s: %v", evt.ID, err),
 	})
@@ -46,7 +43,7 @@ func (c *Client) undecryptable(ctx context.Context, evt *event.Event, err error)
 }
 
 // E2EEStatus reports the encryption state of the bot's device.
-func (c *Client) E2EEStatus(ctx context.Context) E2EEStatus {
+func (c *Client) E2EEStatus(ctx context.Context) wire.E2EEStatus {
 	if c.crypto == nil {
 		return e2eeDisabled
 	}
@@ -55,12 +52,12 @@ func (c *Client) E2EEStatus(ctx context.Context) E2EEStatus {
 
 // CheckE2EE logs in with the stored session and reports the encryption state without changing
 // anything on the account, for `matrix2mqtt e2ee status`.
-func (c *Client) CheckE2EE(ctx context.Context) (E2EEStatus, error) {
+func (c *Client) CheckE2EE(ctx context.Context) (wire.E2EEStatus, error) {
 	if !c.cfg.E2EE.Enabled {
 		return e2eeDisabled, nil
 	}
 	if err := c.Login(ctx); err != nil {
-		return E2EEStatus{}, err
+		return wire.E2EEStatus{}, err
 	}
 	return e2ee.Check(ctx, c.cfg.E2EE, c.cryptoOptions())
 }

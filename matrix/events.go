@@ -1,24 +1,15 @@
 package matrix
 
 import (
+	"github.com/matrix2mqtt/matrix2mqtt/bridge/wire"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 )
 
-// Kind says what an inbound Event is; it is also the last segment of its MQTT topic.
-type Kind string
-
-// The kinds of inbound events.
-const (
-	KindMessage   Kind = "message"
-	KindReaction  Kind = "reaction"
-	KindRedaction Kind = "redaction"
-)
-
-// Event is one inbound event from another user, normalised. Payload is a *Message, *Reaction or
-// *Redaction, ready to be encoded as JSON.
+// Event is one inbound event from another user, normalised. Payload is a *wire.Message,
+// *wire.Reaction or *wire.Redaction, ready to be encoded as JSON.
 type Event struct {
-	Kind    Kind
+	Kind    wire.Kind
 	RoomID  id.RoomID
 	ID      id.EventID
 	Payload any
@@ -27,7 +18,7 @@ type Event struct {
 // Batch is what one sync response produced.
 type Batch struct {
 	Events  []Event
-	Notices []Notice
+	Notices []wire.Notice
 
 	initial bool
 	invites []*event.Event
@@ -46,64 +37,6 @@ func (b *Batch) EventIDs() []id.EventID {
 	return ids
 }
 
-// Media describes the attachment of a media message.
-type Media struct {
-	MXC       id.ContentURIString `json:"mxc"`
-	Mimetype  string              `json:"mimetype,omitempty"`
-	Size      int                 `json:"size,omitempty"`
-	Filename  string              `json:"filename,omitempty"`
-	Width     int                 `json:"width,omitempty"`
-	Height    int                 `json:"height,omitempty"`
-	Encrypted bool                `json:"encrypted"`
-}
-
-// Message is an inbound m.room.message (or its edit).
-type Message struct {
-	EventID        id.EventID  `json:"event_id"`
-	RoomID         id.RoomID   `json:"room_id"`
-	RoomName       string      `json:"room_name,omitempty"`
-	Sender         id.UserID   `json:"sender"`
-	SenderName     string      `json:"sender_name"`
-	MsgType        string      `json:"msgtype"`
-	Body           string      `json:"body"`
-	FormattedBody  string      `json:"formatted_body,omitempty"`
-	Timestamp      int64       `json:"ts"`
-	Encrypted      bool        `json:"encrypted"`
-	SenderVerified bool        `json:"sender_verified"`
-	ReplyTo        id.EventID  `json:"reply_to,omitempty"`
-	Thread         id.EventID  `json:"thread,omitempty"`
-	EditOf         id.EventID  `json:"edit_of,omitempty"`
-	Mentions       []id.UserID `json:"mentions,omitempty"`
-	MentionsRoom   bool        `json:"mentions_room,omitempty"`
-	GeoURI         string      `json:"geo_uri,omitempty"`
-	Media          *Media      `json:"media,omitempty"`
-}
-
-// Reaction is an inbound m.reaction.
-type Reaction struct {
-	EventID    id.EventID `json:"event_id"`
-	RoomID     id.RoomID  `json:"room_id"`
-	RoomName   string     `json:"room_name,omitempty"`
-	Sender     id.UserID  `json:"sender"`
-	SenderName string     `json:"sender_name"`
-	RelatesTo  id.EventID `json:"relates_to"`
-	Key        string     `json:"key"`
-	Timestamp  int64      `json:"ts"`
-	Encrypted  bool       `json:"encrypted"`
-}
-
-// Redaction is an inbound m.room.redaction.
-type Redaction struct {
-	EventID    id.EventID `json:"event_id"`
-	RoomID     id.RoomID  `json:"room_id"`
-	RoomName   string     `json:"room_name,omitempty"`
-	Sender     id.UserID  `json:"sender"`
-	SenderName string     `json:"sender_name"`
-	Redacts    id.EventID `json:"redacts"`
-	Reason     string     `json:"reason,omitempty"`
-	Timestamp  int64      `json:"ts"`
-}
-
 // normalise maps a timeline event to an inbound Event; ok is false for events the bridge does not
 // publish. Names are filled in by the caller.
 func normalise(evt *event.Event) (Event, bool) {
@@ -114,7 +47,7 @@ func normalise(evt *event.Event) (Event, bool) {
 		if !ok {
 			return Event{}, false
 		}
-		msg := &Message{
+		msg := &wire.Message{
 			EventID:        evt.ID,
 			RoomID:         evt.RoomID,
 			Sender:         evt.Sender,
@@ -147,13 +80,13 @@ func normalise(evt *event.Event) (Event, bool) {
 		if msg.Media != nil && msg.Media.Filename != "" && msg.Body == msg.Media.Filename {
 			msg.Body = ""
 		}
-		return Event{Kind: KindMessage, RoomID: evt.RoomID, ID: evt.ID, Payload: msg}, true
+		return Event{Kind: wire.KindMessage, RoomID: evt.RoomID, ID: evt.ID, Payload: msg}, true
 	case event.EventReaction:
 		content, ok := evt.Content.Parsed.(*event.ReactionEventContent)
 		if !ok || content.RelatesTo.Type != event.RelAnnotation {
 			return Event{}, false
 		}
-		return Event{Kind: KindReaction, RoomID: evt.RoomID, ID: evt.ID, Payload: &Reaction{
+		return Event{Kind: wire.KindReaction, RoomID: evt.RoomID, ID: evt.ID, Payload: &wire.Reaction{
 			EventID:   evt.ID,
 			RoomID:    evt.RoomID,
 			Sender:    evt.Sender,
@@ -164,23 +97,23 @@ func normalise(evt *event.Event) (Event, bool) {
 		}}, true
 	case event.EventRedaction:
 		content, _ := evt.Content.Parsed.(*event.RedactionEventContent)
-		red := &Redaction{EventID: evt.ID, RoomID: evt.RoomID, Sender: evt.Sender, Redacts: evt.Redacts, Timestamp: evt.Timestamp}
+		red := &wire.Redaction{EventID: evt.ID, RoomID: evt.RoomID, Sender: evt.Sender, Redacts: evt.Redacts, Timestamp: evt.Timestamp}
 		if content != nil {
 			red.Reason = content.Reason
 			if content.Redacts != "" {
 				red.Redacts = content.Redacts
 			}
 		}
-		return Event{Kind: KindRedaction, RoomID: evt.RoomID, ID: evt.ID, Payload: red}, true
+		return Event{Kind: wire.KindRedaction, RoomID: evt.RoomID, ID: evt.ID, Payload: red}, true
 	}
 	return Event{}, false
 }
 
-func mediaOf(content *event.MessageEventContent) *Media {
+func mediaOf(content *event.MessageEventContent) *wire.Media {
 	if !content.MsgType.IsMedia() && content.URL == "" && content.File == nil {
 		return nil
 	}
-	m := &Media{MXC: content.URL, Filename: content.GetFileName()}
+	m := &wire.Media{MXC: content.URL, Filename: content.GetFileName()}
 	if content.File != nil {
 		m.MXC = content.File.URL
 		m.Encrypted = true

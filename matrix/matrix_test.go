@@ -2,6 +2,7 @@ package matrix
 
 import (
 	"encoding/json"
+	"github.com/matrix2mqtt/matrix2mqtt/bridge/wire"
 	"strings"
 	"testing"
 	"time"
@@ -32,51 +33,51 @@ func TestNormalise(t *testing.T) {
 		check func(t *testing.T, ev Event)
 	}{
 		{"text", event.EventMessage, `{"msgtype":"m.text","body":"hi","format":"org.matrix.custom.html","formatted_body":"<b>hi</b>"}`, func(t *testing.T, ev Event) {
-			m := ev.Payload.(*Message)
-			if ev.Kind != KindMessage || m.Body != "hi" || m.FormattedBody != "<b>hi</b>" || m.MsgType != "m.text" || m.Timestamp != 1700000000000 {
+			m := ev.Payload.(*wire.Message)
+			if ev.Kind != wire.KindMessage || m.Body != "hi" || m.FormattedBody != "<b>hi</b>" || m.MsgType != "m.text" || m.Timestamp != 1700000000000 {
 				t.Fatalf("%+v", m)
 			}
 		}},
 		{"reply", event.EventMessage, `{"msgtype":"m.text","body":"a","m.relates_to":{"m.in_reply_to":{"event_id":"$orig"}}}`, func(t *testing.T, ev Event) {
-			if m := ev.Payload.(*Message); m.ReplyTo != "$orig" || m.Thread != "" {
+			if m := ev.Payload.(*wire.Message); m.ReplyTo != "$orig" || m.Thread != "" {
 				t.Fatalf("%+v", m)
 			}
 		}},
 		{"thread fallback is not a reply", event.EventMessage, `{"msgtype":"m.text","body":"a","m.relates_to":{"rel_type":"m.thread","event_id":"$root","is_falling_back":true,"m.in_reply_to":{"event_id":"$root"}}}`, func(t *testing.T, ev Event) {
-			if m := ev.Payload.(*Message); m.Thread != "$root" || m.ReplyTo != "" {
+			if m := ev.Payload.(*wire.Message); m.Thread != "$root" || m.ReplyTo != "" {
 				t.Fatalf("%+v", m)
 			}
 		}},
 		{"edit publishes the new content", event.EventMessage, `{"msgtype":"m.text","body":"* new","m.new_content":{"msgtype":"m.text","body":"new"},"m.relates_to":{"rel_type":"m.replace","event_id":"$old"}}`, func(t *testing.T, ev Event) {
-			if m := ev.Payload.(*Message); m.EditOf != "$old" || m.Body != "new" {
+			if m := ev.Payload.(*wire.Message); m.EditOf != "$old" || m.Body != "new" {
 				t.Fatalf("%+v", m)
 			}
 		}},
 		{"mentions", event.EventMessage, `{"msgtype":"m.text","body":"a","m.mentions":{"user_ids":["@bot:hs"],"room":true}}`, func(t *testing.T, ev Event) {
-			if m := ev.Payload.(*Message); len(m.Mentions) != 1 || !m.MentionsRoom {
+			if m := ev.Payload.(*wire.Message); len(m.Mentions) != 1 || !m.MentionsRoom {
 				t.Fatalf("%+v", m)
 			}
 		}},
 		{"image", event.EventMessage, `{"msgtype":"m.image","body":"cat.png","url":"mxc://hs/abc","info":{"mimetype":"image/png","size":123,"w":10,"h":20}}`, func(t *testing.T, ev Event) {
-			m := ev.Payload.(*Message)
+			m := ev.Payload.(*wire.Message)
 			if m.Media == nil || m.Media.MXC != "mxc://hs/abc" || m.Media.Filename != "cat.png" || m.Media.Width != 10 || m.Media.Size != 123 || m.Body != "" {
 				t.Fatalf("%+v %+v", m, m.Media)
 			}
 		}},
 		{"location", event.EventMessage, `{"msgtype":"m.location","body":"home","geo_uri":"geo:1,2"}`, func(t *testing.T, ev Event) {
-			if m := ev.Payload.(*Message); m.GeoURI != "geo:1,2" || m.Media != nil {
+			if m := ev.Payload.(*wire.Message); m.GeoURI != "geo:1,2" || m.Media != nil {
 				t.Fatalf("%+v", m)
 			}
 		}},
 		{"reaction", event.EventReaction, `{"m.relates_to":{"rel_type":"m.annotation","event_id":"$t","key":"👍"}}`, func(t *testing.T, ev Event) {
-			r := ev.Payload.(*Reaction)
-			if ev.Kind != KindReaction || r.RelatesTo != "$t" || r.Key != "👍" {
+			r := ev.Payload.(*wire.Reaction)
+			if ev.Kind != wire.KindReaction || r.RelatesTo != "$t" || r.Key != "👍" {
 				t.Fatalf("%+v", r)
 			}
 		}},
 		{"redaction", event.EventRedaction, `{"redacts":"$t","reason":"spam"}`, func(t *testing.T, ev Event) {
-			r := ev.Payload.(*Redaction)
-			if ev.Kind != KindRedaction || r.Redacts != "$t" || r.Reason != "spam" {
+			r := ev.Payload.(*wire.Redaction)
+			if ev.Kind != wire.KindRedaction || r.Redacts != "$t" || r.Reason != "spam" {
 				t.Fatalf("%+v", r)
 			}
 		}},

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/matrix2mqtt/matrix2mqtt/bridge/wire"
 	"slices"
 	"sync"
 	"time"
@@ -15,17 +16,6 @@ import (
 
 // ErrUnknownTarget means a target does not name a room the bot can reach.
 var ErrUnknownTarget = errors.New("unknown target")
-
-// Room is a joined room as published on `<base>/bridge/rooms`.
-type Room struct {
-	ID        id.RoomID    `json:"room_id"`
-	Name      string       `json:"name,omitempty"`
-	Alias     id.RoomAlias `json:"alias,omitempty"`
-	Encrypted bool         `json:"encrypted"`
-	IsDM      bool         `json:"is_dm"`
-	DMUser    id.UserID    `json:"dm_user,omitempty"`
-	Members   int          `json:"members"`
-}
 
 const aliasCacheTTL = 5 * time.Minute
 
@@ -290,14 +280,14 @@ func (t *roomTracker) resolveAlias(ctx context.Context, alias id.RoomAlias) (id.
 }
 
 // list returns the joined rooms with their details.
-func (t *roomTracker) list(ctx context.Context) ([]Room, error) {
+func (t *roomTracker) list(ctx context.Context) ([]wire.Room, error) {
 	rows, err := t.c.db.Query(ctx, "SELECT room_id, name, alias FROM matrix2mqtt_room ORDER BY room_id")
 	if err != nil {
 		return nil, fmt.Errorf("failed to list rooms: %w", err)
 	}
-	var rooms []Room
+	var rooms []wire.Room
 	for rows.Next() {
-		var r Room
+		var r wire.Room
 		if err := rows.Scan(&r.ID, &r.Name, &r.Alias); err != nil {
 			rows.Close()
 			return nil, fmt.Errorf("failed to list rooms: %w", err)

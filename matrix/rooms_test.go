@@ -3,6 +3,7 @@ package matrix
 import (
 	"context"
 	"encoding/json"
+	"github.com/matrix2mqtt/matrix2mqtt/bridge/wire"
 	"path/filepath"
 	"testing"
 	"time"
@@ -13,7 +14,7 @@ import (
 )
 
 // newOfflineClient makes a client on a fresh SQLite database that never reaches a homeserver.
-func newOfflineClient(t *testing.T, onRoomsChanged func(context.Context, []Room)) *Client {
+func newOfflineClient(t *testing.T, onRoomsChanged func(context.Context, []wire.Room)) *Client {
 	t.Helper()
 	raw, err := dbutil.NewWithDialect("file:"+filepath.Join(t.TempDir(), "m.db")+"?_txlock=immediate", "sqlite3-fk-wal")
 	if err != nil {
@@ -33,9 +34,9 @@ func newOfflineClient(t *testing.T, onRoomsChanged func(context.Context, []Room)
 func TestRoomsChangedCoalesced(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	calls := make(chan []Room)
+	calls := make(chan []wire.Room)
 	release := make(chan struct{})
-	c := newOfflineClient(t, func(_ context.Context, rooms []Room) {
+	c := newOfflineClient(t, func(_ context.Context, rooms []wire.Room) {
 		calls <- rooms
 		<-release
 	})

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/matrix2mqtt/matrix2mqtt/bridge/wire"
 	"time"
 
 	"maunium.net/go/mautrix"
@@ -134,7 +135,7 @@ func (c *Client) Leave(ctx context.Context, roomID id.RoomID) error {
 }
 
 // Rooms lists the joined rooms.
-func (c *Client) Rooms(ctx context.Context) ([]Room, error) {
+func (c *Client) Rooms(ctx context.Context) ([]wire.Room, error) {
 	return c.rooms.list(ctx)
 }
 

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"github.com/matrix2mqtt/matrix2mqtt/bridge/wire"
 	"maps"
 	"slices"
 	"time"
@@ -60,7 +61,7 @@ func (c *Client) Run(ctx context.Context, h Handler, loggedIn func(context.Conte
 			break
 		}
 		if attempt == 0 { // once per outage, not on every retry
-			h.HandleNotice(ctx, Notice{Type: "login_failed", Message: err.Error()})
+			h.HandleNotice(ctx, wire.Notice{Type: "login_failed", Message: err.Error()})
 		}
 		wait := Backoff(attempt, time.Second, time.Minute)
 		c.log.Error().Err(err).Dur("retry_in", wait).Msg("Failed to log in to Matrix")
@@ -229,7 +230,7 @@ func (c *Client) backfillLimited(ctx context.Context, resp *mautrix.RespSync, si
 			page, err := c.cli.Messages(ctx, roomID, from, since, mautrix.DirectionBackward, nil, 100)
 			if err != nil {
 				c.log.Warn().Err(err).Stringer("room_id", roomID).Msg("Failed to fetch events the sync left out")
-				batch.Notices = append(batch.Notices, Notice{Type: "events_skipped", RoomID: roomID, Message: err.Error()})
+				batch.Notices = append(batch.Notices, wire.Notice{Type: "events_skipped", RoomID: roomID, Message: err.Error()})
 				break
 			}
 			missed = append(missed, page.Chunk...)
@@ -239,7 +240,7 @@ func (c *Client) backfillLimited(ctx context.Context, resp *mautrix.RespSync, si
 			from = page.End
 		}
 		if len(missed) >= maxBackfill {
-			batch.Notices = append(batch.Notices, Notice{Type: "events_skipped", RoomID: roomID,
+			batch.Notices = append(batch.Notices, wire.Notice{Type: "events_skipped", RoomID: roomID,
 				Message: fmt.Sprintf("more than %d events arrived while the bridge was away; older ones are not published", maxBackfill)})
 		}
 		slices.Reverse(missed)
@@ -268,7 +269,7 @@ func (c *Client) onEvent(ctx context.Context, evt *event.Event) {
 		if evt.Type == event.StateMember && evt.GetStateKey() == string(c.cli.UserID) &&
 			evt.Content.AsMember().Membership == event.MembershipInvite {
 			batch.invites = append(batch.invites, evt)
-			batch.Notices = append(batch.Notices, Notice{Type: "invite", RoomID: evt.RoomID, Sender: evt.Sender, Membership: event.MembershipInvite})
+			batch.Notices = append(batch.Notices, wire.Notice{Type: "invite", RoomID: evt.RoomID, Sender: evt.Sender, Membership: event.MembershipInvite})
 		}
 	case evt.StateKey != nil && src&event.SourceJoin != 0:
 		if c.rooms.stateEvent(ctx, evt) {
@@ -276,7 +277,7 @@ func (c *Client) onEvent(ctx context.Context, evt *event.Event) {
 		}
 		if evt.Type == event.StateMember && src&event.SourceTimeline != 0 && !batch.initial &&
 			evt.GetStateKey() != string(c.cli.UserID) && membershipChanged(evt) {
-			batch.Notices = append(batch.Notices, Notice{
+			batch.Notices = append(batch.Notices, wire.Notice{
 				Type: "membership", RoomID: evt.RoomID, UserID: id.UserID(evt.GetStateKey()),
 				Sender: evt.Sender, Membership: evt.Content.AsMember().Membership,
 			})
@@ -349,11 +350,11 @@ func membershipChanged(evt *event.Event) bool {
 func (c *Client) fillNames(ctx context.Context, ev Event) {
 	roomName := c.rooms.name(ev.RoomID)
 	switch p := ev.Payload.(type) {
-	case *Message:
+	case *wire.Message:
 		p.RoomName, p.SenderName = roomName, c.displayName(ctx, ev.RoomID, p.Sender)
-	case *Reaction:
+	case *wire.Reaction:
 		p.RoomName, p.SenderName = roomName, c.displayName(ctx, ev.RoomID, p.Sender)
-	case *Redaction:
+	case *wire.Redaction:
 		p.RoomName, p.SenderName = roomName, c.displayName(ctx, ev.RoomID, p.Sender)
 	}
 }
@@ -374,7 +375,7 @@ func (c *Client) autoJoin(ctx context.Context, h Handler, invites []*event.Event
 		}
 		if _, err := c.cli.JoinRoomByID(ctx, inv.RoomID); err != nil {
 			c.log.Warn().Err(err).Stringer("room_id", inv.RoomID).Msg("Failed to accept invite")
-			h.HandleNotice(ctx, Notice{Type: "join_failed", RoomID: inv.RoomID, Sender: inv.Sender, Message: err.Error()})
+			h.HandleNotice(ctx, wire.Notice{Type: "join_failed", RoomID: inv.RoomID, Sender: inv.Sender, Message: err.Error()})
 			continue
 		}
 		if inv.Content.AsMember().IsDirect {

@@ -24,7 +24,7 @@ type Matrix interface {
 	EnsureDM(ctx context.Context, user id.UserID) (id.RoomID, bool, error)
 	EnsureEncrypted(ctx context.Context, roomID id.RoomID) (bool, error)
 	GetEvent(ctx context.Context, roomID id.RoomID, eventID id.EventID) (matrix.Event, error)
-	Rooms(ctx context.Context) ([]matrix.Room, error)
+	Rooms(ctx context.Context) ([]wire.Room, error)
 }
 
 // OutboxControl is what the outbox actions need from the outbox.

@@ -5,9 +5,7 @@ import (
 
 	"maunium.net/go/mautrix/id"
 
-	"github.com/matrix2mqtt/matrix2mqtt/bridge/targets"
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/wire"
-	"github.com/matrix2mqtt/matrix2mqtt/matrix"
 )
 
 // Lookups are the actions that only read.
@@ -45,7 +43,7 @@ func (r *ListRooms) Validate(Targets) *wire.Error { return nil }
 
 // RoomList is the data of list_rooms.
 type RoomList struct {
-	Rooms []targets.RoomInfo `json:"rooms"`
+	Rooms []wire.RoomInfo `json:"rooms"`
 }
 
 // Run lists the rooms with their topic keys.
@@ -74,8 +72,8 @@ func (r *GetEvent) Validate(t Targets) *wire.Error {
 
 // EventResult is the data of get_event: the event as it would be published inbound.
 type EventResult struct {
-	Kind  matrix.Kind `json:"kind"`
-	Event any         `json:"event"`
+	Kind  wire.Kind `json:"kind"`
+	Event any       `json:"event"`
 }
 
 // Run fetches (and decrypts) the event.

@@ -13,9 +13,7 @@ import (
 
 	"maunium.net/go/mautrix/id"
 
-	"github.com/matrix2mqtt/matrix2mqtt/bridge/targets"
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/wire"
-	"github.com/matrix2mqtt/matrix2mqtt/matrix"
 )
 
 // Request is one action's payload; its exported fields are the request's JSON fields.
@@ -202,5 +200,5 @@ type Targets interface {
 	CheckUser(field, user string) (id.UserID, *wire.Error)
 	Remember(target string, roomID id.RoomID)
 	Key(roomID id.RoomID) string
-	Annotate(rooms []matrix.Room) []targets.RoomInfo
+	Annotate(rooms []wire.Room) []wire.RoomInfo
 }

@@ -146,7 +146,7 @@ func (f *Commands) Inbound(ctx context.Context, ev matrix.Event, key string, out
 // parseCommand splits a message into a command name (lower case) and its arguments. Only
 // plain text messages count: notices are what bots send, so two bots cannot command each other,
 // and an edit cannot fire a command again.
-func parseCommand(prefix string, msg *matrix.Message) (name string, args []string, ok bool) {
+func parseCommand(prefix string, msg *wire.Message) (name string, args []string, ok bool) {
 	if msg.MsgType != string(event.MsgText) || msg.EditOf != "" {
 		return "", nil, false
 	}
@@ -168,7 +168,7 @@ func parseCommand(prefix string, msg *matrix.Message) (name string, args []strin
 // check decides about one inbound event; for a command in a command room it returns the
 // command, accepted or refused.
 func (f *Commands) check(ev matrix.Event) (*wire.Command, verdict) {
-	msg, ok := ev.Payload.(*matrix.Message)
+	msg, ok := ev.Payload.(*wire.Message)
 	if !ok || !f.cfg.Enabled() {
 		return nil, notCommand
 	}

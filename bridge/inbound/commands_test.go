@@ -20,26 +20,26 @@ func TestParseCommand(t *testing.T) {
 	tests := []struct {
 		name      string
 		prefix    string
-		msg       matrix.Message
+		msg       wire.Message
 		command   string
 		args      []string
 		isCommand bool
 	}{
-		{"plain", "!", matrix.Message{MsgType: "m.text", Body: "!lights off"}, "lights", []string{"off"}, true},
-		{"no args", "!", matrix.Message{MsgType: "m.text", Body: "!status"}, "status", []string{}, true},
-		{"lower-cased name, args kept", "!", matrix.Message{MsgType: "m.text", Body: "!Lights Kitchen  OFF"}, "lights", []string{"Kitchen", "OFF"}, true},
-		{"multi-line", "!", matrix.Message{MsgType: "m.text", Body: "!alarm arm\nnow"}, "alarm", []string{"arm", "now"}, true},
-		{"long prefix", "bot:", matrix.Message{MsgType: "m.text", Body: "bot:lights on"}, "lights", []string{"on"}, true},
-		{"unicode name", "!", matrix.Message{MsgType: "m.text", Body: "!küche an"}, "küche", []string{"an"}, true},
-		{"no prefix", "!", matrix.Message{MsgType: "m.text", Body: "lights off"}, "", nil, false},
-		{"prefix alone", "!", matrix.Message{MsgType: "m.text", Body: "!"}, "", nil, false},
-		{"space after prefix", "!", matrix.Message{MsgType: "m.text", Body: "! lights"}, "", nil, false},
-		{"punctuation", "!", matrix.Message{MsgType: "m.text", Body: "!!!"}, "", nil, false},
-		{"topic character", "!", matrix.Message{MsgType: "m.text", Body: "!a/b"}, "", nil, false},
-		{"wildcard", "!", matrix.Message{MsgType: "m.text", Body: "!lights+"}, "", nil, false},
-		{"notice", "!", matrix.Message{MsgType: "m.notice", Body: "!lights off"}, "", nil, false},
-		{"emote", "!", matrix.Message{MsgType: "m.emote", Body: "!lights off"}, "", nil, false},
-		{"edit", "!", matrix.Message{MsgType: "m.text", Body: "!lights off", EditOf: "$old"}, "", nil, false},
+		{"plain", "!", wire.Message{MsgType: "m.text", Body: "!lights off"}, "lights", []string{"off"}, true},
+		{"no args", "!", wire.Message{MsgType: "m.text", Body: "!status"}, "status", []string{}, true},
+		{"lower-cased name, args kept", "!", wire.Message{MsgType: "m.text", Body: "!Lights Kitchen  OFF"}, "lights", []string{"Kitchen", "OFF"}, true},
+		{"multi-line", "!", wire.Message{MsgType: "m.text", Body: "!alarm arm\nnow"}, "alarm", []string{"arm", "now"}, true},
+		{"long prefix", "bot:", wire.Message{MsgType: "m.text", Body: "bot:lights on"}, "lights", []string{"on"}, true},
+		{"unicode name", "!", wire.Message{MsgType: "m.text", Body: "!küche an"}, "küche", []string{"an"}, true},
+		{"no prefix", "!", wire.Message{MsgType: "m.text", Body: "lights off"}, "", nil, false},
+		{"prefix alone", "!", wire.Message{MsgType: "m.text", Body: "!"}, "", nil, false},
+		{"space after prefix", "!", wire.Message{MsgType: "m.text", Body: "! lights"}, "", nil, false},
+		{"punctuation", "!", wire.Message{MsgType: "m.text", Body: "!!!"}, "", nil, false},
+		{"topic character", "!", wire.Message{MsgType: "m.text", Body: "!a/b"}, "", nil, false},
+		{"wildcard", "!", wire.Message{MsgType: "m.text", Body: "!lights+"}, "", nil, false},
+		{"notice", "!", wire.Message{MsgType: "m.notice", Body: "!lights off"}, "", nil, false},
+		{"emote", "!", wire.Message{MsgType: "m.emote", Body: "!lights off"}, "", nil, false},
+		{"edit", "!", wire.Message{MsgType: "m.text", Body: "!lights off", EditOf: "$old"}, "", nil, false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -102,10 +102,10 @@ func (f fakeAliases) Resolve(_ context.Context, target string) (id.RoomID, error
 func TestCommandFilterCheck(t *testing.T) {
 	names := targets.Names{"kitchen": "!kitchen:hs", "hall": "#hall:hs", "alice": "@alice:hs"}
 	aliases := fakeAliases{"#hall:hs": "!hall:hs", "#porch:hs": "!porch:hs"}
-	joined := []matrix.Room{{ID: "!dm:hs", IsDM: true, DMUser: "@alice:hs"}, {ID: "!hall:hs"}, {ID: "!porch:hs"}}
+	joined := []wire.Room{{ID: "!dm:hs", IsDM: true, DMUser: "@alice:hs"}, {ID: "!hall:hs"}, {ID: "!porch:hs"}}
 	cfg := CommandConfig{Prefix: "!", Senders: []string{"@alice:hs", "@bob:hs"}, Rooms: []string{"kitchen", "hall", "alice", "#porch:hs", "!garage:hs"}}
 	msg := func(room id.RoomID, sender id.UserID, body string, verified bool) matrix.Event {
-		return matrix.Event{Kind: matrix.KindMessage, RoomID: room, ID: "$e", Payload: &matrix.Message{
+		return matrix.Event{Kind: wire.KindMessage, RoomID: room, ID: "$e", Payload: &wire.Message{
 			EventID: "$e", RoomID: room, Sender: sender, SenderName: "Name", MsgType: "m.text", Body: body, SenderVerified: verified, Timestamp: 42,
 		}}
 	}
@@ -128,7 +128,7 @@ func TestCommandFilterCheck(t *testing.T) {
 		{"other sender, verified only", func(c *CommandConfig) { c.VerifiedOnly = true }, msg("!kitchen:hs", "@eve:hs", "!lights off", true), refusedSender},
 		{"no senders: off", func(c *CommandConfig) { c.Senders = nil }, msg("!kitchen:hs", "@alice:hs", "!lights off", false), notCommand},
 		{"no rooms: off", func(c *CommandConfig) { c.Rooms = nil }, msg("!kitchen:hs", "@alice:hs", "!lights off", false), notCommand},
-		{"reaction", nil, matrix.Event{Kind: matrix.KindReaction, RoomID: "!kitchen:hs", Payload: &matrix.Reaction{Key: "!x"}}, notCommand},
+		{"reaction", nil, matrix.Event{Kind: wire.KindReaction, RoomID: "!kitchen:hs", Payload: &wire.Reaction{Key: "!x"}}, notCommand},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -178,17 +178,17 @@ func TestCommandReaction(t *testing.T) {
 }
 
 func TestEntityEvent(t *testing.T) {
-	msg := &matrix.Message{EventID: "$m", RoomID: "!r:hs", Sender: "@a:hs", MsgType: "m.text", Body: "hi"}
+	msg := &wire.Message{EventID: "$m", RoomID: "!r:hs", Sender: "@a:hs", MsgType: "m.text", Body: "hi"}
 	tests := []struct {
 		name string
 		ev   matrix.Event
 		cmd  *wire.Command
 		want string // fields the payload starts with
 	}{
-		{"message", matrix.Event{Kind: matrix.KindMessage, Payload: msg}, nil, `{"event_type":"message","event_id":"$m","room_id":"!r:hs"`},
-		{"command", matrix.Event{Kind: matrix.KindMessage, Payload: msg}, &wire.Command{Command: "lights", Args: []string{}}, `{"event_type":"command","command":"lights","args":[]`},
-		{"reaction", matrix.Event{Kind: matrix.KindReaction, Payload: &matrix.Reaction{EventID: "$x", Key: "👍"}}, nil, `{"event_type":"reaction","event_id":"$x"`},
-		{"redaction", matrix.Event{Kind: matrix.KindRedaction, Payload: &matrix.Redaction{EventID: "$x"}}, nil, `null`},
+		{"message", matrix.Event{Kind: wire.KindMessage, Payload: msg}, nil, `{"event_type":"message","event_id":"$m","room_id":"!r:hs"`},
+		{"command", matrix.Event{Kind: wire.KindMessage, Payload: msg}, &wire.Command{Command: "lights", Args: []string{}}, `{"event_type":"command","command":"lights","args":[]`},
+		{"reaction", matrix.Event{Kind: wire.KindReaction, Payload: &wire.Reaction{EventID: "$x", Key: "👍"}}, nil, `{"event_type":"reaction","event_id":"$x"`},
+		{"redaction", matrix.Event{Kind: wire.KindRedaction, Payload: &wire.Redaction{EventID: "$x"}}, nil, `null`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -15,11 +15,11 @@ import (
 type (
 	messageEvent struct {
 		EventType string `json:"event_type"`
-		*matrix.Message
+		*wire.Message
 	}
 	reactionEvent struct {
 		EventType string `json:"event_type"`
-		*matrix.Reaction
+		*wire.Reaction
 	}
 	commandEvent struct {
 		EventType string `json:"event_type"`
@@ -34,9 +34,9 @@ func entityEvent(ev matrix.Event, cmd *wire.Command) any {
 		return commandEvent{EventType: discovery.EventCommand, Command: cmd}
 	}
 	switch p := ev.Payload.(type) {
-	case *matrix.Message:
+	case *wire.Message:
 		return messageEvent{EventType: discovery.EventMessage, Message: p}
-	case *matrix.Reaction:
+	case *wire.Reaction:
 		return reactionEvent{EventType: discovery.EventReaction, Reaction: p}
 	}
 	return nil

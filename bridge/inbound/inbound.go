@@ -112,7 +112,7 @@ func (in *Inbound) HandleSync(ctx context.Context, batch *matrix.Batch) error {
 		published++
 		key := in.Keys.Key(ev.RoomID)
 		out.Command = nil
-		out.Publish(in.Topics.Room(key, string(ev.Kind)), ev.Payload)
+		out.Publish(in.Topics.Room(key, ev.Kind), ev.Payload)
 		for _, f := range in.Filters {
 			f.Inbound(ctx, ev, key, out)
 		}
@@ -142,7 +142,7 @@ func (in *Inbound) HandleSync(ctx context.Context, batch *matrix.Batch) error {
 }
 
 // HandleNotice publishes a notice for the operator on `<base>/bridge/event`.
-func (in *Inbound) HandleNotice(ctx context.Context, n matrix.Notice) {
+func (in *Inbound) HandleNotice(ctx context.Context, n wire.Notice) {
 	payload, err := json.Marshal(n)
 	if err != nil {
 		zerolog.Ctx(ctx).Error().Err(err).Msg("Failed to encode notice")

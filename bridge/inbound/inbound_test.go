@@ -72,7 +72,7 @@ func (r *recorder) Enqueue(_ context.Context, jobs ...outbox.Job) error {
 }
 
 func message(room id.RoomID, evt id.EventID, sender id.UserID, body string) matrix.Event {
-	return matrix.Event{Kind: matrix.KindMessage, RoomID: room, ID: evt, Payload: &matrix.Message{
+	return matrix.Event{Kind: wire.KindMessage, RoomID: room, ID: evt, Payload: &wire.Message{
 		EventID: evt, RoomID: room, Sender: sender, MsgType: "m.text", Body: body,
 	}}
 }
@@ -96,7 +96,7 @@ func TestHandleSyncOneWay(t *testing.T) {
 		message("!k:hs", "$old", "@bob:hs", "seen before"),
 		message("!k:hs", "$cmd", "@alice:hs", "!lights off"),
 		message("!other:hs", "$m", "@bob:hs", "hi"),
-	}, Notices: []matrix.Notice{{Type: "invite"}}}
+	}, Notices: []wire.Notice{{Type: "invite"}}}
 	if err := in.HandleSync(context.Background(), batch); err != nil {
 		t.Fatal(err)
 	}

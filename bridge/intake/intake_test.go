@@ -77,7 +77,7 @@ func newTestIntake(t *testing.T) *testIntake {
 		responses: actionstest.NewResponses(), ready: make(chan struct{})}
 	tg := targets.New(targets.Config{Names: targets.Names{"kitchen": "!k:hs"}})
 	ti.Intake = New(Deps{
-		Topics: wire.Topics{Base: "m2m"}, Registry: actions.Default(), Queue: ti.queue,
+		Topics: wire.Topics{Base: "m2m", Shortcuts: []string{"send"}}, Registry: actions.Default(), Queue: ti.queue,
 		Env:       actions.Env{Matrix: ti.hs, Targets: tg, Outbox: fakeOutbox{}},
 		Responder: ti.responses, Stats: stats.New(ti.clock), Clock: ti.clock, Ready: ti.ready,
 		MaxPayloadBytes: 1024, RequestTimeout: 2 * time.Second,

@@ -12,7 +12,6 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/wire"
-	"github.com/matrix2mqtt/matrix2mqtt/matrix"
 	"github.com/matrix2mqtt/matrix2mqtt/mqtt"
 )
 
@@ -206,7 +205,7 @@ type Resolver interface {
 // Learn finds the rooms of the friendly names and watched targets in the joined rooms: room IDs
 // stand for themselves, user IDs for their DM, and aliases are resolved (a failure keeps what was
 // learned before). It creates nothing.
-func (t *Targets) Learn(ctx context.Context, rooms []matrix.Room, resolver Resolver) {
+func (t *Targets) Learn(ctx context.Context, rooms []wire.Room, resolver Resolver) {
 	targets := make([]string, 0, len(t.names)+len(t.watch))
 	for _, name := range t.names {
 		targets = append(targets, t.cfg.Names[name])
@@ -265,18 +264,11 @@ func (t *Targets) Name(roomID id.RoomID) (string, bool) {
 // Names returns the friendly names, sorted.
 func (t *Targets) Names() []string { return slices.Clone(t.names) }
 
-// RoomInfo is one entry of `<base>/bridge/rooms` and of `list_rooms`: a joined room with its
-// topic key.
-type RoomInfo struct {
-	matrix.Room
-	Key string `json:"key"`
-}
-
 // Annotate adds the topic keys to rooms.
-func (t *Targets) Annotate(rooms []matrix.Room) []RoomInfo {
-	out := make([]RoomInfo, len(rooms))
+func (t *Targets) Annotate(rooms []wire.Room) []wire.RoomInfo {
+	out := make([]wire.RoomInfo, len(rooms))
 	for i, r := range rooms {
-		out[i] = RoomInfo{Room: r, Key: t.Key(r.ID)}
+		out[i] = wire.RoomInfo{Room: r, Key: t.Key(r.ID)}
 	}
 	return out
 }

@@ -8,7 +8,6 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/wire"
-	"github.com/matrix2mqtt/matrix2mqtt/matrix"
 )
 
 func TestNamesUnmarshal(t *testing.T) {
@@ -123,7 +122,7 @@ func (a aliases) Resolve(_ context.Context, target string) (id.RoomID, error) {
 // one), watched targets are found too, and what cannot be resolved is not made up.
 func TestLearnAndKeys(t *testing.T) {
 	tg := New(Config{Names: Names{"kitchen": "!k:hs", "cuisine": "!k:hs", "hall": "#hall:hs", "alice": "@alice:hs"}}, "#porch:hs", "@bob:hs", "#gone:hs")
-	rooms := []matrix.Room{{ID: "!dm:hs", IsDM: true, DMUser: "@alice:hs"}, {ID: "!h:hs"}}
+	rooms := []wire.Room{{ID: "!dm:hs", IsDM: true, DMUser: "@alice:hs"}, {ID: "!h:hs"}}
 	tg.Learn(context.Background(), rooms, aliases{"#hall:hs": "!h:hs", "#porch:hs": "!p:hs"})
 	tests := []struct {
 		room id.RoomID

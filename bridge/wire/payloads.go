@@ -36,11 +36,48 @@ type Command struct {
 	Timestamp      int64      `json:"ts"`
 }
 
-// Inbound kinds that are not Matrix events of their own: the last segment of
-// `<base>/room/<key>/<kind>`.
-const (
-	// KindCommand carries accepted chat commands.
-	KindCommand = "command"
-	// KindEvent feeds the Home Assistant event entity of a friendly-name room.
-	KindEvent = "event"
-)
+// Room is one joined room, as listed on `<base>/bridge/rooms` and by `list_rooms`.
+type Room struct {
+	ID        id.RoomID    `json:"room_id"`
+	Name      string       `json:"name,omitempty"`
+	Alias     id.RoomAlias `json:"alias,omitempty"`
+	Encrypted bool         `json:"encrypted"`
+	IsDM      bool         `json:"is_dm"`
+	DMUser    id.UserID    `json:"dm_user,omitempty"`
+	Members   int          `json:"members"`
+}
+
+// RoomInfo is a joined room with its topic key.
+type RoomInfo struct {
+	Room
+	Key string `json:"key"`
+}
+
+// E2EEStatus is the encryption state of the bot's device, in `<base>/bridge/info` and from
+// `matrix2mqtt e2ee status`.
+type E2EEStatus struct {
+	Enabled bool `json:"enabled"`
+	// Status sums it up: disabled, verified (the device is cross-signed by its owner),
+	// unverified (cross-signing exists but this device is not signed), no_cross_signing.
+	Status            string `json:"status"`
+	DeviceID          string `json:"device_id,omitempty"`
+	IdentityKey       string `json:"identity_key,omitempty"`
+	CrossSigning      bool   `json:"cross_signing"`
+	DeviceCrossSigned bool   `json:"device_cross_signed"`
+	MasterKey         string `json:"master_key,omitempty"`
+	KeyBackup         bool   `json:"key_backup"`
+	KeyBackupVersion  string `json:"key_backup_version,omitempty"`
+	RecoveryKeyFile   string `json:"recovery_key_file,omitempty"`
+}
+
+// Info is the retained payload of `<base>/bridge/info`.
+type Info struct {
+	Version    string     `json:"version"`
+	UserID     string     `json:"user_id"`
+	DeviceID   string     `json:"device_id"`
+	Homeserver string     `json:"homeserver"`
+	BaseTopic  string     `json:"base_topic"`
+	E2EE       E2EEStatus `json:"e2ee"`
+	Targets    []string   `json:"targets"`
+	StartedAt  time.Time  `json:"started_at"`
+}

@@ -7,7 +7,11 @@ import (
 )
 
 // Topics builds and parses the bridge's topics under the base topic.
-type Topics struct{ Base string }
+type Topics struct {
+	Base string
+	// Shortcuts are the actions with a `<base>/<action>/<target>` topic.
+	Shortcuts []string
+}
 
 // The bridge's own retained topics and its event topic.
 func (t Topics) State() string { return t.Base + "/bridge/state" }
@@ -23,13 +27,15 @@ func (t Topics) RequestFilter() string        { return t.Request("+") }
 // Response is the topic of action's responses.
 func (t Topics) Response(action string) string { return t.Base + "/bridge/response/" + action }
 
-// Send is the shortcut topic `<base>/send/<target>`; SendFilter subscribes to all of them.
-func (t Topics) Send(target string) string { return t.Base + "/send/" + target }
-func (t Topics) SendFilter() string        { return t.Send("+") }
+// Shortcut is the topic `<base>/<action>/<target>`; Send is that of send.
+func (t Topics) Shortcut(action, target string) string { return t.Base + "/" + action + "/" + target }
+func (t Topics) Send(target string) string             { return t.Shortcut("send", target) }
 
 // Room is the topic of an inbound kind (message, reaction, redaction, command, event) in the
 // room whose topic key is key.
-func (t Topics) Room(key, kind string) string { return t.Base + "/room/" + key + "/" + kind }
+func (t Topics) Room(key string, kind Kind) string {
+	return t.Base + "/room/" + key + "/" + string(kind)
+}
 
 // Command carries accepted chat commands by name, for Home Assistant's device triggers.
 func (t Topics) Command(name string) string { return t.Base + "/command/" + name }
@@ -44,17 +50,16 @@ func (t Topics) Route(topic string) (action, target string, err *Error) {
 		}
 		return rest, "", nil
 	}
-	if rest, ok := strings.CutPrefix(topic, t.Base+"/send/"); ok {
-		if e := mqtt.ValidateSegment(rest); e != nil {
-			return ShortcutAction, "", Errorf(CodeInvalidRequest, "target in topic: %v", e)
+	for _, action := range t.Shortcuts {
+		if rest, ok := strings.CutPrefix(topic, t.Base+"/"+action+"/"); ok {
+			if e := mqtt.ValidateSegment(rest); e != nil {
+				return action, "", Errorf(CodeInvalidRequest, "target in topic: %v", e)
+			}
+			return action, TopicTarget(rest), nil
 		}
-		return ShortcutAction, TopicTarget(rest), nil
 	}
 	return "", "", Errorf(CodeUnknownAction, "topic %q is not a request topic", topic)
 }
-
-// ShortcutAction is the action of the `<base>/send/<target>` shortcut.
-const ShortcutAction = "send"
 
 // TopicTarget turns a topic segment into a target: IDs stay, `name:server` is an alias (topics
 // cannot carry `#`), anything else is a friendly name.

@@ -6,7 +6,7 @@ import (
 )
 
 func TestRoute(t *testing.T) {
-	tp := Topics{Base: "m2m"}
+	tp := Topics{Base: "m2m", Shortcuts: []string{"send"}}
 	tests := []struct {
 		topic, action, target, code string
 	}{
@@ -44,7 +44,7 @@ func FuzzRoute(f *testing.F) {
 	for _, s := range []string{"m2m/send/kitchen", "m2m/bridge/request/send", "m2m/send/a:b", "m2m/send/#"} {
 		f.Add(s)
 	}
-	tp := Topics{Base: "m2m"}
+	tp := Topics{Base: "m2m", Shortcuts: []string{"send"}}
 	f.Fuzz(func(t *testing.T, topic string) {
 		action, target, err := tp.Route(topic)
 		if err != nil {

@@ -3,6 +3,8 @@
 package e2ee
 
 import (
+	"github.com/matrix2mqtt/matrix2mqtt/bridge/wire"
+
 	"context"
 	"crypto/rand"
 	"embed"
@@ -32,23 +34,6 @@ const (
 	pickleKeyFile   = "pickle.key"
 	recoveryKeyFile = "recovery-key.txt"
 )
-
-// Status is the encryption state of the bot's device, for `<base>/bridge/info` and
-// `matrix2mqtt e2ee status`.
-type Status struct {
-	Enabled bool `json:"enabled"`
-	// Status sums it up: disabled, verified (the device is cross-signed by its owner),
-	// unverified (cross-signing exists but this device is not signed), no_cross_signing.
-	Status            string `json:"status"`
-	DeviceID          string `json:"device_id,omitempty"`
-	IdentityKey       string `json:"identity_key,omitempty"`
-	CrossSigning      bool   `json:"cross_signing"`
-	DeviceCrossSigned bool   `json:"device_cross_signed"`
-	MasterKey         string `json:"master_key,omitempty"`
-	KeyBackup         bool   `json:"key_backup"`
-	KeyBackupVersion  string `json:"key_backup_version,omitempty"`
-	RecoveryKeyFile   string `json:"recovery_key_file,omitempty"`
-}
 
 // Options are what encryption needs from the Matrix side.
 type Options struct {
@@ -124,14 +109,14 @@ func Start(ctx context.Context, cfg Config, opts Options) (*Crypto, error) {
 
 // Check reports the encryption state from the crypto store and the homeserver without changing
 // anything on the account, for `matrix2mqtt e2ee status`. The client must be logged in.
-func Check(ctx context.Context, cfg Config, opts Options) (Status, error) {
+func Check(ctx context.Context, cfg Config, opts Options) (wire.E2EEStatus, error) {
 	c := newCrypto(ctx, cfg, opts)
 	helper, err := c.newHelper()
 	if err != nil {
-		return Status{}, err
+		return wire.E2EEStatus{}, err
 	}
 	if err := helper.Init(ctx); err != nil {
-		return Status{}, fmt.Errorf("failed to load the crypto store: %w", err)
+		return wire.E2EEStatus{}, fmt.Errorf("failed to load the crypto store: %w", err)
 	}
 	c.helper, c.mach = helper, helper.Machine()
 	c.loadBackupKey(ctx)
@@ -188,8 +173,8 @@ func (c *Crypto) Decrypt(ctx context.Context, evt *event.Event) (*event.Event, e
 }
 
 // Status reports the device's encryption state.
-func (c *Crypto) Status(ctx context.Context) Status {
-	s := Status{Enabled: true, DeviceID: c.opts.Client.DeviceID.String(), Status: "no_cross_signing"}
+func (c *Crypto) Status(ctx context.Context) wire.E2EEStatus {
+	s := wire.E2EEStatus{Enabled: true, DeviceID: c.opts.Client.DeviceID.String(), Status: "no_cross_signing"}
 	if own := c.mach.OwnIdentity(); own != nil {
 		s.IdentityKey = own.IdentityKey.String()
 	}

@@ -3,6 +3,7 @@ package actionstest
 
 import (
 	"context"
+	"github.com/matrix2mqtt/matrix2mqtt/bridge/wire"
 	"sync"
 	"time"
 
@@ -10,7 +11,6 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/actions"
-	"github.com/matrix2mqtt/matrix2mqtt/matrix"
 )
 
 // Matrix plays the homeserver and the sync loop: each send or redaction takes the next
@@ -36,7 +36,7 @@ type Matrix struct {
 	Sync        chan struct{}
 	HealthyFrom time.Time
 	Unhealthy   bool // sync is down
-	RoomList    []matrix.Room
+	RoomList    []wire.Room
 }
 
 func (f *Matrix) next() error {
@@ -130,7 +130,7 @@ func (f *Matrix) Join(_ context.Context, target string) (id.RoomID, error) {
 }
 
 // Rooms returns RoomList.
-func (f *Matrix) Rooms(context.Context) ([]matrix.Room, error) {
+func (f *Matrix) Rooms(context.Context) ([]wire.Room, error) {
 	f.Mu.Lock()
 	defer f.Mu.Unlock()
 	return f.RoomList, f.nextLocked()

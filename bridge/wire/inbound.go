@@ -1,0 +1,89 @@
+package wire
+
+import (
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+)
+
+// Kind is what an inbound payload is; it is the last segment of `<base>/room/<key>/<kind>`.
+type Kind string
+
+// The inbound kinds.
+const (
+	KindMessage   Kind = "message"
+	KindReaction  Kind = "reaction"
+	KindRedaction Kind = "redaction"
+	// KindCommand carries accepted chat commands.
+	KindCommand Kind = "command"
+	// KindEvent feeds the Home Assistant event entity of a friendly-name room.
+	KindEvent Kind = "event"
+)
+
+// Media describes the attachment of a media message.
+type Media struct {
+	MXC       id.ContentURIString `json:"mxc"`
+	Mimetype  string              `json:"mimetype,omitempty"`
+	Size      int                 `json:"size,omitempty"`
+	Filename  string              `json:"filename,omitempty"`
+	Width     int                 `json:"width,omitempty"`
+	Height    int                 `json:"height,omitempty"`
+	Encrypted bool                `json:"encrypted"`
+}
+
+// Message is the payload of `<base>/room/<key>/message`: an m.room.message (or its edit).
+type Message struct {
+	EventID        id.EventID  `json:"event_id"`
+	RoomID         id.RoomID   `json:"room_id"`
+	RoomName       string      `json:"room_name,omitempty"`
+	Sender         id.UserID   `json:"sender"`
+	SenderName     string      `json:"sender_name"`
+	MsgType        string      `json:"msgtype"`
+	Body           string      `json:"body"`
+	FormattedBody  string      `json:"formatted_body,omitempty"`
+	Timestamp      int64       `json:"ts"`
+	Encrypted      bool        `json:"encrypted"`
+	SenderVerified bool        `json:"sender_verified"`
+	ReplyTo        id.EventID  `json:"reply_to,omitempty"`
+	Thread         id.EventID  `json:"thread,omitempty"`
+	EditOf         id.EventID  `json:"edit_of,omitempty"`
+	Mentions       []id.UserID `json:"mentions,omitempty"`
+	MentionsRoom   bool        `json:"mentions_room,omitempty"`
+	GeoURI         string      `json:"geo_uri,omitempty"`
+	Media          *Media      `json:"media,omitempty"`
+}
+
+// Reaction is the payload of `<base>/room/<key>/reaction`.
+type Reaction struct {
+	EventID    id.EventID `json:"event_id"`
+	RoomID     id.RoomID  `json:"room_id"`
+	RoomName   string     `json:"room_name,omitempty"`
+	Sender     id.UserID  `json:"sender"`
+	SenderName string     `json:"sender_name"`
+	RelatesTo  id.EventID `json:"relates_to"`
+	Key        string     `json:"key"`
+	Timestamp  int64      `json:"ts"`
+	Encrypted  bool       `json:"encrypted"`
+}
+
+// Redaction is the payload of `<base>/room/<key>/redaction`.
+type Redaction struct {
+	EventID    id.EventID `json:"event_id"`
+	RoomID     id.RoomID  `json:"room_id"`
+	RoomName   string     `json:"room_name,omitempty"`
+	Sender     id.UserID  `json:"sender"`
+	SenderName string     `json:"sender_name"`
+	Redacts    id.EventID `json:"redacts"`
+	Reason     string     `json:"reason,omitempty"`
+	Timestamp  int64      `json:"ts"`
+}
+
+// Notice is the payload of `<base>/bridge/event`: something the operator should know.
+type Notice struct {
+	Type    string    `json:"type"`
+	RoomID  id.RoomID `json:"room_id,omitempty"`
+	UserID  id.UserID `json:"user,omitempty"`
+	Sender  id.UserID `json:"sender,omitempty"`
+	Message string    `json:"message,omitempty"`
+	// Membership is set for type "membership" and "invite".
+	Membership event.Membership `json:"membership,omitempty"`
+}
