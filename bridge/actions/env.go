@@ -39,6 +39,8 @@ type Env struct {
 	Matrix  Matrix
 	Targets Targets
 	Outbox  OutboxControl
+	// Options remembers the messages sent with options.
+	Options OptionStore
 }
 
 // resolve turns an expanded target into a room ID and remembers it for the topic keys.

@@ -111,6 +111,7 @@ type Send struct {
 	Edit     id.EventID `json:"edit,omitempty"`
 	Mentions []string   `json:"mentions,omitempty"`
 	Timing
+	Choices
 }
 
 // sendShortcut takes `<base>/send/<target>`: plain text, or a JSON send request.
@@ -169,11 +170,20 @@ func (r *Send) Validate(t Targets) *wire.Error {
 			return wire.Errorf(wire.CodeInvalidRequest, "field 'mentions' must hold user IDs or \"@room\", not %q", m)
 		}
 	}
+	if err := r.Choices.validate(t); err != nil {
+		return err
+	}
+	if len(r.Options) > 0 && r.Edit != "" {
+		return wire.Errorf(wire.CodeInvalidRequest, "field 'options' cannot be combined with 'edit'")
+	}
 	return r.Timing.validate()
 }
 
 // Deliver sends the message, and schedules its redaction when asked.
 func (r *Send) Deliver(ctx context.Context, d *Delivery) (any, error) {
+	if len(r.Options) > 0 {
+		return r.sendWithOptions(ctx, d, r.content())
+	}
 	return r.Timing.sendMessage(ctx, d, r.content())
 }
 

@@ -1,4 +1,4 @@
--- v0 -> v2: Latest revision
+-- v0 -> v3: Latest revision
 
 CREATE TABLE matrix2mqtt_outbox (
 	-- only: postgres
@@ -39,3 +39,25 @@ CREATE TABLE matrix2mqtt_inbound (
 );
 
 CREATE INDEX matrix2mqtt_inbound_published_at_idx ON matrix2mqtt_inbound (published_at);
+
+-- Messages sent with `options`: what their reactions mean and who may answer, so the inbound
+-- path can turn an allowed reaction into a callback. Pruned after OptionsRetention.
+CREATE TABLE matrix2mqtt_options (
+	event_id    TEXT    PRIMARY KEY,
+	room_id     TEXT    NOT NULL,
+	request_id  TEXT    NOT NULL DEFAULT '',
+	-- JSON: the options [{key, label}], the allowed users (empty: every member), the bot's
+	-- own reactions {key: event_id}
+	options     TEXT    NOT NULL,
+	allowed     TEXT    NOT NULL DEFAULT '[]',
+	reactions   TEXT    NOT NULL DEFAULT '{}',
+	single_use  BOOLEAN NOT NULL DEFAULT false,
+	-- the message without its options, for the edit that closes a single_use message
+	body        TEXT    NOT NULL DEFAULT '',
+	html        TEXT    NOT NULL DEFAULT '',
+	-- the reaction that closed a single_use message
+	answered_by TEXT    NOT NULL DEFAULT '',
+	created_at  BIGINT  NOT NULL
+);
+
+CREATE INDEX matrix2mqtt_options_created_at_idx ON matrix2mqtt_options (created_at);

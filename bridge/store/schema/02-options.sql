@@ -1,0 +1,17 @@
+-- v2 -> v3: The options of actionable messages
+
+CREATE TABLE matrix2mqtt_options (
+	event_id    TEXT    PRIMARY KEY,
+	room_id     TEXT    NOT NULL,
+	request_id  TEXT    NOT NULL DEFAULT '',
+	options     TEXT    NOT NULL,
+	allowed     TEXT    NOT NULL DEFAULT '[]',
+	reactions   TEXT    NOT NULL DEFAULT '{}',
+	single_use  BOOLEAN NOT NULL DEFAULT false,
+	body        TEXT    NOT NULL DEFAULT '',
+	html        TEXT    NOT NULL DEFAULT '',
+	answered_by TEXT    NOT NULL DEFAULT '',
+	created_at  BIGINT  NOT NULL
+);
+
+CREATE INDEX matrix2mqtt_options_created_at_idx ON matrix2mqtt_options (created_at);
