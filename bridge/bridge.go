@@ -95,7 +95,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*Bridge, error) {
 		return nil, err
 	}
 	respond := responder{pub: b.mqtt, topics: b.topics}
-	env := actions.Env{Matrix: b.matrix, Targets: b.targets}
+	env := actions.Env{Matrix: b.matrix, Targets: b.targets, Options: b.store}
 	b.outbox = outbox.New(outbox.Deps{
 		Store: b.store, Registry: registry, Env: env, Sync: b.matrix, Responder: respond,
 		Counters: b.stats, Clock: opts.Clock, MaxAge: cfg.OutboxMaxAge, Ready: b.ready,
@@ -108,7 +108,11 @@ func New(ctx context.Context, cfg Config, opts Options) (*Bridge, error) {
 	})
 	b.inbound = inbound.New(inbound.Deps{
 		Topics: b.topics, Pub: b.mqtt, Dedupe: b.store, Queue: b.outbox, Keys: b.targets, Stats: b.stats,
-		Filters: []inbound.Filter{inbound.NewCommands(cfg.Commands, b.targets), inbound.EntityEvents{Names: b.targets}},
+		Filters: []inbound.Filter{
+			inbound.NewCommands(cfg.Commands, b.targets),
+			inbound.NewCallbacks(cfg.Callbacks, b.store),
+			inbound.EntityEvents{Names: b.targets},
+		},
 	})
 	b.ha = newHADiscovery(cfg, opts, b.targets.Names(), b.mqtt)
 	b.listen()

@@ -25,6 +25,7 @@ type Config struct {
 	MQTT      mqtt.Config
 	Discovery discovery.Config
 	Commands  inbound.CommandConfig
+	Callbacks inbound.CallbackConfig
 	Targets   targets.Config
 
 	DataDir         string        `env:"DATA_DIR" envDefault:"./data"`

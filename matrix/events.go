@@ -94,6 +94,8 @@ func normalise(evt *event.Event) (Event, bool) {
 			Key:       content.RelatesTo.Key,
 			Timestamp: evt.Timestamp,
 			Encrypted: encrypted,
+			// As for messages: only a device cross-signed by its owner counts.
+			SenderVerified: evt.Mautrix.TrustState >= id.TrustStateCrossSignedTOFU,
 		}}, true
 	case event.EventRedaction:
 		content, _ := evt.Content.Parsed.(*event.RedactionEventContent)

@@ -63,6 +63,8 @@ type Reaction struct {
 	Key        string     `json:"key"`
 	Timestamp  int64      `json:"ts"`
 	Encrypted  bool       `json:"encrypted"`
+	// SenderVerified: the reaction came from a device cross-signed by its owner.
+	SenderVerified bool `json:"sender_verified"`
 }
 
 // Redaction is the payload of `<base>/room/<key>/redaction`.

@@ -1,0 +1,52 @@
+package store
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"maunium.net/go/mautrix/id"
+
+	"github.com/matrix2mqtt/matrix2mqtt/bridge/wire"
+	"github.com/matrix2mqtt/matrix2mqtt/internal/clock"
+)
+
+// TestOptions: a message's options are saved, updated with the bot's reactions, claimed once
+// (again by the same answer, never by another), and pruned after OptionsRetention.
+func TestOptions(t *testing.T) {
+	eachDB(t, func(t *testing.T, s *Store, clk *clock.Fake) {
+		ctx := context.Background()
+		set := OptionSet{EventID: "$m", RoomID: "!r:hs", RequestID: "q", SingleUse: true, Body: "b", HTML: "<b>b</b>",
+			Options: []wire.Option{{Key: "👍", Label: "Yes"}}, Allowed: []id.UserID{"@a:hs"}}
+		if err := s.SaveOptions(ctx, set); err != nil {
+			t.Fatal(err)
+		}
+		set.Reactions = map[string]id.EventID{"👍": "$r"}
+		if err := s.SaveOptions(ctx, set); err != nil {
+			t.Fatal(err)
+		}
+		got, ok, err := s.Options(ctx, "$m")
+		if err != nil || !ok || got.Reactions["👍"] != "$r" || got.Options[0].Label != "Yes" || got.Allowed[0] != "@a:hs" ||
+			!got.SingleUse || got.RequestID != "q" || got.HTML != "<b>b</b>" {
+			t.Fatalf("options = %+v, %v, %v", got, ok, err)
+		}
+		if _, ok, err := s.Options(ctx, "$other"); ok || err != nil {
+			t.Fatalf("options of another message: %v, %v", ok, err)
+		}
+		for _, tc := range []struct {
+			answer id.EventID
+			want   bool
+		}{{"$a1", true}, {"$a1", true}, {"$a2", false}} {
+			if first, err := s.ClaimOptions(ctx, "$m", tc.answer); err != nil || first != tc.want {
+				t.Fatalf("claim by %s = %v, %v", tc.answer, first, err)
+			}
+		}
+		clk.Advance(OptionsRetention + time.Hour)
+		if err := s.Prune(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if _, ok, _ := s.Options(ctx, "$m"); ok {
+			t.Fatal("options not pruned")
+		}
+	})
+}

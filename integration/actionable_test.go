@@ -1,0 +1,160 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+)
+
+// react has u react to evtID with key.
+func (u *user) react(t *testing.T, room id.RoomID, evtID id.EventID, key string) id.EventID {
+	t.Helper()
+	return u.send(t, room, &event.ReactionEventContent{RelatesTo: *(&event.RelatesTo{}).SetAnnotation(evtID, key)})
+}
+
+// relations returns the events of sender that relate to evtID, as u sees the room's timeline.
+func (u *user) relations(t *testing.T, room id.RoomID, evtID id.EventID, sender id.UserID) []*event.Event {
+	t.Helper()
+	resp, err := u.cli.Messages(context.Background(), room, "", "", mautrix.DirectionBackward, nil, 100)
+	if err != nil {
+		t.Fatalf("failed to read the timeline: %v", err)
+	}
+	var out []*event.Event
+	for _, evt := range resp.Chunk {
+		_ = evt.Content.ParseRaw(evt.Type)
+		rel, _ := evt.Content.Raw["m.relates_to"].(map[string]any)
+		if evt.Sender == sender && rel != nil && rel["event_id"] == evtID.String() {
+			out = append(out, evt)
+		}
+	}
+	return out
+}
+
+// callbacks returns the callbacks recorded for the message evtID.
+func (h *harness) callbacks(room id.RoomID, evtID id.EventID) []map[string]any {
+	var out []map[string]any
+	for _, m := range h.rec.all(h.base + "/room/" + room.String() + "/callback") {
+		v := m.json(h.t)
+		if v["event_id"] == evtID.String() {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// waitPublishedReaction waits until the reaction evtID was published as a plain reaction: everything the
+// bridge publishes for it (a callback or none) was published by then.
+func (h *harness) waitPublishedReaction(room id.RoomID, evtID id.EventID) {
+	h.t.Helper()
+	h.rec.wait(20*time.Second, "reaction "+evtID.String(), func(m message) bool {
+		return m.Topic == h.base+"/room/"+room.String()+"/reaction" && strings.Contains(string(m.Payload), evtID.String())
+	})
+}
+
+// TestActionableOptions: a message with options lists them and carries the bot's reaction per
+// key; an allowed user's reaction with a key is a callback, a stranger's or another key is a
+// mere reaction; a single_use message takes its first answer only, loses the bot's reactions and
+// says who answered.
+func TestActionableOptions(t *testing.T) {
+	h := newHarness(t, nil)
+	room := h.sharedRoom(nil)
+	bob := newUser(t, "bob")
+	if _, err := h.alice.cli.InviteUser(context.Background(), room, &mautrix.ReqInviteUser{UserID: bob.id()}); err != nil {
+		t.Fatal(err)
+	}
+	bob.join(t, room)
+
+	data := h.ok(h.request("send", map[string]any{"to": room.String(), "text": "Garage open — close it?",
+		"options": []map[string]any{{"key": "👍", "label": "Close it"}, {"key": "👎", "label": "Leave it"}},
+		"options_from": []string{"alice"}}))
+	msgID := id.EventID(data["event_id"].(string))
+	msg := h.alice.event(t, room, msgID)
+	if body := msg.Content.AsMessage().Body; !strings.HasSuffix(body, "\n👍 Close it\n👎 Leave it") {
+		t.Fatalf("the options are not listed: %q", body)
+	}
+	eventually(t, 10*time.Second, func() error {
+		keys := map[string]bool{}
+		for _, evt := range h.alice.relations(t, room, msgID, h.bot.id()) {
+			if evt.Type == event.EventReaction {
+				keys[evt.Content.AsReaction().RelatesTo.Key] = true
+			}
+		}
+		if len(keys) != 2 || !keys["👍"] || !keys["👎"] {
+			return fmt.Errorf("the bot reacted with %v", keys)
+		}
+		return nil
+	})
+
+	stranger := bob.react(t, room, msgID, "👎")
+	otherKey := h.alice.react(t, room, msgID, "🎉")
+	answer := h.alice.react(t, room, msgID, "👍")
+	h.waitPublishedReaction(room, stranger)
+	h.waitPublishedReaction(room, otherKey)
+	cb := h.rec.wait(20*time.Second, "callback", func(m message) bool {
+		return m.Topic == h.base+"/room/"+room.String()+"/callback" && strings.Contains(string(m.Payload), answer.String())
+	}).json(t)
+	if cb["option"] != "👍" || cb["label"] != "Close it" || cb["sender"] != h.alice.UserID || cb["event_id"] != msgID.String() ||
+		!strings.HasPrefix(cb["request_id"].(string), "req-") || cb["room_id"] != room.String() {
+		t.Fatalf("callback %v", cb)
+	}
+	if got := h.callbacks(room, msgID); len(got) != 1 {
+		t.Fatalf("want one callback (none from the stranger or for another key), got %v", got)
+	}
+
+	// single_use, anyone in the room: bob answers first, alice's later answer does not count.
+	data = h.ok(h.request("send", map[string]any{"to": room.String(), "markdown": "Door **open**",
+		"options": []map[string]any{{"key": "🔒", "label": "Lock"}, {"key": "🚪", "label": "Leave"}}, "single_use": true}))
+	onceID := id.EventID(data["event_id"].(string))
+	first := bob.react(t, room, onceID, "🔒")
+	h.rec.wait(20*time.Second, "single_use callback", func(m message) bool {
+		return m.Topic == h.base+"/room/"+room.String()+"/callback" && strings.Contains(string(m.Payload), first.String())
+	})
+	late := h.alice.react(t, room, onceID, "🚪")
+	h.waitPublishedReaction(room, late)
+	if got := h.callbacks(room, onceID); len(got) != 1 || got[0]["sender"] != bob.UserID {
+		t.Fatalf("want only bob's callback, got %v", got)
+	}
+	eventually(t, 20*time.Second, func() error {
+		var edited string
+		for _, evt := range h.alice.relations(t, room, onceID, h.bot.id()) {
+			switch {
+			case evt.Type == event.EventReaction:
+				return fmt.Errorf("the bot's reaction %s is not redacted", evt.ID)
+			case evt.Type == event.EventMessage && evt.Content.AsMessage().NewContent != nil:
+				edited = evt.Content.AsMessage().NewContent.Body
+			}
+		}
+		if !strings.HasPrefix(edited, "Door **open**") || !strings.Contains(edited, "\n\n✅ Closed by ") || !strings.HasSuffix(edited, ": 🔒 Lock") {
+			return fmt.Errorf("not edited to say who answered: %q", edited)
+		}
+		return nil
+	})
+}
+
+// TestActionableBadInput: bad options get clear errors through MQTT, and the bridge goes on.
+func TestActionableBadInput(t *testing.T) {
+	h := newHarness(t, nil)
+	room := h.sharedRoom(nil)
+	for _, tc := range []struct {
+		name    string
+		options any
+		mention string
+	}{
+		{"not an emoji", []map[string]any{{"key": "yes", "label": "Yes"}}, "single emoji"},
+		{"repeated", []map[string]any{{"key": "👍", "label": "Yes"}, {"key": "👍", "label": "Sure"}}, "repeats"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			msg := h.fail(h.request("send", map[string]any{"to": room.String(), "text": "?", "options": tc.options}), "invalid_request")
+			if !strings.Contains(msg, tc.mention) {
+				t.Fatalf("message %q does not say %q", msg, tc.mention)
+			}
+		})
+	}
+	h.ok(h.request("send", map[string]any{"to": room.String(), "text": "still here"}))
+}
