@@ -71,7 +71,7 @@ func TestActionableOptions(t *testing.T) {
 	bob.join(t, room)
 
 	data := h.ok(h.request("send", map[string]any{"to": room.String(), "text": "Garage open — close it?",
-		"options": []map[string]any{{"key": "👍", "label": "Close it"}, {"key": "👎", "label": "Leave it"}},
+		"options":      []map[string]any{{"key": "👍", "label": "Close it"}, {"key": "👎", "label": "Leave it"}},
 		"options_from": []string{"alice"}}))
 	msgID := id.EventID(data["event_id"].(string))
 	msg := h.alice.event(t, room, msgID)
