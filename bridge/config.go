@@ -11,6 +11,7 @@ import (
 
 	"github.com/caarlos0/env/v11"
 
+	"github.com/matrix2mqtt/matrix2mqtt/bridge/actions"
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/inbound"
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/store"
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/targets"
@@ -26,6 +27,7 @@ type Config struct {
 	Discovery discovery.Config
 	Commands  inbound.CommandConfig
 	Callbacks inbound.CallbackConfig
+	Live      actions.LiveConfig
 	Targets   targets.Config
 
 	DataDir         string        `env:"DATA_DIR" envDefault:"./data"`
@@ -129,6 +131,9 @@ func (c Config) Validate() error {
 		return err
 	}
 	if err := c.Commands.Validate(c.Targets.Names); err != nil {
+		return err
+	}
+	if err := c.Live.Validate(); err != nil {
 		return err
 	}
 	if c.MaxPayloadBytes < 1024 {

@@ -25,6 +25,8 @@ type Matrix interface {
 	EnsureEncrypted(ctx context.Context, roomID id.RoomID) (bool, error)
 	GetEvent(ctx context.Context, roomID id.RoomID, eventID id.EventID) (matrix.Event, error)
 	Rooms(ctx context.Context) ([]wire.Room, error)
+	// Members lists the joined members of roomID other than the bot.
+	Members(ctx context.Context, roomID id.RoomID) ([]id.UserID, error)
 }
 
 // OutboxControl is what the outbox actions need from the outbox.
@@ -41,6 +43,10 @@ type Env struct {
 	Outbox  OutboxControl
 	// Options remembers the messages sent with options.
 	Options OptionStore
+	// Tags remembers the bot's messages by tag and its last message in each room.
+	Tags TagStore
+	// Live says what tags and priorities do.
+	Live LiveConfig
 }
 
 // resolve turns an expanded target into a room ID and remembers it for the topic keys.

@@ -112,6 +112,7 @@ type Send struct {
 	Mentions []string   `json:"mentions,omitempty"`
 	Timing
 	Choices
+	Live
 }
 
 // sendShortcut takes `<base>/send/<target>`: plain text, or a JSON send request.
@@ -156,7 +157,11 @@ func (r *Send) Validate(t Targets) *wire.Error {
 	default:
 		return wire.Errorf(wire.CodeInvalidRequest, "field 'msgtype' must be text, notice or emote, not %q", r.MsgType)
 	}
-	if err := checkEventIDs([]eventField{{"reply_to", r.ReplyTo}, {"thread", r.Thread}, {"edit", r.Edit}}); err != nil {
+	edit := r.Edit
+	if edit == EditLast {
+		edit = ""
+	}
+	if err := checkEventIDs([]eventField{{"reply_to", r.ReplyTo}, {"thread", r.Thread}, {"edit", edit}}); err != nil {
 		return err
 	}
 	if r.Edit != "" && (r.ReplyTo != "" || r.Thread != "") {
@@ -173,8 +178,14 @@ func (r *Send) Validate(t Targets) *wire.Error {
 	if err := r.Choices.validate(t); err != nil {
 		return err
 	}
-	if len(r.Options) > 0 && r.Edit != "" {
-		return wire.Errorf(wire.CodeInvalidRequest, "field 'options' cannot be combined with 'edit'")
+	if len(r.Options) > 0 && (r.Edit != "" || r.Tag != "") {
+		return wire.Errorf(wire.CodeInvalidRequest, "field 'options' cannot be combined with 'edit' or 'tag'")
+	}
+	if r.Tag != "" && r.Edit != "" {
+		return wire.Errorf(wire.CodeInvalidRequest, "field 'tag' cannot be combined with 'edit': the tag picks the message to edit")
+	}
+	if err := r.Live.validate(); err != nil {
+		return err
 	}
 	return r.Timing.validate()
 }
@@ -182,9 +193,9 @@ func (r *Send) Validate(t Targets) *wire.Error {
 // Deliver sends the message, and schedules its redaction when asked.
 func (r *Send) Deliver(ctx context.Context, d *Delivery) (any, error) {
 	if len(r.Options) > 0 {
-		return r.sendWithOptions(ctx, d, r.content())
+		return r.sendWithOptions(ctx, d)
 	}
-	return r.Timing.sendMessage(ctx, d, r.content())
+	return r.sendLive(ctx, d)
 }
 
 // sendMessage sends an m.room.message to the delivery's room, and schedules its redaction
@@ -232,9 +243,9 @@ func (r *Send) content() *event.MessageEventContent {
 			content.Mentions.UserIDs = append(content.Mentions.UserIDs, id.UserID(m))
 		}
 	}
-	if r.Edit != "" {
+	if r.Edit != "" && r.Edit != EditLast {
 		content.SetEdit(r.Edit)
-	} else {
+	} else if r.Edit == "" {
 		content.RelatesTo = replyOrThread(r.ReplyTo, r.Thread)
 	}
 	return &content

@@ -163,11 +163,12 @@ type optionsProgress struct {
 
 // sendWithOptions sends the message with its options listed, remembers them, and reacts with
 // each key (step n+1 for option n), so that answering is one tap.
-func (r *Send) sendWithOptions(ctx context.Context, d *Delivery, content *event.MessageEventContent) (any, error) {
-	if d.Options == nil {
-		return nil, fmt.Errorf("failed to send options: no option store")
-	}
+func (r *Send) sendWithOptions(ctx context.Context, d *Delivery) (any, error) {
 	roomID, err := d.Room(ctx)
+	if err != nil {
+		return nil, err
+	}
+	content, err := r.loud(ctx, d, roomID)
 	if err != nil {
 		return nil, err
 	}
@@ -184,6 +185,9 @@ func (r *Send) sendWithOptions(ctx context.Context, d *Delivery, content *event.
 		set.EventID = p.EventID
 		// Remembered before the bot's reactions, so an answer that comes before them counts.
 		if err := d.Options.SaveOptions(ctx, set); err != nil {
+			return nil, err
+		}
+		if err := r.remember(ctx, d, roomID, p.EventID); err != nil {
 			return nil, err
 		}
 		if err := d.Progress.Save(ctx, p); err != nil {

@@ -12,7 +12,6 @@ import (
 
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/actions"
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/actions/actionstest"
-	"github.com/matrix2mqtt/matrix2mqtt/bridge/store"
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/targets"
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/wire"
 )
@@ -116,14 +115,6 @@ func (p *memProgress) Save(_ context.Context, v any) (err error) {
 	return err
 }
 
-// memOptions records the saved option sets.
-type memOptions struct{ saved []store.OptionSet }
-
-func (m *memOptions) SaveOptions(_ context.Context, o store.OptionSet) error {
-	m.saved = append(m.saved, o)
-	return nil
-}
-
 // TestSendWithOptions: the message lists the options, is remembered before the bot reacts with
 // each key, and a retry after a failed reaction neither sends the message again nor reacts twice.
 func TestSendWithOptions(t *testing.T) {
@@ -133,10 +124,10 @@ func TestSendWithOptions(t *testing.T) {
 	}
 	send := req.(actions.Durable)
 	fake := &actionstest.Matrix{Errs: []error{nil, nil, context.DeadlineExceeded}}
-	opts := &memOptions{}
+	opts := &actionstest.Memory{}
 	progress := &memProgress{}
 	d := func() *actions.Delivery {
-		return &actions.Delivery{Env: actions.Env{Matrix: fake, Targets: optionTargets, Options: opts},
+		return &actions.Delivery{Env: actions.Env{Matrix: fake, Targets: optionTargets, Options: opts, Tags: opts},
 			Target: send.Lane(), TxnID: "t", Now: time.Now(), Progress: progress}
 	}
 	if _, err := send.Deliver(context.Background(), d()); err == nil {
@@ -160,10 +151,10 @@ func TestSendWithOptions(t *testing.T) {
 	if r := fake.Contents[2].(*event.ReactionEventContent); r.RelatesTo.EventID != "$t" || r.RelatesTo.Key != "👎" {
 		t.Fatalf("reaction %+v", r.RelatesTo)
 	}
-	last := opts.saved[len(opts.saved)-1]
-	if opts.saved[0].EventID != "$t" || last.Reactions["👍"] != "$t.1" || last.Reactions["👎"] != "$t.2" ||
+	last := opts.Saved[len(opts.Saved)-1]
+	if opts.Saved[0].EventID != "$t" || last.Reactions["👍"] != "$t.1" || last.Reactions["👎"] != "$t.2" ||
 		!last.SingleUse || last.RequestID != "q" || len(last.Allowed) != 1 || last.Allowed[0] != "@bob:hs" || last.Body != "Garage **open**" {
-		t.Fatalf("saved %+v", opts.saved)
+		t.Fatalf("saved %+v", opts.Saved)
 	}
 }
 

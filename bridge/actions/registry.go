@@ -99,7 +99,9 @@ func NewRegistry(families ...[]Spec) *Registry {
 
 // Default is the registry of every action the bridge has.
 func Default() *Registry {
-	r := NewRegistry(Messages, Rooms, Lookups, Outbox, Internal)
+	r := NewRegistry(Messages, Rooms, Lookups, Outbox, Internal,
+		LiveMessages,
+	)
 	r.planned = Planned
 	return r
 }

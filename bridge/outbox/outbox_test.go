@@ -66,7 +66,7 @@ func newTestOutbox(t *testing.T, databaseURL string, registry *actions.Registry)
 	close(ready)
 	to := &testOutbox{clock: clk, hs: hs, responses: actionstest.NewResponses()}
 	to.Outbox = New(Deps{
-		Store: st, Registry: registry, Env: actions.Env{Matrix: hs, Targets: targets.New(targets.Config{})},
+		Store: st, Registry: registry, Env: actions.Env{Matrix: hs, Targets: targets.New(targets.Config{}), Options: st, Tags: st},
 		Sync: hs, Responder: to.responses, Counters: stats.New(clk), Clock: clk, MaxAge: time.Hour, Ready: ready,
 	})
 	if err := to.Open(ctx); err != nil {

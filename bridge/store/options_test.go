@@ -50,3 +50,38 @@ func TestOptions(t *testing.T) {
 		}
 	})
 }
+
+// TestTags: a tag names one message per room; setting it again moves it; forgetting it only
+// forgets the message it still names.
+func TestTags(t *testing.T) {
+	eachDB(t, func(t *testing.T, s *Store, _ *clock.Fake) {
+		ctx := context.Background()
+		sent := time.UnixMilli(1700000000000)
+		for _, step := range []struct {
+			room id.RoomID
+			evt  id.EventID
+		}{{"!a:hs", "$1"}, {"!b:hs", "$2"}, {"!a:hs", "$3"}} {
+			if err := s.SetTag(ctx, step.room, "w", step.evt, sent); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if got, ok, err := s.Tag(ctx, "!a:hs", "w"); err != nil || !ok || got.EventID != "$3" || !got.SentAt.Equal(sent) {
+			t.Fatalf("tag = %+v, %v, %v", got, ok, err)
+		}
+		if err := s.ForgetTag(ctx, "!a:hs", "w", "$1"); err != nil {
+			t.Fatal(err)
+		}
+		if _, ok, _ := s.Tag(ctx, "!a:hs", "w"); !ok {
+			t.Fatal("forgetting an older message forgot the tag")
+		}
+		if err := s.ForgetTag(ctx, "!a:hs", "w", "$3"); err != nil {
+			t.Fatal(err)
+		}
+		if _, ok, _ := s.Tag(ctx, "!a:hs", "w"); ok {
+			t.Fatal("tag not forgotten")
+		}
+		if _, ok, _ := s.Tag(ctx, "!b:hs", "w"); !ok {
+			t.Fatal("another room's tag was forgotten")
+		}
+	})
+}

@@ -37,6 +37,8 @@ type Matrix struct {
 	HealthyFrom time.Time
 	Unhealthy   bool // sync is down
 	RoomList    []wire.Room
+	// MemberList is what Members returns.
+	MemberList []id.UserID
 }
 
 func (f *Matrix) next() error {
@@ -144,4 +146,11 @@ func (f *Matrix) nextLocked() error {
 	err := f.Errs[0]
 	f.Errs = f.Errs[1:]
 	return err
+}
+
+// Members returns MemberList.
+func (f *Matrix) Members(context.Context, id.RoomID) ([]id.UserID, error) {
+	f.Mu.Lock()
+	defer f.Mu.Unlock()
+	return f.MemberList, f.nextLocked()
 }

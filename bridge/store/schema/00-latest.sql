@@ -61,3 +61,13 @@ CREATE TABLE matrix2mqtt_options (
 );
 
 CREATE INDEX matrix2mqtt_options_created_at_idx ON matrix2mqtt_options (created_at);
+
+-- The bot's messages by tag in each room (a later send with the tag edits it), and its last
+-- message in each room (tag ''), for `"edit": "last"`.
+CREATE TABLE matrix2mqtt_tags (
+	room_id  TEXT   NOT NULL,
+	tag      TEXT   NOT NULL,
+	event_id TEXT   NOT NULL,
+	sent_at  BIGINT NOT NULL,
+	PRIMARY KEY (room_id, tag)
+);

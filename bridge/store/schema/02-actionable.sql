@@ -1,4 +1,4 @@
--- v2 -> v3: The options of actionable messages
+-- v2 -> v3: Actionable messages: their options, tags and the last message per room
 
 CREATE TABLE matrix2mqtt_options (
 	event_id    TEXT    PRIMARY KEY,
@@ -15,3 +15,13 @@ CREATE TABLE matrix2mqtt_options (
 );
 
 CREATE INDEX matrix2mqtt_options_created_at_idx ON matrix2mqtt_options (created_at);
+
+-- The bot's messages by tag in each room (a later send with the tag edits it), and its last
+-- message in each room (tag ''), for `"edit": "last"`.
+CREATE TABLE matrix2mqtt_tags (
+	room_id  TEXT   NOT NULL,
+	tag      TEXT   NOT NULL,
+	event_id TEXT   NOT NULL,
+	sent_at  BIGINT NOT NULL,
+	PRIMARY KEY (room_id, tag)
+);
