@@ -158,3 +158,102 @@ func TestActionableBadInput(t *testing.T) {
 	}
 	h.ok(h.request("send", map[string]any{"to": room.String(), "text": "still here"}))
 }
+
+// TestActionableLiveStatus: a tagged status sent four times (with a bridge restart before the
+// last) is one message on the other side with three edits, the last holding the latest text;
+// "edit": "last" edits the last new message; clear_tag redacts the tagged message; priorities
+// become m.notice and m.mentions as configured.
+func TestActionableLiveStatus(t *testing.T) {
+	h := newHarness(t, nil)
+	room := h.sharedRoom(nil)
+	bob := newUser(t, "bob")
+	if _, err := h.alice.cli.InviteUser(context.Background(), room, &mautrix.ReqInviteUser{UserID: bob.id()}); err != nil {
+		t.Fatal(err)
+	}
+	bob.join(t, room)
+	send := func(fields map[string]any) map[string]any {
+		t.Helper()
+		fields["to"] = room.String()
+		return h.ok(h.request("send", fields))
+	}
+
+	first := send(map[string]any{"text": "Washer: 40 min", "tag": "washer"})
+	if first["edit_of"] != nil {
+		t.Fatalf("the first send with a tag edited %v", first["edit_of"])
+	}
+	orig := id.EventID(first["event_id"].(string))
+	for _, text := range []string{"Washer: 20 min", "Washer: 5 min"} {
+		if got := send(map[string]any{"text": text, "tag": "washer"}); got["edit_of"] != orig.String() {
+			t.Fatalf("send %q: edit_of %v, want %s", text, got["edit_of"], orig)
+		}
+	}
+	h.stop()
+	h.start()
+	if got := send(map[string]any{"text": "Washer: done", "tag": "washer"}); got["edit_of"] != orig.String() {
+		t.Fatalf("after a restart: edit_of %v, want %s", got["edit_of"], orig)
+	}
+	edits := h.alice.relations(t, room, orig, h.bot.id())
+	if len(edits) != 3 || edits[0].Content.AsMessage().NewContent.Body != "Washer: done" ||
+		edits[0].Content.AsMessage().RelatesTo.GetReplaceID() != orig {
+		t.Fatalf("want three m.replace edits of %s, the latest \"Washer: done\"; got %d", orig, len(edits))
+	}
+
+	other := id.EventID(send(map[string]any{"text": "Dryer started"})["event_id"].(string))
+	if got := send(map[string]any{"text": "Dryer: 30 min", "edit": "last"}); got["edit_of"] != other.String() {
+		t.Fatalf("edit last: edit_of %v, want %s", got["edit_of"], other)
+	}
+
+	cleared := h.ok(h.request("clear_tag", map[string]any{"to": room.String(), "tag": "washer"}))
+	if cleared["redacted"] != orig.String() || cleared["cleared"] != true {
+		t.Fatalf("clear_tag: %v", cleared)
+	}
+	if evt := h.alice.event(t, room, orig); evt.Unsigned.RedactedBecause == nil && len(evt.Content.Raw) > 0 {
+		t.Fatalf("the tagged message is not redacted: %v", evt.Content.Raw)
+	}
+	if got := send(map[string]any{"text": "Washer: 40 min", "tag": "washer"}); got["edit_of"] != nil {
+		t.Fatalf("after clear_tag the tag edited %v", got["edit_of"])
+	}
+
+	for _, tc := range []struct {
+		priority string
+		msgtype  event.MessageType
+		users    []id.UserID
+		room     bool
+	}{
+		{"low", event.MsgNotice, nil, false},
+		{"high", event.MsgText, []id.UserID{h.alice.id(), bob.id()}, false},
+		{"urgent", event.MsgText, nil, true},
+	} {
+		evtID := id.EventID(send(map[string]any{"text": "priority " + tc.priority, "priority": tc.priority})["event_id"].(string))
+		msg := h.alice.event(t, room, evtID).Content.AsMessage()
+		var users []id.UserID
+		if msg.Mentions != nil {
+			users = msg.Mentions.UserIDs
+		}
+		if msg.MsgType != tc.msgtype || msg.Mentions == nil || msg.Mentions.Room != tc.room || !sameUsers(users, tc.users) {
+			t.Errorf("priority %s: msgtype %s, mentions %+v", tc.priority, msg.MsgType, msg.Mentions)
+		}
+	}
+
+	msg := h.fail(h.request("send", map[string]any{"to": room.String(), "text": "x", "tag": "a/b"}), "invalid_request")
+	if !strings.Contains(msg, "'tag'") {
+		t.Fatalf("error %q does not name the tag", msg)
+	}
+}
+
+// sameUsers compares two lists of users regardless of order.
+func sameUsers(a, b []id.UserID) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	seen := map[id.UserID]bool{}
+	for _, u := range a {
+		seen[u] = true
+	}
+	for _, u := range b {
+		if !seen[u] {
+			return false
+		}
+	}
+	return true
+}
