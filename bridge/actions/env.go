@@ -34,6 +34,9 @@ type OutboxControl interface {
 	// Flush makes every entry that waits to retry try again now.
 	Flush()
 	Stats() wire.Stats
+	// Cancel answers the scheduled or pending requests with this id `expired` and removes them;
+	// it returns how many, or an error when there is none or one is being delivered.
+	Cancel(ctx context.Context, requestID string) (int, error)
 }
 
 // Env is what an immediate action runs against.

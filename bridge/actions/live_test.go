@@ -30,6 +30,13 @@ func TestParseLive(t *testing.T) {
 		{"tag and options", "send", `{"to":"k","text":"a","tag":"t","options":[{"key":"👍","label":"a"}]}`, wire.CodeInvalidRequest, "'options' cannot"},
 		{"edit neither an event nor last", "send", `{"to":"k","text":"a","edit":"latest"}`, wire.CodeInvalidRequest, "'edit'"},
 		{"bad priority", "send", `{"to":"k","text":"a","priority":"loud"}`, wire.CodeInvalidRequest, "'priority'"},
+		{"at", "send", `{"to":"k","text":"a","at":"2030-01-01T07:00:00+01:00"}`, "", ""},
+		{"delay_s", "send", `{"to":"k","text":"a","delay_s":30}`, "", ""},
+		{"at not RFC 3339", "send", `{"to":"k","text":"a","at":"tomorrow 7am"}`, wire.CodeInvalidRequest, "RFC 3339"},
+		{"at and delay_s", "send", `{"to":"k","text":"a","at":"2030-01-01T07:00:00Z","delay_s":5}`, wire.CodeInvalidRequest, "cannot be combined"},
+		{"negative delay_s", "send", `{"to":"k","text":"a","delay_s":-1}`, wire.CodeInvalidRequest, "'delay_s'"},
+		{"outbox_cancel", "outbox_cancel", `{"request_id":"x"}`, "", ""},
+		{"outbox_cancel without request_id", "outbox_cancel", `{}`, wire.CodeInvalidRequest, "'request_id' is required"},
 		{"clear_tag", "clear_tag", `{"to":"k","tag":"washer"}`, "", ""},
 		{"clear_tag without tag", "clear_tag", `{"to":"k"}`, wire.CodeInvalidRequest, "'tag' is required"},
 		{"clear_tag with a plus", "clear_tag", `{"to":"k","tag":"a+"}`, wire.CodeInvalidRequest, "'tag' may hold"},
@@ -184,6 +191,37 @@ func TestLiveConfigValidate(t *testing.T) {
 			err := tc.cfg.Validate()
 			if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
 				t.Fatalf("error %v, want %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestScheduleDue(t *testing.T) {
+	now := time.Date(2030, 1, 1, 12, 0, 0, 0, time.UTC)
+	tests := []struct {
+		name string
+		s    actions.Schedule
+		want time.Time // zero: refused
+	}{
+		{"delay", actions.Schedule{DelayS: 90}, now.Add(90 * time.Second)},
+		{"no time", actions.Schedule{}, now},
+		{"at ahead", actions.Schedule{At: "2030-01-01T13:00:00+01:00"}, now},
+		{"at later", actions.Schedule{At: "2030-01-01T14:30:00Z"}, now.Add(150 * time.Minute)},
+		{"at within the tolerance", actions.Schedule{At: "2030-01-01T11:59:30Z"}, now.Add(-30 * time.Second)},
+		{"at beyond the tolerance", actions.Schedule{At: "2030-01-01T11:58:00Z"}, time.Time{}},
+		{"at over a year ahead", actions.Schedule{At: "2031-06-01T00:00:00Z"}, time.Time{}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := tc.s.Due(now)
+			if tc.want.IsZero() {
+				if err == nil || err.Code != wire.CodeInvalidRequest {
+					t.Fatalf("due %s, error %v; want invalid_request", got, err)
+				}
+				return
+			}
+			if err != nil || !got.Equal(tc.want) {
+				t.Fatalf("due %s, %v; want %s", got, err, tc.want)
 			}
 		})
 	}

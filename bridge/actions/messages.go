@@ -113,6 +113,7 @@ type Send struct {
 	Timing
 	Choices
 	Live
+	Schedule
 }
 
 // sendShortcut takes `<base>/send/<target>`: plain text, or a JSON send request.
@@ -185,6 +186,9 @@ func (r *Send) Validate(t Targets) *wire.Error {
 		return wire.Errorf(wire.CodeInvalidRequest, "field 'tag' cannot be combined with 'edit': the tag picks the message to edit")
 	}
 	if err := r.Live.validate(); err != nil {
+		return err
+	}
+	if err := r.Schedule.validate(); err != nil {
 		return err
 	}
 	return r.Timing.validate()

@@ -12,6 +12,8 @@ var Outbox = []Spec{
 		New: func() Request { return &OutboxFlush{} }, Local: true},
 	{Name: "outbox_stats", Help: "returns the outbox and delivery figures",
 		New: func() Request { return &OutboxStats{} }, Local: true},
+	{Name: "outbox_cancel", Help: "cancels a scheduled or pending request by its id",
+		New: func() Request { return &OutboxCancel{} }, Local: true},
 }
 
 // OutboxFlush is the `outbox_flush` action.

@@ -45,7 +45,9 @@ func (o *Outbox) deliver(ctx context.Context, e *Entry) {
 	}
 	req, err := o.Registry.Stored(e.Action, e.Request)
 	if err != nil {
-		o.finish(ctx, e, nil, &wire.Error{Code: wire.CodeInvalidRequest, Message: err.Error()}, nil)
+		if e.state.begin() {
+			o.finish(ctx, e, nil, &wire.Error{Code: wire.CodeInvalidRequest, Message: err.Error()}, nil)
+		}
 		return
 	}
 	for attempt := 0; ; attempt++ {
@@ -54,16 +56,20 @@ func (o *Outbox) deliver(ctx context.Context, e *Entry) {
 		}
 		now := o.Clock.Now()
 		if wait := e.NotBefore.Sub(now); wait > 0 {
-			if !o.sleep(ctx, wait, false) {
+			if !o.sleepEntry(ctx, e, wait, false) {
 				return
 			}
 			now = o.Clock.Now()
+		}
+		// From here until the answer or the wait for a retry, outbox_cancel leaves it alone.
+		if !e.state.begin() {
+			return
 		}
 		if deadline := o.deadline(e); now.After(deadline) {
 			o.finish(ctx, e, nil, wire.Errorf(wire.CodeExpired, "not delivered within %s of being received", deadline.Sub(e.CreatedAt).Round(time.Second)), nil)
 			return
 		}
-		d := &actions.Delivery{Env: o.Env, Target: e.Lane, TxnID: e.TxnID, Now: now, Progress: &progress{o: o, e: e}}
+		d := &actions.Delivery{Env: o.Env, Target: deliveryTarget(e.Lane), TxnID: e.TxnID, Now: now, Progress: &progress{o: o, e: e}}
 		d.Matrix = onceMatrix{Matrix: o.Env.Matrix, o: o, e: e}
 		data, err := req.Deliver(ctx, d)
 		if err == nil {
@@ -87,7 +93,8 @@ func (o *Outbox) deliver(ctx context.Context, e *Entry) {
 		}
 		o.Counters.Failed(out.Err)
 		o.log.Warn().Err(err).Int64("outbox_id", e.ID).Str("action", e.Action).Dur("retry_in", wait).Msg("Delivery failed, will retry")
-		if !o.sleep(ctx, wait, true) {
+		e.state.end()
+		if !o.sleepEntry(ctx, e, wait, true) {
 			return
 		}
 	}
@@ -203,6 +210,20 @@ func (o *Outbox) sleep(ctx context.Context, d time.Duration, flushable bool) boo
 	return true
 }
 
+// sleepEntry is sleep for a lane's entry, which outbox_cancel ends: it reports false then too.
+func (o *Outbox) sleepEntry(ctx context.Context, e *Entry, d time.Duration, flushable bool) bool {
+	cctx, stop := context.WithCancel(ctx)
+	defer stop()
+	go func() {
+		select {
+		case <-e.state.cancelledCh():
+			stop()
+		case <-cctx.Done():
+		}
+	}()
+	return o.sleep(cctx, d, flushable) && ctx.Err() == nil
+}
+
 // finish answers the entry, then removes it from the outbox with its follow-ups. Answering
 // first means a crash in between answers again, with the same event ID, rather than never.
 func (o *Outbox) finish(ctx context.Context, e *Entry, data any, err *wire.Error, followUps []actions.FollowUp) {
@@ -235,6 +256,9 @@ func (o *Outbox) finish(ctx context.Context, e *Entry, data any, err *wire.Error
 		}
 	}
 	o.Counters.Done(e.ID, err)
+	o.liveMu.Lock()
+	delete(o.live, e.ID)
+	o.liveMu.Unlock()
 	o.Start(next)
 }
 

@@ -10,14 +10,16 @@ import (
 type Stats struct {
 	OutboxPending int `json:"outbox_pending"`
 	// ScheduledRedactions are redact_after_s redactions waiting for their time.
-	ScheduledRedactions int       `json:"scheduled_redactions"`
-	OldestPendingAgeS   float64   `json:"oldest_pending_age_s"`
-	Sent                int64     `json:"sent"`
-	Failed              int64     `json:"failed"`
-	Expired             int64     `json:"expired"`
-	Inbound             int64     `json:"inbound"`
-	LastError           string    `json:"last_error,omitempty"`
-	LastErrorAt         time.Time `json:"last_error_at,omitzero"`
+	ScheduledRedactions int `json:"scheduled_redactions"`
+	// ScheduledMessages are requests waiting for their `at` or `delay_s`.
+	ScheduledMessages int       `json:"scheduled_messages"`
+	OldestPendingAgeS float64   `json:"oldest_pending_age_s"`
+	Sent              int64     `json:"sent"`
+	Failed            int64     `json:"failed"`
+	Expired           int64     `json:"expired"`
+	Inbound           int64     `json:"inbound"`
+	LastError         string    `json:"last_error,omitempty"`
+	LastErrorAt       time.Time `json:"last_error_at,omitzero"`
 	// MatrixConnected is whether the last Matrix sync succeeded.
 	MatrixConnected bool `json:"matrix_connected"`
 }
