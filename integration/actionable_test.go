@@ -257,3 +257,59 @@ func sameUsers(a, b []id.UserID) bool {
 	}
 	return true
 }
+
+// TestActionableScheduled: a message scheduled with delay_s goes out on time although the bridge
+// restarted in between, and not before; one scheduled with at is cancelled with outbox_cancel
+// (its own response says so) and never sent; at in the past is refused.
+func TestActionableScheduled(t *testing.T) {
+	h := newHarness(t, nil)
+	room := h.sharedRoom(nil)
+	stats := func() map[string]any { return h.ok(h.request("outbox_stats", map[string]any{})) }
+
+	sentAt := time.Now()
+	h.rec.publish(h.base+"/bridge/request/send", 1, fmt.Sprintf(`{"id":"later","to":%q,"text":"scheduled hello","delay_s":6}`, room))
+	h.rec.publish(h.base+"/bridge/request/send", 1, fmt.Sprintf(`{"id":"never","to":%q,"text":"cancelled hello","at":%q}`, room,
+		time.Now().Add(time.Hour).Format(time.RFC3339)))
+	eventually(t, 10*time.Second, func() error {
+		if got := stats()["scheduled_messages"]; got != 2.0 {
+			return fmt.Errorf("scheduled_messages = %v", got)
+		}
+		return nil
+	})
+	h.stop()
+	h.start()
+	if got := h.ok(h.request("outbox_cancel", map[string]any{"request_id": "never"})); got["cancelled"] != 1.0 {
+		t.Fatalf("outbox_cancel: %v", got)
+	}
+	if msg := h.fail(h.response("send", "never"), "expired"); !strings.Contains(msg, "cancelled") {
+		t.Fatalf("the cancelled request's response: %q", msg)
+	}
+	h.fail(h.request("outbox_cancel", map[string]any{"request_id": "never"}), "invalid_request")
+
+	data := h.ok(h.response("send", "later"))
+	arrived := time.Now()
+	if arrived.Sub(sentAt) < 6*time.Second {
+		t.Fatalf("sent after %s, before its delay_s", arrived.Sub(sentAt))
+	}
+	evt := h.alice.event(t, room, id.EventID(data["event_id"].(string)))
+	if body := evt.Content.AsMessage().Body; body != "scheduled hello" {
+		t.Fatalf("body %q", body)
+	}
+	if got := stats()["scheduled_messages"]; got != 0.0 {
+		t.Fatalf("scheduled_messages = %v after both were answered", got)
+	}
+	timeline, err := h.alice.cli.Messages(context.Background(), room, "", "", mautrix.DirectionBackward, nil, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, evt := range timeline.Chunk {
+		if strings.Contains(string(evt.Content.VeryRaw), "cancelled hello") {
+			t.Fatal("the cancelled message was sent")
+		}
+	}
+
+	msg := h.fail(h.request("send", map[string]any{"to": room.String(), "text": "x", "at": time.Now().Add(-time.Hour).Format(time.RFC3339)}), "invalid_request")
+	if !strings.Contains(msg, "in the past") {
+		t.Fatalf("error %q", msg)
+	}
+}
