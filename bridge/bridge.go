@@ -112,6 +112,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*Bridge, error) {
 		Filters: []inbound.Filter{
 			inbound.NewCommands(cfg.Commands, b.targets),
 			inbound.NewCallbacks(cfg.Callbacks, b.store),
+			inbound.NewReads(b.store),
 			inbound.EntityEvents{Names: b.targets},
 		},
 	})

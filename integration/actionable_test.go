@@ -318,3 +318,72 @@ func TestActionableScheduled(t *testing.T) {
 		t.Fatalf("error %q", msg)
 	}
 }
+
+// TestActionableReadReceipts: a user's public read receipt publishes a read for each message of
+// the bridge it covers, once per user and message; a later message of a user covers what came
+// before it; a private receipt publishes nothing.
+func TestActionableReadReceipts(t *testing.T) {
+	h := newHarness(t, nil)
+	room := h.sharedRoom(nil)
+	bob := newUser(t, "bob")
+	if _, err := h.alice.cli.InviteUser(context.Background(), room, &mautrix.ReqInviteUser{UserID: bob.id()}); err != nil {
+		t.Fatal(err)
+	}
+	bob.join(t, room)
+	sendOne := func(text string) id.EventID {
+		t.Helper()
+		return id.EventID(h.ok(h.request("send", map[string]any{"to": room.String(), "text": text}))["event_id"].(string))
+	}
+	receipt := func(u *user, evtID id.EventID, typ event.ReceiptType) {
+		t.Helper()
+		if err := u.cli.SendReceipt(context.Background(), room, evtID, typ, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	topic := h.base + "/room/" + room.String() + "/read"
+	reads := func() map[string]int {
+		out := map[string]int{}
+		for _, m := range h.rec.all(topic) {
+			v := m.json(t)
+			out[v["user"].(string)+" "+v["event_id"].(string)]++
+		}
+		return out
+	}
+	waitRead := func(u *user, evtID id.EventID) map[string]any {
+		t.Helper()
+		return h.rec.wait(20*time.Second, "read of "+evtID.String()+" by "+u.UserID, func(m message) bool {
+			return m.Topic == topic && strings.Contains(string(m.Payload), evtID.String()) && strings.Contains(string(m.Payload), `"user":"`+u.UserID+`"`)
+		}).json(t)
+	}
+
+	first, second := sendOne("first"), sendOne("second")
+	receipt(h.alice, first, event.ReceiptTypeRead)
+	r := waitRead(h.alice, first)
+	if !strings.HasPrefix(r["request_id"].(string), "req-") || r["room_id"] != room.String() || r["ts"].(float64) <= 0 {
+		t.Fatalf("read %v", r)
+	}
+	receipt(h.alice, second, event.ReceiptTypeRead)
+	waitRead(h.alice, second)
+	receipt(h.alice, second, event.ReceiptTypeRead)
+	bob.send(t, room, &event.MessageEventContent{MsgType: event.MsgText, Body: "seen it"})
+	waitRead(bob, first)
+	waitRead(bob, second)
+
+	third := sendOne("third")
+	receipt(h.alice, third, event.ReceiptTypeReadPrivate)
+	receipt(bob, third, event.ReceiptTypeRead)
+	waitRead(bob, third)
+	want := map[string]int{
+		h.alice.UserID + " " + first.String(): 1, h.alice.UserID + " " + second.String(): 1,
+		bob.UserID + " " + first.String(): 1, bob.UserID + " " + second.String(): 1, bob.UserID + " " + third.String(): 1,
+	}
+	got := reads()
+	if len(got) != len(want) {
+		t.Fatalf("reads %v, want %v", got, want)
+	}
+	for k, n := range want {
+		if got[k] != n {
+			t.Fatalf("reads %v, want %v", got, want)
+		}
+	}
+}

@@ -19,6 +19,8 @@ type Event struct {
 type Batch struct {
 	Events  []Event
 	Notices []wire.Notice
+	// Receipts are other users' public read receipts.
+	Receipts []Receipt
 
 	initial bool
 	invites []*event.Event

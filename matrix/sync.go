@@ -23,7 +23,8 @@ const handOverTimeout = 30 * time.Second
 var syncFilter = &mautrix.Filter{
 	Presence: &mautrix.FilterPart{NotTypes: []event.Type{{Type: "*"}}},
 	Room: &mautrix.RoomFilter{
-		Ephemeral: &mautrix.FilterPart{NotTypes: []event.Type{{Type: "*"}}},
+		// Receipts only: they tell which of the bridge's messages were read.
+		Ephemeral: &mautrix.FilterPart{Types: []event.Type{event.EphemeralEventReceipt}},
 		Timeline:  &mautrix.FilterPart{Limit: 50},
 	},
 }
@@ -270,6 +271,10 @@ func (c *Client) onEvent(ctx context.Context, evt *event.Event) {
 			evt.Content.AsMember().Membership == event.MembershipInvite {
 			batch.invites = append(batch.invites, evt)
 			batch.Notices = append(batch.Notices, wire.Notice{Type: "invite", RoomID: evt.RoomID, Sender: evt.Sender, Membership: event.MembershipInvite})
+		}
+	case evt.Type == event.EphemeralEventReceipt && src&event.SourceJoin != 0:
+		if !batch.initial {
+			batch.Receipts = append(batch.Receipts, c.receipts(evt)...)
 		}
 	case evt.StateKey != nil && src&event.SourceJoin != 0:
 		if c.rooms.stateEvent(ctx, evt) {

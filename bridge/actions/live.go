@@ -29,8 +29,10 @@ const maxTagLen = 64
 // lastTag is the tag under which the bot's last message in each room is kept.
 const lastTag = ""
 
-// TagStore remembers the bot's messages by tag, and its last message in each room.
+// TagStore remembers the bot's messages: by tag, its last one in each room, and the request
+// that sent each (for read receipts).
 type TagStore interface {
+	RecordSent(ctx context.Context, roomID id.RoomID, evtID id.EventID, requestID string, sentAt time.Time) error
 	Tag(ctx context.Context, roomID id.RoomID, tag string) (store.Tagged, bool, error)
 	SetTag(ctx context.Context, roomID id.RoomID, tag string, evtID id.EventID, sentAt time.Time) error
 	ForgetTag(ctx context.Context, roomID id.RoomID, tag string, evtID id.EventID) error
@@ -199,8 +201,12 @@ func (r *Send) sendLive(ctx context.Context, d *Delivery) (any, error) {
 	return LiveResult{SendResult: SendResult{EventID: evtID, RoomID: roomID}, EditOf: editOf}, nil
 }
 
-// remember keeps a new message as the room's last one and, with a tag, as the tag's.
+// remember keeps a new message as sent by its request, as the room's last one and, with a
+// tag, as the tag's.
 func (r *Send) remember(ctx context.Context, d *Delivery, roomID id.RoomID, evtID id.EventID) error {
+	if err := d.Tags.RecordSent(ctx, roomID, evtID, r.ID, d.Now); err != nil {
+		return err
+	}
 	if err := d.Tags.SetTag(ctx, roomID, lastTag, evtID, d.Now); err != nil {
 		return err
 	}

@@ -119,6 +119,13 @@ func (in *Inbound) HandleSync(ctx context.Context, batch *matrix.Batch) error {
 			f.Inbound(ctx, ev, key, out)
 		}
 	}
+	if len(batch.Receipts) > 0 {
+		for _, f := range in.Filters {
+			if rf, ok := f.(ReceiptFilter); ok {
+				rf.Receipts(ctx, batch.Receipts, in.Keys, out)
+			}
+		}
+	}
 	for _, n := range batch.Notices {
 		out.Publish(in.Topics.Event(), n)
 	}

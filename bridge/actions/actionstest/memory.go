@@ -16,6 +16,19 @@ type Memory struct {
 	// Saved are the option sets in the order they were saved.
 	Saved []store.OptionSet
 	tags  map[string]store.Tagged
+	// Sent are the messages recorded as sent, by request id.
+	Sent map[id.EventID]string
+}
+
+// RecordSent records the request that sent evtID.
+func (m *Memory) RecordSent(_ context.Context, _ id.RoomID, evtID id.EventID, requestID string, _ time.Time) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.Sent == nil {
+		m.Sent = map[id.EventID]string{}
+	}
+	m.Sent[evtID] = requestID
+	return nil
 }
 
 // SaveOptions records the option set.

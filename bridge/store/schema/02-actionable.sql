@@ -1,4 +1,4 @@
--- v2 -> v3: Actionable messages: their options, tags and the last message per room
+-- v2 -> v3: Actionable messages: their options, tags, the last message per room, reads
 
 CREATE TABLE matrix2mqtt_options (
 	event_id    TEXT    PRIMARY KEY,
@@ -25,3 +25,24 @@ CREATE TABLE matrix2mqtt_tags (
 	sent_at  BIGINT NOT NULL,
 	PRIMARY KEY (room_id, tag)
 );
+
+-- The messages the bridge sent, with the request that sent them, and which users read them (a
+-- read receipt or a later message covers them), so each read is published once. Pruned after
+-- ReadRetention.
+CREATE TABLE matrix2mqtt_sent (
+	event_id   TEXT   PRIMARY KEY,
+	room_id    TEXT   NOT NULL,
+	request_id TEXT   NOT NULL DEFAULT '',
+	sent_at    BIGINT NOT NULL
+);
+
+CREATE INDEX matrix2mqtt_sent_room_idx ON matrix2mqtt_sent (room_id, sent_at);
+
+CREATE TABLE matrix2mqtt_reads (
+	event_id TEXT   NOT NULL,
+	user_id  TEXT   NOT NULL,
+	read_at  BIGINT NOT NULL,
+	PRIMARY KEY (event_id, user_id)
+);
+
+CREATE INDEX matrix2mqtt_reads_read_at_idx ON matrix2mqtt_reads (read_at);
