@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -82,6 +83,56 @@ func TestTags(t *testing.T) {
 		}
 		if _, ok, _ := s.Tag(ctx, "!b:hs", "w"); !ok {
 			t.Fatal("another room's tag was forgotten")
+		}
+	})
+}
+
+// TestReadUpTo: a read covers the sent messages up to the one it names (or up to a time), each
+// once per user, in one room only; both tables are pruned after ReadRetention.
+func TestReadUpTo(t *testing.T) {
+	eachDB(t, func(t *testing.T, s *Store, clk *clock.Fake) {
+		ctx := context.Background()
+		base := clk.Now()
+		for i, evt := range []id.EventID{"$1", "$2", "$3"} {
+			if err := s.RecordSent(ctx, "!r:hs", evt, "q"+string(evt[1:]), base.Add(time.Duration(i)*time.Minute)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := s.RecordSent(ctx, "!other:hs", "$4", "", base); err != nil {
+			t.Fatal(err)
+		}
+		ids := func(ms []SentMessage) (out []string) {
+			for _, m := range ms {
+				out = append(out, m.EventID.String()+"/"+m.RequestID)
+			}
+			return out
+		}
+		for _, tc := range []struct {
+			user  id.UserID
+			evt   id.EventID
+			until time.Time
+			want  string
+		}{
+			{"@a:hs", "$2", base.Add(time.Hour), "$1/q1 $2/q2"},
+			{"@a:hs", "$2", base.Add(time.Hour), ""},
+			{"@a:hs", "$unknown", base.Add(90 * time.Second), ""},
+			{"@a:hs", "", base.Add(time.Hour), "$3/q3"},
+			{"@b:hs", "", base.Add(30 * time.Second), "$1/q1"},
+		} {
+			got, err := s.ReadUpTo(ctx, "!r:hs", tc.user, tc.evt, tc.until)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if g := strings.Join(ids(got), " "); g != tc.want {
+				t.Fatalf("%s up to %s/%s: %q, want %q", tc.user, tc.evt, tc.until, g, tc.want)
+			}
+		}
+		clk.Advance(ReadRetention + time.Hour)
+		if err := s.Prune(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if got, _ := s.ReadUpTo(ctx, "!r:hs", "@c:hs", "", clk.Now()); len(got) != 0 {
+			t.Fatalf("not pruned: %v", got)
 		}
 	})
 }
