@@ -96,7 +96,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*Bridge, error) {
 	}
 	respond := responder{pub: b.mqtt, topics: b.topics}
 	env := actions.Env{Matrix: b.matrix, Targets: b.targets, Options: b.store,
-		Tags: b.store, Live: cfg.Live}
+		Tags: b.store, Live: cfg.Live, Polls: b.store}
 	b.outbox = outbox.New(outbox.Deps{
 		Store: b.store, Registry: registry, Env: env, Sync: b.matrix, Responder: respond,
 		Counters: b.stats, Clock: opts.Clock, MaxAge: cfg.OutboxMaxAge, Ready: b.ready,
@@ -113,6 +113,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*Bridge, error) {
 			inbound.NewCommands(cfg.Commands, b.targets),
 			inbound.NewCallbacks(cfg.Callbacks, b.store),
 			inbound.NewReads(b.store),
+			inbound.NewPolls(b.store),
 			inbound.EntityEvents{Names: b.targets},
 		},
 	})

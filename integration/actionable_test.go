@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
@@ -385,5 +386,89 @@ func TestActionableReadReceipts(t *testing.T) {
 		if got[k] != n {
 			t.Fatalf("reads %v, want %v", got, want)
 		}
+	}
+}
+
+// vote sends u's poll response.
+func (u *user) vote(t *testing.T, room id.RoomID, poll id.EventID, answers ...string) id.EventID {
+	t.Helper()
+	content := map[string]any{
+		"m.relates_to":                     map[string]any{"rel_type": "m.reference", "event_id": poll},
+		"org.matrix.msc3381.poll.response": map[string]any{"answers": answers},
+	}
+	resp, err := u.cli.SendMessageEvent(context.Background(), room, event.EventUnstablePollResponse, content)
+	if err != nil {
+		t.Fatalf("failed to vote: %v", err)
+	}
+	return resp.EventID
+}
+
+// TestActionablePoll: a poll with three voters is tallied as MSC3381 says (a changed vote
+// replaces the first, an unknown answer spoils), the tally is published when it changes,
+// end_poll returns the final tally, and a vote after the end changes nothing.
+func TestActionablePoll(t *testing.T) {
+	h := newHarness(t, nil)
+	room := h.sharedRoom(nil)
+	bob, carol := newUser(t, "bob"), newUser(t, "carol")
+	for _, u := range []*user{bob, carol} {
+		if _, err := h.alice.cli.InviteUser(context.Background(), room, &mautrix.ReqInviteUser{UserID: u.id()}); err != nil {
+			t.Fatal(err)
+		}
+		u.join(t, room)
+	}
+	data := h.ok(h.request("send_poll", map[string]any{"to": room.String(), "question": "Dinner?", "answers": []string{"Pizza", "Pasta", "Salad"}}))
+	poll := id.EventID(data["event_id"].(string))
+	start := h.alice.event(t, room, poll)
+	ps, _ := start.Content.Parsed.(*event.PollStartEventContent)
+	if start.Type != event.EventUnstablePollStart || ps == nil || ps.PollStart.Question.Text != "Dinner?" || len(ps.PollStart.Answers) != 3 {
+		t.Fatalf("poll start as alice sees it: %s %s", start.Type.Type, start.Content.VeryRaw)
+	}
+
+	topic := h.base + "/room/" + room.String() + "/poll"
+	// waitTally waits for a published tally with these votes per answer, voters and spoiled.
+	waitTally := func(votes [3]int, voters, spoiled int) {
+		t.Helper()
+		h.rec.wait(20*time.Second, fmt.Sprintf("tally %v", votes), func(m message) bool {
+			if m.Topic != topic {
+				return false
+			}
+			var tally struct {
+				Answers []struct{ Votes int } `json:"answers"`
+				Voters  int                   `json:"voters"`
+				Spoiled int                   `json:"spoiled"`
+			}
+			_ = json.Unmarshal(m.Payload, &tally)
+			return len(tally.Answers) == 3 && [3]int{tally.Answers[0].Votes, tally.Answers[1].Votes, tally.Answers[2].Votes} == votes &&
+				tally.Voters == voters && tally.Spoiled == spoiled
+		})
+	}
+	h.alice.vote(t, room, poll, "a1")
+	bob.vote(t, room, poll, "a2")
+	carol.vote(t, room, poll, "a1")
+	waitTally([3]int{2, 1, 0}, 3, 0)
+	bob.vote(t, room, poll, "a1") // changed vote
+	waitTally([3]int{3, 0, 0}, 3, 0)
+	carol.vote(t, room, poll, "a9") // unknown answer: spoiled
+	waitTally([3]int{2, 0, 0}, 2, 1)
+
+	end := h.ok(h.request("end_poll", map[string]any{"to": room.String(), "event_id": poll.String()}))
+	answers := end["answers"].([]any)
+	if end["ended"] != true || answers[0].(map[string]any)["votes"] != 2.0 || end["voters"] != 2.0 || end["spoiled"] != 1.0 ||
+		fmt.Sprint(end["winners"]) != "[a1]" {
+		t.Fatalf("end_poll: %v", end)
+	}
+	late := h.alice.vote(t, room, poll, "a3")
+	published := len(h.rec.all(topic))
+	// A message after the late vote: once it is published, the vote was seen too.
+	marker := bob.send(t, room, &event.MessageEventContent{MsgType: event.MsgText, Body: "after the end"})
+	h.rec.wait(20*time.Second, "marker", func(m message) bool { return strings.Contains(string(m.Payload), marker.String()) })
+	if got := len(h.rec.all(topic)); got != published {
+		t.Fatalf("the vote %s after the end changed the tally: %s", late, h.rec.all(topic)[got-1].Payload)
+	}
+
+	msg := h.fail(h.request("send_poll", map[string]any{"to": room.String(), "question": "?",
+		"answers": strings.Split(strings.Repeat("x,", 20)+"x", ",")}), "invalid_request")
+	if !strings.Contains(msg, "1 to 20") {
+		t.Fatalf("21 answers: %q", msg)
 	}
 }

@@ -50,6 +50,8 @@ type Env struct {
 	Tags TagStore
 	// Live says what tags and priorities do.
 	Live LiveConfig
+	// Polls remembers the polls the bridge started and their votes.
+	Polls PollStore
 }
 
 // resolve turns an expanded target into a room ID and remembers it for the topic keys.

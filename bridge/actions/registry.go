@@ -101,6 +101,7 @@ func NewRegistry(families ...[]Spec) *Registry {
 func Default() *Registry {
 	r := NewRegistry(Messages, Rooms, Lookups, Outbox, Internal,
 		LiveMessages,
+		Polls,
 	)
 	r.planned = Planned
 	return r

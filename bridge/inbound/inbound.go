@@ -114,7 +114,9 @@ func (in *Inbound) HandleSync(ctx context.Context, batch *matrix.Batch) error {
 		published++
 		key := in.Keys.Key(ev.RoomID)
 		out.Command, out.Callback = nil, nil
-		out.Publish(in.Topics.Room(key, ev.Kind), ev.Payload)
+		if ev.Kind != "" {
+			out.Publish(in.Topics.Room(key, ev.Kind), ev.Payload)
+		}
 		for _, f := range in.Filters {
 			f.Inbound(ctx, ev, key, out)
 		}

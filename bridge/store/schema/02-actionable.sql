@@ -1,4 +1,4 @@
--- v2 -> v3: Actionable messages: their options, tags, the last message per room, reads
+-- v2 -> v3: Actionable messages: options, tags, last message per room, reads, polls
 
 CREATE TABLE matrix2mqtt_options (
 	event_id    TEXT    PRIMARY KEY,
@@ -46,3 +46,27 @@ CREATE TABLE matrix2mqtt_reads (
 );
 
 CREATE INDEX matrix2mqtt_reads_read_at_idx ON matrix2mqtt_reads (read_at);
+
+-- Polls the bridge started (MSC3381) and the latest response of each voter, for the tally.
+CREATE TABLE matrix2mqtt_polls (
+	event_id       TEXT    PRIMARY KEY,
+	room_id        TEXT    NOT NULL,
+	request_id     TEXT    NOT NULL DEFAULT '',
+	question       TEXT    NOT NULL,
+	-- JSON [{id, text}]
+	answers        TEXT    NOT NULL,
+	max_selections INTEGER NOT NULL,
+	ended_at       BIGINT  NOT NULL DEFAULT 0,
+	created_at     BIGINT  NOT NULL
+);
+
+CREATE INDEX matrix2mqtt_polls_created_at_idx ON matrix2mqtt_polls (created_at);
+
+CREATE TABLE matrix2mqtt_poll_votes (
+	poll_id  TEXT   NOT NULL,
+	user_id  TEXT   NOT NULL,
+	-- JSON list of answer ids, as the latest response gave them
+	answers  TEXT   NOT NULL,
+	ts       BIGINT NOT NULL,
+	PRIMARY KEY (poll_id, user_id)
+);
