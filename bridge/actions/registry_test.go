@@ -165,6 +165,10 @@ func FuzzParse(f *testing.F) {
 	f.Add("send_location", `{"to":"k","lat":-33.9,"lon":151.2,"description":"x"}`, "")
 	f.Add("join", `{"room":"#a:hs","id":"x"}`, "")
 	f.Add("ensure_dm", `{"user":"alice"}`, "")
+	f.Add("send", `{"to":"k","text":"?","options":[{"key":"👍","label":"y"}],"options_from":["@a:hs"],"single_use":true}`, "")
+	f.Add("send", `{"to":"k","text":"s","tag":"w","priority":"high","at":"2030-01-01T00:00:00Z"}`, "")
+	f.Add("send_poll", `{"to":"k","question":"?","answers":["a","b"],"max_selections":2,"kind":"undisclosed"}`, "")
+	f.Add("outbox_cancel", `{"request_id":"x"}`, "")
 	f.Fuzz(func(t *testing.T, action, payload, target string) {
 		req, err := Default().Parse(action, target, []byte(payload), testTargets)
 		if (req == nil) == (err == nil) {

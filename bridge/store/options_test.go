@@ -136,3 +136,48 @@ func TestReadUpTo(t *testing.T) {
 		}
 	})
 }
+
+// TestPollVotes: the latest response of each voter is kept, an older one does not replace it,
+// and nothing after the end is recorded.
+func TestPollVotes(t *testing.T) {
+	eachDB(t, func(t *testing.T, s *Store, _ *clock.Fake) {
+		ctx := context.Background()
+		p := Poll{EventID: "$p", RoomID: "!r:hs", Question: "?", MaxSelections: 1, Answers: []PollOption{{ID: "a1", Text: "A"}}}
+		if err := s.SavePoll(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+		base := time.UnixMilli(1700000000000)
+		for _, step := range []struct {
+			user    id.UserID
+			answers []string
+			at      time.Duration
+			want    bool
+		}{
+			{"@a", []string{"a1"}, 10 * time.Second, true},
+			{"@a", []string{"a2"}, 5 * time.Second, false}, // older than the one recorded
+			{"@a", []string{"a3"}, 20 * time.Second, true},
+			{"@b", nil, 30 * time.Second, true},
+		} {
+			if got, err := s.Vote(ctx, "$p", step.user, step.answers, base.Add(step.at)); err != nil || got != step.want {
+				t.Fatalf("vote %v at %s: %v, %v", step.answers, step.at, got, err)
+			}
+		}
+		if err := s.EndPoll(ctx, "$p", base.Add(time.Minute)); err != nil {
+			t.Fatal(err)
+		}
+		if got, _ := s.Vote(ctx, "$p", "@c", []string{"a1"}, base.Add(2*time.Minute)); got {
+			t.Fatal("a vote after the end was recorded")
+		}
+		if got, _ := s.Vote(ctx, "$other", "@c", []string{"a1"}, base); got {
+			t.Fatal("a vote for an unknown poll was recorded")
+		}
+		votes, err := s.Votes(ctx, "$p")
+		if err != nil || len(votes) != 2 || votes["@a"][0] != "a3" || len(votes["@b"]) != 0 {
+			t.Fatalf("votes %v, %v", votes, err)
+		}
+		got, ok, err := s.Poll(ctx, "$p")
+		if err != nil || !ok || !got.EndedAt.Equal(base.Add(time.Minute)) || got.Answers[0].Text != "A" {
+			t.Fatalf("poll %+v %v %v", got, ok, err)
+		}
+	})
+}
