@@ -11,6 +11,8 @@ import (
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
+
+	"github.com/matrix2mqtt/matrix2mqtt/internal/jsclient"
 )
 
 // react has u react to evtID with key.
@@ -471,4 +473,47 @@ func TestActionablePoll(t *testing.T) {
 	if !strings.Contains(msg, "1 to 20") {
 		t.Fatalf("21 answers: %q", msg)
 	}
+}
+
+// TestE2EEActionable: in an encrypted room, with alice on matrix-js-sdk (Rust crypto): she
+// decrypts the options message and the poll, her encrypted reaction is a callback that closes
+// the single_use question, and her encrypted vote is tallied.
+func TestE2EEActionable(t *testing.T) {
+	s := newE2EESetup(t)
+	h, room := s.h, s.room.String()
+	data := h.ok(h.request("send", map[string]any{"to": room, "text": "Garage open — close it?", "single_use": true,
+		"options": []map[string]any{{"key": "👍", "label": "Close it"}, {"key": "👎", "label": "Leave it"}}}))
+	msgID := data["event_id"].(string)
+	msg := s.alice.wait(t, jsclient.EventFilter{RoomID: room, EventID: msgID})
+	if !msg.Encrypted || !strings.HasSuffix(msg.Body(), "👍 Close it\n👎 Leave it") {
+		t.Fatalf("alice sees %q (encrypted %v)", msg.Body(), msg.Encrypted)
+	}
+	s.alice.wait(t, jsclient.EventFilter{RoomID: room, Type: "m.reaction", Sender: h.bot.UserID, RelatesTo: msgID})
+	answer, err := s.alice.React(jsCtx(t), room, msgID, "👍")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cb := s.inbound(t, "callback", answer)
+	if cb["option"] != "👍" || cb["event_id"] != msgID || cb["sender"] != h.alice.UserID {
+		t.Fatalf("callback %v", cb)
+	}
+	edit := s.alice.wait(t, jsclient.EventFilter{RoomID: room, Type: "m.room.message", Sender: h.bot.UserID, RelatesTo: msgID})
+	if nc, _ := edit.Content["m.new_content"].(map[string]any); nc == nil || !strings.Contains(fmt.Sprint(nc["body"]), "✅ Closed by") {
+		t.Fatalf("the closing edit as alice sees it: %v", edit.Content)
+	}
+
+	poll := h.ok(h.request("send_poll", map[string]any{"to": room, "question": "Dinner?", "answers": []string{"Pizza", "Pasta"}}))["event_id"].(string)
+	start := s.alice.wait(t, jsclient.EventFilter{RoomID: room, EventID: poll})
+	if !start.Encrypted || start.Type != "org.matrix.msc3381.poll.start" {
+		t.Fatalf("the poll as alice sees it: %s (encrypted %v)", start.Type, start.Encrypted)
+	}
+	if _, err := s.alice.Send(jsCtx(t), jsclient.SendArgs{RoomID: room, Type: "org.matrix.msc3381.poll.response", Content: map[string]any{
+		"m.relates_to":                     map[string]any{"rel_type": "m.reference", "event_id": poll},
+		"org.matrix.msc3381.poll.response": map[string]any{"answers": []string{"a2"}},
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	h.rec.wait(30*time.Second, "tally", func(m message) bool {
+		return m.Topic == h.base+"/room/"+room+"/poll" && strings.Contains(string(m.Payload), `{"id":"a2","text":"Pasta","votes":1}`)
+	})
 }
