@@ -26,13 +26,14 @@ const EditLast = "last"
 // maxTagLen bounds a tag, in bytes.
 const maxTagLen = 64
 
-// lastTag is the tag under which the bot's last message in each room is kept.
+// lastTag names the bridge's last message in a room (TagStore.Tag).
 const lastTag = ""
 
-// TagStore remembers the bot's messages: by tag, its last one in each room, and the request
-// that sent each (for read receipts).
+// TagStore remembers the bot's messages: the request that sent each (for read receipts and
+// `"edit": "last"`) and the message of each tag.
 type TagStore interface {
 	RecordSent(ctx context.Context, roomID id.RoomID, evtID id.EventID, requestID string, sentAt time.Time) error
+	// Tag returns the message of tag in roomID; the empty tag is the last message sent there.
 	Tag(ctx context.Context, roomID id.RoomID, tag string) (store.Tagged, bool, error)
 	SetTag(ctx context.Context, roomID id.RoomID, tag string, evtID id.EventID, sentAt time.Time) error
 	ForgetTag(ctx context.Context, roomID id.RoomID, tag string, evtID id.EventID) error
@@ -141,6 +142,9 @@ type liveProgress struct {
 // editOf decides which message a send replaces: `edit`, the bot's last message for
 // `"edit": "last"`, the tag's message while it is younger than TAG_MAX_AGE, or none.
 func (r *Send) editOf(ctx context.Context, d *Delivery, roomID id.RoomID) (id.EventID, error) {
+	if r.Edit != EditLast && r.Tag == "" {
+		return r.Edit, nil // nothing to look up, nothing to keep
+	}
 	var p liveProgress
 	if ok, err := d.Progress.Load(&p); err != nil || ok {
 		return p.EditOf, err
@@ -152,12 +156,10 @@ func (r *Send) editOf(ctx context.Context, d *Delivery, roomID id.RoomID) (id.Ev
 			return "", err
 		}
 		if !ok {
-			return "", wire.Errorf(wire.CodeInvalidRequest, "'edit': \"last\": the bridge has sent no message to this room yet")
+			return "", wire.Errorf(wire.CodeInvalidRequest, "'edit': \"last\": the bridge has sent no message to this room in the last 7 days")
 		}
 		p.EditOf = last.EventID
-	case r.Edit != "":
-		p.EditOf = r.Edit
-	case r.Tag != "":
+	default:
 		tagged, ok, err := d.Tags.Tag(ctx, roomID, r.Tag)
 		if err != nil {
 			return "", err
@@ -201,13 +203,10 @@ func (r *Send) sendLive(ctx context.Context, d *Delivery) (any, error) {
 	return LiveResult{SendResult: SendResult{EventID: evtID, RoomID: roomID}, EditOf: editOf}, nil
 }
 
-// remember keeps a new message as sent by its request, as the room's last one and, with a
-// tag, as the tag's.
+// remember keeps a new message as sent by its request (so also as the room's last one) and,
+// with a tag, as the tag's.
 func (r *Send) remember(ctx context.Context, d *Delivery, roomID id.RoomID, evtID id.EventID) error {
 	if err := d.Tags.RecordSent(ctx, roomID, evtID, r.ID, d.Now); err != nil {
-		return err
-	}
-	if err := d.Tags.SetTag(ctx, roomID, lastTag, evtID, d.Now); err != nil {
 		return err
 	}
 	if r.Tag == "" {

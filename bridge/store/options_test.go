@@ -101,6 +101,9 @@ func TestReadUpTo(t *testing.T) {
 		if err := s.RecordSent(ctx, "!other:hs", "$4", "", base); err != nil {
 			t.Fatal(err)
 		}
+		if last, ok, err := s.Tag(ctx, "!r:hs", ""); err != nil || !ok || last.EventID != "$3" {
+			t.Fatalf("the last message sent = %+v, %v, %v", last, ok, err)
+		}
 		ids := func(ms []SentMessage) (out []string) {
 			for _, m := range ms {
 				out = append(out, m.EventID.String()+"/"+m.RequestID)

@@ -10,8 +10,8 @@ import (
 	"maunium.net/go/mautrix/id"
 )
 
-// The matrix2mqtt_tags table: the message of each tag in each room, and the bot's last message in
-// each room under the empty tag.
+// The matrix2mqtt_tags table: the message of each tag in each room. The empty tag stands for
+// the bridge's last message in the room, from matrix2mqtt_sent.
 
 // Tagged is a message the bridge sent with a tag.
 type Tagged struct {
@@ -22,8 +22,11 @@ type Tagged struct {
 // Tag returns the message of tag in roomID; ok is false when there is none.
 func (s *Store) Tag(ctx context.Context, roomID id.RoomID, tag string) (t Tagged, ok bool, err error) {
 	var sentAt int64
-	err = s.db.QueryRow(ctx, "SELECT event_id, sent_at FROM matrix2mqtt_tags WHERE room_id=$1 AND tag=$2", roomID, tag).
-		Scan(&t.EventID, &sentAt)
+	query := "SELECT event_id, sent_at FROM matrix2mqtt_tags WHERE room_id=$1 AND tag=$2"
+	if tag == "" {
+		query = "SELECT event_id, sent_at FROM matrix2mqtt_sent WHERE room_id=$1 AND $2='' ORDER BY sent_at DESC LIMIT 1"
+	}
+	err = s.db.QueryRow(ctx, query, roomID, tag).Scan(&t.EventID, &sentAt)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Tagged{}, false, nil
 	}

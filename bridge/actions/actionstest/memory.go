@@ -20,14 +20,18 @@ type Memory struct {
 	Sent map[id.EventID]string
 }
 
-// RecordSent records the request that sent evtID.
-func (m *Memory) RecordSent(_ context.Context, _ id.RoomID, evtID id.EventID, requestID string, _ time.Time) error {
+// RecordSent records the request that sent evtID, and evtID as the room's last message.
+func (m *Memory) RecordSent(_ context.Context, roomID id.RoomID, evtID id.EventID, requestID string, sentAt time.Time) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.Sent == nil {
 		m.Sent = map[id.EventID]string{}
 	}
+	if m.tags == nil {
+		m.tags = map[string]store.Tagged{}
+	}
 	m.Sent[evtID] = requestID
+	m.tags[roomID.String()+"\x00"] = store.Tagged{EventID: evtID, SentAt: sentAt}
 	return nil
 }
 

@@ -16,8 +16,7 @@ CREATE TABLE matrix2mqtt_options (
 
 CREATE INDEX matrix2mqtt_options_created_at_idx ON matrix2mqtt_options (created_at);
 
--- The bot's messages by tag in each room (a later send with the tag edits it), and its last
--- message in each room (tag ''), for `"edit": "last"`.
+-- The bot's messages by tag in each room (a later send with the tag edits it).
 CREATE TABLE matrix2mqtt_tags (
 	room_id  TEXT   NOT NULL,
 	tag      TEXT   NOT NULL,
