@@ -186,7 +186,7 @@ func (r *Send) sendLive(ctx context.Context, d *Delivery) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	if editOf != "" {
+	if editOf != "" && editOf != r.Edit { // an explicit edit is in the content already
 		content.RelatesTo = nil
 		content.SetEdit(editOf)
 	}

@@ -107,6 +107,7 @@ func TestTagEditsInPlace(t *testing.T) {
 		{"too old: a new message", "send", `{"to":"k","text":"4","tag":"w"}`, time.Hour, ""},
 		{"then edits that one", "send", `{"to":"k","text":"5","tag":"w"}`, 0, "$t6"},
 		{"edit last", "send", `{"to":"k","text":"6","edit":"last"}`, 0, "$t6"},
+		{"explicit edit", "send", `{"to":"k","text":"6","edit":"$x"}`, 0, "$x"},
 	}
 	for _, s := range steps {
 		e.now = e.now.Add(s.advance)
@@ -118,6 +119,9 @@ func TestTagEditsInPlace(t *testing.T) {
 		c := e.lastContent()
 		if res.EditOf != s.editOf || c.RelatesTo.GetReplaceID() != s.editOf {
 			t.Fatalf("%s: edit_of %q / relation %q, want %q", s.name, res.EditOf, c.RelatesTo.GetReplaceID(), s.editOf)
+		}
+		if s.editOf != "" && (c.NewContent == nil || c.NewContent.NewContent != nil || c.NewContent.Body != strings.TrimPrefix(c.Body, "* ")) {
+			t.Fatalf("%s: not one edit: %+v", s.name, c)
 		}
 	}
 	data, err := e.deliver("clear_tag", `{"to":"k","tag":"w"}`)
