@@ -35,40 +35,17 @@ func (s *Store) RecordSent(ctx context.Context, roomID id.RoomID, evtID id.Event
 // ReadUpTo records that user read roomID up to evtID (a receipt) or up to until (a receipt on an
 // event the bridge did not send, or a message of theirs), and returns the bridge's messages that
 // this read covers for the first time, oldest first.
+//
+// It only reads unless a message is covered, so the inbound path does not write for every
+// message of every room. The inbound path calls it from one goroutine.
 func (s *Store) ReadUpTo(ctx context.Context, roomID id.RoomID, user id.UserID, evtID id.EventID, until time.Time) ([]SentMessage, error) {
+	out, err := s.unread(ctx, roomID, user, evtID, until)
+	if err != nil || len(out) == 0 {
+		return nil, err
+	}
 	defer s.lockWrites()()
-	var out []SentMessage
-	err := s.db.DoTxn(ctx, nil, func(ctx context.Context) error {
-		bound := until.UnixMilli()
-		if evtID != "" {
-			var sentAt int64
-			err := s.db.QueryRow(ctx, "SELECT sent_at FROM matrix2mqtt_sent WHERE event_id=$1 AND room_id=$2", evtID, roomID).Scan(&sentAt)
-			if err == nil {
-				bound = sentAt
-			}
-		}
-		rows, err := s.db.Query(ctx, `SELECT event_id, request_id, sent_at FROM matrix2mqtt_sent
-			WHERE room_id=$1 AND sent_at <= $2
-			AND NOT EXISTS (SELECT 1 FROM matrix2mqtt_reads r WHERE r.event_id=matrix2mqtt_sent.event_id AND r.user_id=$3)
-			ORDER BY sent_at`, roomID, bound, user)
-		if err != nil {
-			return err
-		}
-		for rows.Next() {
-			var m SentMessage
-			var sentAt int64
-			if err := rows.Scan(&m.EventID, &m.RequestID, &sentAt); err != nil {
-				rows.Close()
-				return err
-			}
-			m.SentAt = fromMillis(sentAt)
-			out = append(out, m)
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return err
-		}
-		now := s.clock.Now().UnixMilli()
+	now := s.clock.Now().UnixMilli()
+	err = s.db.DoTxn(ctx, nil, func(ctx context.Context) error {
 		for _, m := range out {
 			if _, err := s.db.Exec(ctx, "INSERT INTO matrix2mqtt_reads (event_id, user_id, read_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
 				m.EventID, user, now); err != nil {
@@ -79,6 +56,39 @@ func (s *Store) ReadUpTo(ctx context.Context, roomID id.RoomID, user id.UserID, 
 	})
 	if err != nil {
 		return nil, fmt.Errorf("failed to record a read: %w", err)
+	}
+	return out, nil
+}
+
+// unread returns the messages that a read up to evtID (or until) covers and user has not read.
+func (s *Store) unread(ctx context.Context, roomID id.RoomID, user id.UserID, evtID id.EventID, until time.Time) ([]SentMessage, error) {
+	bound := until.UnixMilli()
+	if evtID != "" {
+		var sentAt int64
+		if err := s.db.QueryRow(ctx, "SELECT sent_at FROM matrix2mqtt_sent WHERE event_id=$1 AND room_id=$2", evtID, roomID).Scan(&sentAt); err == nil {
+			bound = sentAt
+		}
+	}
+	rows, err := s.db.Query(ctx, `SELECT event_id, request_id, sent_at FROM matrix2mqtt_sent
+		WHERE room_id=$1 AND sent_at <= $2
+		AND NOT EXISTS (SELECT 1 FROM matrix2mqtt_reads r WHERE r.event_id=matrix2mqtt_sent.event_id AND r.user_id=$3)
+		ORDER BY sent_at`, roomID, bound, user)
+	if err != nil {
+		return nil, fmt.Errorf("failed to look up reads: %w", err)
+	}
+	defer rows.Close()
+	var out []SentMessage
+	for rows.Next() {
+		var m SentMessage
+		var sentAt int64
+		if err := rows.Scan(&m.EventID, &m.RequestID, &sentAt); err != nil {
+			return nil, fmt.Errorf("failed to look up reads: %w", err)
+		}
+		m.SentAt = fromMillis(sentAt)
+		out = append(out, m)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("failed to look up reads: %w", err)
 	}
 	return out, nil
 }
