@@ -1,7 +1,6 @@
 package actions
 
 import (
-	"context"
 	"time"
 
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/wire"
@@ -55,34 +54,4 @@ func (s Schedule) Due(received time.Time) (time.Time, *wire.Error) {
 		return time.Time{}, wire.Errorf(wire.CodeInvalidRequest, "field 'at' (%s) is more than a year ahead", s.At)
 	}
 	return at, nil
-}
-
-// OutboxCancel is the `outbox_cancel` action.
-type OutboxCancel struct {
-	Common
-	// Request is the id of the request to cancel.
-	Request string `json:"request_id"`
-}
-
-// Validate checks that a request id is given.
-func (r *OutboxCancel) Validate(Targets) *wire.Error {
-	if r.Request == "" {
-		return wire.Errorf(wire.CodeInvalidRequest, "field 'request_id' is required: the id of the request to cancel")
-	}
-	return nil
-}
-
-// Run cancels the request.
-func (r *OutboxCancel) Run(ctx context.Context, env *Env) (any, error) {
-	n, err := env.Outbox.Cancel(ctx, r.Request)
-	if err != nil {
-		return nil, err
-	}
-	return CancelResult{RequestID: r.Request, Cancelled: n}, nil
-}
-
-// CancelResult is the data of outbox_cancel.
-type CancelResult struct {
-	RequestID string `json:"request_id"`
-	Cancelled int    `json:"cancelled"`
 }
