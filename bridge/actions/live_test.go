@@ -230,3 +230,27 @@ func TestScheduleDue(t *testing.T) {
 		})
 	}
 }
+
+func FuzzScheduleDue(f *testing.F) {
+	for _, at := range []string{"2030-01-01T12:00:00Z", "2030-01-01T13:00:00+01:00", "2029-12-31T23:59:59.999999999-00:00", "tomorrow", ""} {
+		f.Add(at, 0.0)
+	}
+	f.Add("", 90.5)
+	now := time.Date(2030, 1, 1, 12, 0, 0, 0, time.UTC)
+	f.Fuzz(func(t *testing.T, at string, delay float64) {
+		s := actions.Schedule{At: at, DelayS: delay}
+		if s.At != "" {
+			s.DelayS = 0
+		}
+		due, werr := s.Due(now)
+		if werr != nil {
+			if werr.Code != wire.CodeInvalidRequest || werr.Message == "" {
+				t.Fatalf("error %+v", werr)
+			}
+			return
+		}
+		if s.At != "" && (due.Before(now.Add(-actions.PastTolerance)) || due.After(now.Add(366*24*time.Hour))) {
+			t.Fatalf("at %q accepted as %s", at, due)
+		}
+	})
+}
