@@ -517,3 +517,34 @@ func TestE2EEActionable(t *testing.T) {
 		return m.Topic == h.base+"/room/"+room+"/poll" && strings.Contains(string(m.Payload), `{"id":"a2","text":"Pasta","votes":1}`)
 	})
 }
+
+// TestHACallbacks: in a friendly-name room the callback feeds the room's event entity (as a
+// callback, once) and the room's callback device trigger is announced; with
+// CALLBACK_VERIFIED_ONLY an answer from an unverified device is a mere reaction.
+func TestHACallbacks(t *testing.T) {
+	for _, verifiedOnly := range []bool{false, true} {
+		t.Run(fmt.Sprintf("verified_only=%v", verifiedOnly), func(t *testing.T) {
+			h, kitchen, _ := commandHarness(t, map[string]string{"CALLBACK_VERIFIED_ONLY": fmt.Sprint(verifiedOnly)})
+			cmps := h.waitConfig("callback trigger", func(c map[string]any) bool { return has(c, "callback_kitchen") })
+			if trig := cmps["callback_kitchen"].(map[string]any); trig["t"] != h.base+"/room/kitchen/callback" || trig["type"] != "callback" {
+				t.Fatalf("callback trigger %v", trig)
+			}
+			data := h.ok(h.request("send", map[string]any{"to": "kitchen", "text": "Lights off?",
+				"options": []map[string]any{{"key": "💡", "label": "Off"}}}))
+			answer := h.alice.react(t, kitchen, id.EventID(data["event_id"].(string)), "💡")
+			ev := h.rec.wait(20*time.Second, "event entity", func(m message) bool {
+				return m.Topic == h.base+"/room/kitchen/event" && strings.Contains(string(m.Payload), answer.String())
+			}).json(t)
+			if got := h.publishedFor(h.base+"/room/kitchen/callback", id.EventID(data["event_id"].(string))); verifiedOnly != (len(got) == 0) {
+				t.Fatalf("verified_only=%v: %d callbacks", verifiedOnly, len(got))
+			}
+			want := "callback"
+			if verifiedOnly {
+				want = "reaction"
+			}
+			if ev["event_type"] != want {
+				t.Fatalf("event entity got %v, want %s", ev, want)
+			}
+		})
+	}
+}
