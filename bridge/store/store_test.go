@@ -288,4 +288,14 @@ func TestUpgradeFromVersion1(t *testing.T) {
 	if err := s.SaveProgress(ctx, pending[0].ID, json.RawMessage(`{"step":1}`)); err != nil {
 		t.Fatal(err)
 	}
+	// The tables of v3 (02-actionable.sql) are there.
+	if err := s.SetTag(ctx, "!r:hs", "t", "$e", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.ReadUpTo(ctx, "!r:hs", "@a:hs", "", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Vote(ctx, "$p", "@a:hs", []string{"a1"}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
 }
