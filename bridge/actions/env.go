@@ -25,6 +25,14 @@ type Matrix interface {
 	EnsureEncrypted(ctx context.Context, roomID id.RoomID) (bool, error)
 	GetEvent(ctx context.Context, roomID id.RoomID, eventID id.EventID) (matrix.Event, error)
 	Rooms(ctx context.Context) ([]wire.Room, error)
+
+	// Room administration (admin.go).
+	UserID() id.UserID
+	ChangeMembership(ctx context.Context, roomID id.RoomID, change matrix.MembershipChange, user id.UserID, reason string) error
+	PowerLevels(ctx context.Context, roomID id.RoomID) (*event.PowerLevelsEventContent, error)
+	SetState(ctx context.Context, roomID id.RoomID, evtType event.Type, stateKey string, content any) (id.EventID, error)
+	Members(ctx context.Context, roomID id.RoomID, membership event.Membership) ([]wire.Member, error)
+	CheckUser(ctx context.Context, user id.UserID) error
 }
 
 // OutboxControl is what the outbox actions need from the outbox.

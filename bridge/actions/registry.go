@@ -99,15 +99,18 @@ func NewRegistry(families ...[]Spec) *Registry {
 
 // Default is the registry of every action the bridge has.
 func Default() *Registry {
-	r := NewRegistry(Messages, Rooms, Lookups, Outbox, Internal)
+	r := NewRegistry(Messages, Rooms, Lookups, Outbox, Internal,
+		Admin,
+	)
 	r.planned = Planned
 	return r
 }
 
 // Planned are actions of the design's contract not built yet: a request for one is told so.
 var Planned = []string{
-	"send_media", "invite", "kick", "ban", "unban", "create_room",
-	"set_power_level", "set_room", "members", "broadcast",
+	"send_media",
+	"create_room",
+	"broadcast",
 }
 
 // Spec returns the spec of action.

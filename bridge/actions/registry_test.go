@@ -77,6 +77,24 @@ func TestParse(t *testing.T) {
 		{"shortcut contradicting to", "send", "kitchen", `{"to":"hall","text":"x"}`, wire.CodeInvalidRequest, "contradicts"},
 		{"shortcut empty", "send", "kitchen", ``, wire.CodeInvalidRequest, "exactly one"},
 		{"shortcut not utf8", "send", "kitchen", "\xff", wire.CodeInvalidRequest, "UTF-8"},
+		{"invite", "invite", "", `{"room":"kitchen","user":"@a:hs","reason":"welcome"}`, "", ""},
+		{"kick without user", "kick", "", `{"room":"kitchen"}`, wire.CodeInvalidRequest, "'user'"},
+		{"ban a room", "ban", "", `{"room":"kitchen","user":"!r:hs"}`, wire.CodeInvalidRequest, "'user'"},
+		{"unban reason too long", "unban", "", `{"room":"k","user":"@a:hs","reason":"` + strings.Repeat("x", 1001) + `"}`, wire.CodeTooLarge, "'reason'"},
+		{"set_power_level role", "set_power_level", "", `{"room":"k","user":"@a:hs","role":"moderator"}`, "", ""},
+		{"set_power_level level", "set_power_level", "", `{"room":"k","user":"@a:hs","level":-10}`, "", ""},
+		{"set_power_level both", "set_power_level", "", `{"room":"k","user":"@a:hs","level":50,"role":"admin"}`, wire.CodeInvalidRequest, "exactly one"},
+		{"set_power_level neither", "set_power_level", "", `{"room":"k","user":"@a:hs"}`, wire.CodeInvalidRequest, "exactly one"},
+		{"set_power_level unknown role", "set_power_level", "", `{"room":"k","user":"@a:hs","role":"owner"}`, wire.CodeInvalidRequest, "'role'"},
+		{"set_power_level level out of range", "set_power_level", "", `{"room":"k","user":"@a:hs","level":1e16}`, wire.CodeInvalidRequest, "'level'"},
+		{"set_power_level fraction", "set_power_level", "", `{"room":"k","user":"@a:hs","level":50.5}`, wire.CodeInvalidRequest, "'level'"},
+		{"set_power_level level as string", "set_power_level", "", `{"room":"k","user":"@a:hs","level":"50"}`, wire.CodeInvalidRequest, "'level' must be a number"},
+		{"set_room", "set_room", "", `{"room":"k","name":"N","topic":"","avatar":"mxc://hs/abc"}`, "", ""},
+		{"set_room nothing", "set_room", "", `{"room":"k"}`, wire.CodeInvalidRequest, "at least one"},
+		{"set_room bad avatar", "set_room", "", `{"room":"k","avatar":"https://example.org/a.png"}`, wire.CodeInvalidRequest, "'avatar'"},
+		{"set_room long topic", "set_room", "", `{"room":"k","topic":"` + strings.Repeat("x", 10001) + `"}`, wire.CodeTooLarge, "'topic'"},
+		{"members", "members", "", `{"room":"k","membership":"ban"}`, "", ""},
+		{"members bad filter", "members", "", `{"room":"k","membership":"joined"}`, wire.CodeInvalidRequest, "'membership'"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -140,6 +158,15 @@ func TestParseAllowedTargets(t *testing.T) {
 		{"room, ensure_encrypted", "ensure_encrypted", `{"room":"!other:hs"}`, false},
 		{"user, ensure_dm", "ensure_dm", `{"user":"@bob:hs"}`, false},
 		{"user, ensure_dm allowed", "ensure_dm", `{"user":"@alice:hs"}`, true},
+		{"room, invite", "invite", `{"room":"!other:hs","user":"@alice:hs"}`, false},
+		{"user, invite", "invite", `{"room":"kitchen","user":"@bob:hs"}`, false},
+		{"invite allowed", "invite", `{"room":"kitchen","user":"alice"}`, true},
+		{"user, kick", "kick", `{"room":"kitchen","user":"@bob:hs"}`, false},
+		{"room, ban", "ban", `{"room":"cellar","user":"@alice:hs"}`, false},
+		{"user, unban", "unban", `{"room":"kitchen","user":"@bob:hs"}`, false},
+		{"user, set_power_level", "set_power_level", `{"room":"kitchen","user":"@bob:hs","role":"admin"}`, false},
+		{"room, set_room", "set_room", `{"room":"!other:hs","name":"x"}`, false},
+		{"room, members", "members", `{"room":"!other:hs"}`, false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -81,3 +81,11 @@ type Info struct {
 	Targets    []string   `json:"targets"`
 	StartedAt  time.Time  `json:"started_at"`
 }
+
+// Member is one member of a room, as listed by `members`.
+type Member struct {
+	UserID      id.UserID `json:"user_id"`
+	DisplayName string    `json:"display_name,omitempty"`
+	Membership  string    `json:"membership"`
+	PowerLevel  int       `json:"power_level"`
+}

@@ -1,0 +1,128 @@
+package matrix
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/matrix2mqtt/matrix2mqtt/bridge/wire"
+)
+
+// MembershipChange is what ChangeMembership does to a user.
+type MembershipChange string
+
+// The membership changes of the invite, kick, ban and unban actions.
+const (
+	Invite MembershipChange = "invite"
+	Kick   MembershipChange = "kick"
+	Ban    MembershipChange = "ban"
+	Unban  MembershipChange = "unban"
+)
+
+// requireJoined reports ErrUnknownTarget for a room the bot is not in.
+func (c *Client) requireJoined(ctx context.Context, roomID id.RoomID) error {
+	if !c.rooms.isJoined(ctx, roomID) {
+		return fmt.Errorf("%w: the bot is not in room %s", ErrUnknownTarget, roomID)
+	}
+	return nil
+}
+
+// ChangeMembership invites, kicks, bans or unbans user in roomID.
+func (c *Client) ChangeMembership(ctx context.Context, roomID id.RoomID, change MembershipChange, user id.UserID, reason string) error {
+	if err := c.requireJoined(ctx, roomID); err != nil {
+		return err
+	}
+	err := c.retryAuth(ctx, func() (err error) {
+		switch change {
+		case Invite:
+			_, err = c.cli.InviteUser(ctx, roomID, &mautrix.ReqInviteUser{UserID: user, Reason: reason})
+		case Kick:
+			_, err = c.cli.KickUser(ctx, roomID, &mautrix.ReqKickUser{UserID: user, Reason: reason})
+		case Ban:
+			_, err = c.cli.BanUser(ctx, roomID, &mautrix.ReqBanUser{UserID: user, Reason: reason})
+		case Unban:
+			_, err = c.cli.UnbanUser(ctx, roomID, &mautrix.ReqUnbanUser{UserID: user, Reason: reason})
+		default:
+			err = fmt.Errorf("unknown membership change %q", change)
+		}
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("failed to %s %s in %s: %w", change, user, roomID, err)
+	}
+	return nil
+}
+
+// PowerLevels returns the power levels of a room the bot is in.
+func (c *Client) PowerLevels(ctx context.Context, roomID id.RoomID) (*event.PowerLevelsEventContent, error) {
+	if err := c.requireJoined(ctx, roomID); err != nil {
+		return nil, err
+	}
+	var pl event.PowerLevelsEventContent
+	err := c.retryAuth(ctx, func() error { return c.cli.StateEvent(ctx, roomID, event.StatePowerLevels, "", &pl) })
+	if err != nil {
+		return nil, fmt.Errorf("failed to get power levels of %s: %w", roomID, err)
+	}
+	return &pl, nil
+}
+
+// SetState sends a state event into a room the bot is in.
+func (c *Client) SetState(ctx context.Context, roomID id.RoomID, evtType event.Type, stateKey string, content any) (id.EventID, error) {
+	if err := c.requireJoined(ctx, roomID); err != nil {
+		return "", err
+	}
+	var resp *mautrix.RespSendEvent
+	err := c.retryAuth(ctx, func() (err error) {
+		resp, err = c.cli.SendStateEvent(ctx, roomID, evtType, stateKey, content)
+		return err
+	})
+	if err != nil {
+		return "", fmt.Errorf("failed to set %s in %s: %w", evtType.Type, roomID, err)
+	}
+	return resp.EventID, nil
+}
+
+// Members lists the members of a room the bot is in, with the given membership only unless it
+// is empty.
+func (c *Client) Members(ctx context.Context, roomID id.RoomID, membership event.Membership) ([]wire.Member, error) {
+	if err := c.requireJoined(ctx, roomID); err != nil {
+		return nil, err
+	}
+	var resp *mautrix.RespMembers
+	err := c.retryAuth(ctx, func() (err error) {
+		resp, err = c.cli.Members(ctx, roomID, mautrix.ReqMembers{Membership: membership})
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("failed to list members of %s: %w", roomID, err)
+	}
+	out := make([]wire.Member, 0, len(resp.Chunk))
+	for _, evt := range resp.Chunk {
+		if evt.StateKey == nil {
+			continue
+		}
+		_ = evt.Content.ParseRaw(evt.Type)
+		m := evt.Content.AsMember()
+		out = append(out, wire.Member{UserID: id.UserID(*evt.StateKey), DisplayName: m.Displayname, Membership: string(m.Membership)})
+	}
+	return out, nil
+}
+
+// CheckUser reports ErrUnknownTarget for a user the homeserver does not know.
+func (c *Client) CheckUser(ctx context.Context, user id.UserID) error {
+	err := c.retryAuth(ctx, func() (err error) {
+		_, err = c.cli.GetProfile(ctx, user)
+		return err
+	})
+	if errors.Is(err, mautrix.MNotFound) {
+		return fmt.Errorf("%w: user %s does not exist", ErrUnknownTarget, user)
+	}
+	if err != nil {
+		return fmt.Errorf("failed to look up user %s: %w", user, err)
+	}
+	return nil
+}
