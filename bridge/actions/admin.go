@@ -105,13 +105,17 @@ func (r *MemberChange) change(ctx context.Context, env *Env, change matrix.Membe
 type Invite struct{ MemberChange }
 
 // Run invites the user.
-func (r *Invite) Run(ctx context.Context, env *Env) (any, error) { return r.change(ctx, env, matrix.Invite) }
+func (r *Invite) Run(ctx context.Context, env *Env) (any, error) {
+	return r.change(ctx, env, matrix.Invite)
+}
 
 // Kick is the `kick` action.
 type Kick struct{ MemberChange }
 
 // Run kicks the user.
-func (r *Kick) Run(ctx context.Context, env *Env) (any, error) { return r.change(ctx, env, matrix.Kick) }
+func (r *Kick) Run(ctx context.Context, env *Env) (any, error) {
+	return r.change(ctx, env, matrix.Kick)
+}
 
 // Ban is the `ban` action.
 type Ban struct{ MemberChange }
@@ -123,7 +127,9 @@ func (r *Ban) Run(ctx context.Context, env *Env) (any, error) { return r.change(
 type Unban struct{ MemberChange }
 
 // Run lifts the ban.
-func (r *Unban) Run(ctx context.Context, env *Env) (any, error) { return r.change(ctx, env, matrix.Unban) }
+func (r *Unban) Run(ctx context.Context, env *Env) (any, error) {
+	return r.change(ctx, env, matrix.Unban)
+}
 
 // SetPowerLevel is the `set_power_level` action.
 type SetPowerLevel struct {
