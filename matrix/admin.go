@@ -23,12 +23,23 @@ const (
 	Unban  MembershipChange = "unban"
 )
 
-// requireJoined reports ErrUnknownTarget for a room the bot is not in.
+// requireJoined reports ErrUnknownTarget for a room the bot is not in. A room that sync has not
+// shown joined yet (a join a moment ago) is asked of the homeserver.
 func (c *Client) requireJoined(ctx context.Context, roomID id.RoomID) error {
-	if !c.rooms.isJoined(ctx, roomID) {
-		return fmt.Errorf("%w: the bot is not in room %s", ErrUnknownTarget, roomID)
+	if c.rooms.isJoined(ctx, roomID) {
+		return nil
 	}
-	return nil
+	var own event.MemberEventContent
+	err := c.retryAuth(ctx, func() error {
+		return c.cli.StateEvent(ctx, roomID, event.StateMember, c.cli.UserID.String(), &own)
+	})
+	if err == nil && own.Membership == event.MembershipJoin {
+		if c.rooms.joined(ctx, roomID) {
+			c.markRoomsChanged()
+		}
+		return nil
+	}
+	return fmt.Errorf("%w: the bot is not in room %s", ErrUnknownTarget, roomID)
 }
 
 // ChangeMembership invites, kicks, bans or unbans user in roomID.

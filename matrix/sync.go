@@ -378,6 +378,9 @@ func (c *Client) autoJoin(ctx context.Context, h Handler, invites []*event.Event
 			h.HandleNotice(ctx, wire.Notice{Type: "join_failed", RoomID: inv.RoomID, Sender: inv.Sender, Message: err.Error()})
 			continue
 		}
+		if c.rooms.joined(ctx, inv.RoomID) {
+			c.markRoomsChanged()
+		}
 		if inv.Content.AsMember().IsDirect {
 			if err := c.rooms.addDirect(ctx, inv.Sender, inv.RoomID); err != nil {
 				c.log.Warn().Err(err).Msg("Failed to record direct chat")

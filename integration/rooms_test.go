@@ -1,0 +1,177 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"testing"
+
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+)
+
+// membership is user's membership in room as other reads it from the homeserver.
+func membership(t *testing.T, other *user, room id.RoomID, u id.UserID) event.Membership {
+	t.Helper()
+	var m event.MemberEventContent
+	if err := other.cli.StateEvent(context.Background(), room, event.StateMember, u.String(), &m); err != nil {
+		t.Fatalf("failed to read %s's membership: %v", u, err)
+	}
+	return m.Membership
+}
+
+// powerLevel is user's power level in room as other reads it.
+func powerLevel(t *testing.T, other *user, room id.RoomID, u id.UserID) int {
+	t.Helper()
+	var pl event.PowerLevelsEventContent
+	if err := other.cli.StateEvent(context.Background(), room, event.StatePowerLevels, "", &pl); err != nil {
+		t.Fatalf("failed to read power levels: %v", err)
+	}
+	return pl.GetUserLevel(u)
+}
+
+// TestRoomAdministration: invite, kick, ban, unban, set_power_level, set_room and members change
+// the room as the other users see it, and what the bot may not do is refused with a clear error.
+func TestRoomAdministration(t *testing.T) {
+	h := newHarness(t, map[string]string{"E2EE": "false"})
+	bob, carol := newUser(t, "bob"), newUser(t, "carol")
+	ctx := context.Background()
+	room := h.sharedRoom(&mautrix.ReqCreateRoom{Preset: "private_chat", PowerLevelOverride: &event.PowerLevelsEventContent{
+		Users: map[id.UserID]int{h.alice.id(): 100, h.bot.id(): 100},
+	}})
+	r := room.String()
+
+	t.Run("invite", func(t *testing.T) {
+		data := h.ok(h.request("invite", map[string]any{"room": r, "user": bob.UserID, "reason": "welcome"}))
+		if data["room_id"] != r || data["user"] != bob.UserID {
+			t.Fatalf("data = %v", data)
+		}
+		if m := membership(t, h.alice, room, bob.id()); m != event.MembershipInvite {
+			t.Fatalf("bob's membership = %s, want invite", m)
+		}
+		bob.join(t, room) // only works because bob was invited
+		h.ok(h.request("invite", map[string]any{"room": r, "user": carol.UserID}))
+		carol.join(t, room)
+	})
+	t.Run("set_power_level by role and by number", func(t *testing.T) {
+		data := h.ok(h.request("set_power_level", map[string]any{"room": r, "user": bob.UserID, "role": "moderator"}))
+		if data["level"] != 50.0 {
+			t.Fatalf("data = %v", data)
+		}
+		if l := powerLevel(t, bob, room, bob.id()); l != 50 {
+			t.Fatalf("bob sees his level as %d, want 50", l)
+		}
+		h.ok(h.request("set_power_level", map[string]any{"room": r, "user": carol.UserID, "level": 25}))
+		if l := powerLevel(t, carol, room, carol.id()); l != 25 {
+			t.Fatalf("carol sees her level as %d, want 25", l)
+		}
+	})
+	t.Run("set_power_level refused for a user at the bot's level", func(t *testing.T) {
+		msg := h.fail(h.request("set_power_level", map[string]any{"room": r, "user": h.alice.UserID, "role": "user"}), "not_allowed")
+		t.Logf("refusal: %s", msg)
+		if l := powerLevel(t, h.alice, room, h.alice.id()); l != 100 {
+			t.Fatalf("alice's level changed to %d", l)
+		}
+	})
+	t.Run("kick", func(t *testing.T) {
+		h.ok(h.request("kick", map[string]any{"room": r, "user": carol.UserID, "reason": "bye"}))
+		if m := membership(t, h.alice, room, carol.id()); m != event.MembershipLeave {
+			t.Fatalf("carol's membership = %s, want leave", m)
+		}
+	})
+	t.Run("ban and unban", func(t *testing.T) {
+		h.ok(h.request("ban", map[string]any{"room": r, "user": bob.UserID, "reason": "spam"}))
+		if m := membership(t, h.alice, room, bob.id()); m != event.MembershipBan {
+			t.Fatalf("bob's membership = %s, want ban", m)
+		}
+		if _, err := bob.cli.JoinRoomByID(ctx, room); err == nil {
+			t.Fatal("banned bob could join again")
+		}
+		data := h.ok(h.request("members", map[string]any{"room": r, "membership": "ban"}))
+		if got := memberIDs(data); !slices.Equal(got, []string{bob.UserID}) {
+			t.Fatalf("banned members = %v, want bob", got)
+		}
+		h.ok(h.request("unban", map[string]any{"room": r, "user": bob.UserID}))
+		if m := membership(t, h.alice, room, bob.id()); m != event.MembershipLeave {
+			t.Fatalf("bob's membership after unban = %s, want leave", m)
+		}
+	})
+	t.Run("set_room name, topic and avatar", func(t *testing.T) {
+		up, err := h.alice.cli.UploadBytes(ctx, []byte("not really a png"), "image/png")
+		if err != nil {
+			t.Fatal(err)
+		}
+		avatar := up.ContentURI.String()
+		data := h.ok(h.request("set_room", map[string]any{"room": r, "name": "Guests", "topic": "This weekend", "avatar": avatar}))
+		if ids, _ := data["event_ids"].(map[string]any); len(ids) != 3 {
+			t.Fatalf("data = %v", data)
+		}
+		var name event.RoomNameEventContent
+		var topic event.TopicEventContent
+		var av event.RoomAvatarEventContent
+		for typ, into := range map[event.Type]any{event.StateRoomName: &name, event.StateTopic: &topic, event.StateRoomAvatar: &av} {
+			if err := h.alice.cli.StateEvent(ctx, room, typ, "", into); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if name.Name != "Guests" || topic.Topic != "This weekend" || string(av.URL) != avatar {
+			t.Fatalf("alice sees name %q topic %q avatar %q", name.Name, topic.Topic, av.URL)
+		}
+	})
+	t.Run("members with a filter", func(t *testing.T) {
+		data := h.ok(h.request("members", map[string]any{"room": r, "membership": "join"}))
+		got := memberIDs(data)
+		want := []string{h.alice.UserID, h.bot.UserID}
+		slices.Sort(want)
+		if !slices.Equal(got, want) {
+			t.Fatalf("joined members = %v, want %v", got, want)
+		}
+		for _, m := range data["members"].([]any) {
+			if m := m.(map[string]any); m["power_level"] != 100.0 || m["membership"] != "join" {
+				t.Fatalf("member %v", m)
+			}
+		}
+		all := memberIDs(h.ok(h.request("members", map[string]any{"room": r})))
+		if len(all) != 4 {
+			t.Fatalf("all members = %v, want alice, bob, carol and the bot", all)
+		}
+	})
+
+	weak := h.sharedRoom(nil) // the bot has level 0 here
+	elsewhere := h.alice.createRoom(t, &mautrix.ReqCreateRoom{Preset: "private_chat"})
+	bad := []struct {
+		name, action string
+		fields       map[string]any
+		code         string
+	}{
+		{"a user that does not exist", "invite", map[string]any{"room": r, "user": "@nobody-" + fmt.Sprint(h.base) + ":localhost"}, "unknown_target"},
+		{"a room the bot is not in", "kick", map[string]any{"room": elsewhere.String(), "user": bob.UserID}, "unknown_target"},
+		{"members of a room the bot is not in", "members", map[string]any{"room": elsewhere.String()}, "unknown_target"},
+		{"a level out of range", "set_power_level", map[string]any{"room": r, "user": bob.UserID, "level": 1e16}, "invalid_request"},
+		{"a level above the bot's", "set_power_level", map[string]any{"room": r, "user": bob.UserID, "level": 101}, "not_allowed"},
+		{"kick without power", "kick", map[string]any{"room": weak.String(), "user": h.alice.UserID}, "not_allowed"},
+		{"set_room without power", "set_room", map[string]any{"room": weak.String(), "name": "x"}, "not_allowed"},
+		{"an unknown role", "set_power_level", map[string]any{"room": r, "user": bob.UserID, "role": "owner"}, "invalid_request"},
+	}
+	for _, tc := range bad {
+		t.Run(tc.name, func(t *testing.T) {
+			msg := h.fail(h.request(tc.action, tc.fields), tc.code)
+			if msg == "" {
+				t.Fatal("error without a message")
+			}
+			t.Logf("%s: %s", tc.code, msg)
+		})
+	}
+}
+
+// memberIDs returns the sorted user IDs of a members response.
+func memberIDs(data map[string]any) []string {
+	var out []string
+	list, _ := data["members"].([]any)
+	for _, m := range list {
+		out = append(out, m.(map[string]any)["user_id"].(string))
+	}
+	slices.Sort(out)
+	return out
+}
