@@ -95,7 +95,13 @@ func New(ctx context.Context, cfg Config, opts Options) (*Bridge, error) {
 		return nil, err
 	}
 	respond := responder{pub: b.mqtt, topics: b.topics}
-	env := actions.Env{Matrix: b.matrix, Targets: b.targets}
+	env := actions.Env{Matrix: b.matrix, Targets: b.targets, Keys: b.store}
+	if env.Templates, err = cfg.Rooms.Templates(cfg.Targets.Names); err != nil {
+		return nil, err
+	}
+	if err := b.learnRoomKeys(); err != nil {
+		return nil, err
+	}
 	b.outbox = outbox.New(outbox.Deps{
 		Store: b.store, Registry: registry, Env: env, Sync: b.matrix, Responder: respond,
 		Counters: b.stats, Clock: opts.Clock, MaxAge: cfg.OutboxMaxAge, Ready: b.ready,
@@ -274,4 +280,18 @@ func Run(ctx context.Context, cfg Config, opts Options) error {
 		return err
 	}
 	return b.Run(ctx)
+}
+
+// learnRoomKeys gives the rooms that create_room named their friendly names again.
+func (b *Bridge) learnRoomKeys() error {
+	keys, err := b.store.RoomKeys(b.work)
+	if err != nil {
+		return err
+	}
+	for key, roomID := range keys {
+		if !b.targets.Define(key, roomID) {
+			b.log.Warn().Str("key", key).Stringer("room_id", roomID).Msg("Room key is a TARGETS name; TARGETS wins")
+		}
+	}
+	return nil
 }

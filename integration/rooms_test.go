@@ -3,8 +3,12 @@ package integration
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
+	"time"
 
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
@@ -174,4 +178,82 @@ func memberIDs(data map[string]any) []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// TestCreateRoomFromTemplate: a room made from a template with moderators is encrypted (E2EE
+// is on and the preset is private), its moderator sees level 50, its alias resolves, and its
+// key names it in later requests, also after a restart.
+func TestCreateRoomFromTemplate(t *testing.T) {
+	bob, carol := newUser(t, "bob"), newUser(t, "carol")
+	path := filepath.Join(t.TempDir(), "templates.json")
+	tpl := fmt.Sprintf(`{"guests": {"topic": "Guests of the house", "preset": "private_chat",
+		"moderators": [%q], "invite": [%q], "power_levels": {"events": {"m.room.topic": 0}}}}`, bob.UserID, carol.UserID)
+	if err := os.WriteFile(path, []byte(tpl), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	h := newHarness(t, map[string]string{"ROOM_TEMPLATES_FILE": path})
+	ctx := context.Background()
+	n := time.Now().UnixNano()
+	key, alias := fmt.Sprintf("weekend%d", n), fmt.Sprintf("guests%d", n)
+
+	data := h.ok(h.request("create_room", map[string]any{"template": "guests", "key": key, "alias": alias, "name": "Guests"}))
+	room := id.RoomID(data["room_id"].(string))
+	if data["key"] != key || data["alias"] != "#"+alias+":localhost" {
+		t.Fatalf("data = %v", data)
+	}
+	bob.join(t, room)
+	carol.join(t, room)
+	t.Run("the moderator sees level 50", func(t *testing.T) {
+		if l := powerLevel(t, bob, room, bob.id()); l != 50 {
+			t.Fatalf("bob's level = %d", l)
+		}
+		if l := powerLevel(t, carol, room, carol.id()); l != 0 {
+			t.Fatalf("carol's level = %d", l)
+		}
+	})
+	t.Run("encrypted, with the template's topic, the request's name and power levels", func(t *testing.T) {
+		var enc event.EncryptionEventContent
+		if err := bob.cli.StateEvent(ctx, room, event.StateEncryption, "", &enc); err != nil || enc.Algorithm != id.AlgorithmMegolmV1 {
+			t.Fatalf("encryption = %+v, %v", enc, err)
+		}
+		var topic event.TopicEventContent
+		var name event.RoomNameEventContent
+		_ = bob.cli.StateEvent(ctx, room, event.StateTopic, "", &topic)
+		_ = bob.cli.StateEvent(ctx, room, event.StateRoomName, "", &name)
+		if topic.Topic != "Guests of the house" || name.Name != "Guests" {
+			t.Fatalf("topic %q name %q", topic.Topic, name.Name)
+		}
+		var pl event.PowerLevelsEventContent
+		_ = bob.cli.StateEvent(ctx, room, event.StatePowerLevels, "", &pl)
+		if pl.GetEventLevel(event.StateTopic) != 0 || pl.GetUserLevel(h.bot.id()) != 100 {
+			t.Fatalf("topic level %d, bot level %d", pl.GetEventLevel(event.StateTopic), pl.GetUserLevel(h.bot.id()))
+		}
+	})
+	t.Run("the alias resolves", func(t *testing.T) {
+		resp, err := carol.cli.ResolveAlias(ctx, id.RoomAlias("#"+alias+":localhost"))
+		if err != nil || resp.RoomID != room {
+			t.Fatalf("alias resolves to %v, %v", resp, err)
+		}
+	})
+	checkKey := func(t *testing.T) {
+		t.Helper()
+		data := h.ok(h.request("members", map[string]any{"room": key, "membership": "join"}))
+		if data["room_id"] != room.String() || len(memberIDs(data)) != 3 {
+			t.Fatalf("members of %s = %v", key, data)
+		}
+	}
+	t.Run("the key names the room", checkKey)
+	t.Run("the key survives a restart", func(t *testing.T) {
+		h.stop()
+		h.start()
+		checkKey(t)
+	})
+	t.Run("bad input", func(t *testing.T) {
+		msg := h.fail(h.request("create_room", map[string]any{"template": "nope"}), "invalid_request")
+		if !strings.Contains(msg, "guests") {
+			t.Fatalf("message %q does not list the known templates", msg)
+		}
+		h.fail(h.request("create_room", map[string]any{"key": key}), "invalid_request")
+		h.fail(h.request("create_room", map[string]any{"preset": "secret"}), "invalid_request")
+	})
 }

@@ -137,3 +137,37 @@ func (c *Client) CheckUser(ctx context.Context, user id.UserID) error {
 	}
 	return nil
 }
+
+// CreateRoom creates a room. Unless encrypted says otherwise, a private room (every preset but
+// public_chat) is encrypted when E2EE is on. A direct chat is recorded in m.direct.
+func (c *Client) CreateRoom(ctx context.Context, req *mautrix.ReqCreateRoom, encrypted *bool) (id.RoomID, error) {
+	encrypt := c.crypto != nil && req.Preset != "public_chat"
+	if encrypted != nil {
+		encrypt = *encrypted
+	}
+	if encrypt {
+		if c.crypto == nil {
+			return "", fmt.Errorf("failed to create an encrypted room: %w", ErrEncryptionUnavailable)
+		}
+		req.InitialState = append(req.InitialState, &event.Event{
+			Type:    event.StateEncryption,
+			Content: event.Content{Parsed: &event.EncryptionEventContent{Algorithm: id.AlgorithmMegolmV1}},
+		})
+	}
+	var resp *mautrix.RespCreateRoom
+	err := c.retryAuth(ctx, func() (err error) {
+		resp, err = c.cli.CreateRoom(ctx, req)
+		return err
+	})
+	if err != nil {
+		return "", fmt.Errorf("failed to create room: %w", err)
+	}
+	c.rooms.joined(ctx, resp.RoomID)
+	c.markRoomsChanged()
+	if req.IsDirect && len(req.Invite) == 1 {
+		if err := c.rooms.addDirect(ctx, req.Invite[0], resp.RoomID); err != nil {
+			c.log.Warn().Err(err).Msg("Failed to record direct chat")
+		}
+	}
+	return resp.RoomID, nil
+}

@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"time"
 
+	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/matrix2mqtt/matrix2mqtt/bridge/roomconf"
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/wire"
 	"github.com/matrix2mqtt/matrix2mqtt/matrix"
 )
@@ -33,6 +35,7 @@ type Matrix interface {
 	SetState(ctx context.Context, roomID id.RoomID, evtType event.Type, stateKey string, content any) (id.EventID, error)
 	Members(ctx context.Context, roomID id.RoomID, membership event.Membership) ([]wire.Member, error)
 	CheckUser(ctx context.Context, user id.UserID) error
+	CreateRoom(ctx context.Context, req *mautrix.ReqCreateRoom, encrypted *bool) (id.RoomID, error)
 }
 
 // OutboxControl is what the outbox actions need from the outbox.
@@ -47,6 +50,10 @@ type Env struct {
 	Matrix  Matrix
 	Targets Targets
 	Outbox  OutboxControl
+	// Templates are the create_room templates of ROOM_TEMPLATES_FILE.
+	Templates roomconf.Templates
+	// Keys remembers the friendly names that create_room gives.
+	Keys KeyStore
 }
 
 // resolve turns an expanded target into a room ID and remembers it for the topic keys.

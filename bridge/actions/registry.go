@@ -101,6 +101,7 @@ func NewRegistry(families ...[]Spec) *Registry {
 func Default() *Registry {
 	r := NewRegistry(Messages, Rooms, Lookups, Outbox, Internal,
 		Admin,
+		Create,
 	)
 	r.planned = Planned
 	return r
@@ -109,7 +110,6 @@ func Default() *Registry {
 // Planned are actions of the design's contract not built yet: a request for one is told so.
 var Planned = []string{
 	"send_media",
-	"create_room",
 	"broadcast",
 }
 
@@ -204,4 +204,7 @@ type Targets interface {
 	Remember(target string, roomID id.RoomID)
 	Key(roomID id.RoomID) string
 	Annotate(rooms []wire.Room) []wire.RoomInfo
+	// CheckKey and Define give new rooms friendly names at runtime (create_room's key).
+	CheckKey(field, name string) *wire.Error
+	Define(name string, roomID id.RoomID) bool
 }

@@ -95,6 +95,15 @@ func TestParse(t *testing.T) {
 		{"set_room long topic", "set_room", "", `{"room":"k","topic":"` + strings.Repeat("x", 10001) + `"}`, wire.CodeTooLarge, "'topic'"},
 		{"members", "members", "", `{"room":"k","membership":"ban"}`, "", ""},
 		{"members bad filter", "members", "", `{"room":"k","membership":"joined"}`, wire.CodeInvalidRequest, "'membership'"},
+		{"create_room", "create_room", "", `{"name":"N","topic":"T","alias":"guests","preset":"trusted_private_chat","invite":["@a:hs"],"moderators":["@m:hs"],"encrypted":true,"power_levels":{"users":{"@b:hs":20},"events":{"m.room.topic":0},"kick":60},"is_dm":false,"avatar":"mxc://hs/a","key":"guests","template":"t"}`, "", ""},
+		{"create_room empty", "create_room", "", `{}`, "", ""},
+		{"create_room bad preset", "create_room", "", `{"preset":"open"}`, wire.CodeInvalidRequest, "preset"},
+		{"create_room full alias", "create_room", "", `{"alias":"#g:hs"}`, wire.CodeInvalidRequest, "alias"},
+		{"create_room key of TARGETS", "create_room", "", `{"key":"kitchen"}`, wire.CodeInvalidRequest, "TARGETS"},
+		{"create_room bad key", "create_room", "", `{"key":"a/b"}`, wire.CodeInvalidRequest, "'key'"},
+		{"create_room invite a room", "create_room", "", `{"invite":["kitchen"]}`, wire.CodeInvalidRequest, "'invite'"},
+		{"create_room unknown power field", "create_room", "", `{"power_levels":{"kik":50}}`, wire.CodeInvalidRequest, "kik"},
+		{"create_room level out of range", "create_room", "", `{"power_levels":{"users":{"@a:hs":1e16}}}`, wire.CodeInvalidRequest, ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -167,6 +176,10 @@ func TestParseAllowedTargets(t *testing.T) {
 		{"user, set_power_level", "set_power_level", `{"room":"kitchen","user":"@bob:hs","role":"admin"}`, false},
 		{"room, set_room", "set_room", `{"room":"!other:hs","name":"x"}`, false},
 		{"room, members", "members", `{"room":"!other:hs"}`, false},
+		{"user, create_room invite", "create_room", `{"invite":["@bob:hs"]}`, false},
+		{"user, create_room moderators", "create_room", `{"moderators":["@bob:hs"]}`, false},
+		{"user, create_room power_levels", "create_room", `{"power_levels":{"users":{"@bob:hs":50}}}`, false},
+		{"create_room allowed", "create_room", `{"invite":["alice"],"moderators":["@alice:hs"]}`, true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

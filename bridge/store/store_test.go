@@ -288,4 +288,7 @@ func TestUpgradeFromVersion1(t *testing.T) {
 	if err := s.SaveProgress(ctx, pending[0].ID, json.RawMessage(`{"step":1}`)); err != nil {
 		t.Fatal(err)
 	}
+	if err := s.SaveRoomKey(ctx, "guests", "!r:hs"); err != nil {
+		t.Fatalf("the room key table is missing after the upgrade: %v", err)
+	}
 }

@@ -52,8 +52,8 @@ func (n *Names) UnmarshalText(text []byte) error {
 		if !ok || name == "" || target == "" {
 			return fmt.Errorf("%q is not name=target", pair)
 		}
-		if strings.ContainsAny(name, "#+/:!@ \x00") {
-			return fmt.Errorf("friendly name %q must not contain any of # + / : ! @ or spaces", name)
+		if err := ValidName(name); err != nil {
+			return err
 		}
 		if err := ValidateID(target); err != nil {
 			return fmt.Errorf("%s: %w", name, err)
@@ -64,6 +64,14 @@ func (n *Names) UnmarshalText(text []byte) error {
 		out[name] = target
 	}
 	*n = out
+	return nil
+}
+
+// ValidName checks that a friendly name can be a topic segment and is not taken for an ID.
+func ValidName(name string) error {
+	if name == "" || strings.ContainsAny(name, "#+/:!@ \x00") {
+		return fmt.Errorf("friendly name %q must not be empty nor contain any of # + / : ! @ or spaces", name)
+	}
 	return nil
 }
 
@@ -100,13 +108,14 @@ type Targets struct {
 
 	mu       sync.Mutex
 	byRoom   map[id.RoomID]string // room → friendly name (its topic key)
+	keys     map[string]id.RoomID // friendly names given at runtime (create_room's key)
 	resolved map[string]id.RoomID // target (room ID, alias, user ID) → room, as last learned
 }
 
 // New prepares the targets of cfg; watch lists more targets (room IDs, aliases, user IDs or
 // friendly names) whose rooms Learn finds.
 func New(cfg Config, watch ...string) *Targets {
-	t := &Targets{cfg: cfg, watch: watch, byRoom: map[id.RoomID]string{}, resolved: map[string]id.RoomID{}}
+	t := &Targets{cfg: cfg, watch: watch, byRoom: map[id.RoomID]string{}, resolved: map[string]id.RoomID{}, keys: map[string]id.RoomID{}}
 	for name := range cfg.Names {
 		t.names = append(t.names, name)
 	}
@@ -124,7 +133,44 @@ func (t *Targets) Expand(target string) (string, bool) {
 	if v, ok := t.cfg.Names[target]; ok {
 		return v, true
 	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if roomID, ok := t.keys[target]; ok {
+		return roomID.String(), true
+	}
 	return target, false
+}
+
+// CheckKey checks a friendly name to be given to a new room: its shape, and that neither TARGETS
+// nor an earlier room has it.
+func (t *Targets) CheckKey(field, name string) *wire.Error {
+	if err := ValidName(name); err != nil {
+		return wire.Errorf(wire.CodeInvalidRequest, "field '%s': %v", field, err)
+	}
+	if _, ok := t.cfg.Names[name]; ok {
+		return wire.Errorf(wire.CodeInvalidRequest, "field '%s': %q is a friendly name from TARGETS already", field, name)
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if roomID, ok := t.keys[name]; ok {
+		return wire.Errorf(wire.CodeInvalidRequest, "field '%s': %q names room %s already", field, name, roomID)
+	}
+	return nil
+}
+
+// Define makes name a friendly name of roomID and its topic key, unless TARGETS has the name
+// (TARGETS wins) or names the room already; it reports whether the name was taken.
+func (t *Targets) Define(name string, roomID id.RoomID) bool {
+	if _, ok := t.cfg.Names[name]; ok {
+		return false
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.keys[name] = roomID
+	if old, ok := t.byRoom[roomID]; !ok || t.keys[old] != "" {
+		t.byRoom[roomID] = name
+	}
+	return true
 }
 
 // Check expands a target given in field (a friendly name, room ID, alias or user ID), checks its

@@ -144,3 +144,47 @@ func TestLearnAndKeys(t *testing.T) {
 		}
 	}
 }
+
+// TestRuntimeKeys: a key given at runtime works like a friendly name and becomes the room's topic
+// key, but never takes a TARGETS name nor one already given.
+func TestRuntimeKeys(t *testing.T) {
+	tg := New(Config{Names: Names{"kitchen": "!k:hs", "hall": "!h:hs"}})
+	tests := []struct {
+		name, key string
+		code      string
+	}{
+		{"fresh", "guests", ""},
+		{"a TARGETS name", "kitchen", wire.CodeInvalidRequest},
+		{"bad shape", "a/b", wire.CodeInvalidRequest},
+		{"empty", "", wire.CodeInvalidRequest},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tg.CheckKey("key", tc.key)
+			if (err == nil) != (tc.code == "") || (err != nil && err.Code != tc.code) {
+				t.Fatalf("CheckKey(%q) = %v, want %q", tc.key, err, tc.code)
+			}
+		})
+	}
+	if !tg.Define("guests", "!g:hs") {
+		t.Fatal("guests not defined")
+	}
+	if tg.Define("kitchen", "!other:hs") {
+		t.Fatal("a runtime key took a TARGETS name")
+	}
+	if got, _ := tg.Check("to", "kitchen"); got != "!k:hs" {
+		t.Fatalf("kitchen = %s: TARGETS must win", got)
+	}
+	if got, err := tg.Check("to", "guests"); err != nil || got != "!g:hs" {
+		t.Fatalf("guests = %s, %v", got, err)
+	}
+	if key := tg.Key("!g:hs"); key != "guests" {
+		t.Fatalf("topic key = %s", key)
+	}
+	if err := tg.CheckKey("key", "guests"); err == nil {
+		t.Fatal("a key given twice")
+	}
+	if tg.Define("hallway", "!h:hs"); tg.Key("!h:hs") != "hall" {
+		t.Fatalf("a runtime key replaced the TARGETS topic key: %s", tg.Key("!h:hs"))
+	}
+}

@@ -1,4 +1,4 @@
--- v0 -> v2: Latest revision
+-- v0 -> v3: Latest revision
 
 CREATE TABLE matrix2mqtt_outbox (
 	-- only: postgres
@@ -39,3 +39,10 @@ CREATE TABLE matrix2mqtt_inbound (
 );
 
 CREATE INDEX matrix2mqtt_inbound_published_at_idx ON matrix2mqtt_inbound (published_at);
+
+-- Friendly names that create_room gave to the rooms it made (`key`), usable like TARGETS names
+-- (which win when both define a name).
+CREATE TABLE matrix2mqtt_room_key (
+	key     TEXT PRIMARY KEY,
+	room_id TEXT NOT NULL
+);

@@ -1,0 +1,31 @@
+package store
+
+import (
+	"context"
+	"testing"
+
+	"maunium.net/go/mautrix/id"
+
+	"github.com/matrix2mqtt/matrix2mqtt/internal/clock"
+)
+
+func TestRoomKeys(t *testing.T) {
+	eachDB(t, func(t *testing.T, s *Store, _ *clock.Fake) {
+		ctx := context.Background()
+		for _, kv := range []struct {
+			key  string
+			room id.RoomID
+		}{{"guests", "!a:hs"}, {"garden", "!b:hs"}, {"guests", "!c:hs"}} {
+			if err := s.SaveRoomKey(ctx, kv.key, kv.room); err != nil {
+				t.Fatal(err)
+			}
+		}
+		keys, err := s.RoomKeys(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(keys) != 2 || keys["guests"] != "!c:hs" || keys["garden"] != "!b:hs" {
+			t.Fatalf("keys = %v", keys)
+		}
+	})
+}
