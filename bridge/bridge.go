@@ -83,6 +83,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*Bridge, error) {
 	registry := actions.Default()
 	b.topics = wire.Topics{Base: cfg.MQTT.BaseTopic, Shortcuts: registry.Shortcuts()}
 	b.targets = targets.New(cfg.Targets, cfg.Commands.Rooms...)
+	b.targets.SetGroups(cfg.Rooms.Groups, cfg.Rooms.BroadcastAll)
 	b.stats = stats.New(opts.Clock)
 	b.rooms = &roomList{}
 	if b.matrix, err = matrix.New(b.work, cfg.Matrix, b.store.Root, matrix.Options{DataDir: cfg.DataDir, OnRoomsChanged: b.roomsChanged}); err != nil {

@@ -138,6 +138,11 @@ func (r *Send) Validate(t Targets) *wire.Error {
 	if err := r.To.validate(t); err != nil {
 		return err
 	}
+	return r.validateMessage()
+}
+
+// validateMessage checks every field but `to` (broadcast checks its own targets).
+func (r *Send) validateMessage() *wire.Error {
 	set := 0
 	for _, s := range []string{r.Text, r.Markdown, r.HTML} {
 		if s != "" {

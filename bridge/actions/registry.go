@@ -102,6 +102,7 @@ func Default() *Registry {
 	r := NewRegistry(Messages, Rooms, Lookups, Outbox, Internal,
 		Admin,
 		Create,
+		Broadcasts,
 	)
 	r.planned = Planned
 	return r
@@ -110,7 +111,6 @@ func Default() *Registry {
 // Planned are actions of the design's contract not built yet: a request for one is told so.
 var Planned = []string{
 	"send_media",
-	"broadcast",
 }
 
 // Spec returns the spec of action.
@@ -207,4 +207,7 @@ type Targets interface {
 	// CheckKey and Define give new rooms friendly names at runtime (create_room's key).
 	CheckKey(field, name string) *wire.Error
 	Define(name string, roomID id.RoomID) bool
+	// Group and BroadcastAll are broadcast's GROUPS and BROADCAST_ALL.
+	Group(name string) ([]string, bool)
+	BroadcastAll() bool
 }

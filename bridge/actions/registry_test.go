@@ -10,7 +10,11 @@ import (
 )
 
 // testTargets has the friendly names the cases use.
-var testTargets = targets.New(targets.Config{Names: targets.Names{"k": "!k:hs", "kitchen": "!kitchen:hs", "hall": "!hall:hs"}})
+var testTargets = func() *targets.Targets {
+	t := targets.New(targets.Config{Names: targets.Names{"k": "!k:hs", "kitchen": "!kitchen:hs", "hall": "!hall:hs"}})
+	t.SetGroups(map[string][]string{"announce": {"kitchen", "hall"}}, false)
+	return t
+}()
 
 func TestParse(t *testing.T) {
 	tests := []struct {
@@ -97,6 +101,19 @@ func TestParse(t *testing.T) {
 		{"members bad filter", "members", "", `{"room":"k","membership":"joined"}`, wire.CodeInvalidRequest, "'membership'"},
 		{"create_room", "create_room", "", `{"name":"N","topic":"T","alias":"guests","preset":"trusted_private_chat","invite":["@a:hs"],"moderators":["@m:hs"],"encrypted":true,"power_levels":{"users":{"@b:hs":20},"events":{"m.room.topic":0},"kick":60},"is_dm":false,"avatar":"mxc://hs/a","key":"guests","template":"t"}`, "", ""},
 		{"create_room empty", "create_room", "", `{}`, "", ""},
+		{"broadcast list", "broadcast", "", `{"to":["kitchen","!x:hs","#a:hs","@u:hs","kitchen"],"text":"hi","msgtype":"notice","mentions":["@room"]}`, "", ""},
+		{"broadcast group", "broadcast", "", `{"to":"announce","markdown":"**hi**"}`, "", ""},
+		{"broadcast one target", "broadcast", "", `{"to":"hall","text":"hi"}`, "", ""},
+		{"broadcast all, not enabled", "broadcast", "", `{"to":"*","text":"hi"}`, wire.CodeNotAllowed, "BROADCAST_ALL"},
+		{"broadcast star in a list", "broadcast", "", `{"to":["*"],"text":"hi"}`, wire.CodeInvalidRequest, "stands alone"},
+		{"broadcast no to", "broadcast", "", `{"text":"hi"}`, wire.CodeInvalidRequest, "'to'"},
+		{"broadcast empty list", "broadcast", "", `{"to":[],"text":"hi"}`, wire.CodeInvalidRequest, "'to'"},
+		{"broadcast to a number", "broadcast", "", `{"to":5,"text":"hi"}`, wire.CodeInvalidRequest, "'to' must be a list"},
+		{"broadcast list of numbers", "broadcast", "", `{"to":[1],"text":"hi"}`, wire.CodeInvalidRequest, "'to'"},
+		{"broadcast unknown target", "broadcast", "", `{"to":["nowhere"],"text":"hi"}`, wire.CodeUnknownTarget, "'to'"},
+		{"broadcast without text", "broadcast", "", `{"to":["kitchen"]}`, wire.CodeInvalidRequest, "exactly one"},
+		{"broadcast edit field", "broadcast", "", `{"to":["kitchen"],"text":"a","edit":"$e"}`, wire.CodeInvalidRequest, "'edit'"},
+		{"broadcast too many", "broadcast", "", `{"to":[` + strings.Repeat(`"!r:hs",`, 1000) + `"!r:hs"],"text":"a"}`, wire.CodeTooLarge, "at most 1000"},
 		{"create_room bad preset", "create_room", "", `{"preset":"open"}`, wire.CodeInvalidRequest, "preset"},
 		{"create_room full alias", "create_room", "", `{"alias":"#g:hs"}`, wire.CodeInvalidRequest, "alias"},
 		{"create_room key of TARGETS", "create_room", "", `{"key":"kitchen"}`, wire.CodeInvalidRequest, "TARGETS"},
@@ -180,6 +197,8 @@ func TestParseAllowedTargets(t *testing.T) {
 		{"user, create_room moderators", "create_room", `{"moderators":["@bob:hs"]}`, false},
 		{"user, create_room power_levels", "create_room", `{"power_levels":{"users":{"@bob:hs":50}}}`, false},
 		{"create_room allowed", "create_room", `{"invite":["alice"],"moderators":["@alice:hs"]}`, true},
+		{"to, broadcast list", "broadcast", `{"to":["kitchen","!other:hs"],"text":"a"}`, false},
+		{"to, broadcast allowed", "broadcast", `{"to":["kitchen","alice"],"text":"a"}`, true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -109,6 +109,9 @@ type Targets struct {
 	mu       sync.Mutex
 	byRoom   map[id.RoomID]string // room → friendly name (its topic key)
 	keys     map[string]id.RoomID // friendly names given at runtime (create_room's key)
+
+	groups       map[string][]string // GROUPS, for broadcast
+	broadcastAll bool                // BROADCAST_ALL
 	resolved map[string]id.RoomID // target (room ID, alias, user ID) → room, as last learned
 }
 
@@ -318,3 +321,18 @@ func (t *Targets) Annotate(rooms []wire.Room) []wire.RoomInfo {
 	}
 	return out
 }
+
+// SetGroups sets the broadcast groups (GROUPS) and whether broadcast may reach every joined
+// room (BROADCAST_ALL). It is called once, before requests come.
+func (t *Targets) SetGroups(groups map[string][]string, all bool) {
+	t.groups, t.broadcastAll = groups, all
+}
+
+// Group returns the members of a broadcast group.
+func (t *Targets) Group(name string) ([]string, bool) {
+	members, ok := t.groups[name]
+	return members, ok
+}
+
+// BroadcastAll tells whether broadcast may take "*".
+func (t *Targets) BroadcastAll() bool { return t.broadcastAll }
