@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -256,4 +257,139 @@ func TestCreateRoomFromTemplate(t *testing.T) {
 		h.fail(h.request("create_room", map[string]any{"key": key}), "invalid_request")
 		h.fail(h.request("create_room", map[string]any{"preset": "secret"}), "invalid_request")
 	})
+}
+
+// copies counts the bot's messages with this body in room, as alice reads them.
+func copies(t *testing.T, h *harness, room id.RoomID, body string) int {
+	t.Helper()
+	resp, err := h.alice.cli.Messages(context.Background(), room, "", "", mautrix.DirectionBackward, nil, 100)
+	if err != nil {
+		t.Fatalf("failed to read messages: %v", err)
+	}
+	n := 0
+	for _, evt := range resp.Chunk {
+		if evt.Sender != h.bot.id() || evt.Type != event.EventMessage {
+			continue
+		}
+		_ = evt.Content.ParseRaw(evt.Type)
+		if evt.Content.AsMessage().Body == body {
+			n++
+		}
+	}
+	return n
+}
+
+// broadcastRooms makes n rooms shared by alice and the bot; the last one forbids the bot to
+// speak (messages need level 50).
+func broadcastRooms(h *harness, n int) []id.RoomID {
+	rooms := h.sharedRooms(n - 1)
+	return append(rooms, h.sharedRoom(&mautrix.ReqCreateRoom{Preset: "private_chat", PowerLevelOverride: &event.PowerLevelsEventContent{
+		Users: map[id.UserID]int{h.alice.id(): 100}, EventsDefault: 50,
+	}}))
+}
+
+func roomStrings(rooms []id.RoomID) []any {
+	out := make([]any, len(rooms))
+	for i, r := range rooms {
+		out[i] = r.String()
+	}
+	return out
+}
+
+// TestBroadcast: one broadcast to 20 rooms, one of which forbids the bot to speak: 19 rooms get
+// the message once, the other is a matrix_error result, in one response; a GROUPS group works,
+// and "*" is refused unless BROADCAST_ALL allows it.
+func TestBroadcast(t *testing.T) {
+	h := newHarness(t, map[string]string{"E2EE": "false"})
+	rooms := broadcastRooms(h, 20)
+	forbidden := rooms[len(rooms)-1]
+
+	data := h.ok(h.request("broadcast", map[string]any{"to": roomStrings(rooms), "text": "to everyone"}))
+	if data["sent"] != 19.0 || data["failed"] != 1.0 {
+		t.Fatalf("sent %v failed %v", data["sent"], data["failed"])
+	}
+	results := data["results"].([]any)
+	for i, r := range results {
+		res := r.(map[string]any)
+		if res["to"] != rooms[i].String() {
+			t.Fatalf("result %d is for %v, want %s", i, res["to"], rooms[i])
+		}
+		if rooms[i] == forbidden {
+			e, _ := res["error"].(map[string]any)
+			if e["code"] != "matrix_error" || e["errcode"] != "M_FORBIDDEN" {
+				t.Fatalf("forbidden room's result = %v", res)
+			}
+			continue
+		}
+		if res["event_id"] == nil || res["error"] != nil {
+			t.Fatalf("result %d = %v", i, res)
+		}
+	}
+	for _, room := range rooms {
+		want := 1
+		if room == forbidden {
+			want = 0
+		}
+		if n := copies(t, h, room, "to everyone"); n != want {
+			t.Fatalf("room %s has %d copies, want %d", room, n, want)
+		}
+	}
+
+	t.Run("everywhere needs BROADCAST_ALL", func(t *testing.T) {
+		msg := h.fail(h.request("broadcast", map[string]any{"to": "*", "text": "x"}), "not_allowed")
+		if !strings.Contains(msg, "BROADCAST_ALL") {
+			t.Fatalf("message %q does not name BROADCAST_ALL", msg)
+		}
+	})
+	t.Run("a group, and everywhere when allowed", func(t *testing.T) {
+		h.stop()
+		h.env["GROUPS"] = fmt.Sprintf("announce=%s,%s", rooms[0], rooms[1])
+		h.env["BROADCAST_ALL"] = "true"
+		h.start()
+		data := h.ok(h.request("broadcast", map[string]any{"to": "announce", "text": "to the group"}))
+		if data["sent"] != 2.0 || copies(t, h, rooms[0], "to the group") != 1 || copies(t, h, rooms[2], "to the group") != 0 {
+			t.Fatalf("group broadcast = %v", data)
+		}
+		data = h.ok(h.request("broadcast", map[string]any{"to": "*", "text": "to all"}))
+		if data["sent"] != 19.0 || data["failed"] != 1.0 {
+			t.Fatalf("broadcast to * = sent %v failed %v", data["sent"], data["failed"])
+		}
+	})
+}
+
+// TestBroadcastSurvivesKill: the bridge is killed (SIGKILL) while a broadcast to 20 rooms is
+// under way; after the restart every room has the message exactly once and the one response
+// comes.
+func TestBroadcastSurvivesKill(t *testing.T) {
+	h := newHarness(t, map[string]string{"E2EE": "false"})
+	h.stop()
+	h.startProcess()
+	rooms := h.sharedRooms(20)
+	body := fmt.Sprintf("kill test %d", time.Now().UnixNano())
+	payload, _ := json.Marshal(map[string]any{"id": "bk", "to": roomStrings(rooms), "text": body})
+	h.rec.publish(h.base+"/bridge/request/broadcast", 1, string(payload))
+	// Kill as soon as the first room has it.
+	deadline := time.Now().Add(30 * time.Second)
+	for copies(t, h, rooms[0], body) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the broadcast did not start")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	h.kill()
+	before := 0
+	for _, room := range rooms {
+		before += copies(t, h, room, body)
+	}
+	report(t, "killed with %d of %d rooms done", before, len(rooms))
+	h.startProcess()
+	data := h.ok(h.response("broadcast", "bk"))
+	if data["sent"] != 20.0 {
+		t.Fatalf("response after the restart = %v", data)
+	}
+	for _, room := range rooms {
+		if n := copies(t, h, room, body); n != 1 {
+			t.Fatalf("room %s has %d copies", room, n)
+		}
+	}
 }
