@@ -106,13 +106,13 @@ type Targets struct {
 	names []string // friendly names, sorted
 	watch []string // targets resolved on Learn besides the friendly names (COMMAND_ROOMS)
 
-	mu     sync.Mutex
-	byRoom map[id.RoomID]string // room → friendly name (its topic key)
-	keys   map[string]id.RoomID // friendly names given at runtime (create_room's key)
+	groups       map[string][]string // GROUPS, for broadcast; set before requests come
+	broadcastAll bool                // BROADCAST_ALL
 
-	groups       map[string][]string  // GROUPS, for broadcast
-	broadcastAll bool                 // BROADCAST_ALL
-	resolved     map[string]id.RoomID // target (room ID, alias, user ID) → room, as last learned
+	mu       sync.Mutex
+	byRoom   map[id.RoomID]string // room → friendly name (its topic key)
+	resolved map[string]id.RoomID // target (room ID, alias, user ID) → room, as last learned
+	keys     map[string]id.RoomID // friendly names given at runtime (create_room's key)
 }
 
 // New prepares the targets of cfg; watch lists more targets (room IDs, aliases, user IDs or
