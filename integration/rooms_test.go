@@ -393,3 +393,26 @@ func TestBroadcastSurvivesKill(t *testing.T) {
 		}
 	}
 }
+
+// TestDeclinedInvite: an invite from someone AUTO_JOIN does not cover is reported (who invited
+// the bot to which room) and declined: the inviter sees the bot leave.
+func TestDeclinedInvite(t *testing.T) {
+	h := newHarness(t, map[string]string{"E2EE": "false"})
+	stranger := newUser(t, "stranger")
+	room := stranger.createRoom(t, &mautrix.ReqCreateRoom{Preset: "private_chat", Invite: []id.UserID{h.bot.id()}})
+	for _, typ := range []string{"invite", "invite_declined"} {
+		m := h.rec.wait(20*time.Second, typ+" notice", func(m message) bool {
+			return m.Topic == h.base+"/bridge/event" && strings.Contains(string(m.Payload), `"type":"`+typ+`"`) &&
+				strings.Contains(string(m.Payload), room.String())
+		})
+		if n := m.json(t); n["sender"] != stranger.UserID {
+			t.Fatalf("%s notice = %v", typ, n)
+		}
+	}
+	eventually(t, 10*time.Second, func() error {
+		if m := membership(t, stranger, room, h.bot.id()); m != event.MembershipLeave {
+			return fmt.Errorf("the bot's membership is %s, want leave", m)
+		}
+		return nil
+	})
+}

@@ -370,7 +370,7 @@ func (c *Client) displayName(ctx context.Context, roomID id.RoomID, user id.User
 func (c *Client) autoJoin(ctx context.Context, h Handler, invites []*event.Event) {
 	for _, inv := range invites {
 		if !c.cfg.acceptsInviteFrom(inv.Sender) {
-			c.log.Info().Stringer("room_id", inv.RoomID).Stringer("sender", inv.Sender).Msg("Ignoring invite not covered by AUTO_JOIN")
+			c.declineInvite(ctx, h, inv)
 			continue
 		}
 		if _, err := c.cli.JoinRoomByID(ctx, inv.RoomID); err != nil {
@@ -388,4 +388,20 @@ func (c *Client) autoJoin(ctx context.Context, h Handler, invites []*event.Event
 		}
 		c.log.Info().Stringer("room_id", inv.RoomID).Stringer("sender", inv.Sender).Msg("Accepted invite")
 	}
+}
+
+// declineInvite rejects an invite that AUTO_JOIN does not cover, and reports it.
+func (c *Client) declineInvite(ctx context.Context, h Handler, inv *event.Event) {
+	notice := wire.Notice{Type: "invite_declined", RoomID: inv.RoomID, Sender: inv.Sender, Message: "the sender is not covered by AUTO_JOIN"}
+	err := c.retryAuth(ctx, func() error {
+		_, err := c.cli.LeaveRoom(ctx, inv.RoomID)
+		return err
+	})
+	if err != nil {
+		c.log.Warn().Err(err).Stringer("room_id", inv.RoomID).Msg("Failed to decline invite")
+		notice.Message += "; declining failed: " + err.Error()
+	} else {
+		c.log.Info().Stringer("room_id", inv.RoomID).Stringer("sender", inv.Sender).Msg("Declined invite not covered by AUTO_JOIN")
+	}
+	h.HandleNotice(ctx, notice)
 }
