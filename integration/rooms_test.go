@@ -14,6 +14,8 @@ import (
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
+
+	"github.com/matrix2mqtt/matrix2mqtt/mqtt"
 )
 
 // membership is user's membership in room as other reads it from the homeserver.
@@ -415,4 +417,85 @@ func TestDeclinedInvite(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestMembershipTracking: joins, invites, kicks, bans, unbans and power level changes that
+// others make in a joined room are published on <base>/room/<key>/membership, and
+// <base>/bridge/rooms follows the member count and the bot's own power level.
+func TestMembershipTracking(t *testing.T) {
+	h := newHarness(t, map[string]string{"E2EE": "false"})
+	bob := newUser(t, "bob")
+	ctx := context.Background()
+	room := h.sharedRoom(nil)
+	r := room.String()
+	topic := h.base + "/room/" + mqtt.SafeSegment(r) + "/membership"
+	expect := func(change string, check func(p map[string]any) bool) {
+		t.Helper()
+		m := h.rec.wait(20*time.Second, change+" on "+topic, func(m message) bool {
+			if m.Topic != topic || !strings.Contains(string(m.Payload), `"change":"`+change+`"`) {
+				return false
+			}
+			var p map[string]any
+			return json.Unmarshal(m.Payload, &p) == nil && check(p)
+		})
+		p := m.json(t)
+		if p["room_id"] != r || p["sender"] != h.alice.UserID {
+			t.Fatalf("%s payload = %v", change, p)
+		}
+	}
+	isBob := func(membership string) func(p map[string]any) bool {
+		return func(p map[string]any) bool { return p["user"] == bob.UserID && p["membership"] == membership }
+	}
+	alice := h.alice.cli
+	if _, err := alice.InviteUser(ctx, room, &mautrix.ReqInviteUser{UserID: bob.id()}); err != nil {
+		t.Fatal(err)
+	}
+	expect("invite", isBob("invite"))
+	bob.join(t, room)
+	h.rec.wait(20*time.Second, "join by bob", func(m message) bool {
+		return m.Topic == topic && strings.Contains(string(m.Payload), `"change":"join"`) && strings.Contains(string(m.Payload), bob.UserID)
+	})
+	var pl event.PowerLevelsEventContent
+	if err := alice.StateEvent(ctx, room, event.StatePowerLevels, "", &pl); err != nil {
+		t.Fatal(err)
+	}
+	pl.SetUserLevel(bob.id(), 50)
+	pl.SetUserLevel(h.bot.id(), 60)
+	if _, err := alice.SendStateEvent(ctx, room, event.StatePowerLevels, "", &pl); err != nil {
+		t.Fatal(err)
+	}
+	expect("power_levels", func(p map[string]any) bool {
+		levels, _ := p["levels"].([]any)
+		got := map[string]float64{}
+		for _, l := range levels {
+			l := l.(map[string]any)
+			got[l["user"].(string)] = l["to"].(float64)
+		}
+		return got[bob.UserID] == 50 && got[h.bot.UserID] == 60
+	})
+	h.rec.wait(20*time.Second, "bridge/rooms with the bot's level and two members", func(m message) bool {
+		if m.Topic != h.base+"/bridge/rooms" {
+			return false
+		}
+		var rooms []map[string]any
+		_ = json.Unmarshal(m.Payload, &rooms)
+		for _, rm := range rooms {
+			if rm["room_id"] == r && rm["power_level"] == 60.0 && rm["members"] == 3.0 {
+				return true
+			}
+		}
+		return false
+	})
+	if _, err := alice.KickUser(ctx, room, &mautrix.ReqKickUser{UserID: bob.id(), Reason: "too loud"}); err != nil {
+		t.Fatal(err)
+	}
+	expect("kick", func(p map[string]any) bool { return isBob("leave")(p) && p["reason"] == "too loud" })
+	if _, err := alice.BanUser(ctx, room, &mautrix.ReqBanUser{UserID: bob.id()}); err != nil {
+		t.Fatal(err)
+	}
+	expect("ban", isBob("ban"))
+	if _, err := alice.UnbanUser(ctx, room, &mautrix.ReqUnbanUser{UserID: bob.id()}); err != nil {
+		t.Fatal(err)
+	}
+	expect("unban", isBob("leave"))
 }

@@ -282,6 +282,11 @@ func (c *Client) onEvent(ctx context.Context, evt *event.Event) {
 				Sender: evt.Sender, Membership: evt.Content.AsMember().Membership,
 			})
 		}
+		if src&event.SourceTimeline != 0 && !batch.initial && evt.Sender != c.cli.UserID {
+			if ev, ok := c.membershipEvent(ctx, evt); ok {
+				batch.Events = append(batch.Events, ev)
+			}
+		}
 	case src&event.SourceTimeline != 0 && src&event.SourceJoin != 0:
 		if evt.Sender == c.cli.UserID {
 			if evt.Unsigned.TransactionID != "" {
@@ -336,14 +341,8 @@ func (c *Client) trackDecryption(batch *Batch, evt *event.Event) {
 
 // membershipChanged tells a join, leave, invite or ban from a profile change.
 func membershipChanged(evt *event.Event) bool {
-	prev := evt.Unsigned.PrevContent
-	if prev == nil {
-		return true
-	}
-	if err := prev.ParseRaw(event.StateMember); err != nil {
-		return true
-	}
-	return prev.AsMember().Membership != evt.Content.AsMember().Membership
+	prev, ok := prevContent(evt).(*event.MemberEventContent)
+	return !ok || prev.Membership != evt.Content.AsMember().Membership
 }
 
 // fillNames sets the room and sender display names on a normalised event.

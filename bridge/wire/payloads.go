@@ -45,6 +45,8 @@ type Room struct {
 	IsDM      bool         `json:"is_dm"`
 	DMUser    id.UserID    `json:"dm_user,omitempty"`
 	Members   int          `json:"members"`
+	// PowerLevel is the bot's own power level in the room.
+	PowerLevel int `json:"power_level"`
 }
 
 // RoomInfo is a joined room with its topic key.
