@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"maunium.net/go/mautrix/id"
 
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/actions"
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/inbound"
@@ -86,7 +87,8 @@ func New(ctx context.Context, cfg Config, opts Options) (*Bridge, error) {
 	b.targets.SetGroups(cfg.Rooms.Groups, cfg.Rooms.BroadcastAll)
 	b.stats = stats.New(opts.Clock)
 	b.rooms = &roomList{}
-	if b.matrix, err = matrix.New(b.work, cfg.Matrix, b.store.Root, matrix.Options{DataDir: cfg.DataDir, OnRoomsChanged: b.roomsChanged}); err != nil {
+	if b.matrix, err = matrix.New(b.work, cfg.Matrix, b.store.Root, matrix.Options{DataDir: cfg.DataDir, OnRoomsChanged: b.roomsChanged,
+		OnRoomUpgraded: b.roomUpgraded}); err != nil {
 		return nil, err
 	}
 	if b.mqtt, err = mqtt.New(b.work, cfg.MQTT, mqtt.Options{
@@ -100,7 +102,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*Bridge, error) {
 	if env.Templates, err = cfg.Rooms.Templates(cfg.Targets.Names); err != nil {
 		return nil, err
 	}
-	if err := b.learnRoomKeys(); err != nil {
+	if err := b.learnRooms(); err != nil {
 		return nil, err
 	}
 	b.outbox = outbox.New(outbox.Deps{
@@ -283,8 +285,9 @@ func Run(ctx context.Context, cfg Config, opts Options) error {
 	return b.Run(ctx)
 }
 
-// learnRoomKeys gives the rooms that create_room named their friendly names again.
-func (b *Bridge) learnRoomKeys() error {
+// learnRooms gives the rooms that create_room named their friendly names again, and sends
+// requests for upgraded rooms to their replacements.
+func (b *Bridge) learnRooms() error {
 	keys, err := b.store.RoomKeys(b.work)
 	if err != nil {
 		return err
@@ -294,5 +297,21 @@ func (b *Bridge) learnRoomKeys() error {
 			b.log.Warn().Str("key", key).Stringer("room_id", roomID).Msg("Room key is a TARGETS name; TARGETS wins")
 		}
 	}
+	upgrades, err := b.store.RoomUpgrades(b.work)
+	if err != nil {
+		return err
+	}
+	for oldRoom, newRoom := range upgrades {
+		b.targets.Upgrade(oldRoom, newRoom)
+	}
 	return nil
+}
+
+// roomUpgraded runs when the Matrix client followed a room upgrade: requests, names and keys of
+// the old room go to the new one from now on, also after a restart.
+func (b *Bridge) roomUpgraded(ctx context.Context, oldRoom, newRoom id.RoomID) {
+	if err := b.store.SaveRoomUpgrade(ctx, oldRoom, newRoom); err != nil {
+		zerolog.Ctx(ctx).Error().Err(err).Msg("Failed to save room upgrade")
+	}
+	b.targets.Upgrade(oldRoom, newRoom)
 }

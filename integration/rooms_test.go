@@ -499,3 +499,62 @@ func TestMembershipTracking(t *testing.T) {
 	}
 	expect("unban", isBob("leave"))
 }
+
+// upgradeRoom has u upgrade room (POST /rooms/{room}/upgrade) and returns the new room.
+func upgradeRoom(t *testing.T, u *user, room id.RoomID) id.RoomID {
+	t.Helper()
+	var resp struct {
+		ReplacementRoom id.RoomID `json:"replacement_room"`
+	}
+	url := u.cli.BuildClientURL("v3", "rooms", room, "upgrade")
+	if _, err := u.cli.MakeRequest(context.Background(), "POST", url, map[string]any{"new_version": "10"}, &resp); err != nil {
+		t.Fatalf("failed to upgrade the room: %v", err)
+	}
+	return resp.ReplacementRoom
+}
+
+// TestRoomUpgradeFollowed: when a room is upgraded, the bot joins the replacement, reports it,
+// and requests that name the old room (its key from create_room, its room ID, or a TARGETS name
+// of it, also after a restart) reach the new room.
+func TestRoomUpgradeFollowed(t *testing.T) {
+	h := newHarness(t, map[string]string{"E2EE": "false"})
+	key := fmt.Sprintf("garden%d", time.Now().UnixNano())
+	data := h.ok(h.request("create_room", map[string]any{"key": key, "preset": "public_chat", "name": "Garden",
+		"invite": []string{h.alice.UserID}, "power_levels": map[string]any{"users": map[string]any{h.alice.UserID: 100}}}))
+	oldRoom := id.RoomID(data["room_id"].(string))
+	h.alice.join(t, oldRoom)
+
+	newRoom := upgradeRoom(t, h.alice, oldRoom)
+	m := h.rec.wait(30*time.Second, "room_upgraded notice", func(m message) bool {
+		return m.Topic == h.base+"/bridge/event" && strings.Contains(string(m.Payload), `"type":"room_upgraded"`)
+	})
+	if n := m.json(t); n["room_id"] != oldRoom.String() || n["replacement_room"] != newRoom.String() || n["sender"] != h.alice.UserID {
+		t.Fatalf("notice = %v", n)
+	}
+	members, err := h.alice.cli.JoinedMembers(context.Background(), newRoom)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, in := members.Joined[h.bot.id()]; !in {
+		t.Fatal("the bot is not in the replacement room")
+	}
+	sendTo := func(t *testing.T, target, body string) {
+		t.Helper()
+		data := h.ok(h.request("send", map[string]any{"to": target, "text": body}))
+		if data["room_id"] != newRoom.String() {
+			t.Fatalf("send to %s went to %v, want the new room %s", target, data["room_id"], newRoom)
+		}
+		if copies(t, h, newRoom, body) != 1 || copies(t, h, oldRoom, body) != 0 {
+			t.Fatalf("%q is not in the new room once, or is in the old one", body)
+		}
+	}
+	t.Run("the key", func(t *testing.T) { sendTo(t, key, "by key") })
+	t.Run("the old room ID", func(t *testing.T) { sendTo(t, oldRoom.String(), "by old ID") })
+	t.Run("a TARGETS name of the old room, after a restart", func(t *testing.T) {
+		h.stop()
+		h.env["TARGETS"] += ",patio=" + oldRoom.String()
+		h.start()
+		sendTo(t, "patio", "by TARGETS name")
+		sendTo(t, key, "by key after the restart")
+	})
+}

@@ -156,6 +156,7 @@ func (c *Client) Run(ctx context.Context, h Handler, loggedIn func(context.Conte
 		c.syncMu.Unlock()
 		since = resp.NextBatch
 		c.autoJoin(ctx, h, batch.invites)
+		c.followUpgrades(ctx, h, batch.tombstones)
 	}
 	return ctx.Err()
 }
@@ -281,6 +282,9 @@ func (c *Client) onEvent(ctx context.Context, evt *event.Event) {
 				Type: "membership", RoomID: evt.RoomID, UserID: id.UserID(evt.GetStateKey()),
 				Sender: evt.Sender, Membership: evt.Content.AsMember().Membership,
 			})
+		}
+		if evt.Type == event.StateTombstone && src&event.SourceTimeline != 0 {
+			batch.tombstones = append(batch.tombstones, evt)
 		}
 		if src&event.SourceTimeline != 0 && !batch.initial && evt.Sender != c.cli.UserID {
 			if ev, ok := c.membershipEvent(ctx, evt); ok {

@@ -56,12 +56,14 @@ type Env struct {
 	Keys KeyStore
 }
 
-// resolve turns an expanded target into a room ID and remembers it for the topic keys.
+// resolve turns an expanded target into a room ID (the room that replaced it, when it was
+// upgraded) and remembers it for the topic keys.
 func (env *Env) resolve(ctx context.Context, target string) (id.RoomID, error) {
 	roomID, err := env.Matrix.Resolve(ctx, target)
 	if err != nil {
 		return "", err
 	}
+	roomID = env.Targets.Follow(roomID)
 	env.Targets.Remember(target, roomID)
 	return roomID, nil
 }

@@ -210,4 +210,6 @@ type Targets interface {
 	// Group and BroadcastAll are broadcast's GROUPS and BROADCAST_ALL.
 	Group(name string) ([]string, bool)
 	BroadcastAll() bool
+	// Follow returns the room that replaced a room through upgrades, or the room itself.
+	Follow(roomID id.RoomID) id.RoomID
 }

@@ -291,4 +291,7 @@ func TestUpgradeFromVersion1(t *testing.T) {
 	if err := s.SaveRoomKey(ctx, "guests", "!r:hs"); err != nil {
 		t.Fatalf("the room key table is missing after the upgrade: %v", err)
 	}
+	if err := s.SaveRoomUpgrade(ctx, "!r:hs", "!s:hs"); err != nil {
+		t.Fatalf("the room upgrade table is missing after the upgrade: %v", err)
+	}
 }

@@ -110,15 +110,17 @@ type Targets struct {
 	broadcastAll bool                // BROADCAST_ALL
 
 	mu       sync.Mutex
-	byRoom   map[id.RoomID]string // room → friendly name (its topic key)
-	resolved map[string]id.RoomID // target (room ID, alias, user ID) → room, as last learned
-	keys     map[string]id.RoomID // friendly names given at runtime (create_room's key)
+	byRoom   map[id.RoomID]string    // room → friendly name (its topic key)
+	resolved map[string]id.RoomID    // target (room ID, alias, user ID) → room, as last learned
+	keys     map[string]id.RoomID    // friendly names given at runtime (create_room's key)
+	upgrades map[id.RoomID]id.RoomID // room → the room that replaced it
 }
 
 // New prepares the targets of cfg; watch lists more targets (room IDs, aliases, user IDs or
 // friendly names) whose rooms Learn finds.
 func New(cfg Config, watch ...string) *Targets {
-	t := &Targets{cfg: cfg, watch: watch, byRoom: map[id.RoomID]string{}, resolved: map[string]id.RoomID{}, keys: map[string]id.RoomID{}}
+	t := &Targets{cfg: cfg, watch: watch, byRoom: map[id.RoomID]string{}, resolved: map[string]id.RoomID{}, keys: map[string]id.RoomID{},
+		upgrades: map[id.RoomID]id.RoomID{}}
 	for name := range cfg.Names {
 		t.names = append(t.names, name)
 	}
@@ -336,3 +338,43 @@ func (t *Targets) Group(name string) ([]string, bool) {
 
 // BroadcastAll tells whether broadcast may take "*".
 func (t *Targets) BroadcastAll() bool { return t.broadcastAll }
+
+// maxUpgrades bounds the chain of upgrades Follow walks (and so a cycle).
+const maxUpgrades = 16
+
+// Upgrade records that newRoom replaced oldRoom: requests for oldRoom go to newRoom (Follow),
+// which takes over its topic key and runtime keys.
+func (t *Targets) Upgrade(oldRoom, newRoom id.RoomID) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.upgrades[oldRoom] = newRoom
+	if name, ok := t.byRoom[oldRoom]; ok {
+		if _, named := t.byRoom[newRoom]; !named {
+			t.byRoom[newRoom] = name
+		}
+	}
+	for k, roomID := range t.keys {
+		if roomID == oldRoom {
+			t.keys[k] = newRoom
+		}
+	}
+	for target, roomID := range t.resolved {
+		if roomID == oldRoom {
+			t.resolved[target] = newRoom
+		}
+	}
+}
+
+// Follow returns the room that replaced roomID, through every upgrade, or roomID itself.
+func (t *Targets) Follow(roomID id.RoomID) id.RoomID {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for range maxUpgrades {
+		next, ok := t.upgrades[roomID]
+		if !ok {
+			break
+		}
+		roomID = next
+	}
+	return roomID
+}

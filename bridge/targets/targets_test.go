@@ -188,3 +188,26 @@ func TestRuntimeKeys(t *testing.T) {
 		t.Fatalf("a runtime key replaced the TARGETS topic key: %s", tg.Key("!h:hs"))
 	}
 }
+
+// TestUpgrade: an upgraded room's requests, topic key and runtime keys go to its replacement,
+// through a chain of upgrades, and a cycle does not hang.
+func TestUpgrade(t *testing.T) {
+	tg := New(Config{Names: Names{"garden": "!old:hs"}})
+	tg.Define("patio", "!old:hs")
+	tg.Upgrade("!old:hs", "!mid:hs")
+	tg.Upgrade("!mid:hs", "!new:hs")
+	if got := tg.Follow("!old:hs"); got != "!new:hs" {
+		t.Fatalf("Follow(old) = %s", got)
+	}
+	if got := tg.Follow("!other:hs"); got != "!other:hs" {
+		t.Fatalf("Follow(other) = %s", got)
+	}
+	if key := tg.Key("!new:hs"); key != "garden" {
+		t.Fatalf("topic key of the new room = %s", key)
+	}
+	if got, _ := tg.Check("to", "patio"); got != "!new:hs" {
+		t.Fatalf("runtime key = %s", got)
+	}
+	tg.Upgrade("!new:hs", "!old:hs") // a cycle
+	_ = tg.Follow("!old:hs")
+}

@@ -88,6 +88,8 @@ type Notice struct {
 	Message string    `json:"message,omitempty"`
 	// Membership is set for type "membership" and "invite".
 	Membership event.Membership `json:"membership,omitempty"`
+	// ReplacementRoom is set for type "room_upgraded" and "room_upgrade_failed".
+	ReplacementRoom id.RoomID `json:"replacement_room,omitempty"`
 }
 
 // Membership is the payload of `<base>/room/<key>/membership`: a member joined, left, was

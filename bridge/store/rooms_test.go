@@ -29,3 +29,22 @@ func TestRoomKeys(t *testing.T) {
 		}
 	})
 }
+
+func TestRoomUpgrades(t *testing.T) {
+	eachDB(t, func(t *testing.T, s *Store, _ *clock.Fake) {
+		ctx := context.Background()
+		if err := s.SaveRoomKey(ctx, "garden", "!old:hs"); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.SaveRoomUpgrade(ctx, "!old:hs", "!new:hs"); err != nil {
+			t.Fatal(err)
+		}
+		ups, err := s.RoomUpgrades(ctx)
+		if err != nil || len(ups) != 1 || ups["!old:hs"] != "!new:hs" {
+			t.Fatalf("upgrades = %v, %v", ups, err)
+		}
+		if keys, _ := s.RoomKeys(ctx); keys["garden"] != "!new:hs" {
+			t.Fatalf("the key stayed with the old room: %v", keys)
+		}
+	})
+}
