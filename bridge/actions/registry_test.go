@@ -224,6 +224,11 @@ func FuzzParse(f *testing.F) {
 	f.Add("send_location", `{"to":"k","lat":-33.9,"lon":151.2,"description":"x"}`, "")
 	f.Add("join", `{"room":"#a:hs","id":"x"}`, "")
 	f.Add("ensure_dm", `{"user":"alice"}`, "")
+	f.Add("broadcast", `{"to":["kitchen","!r:hs"],"text":"hi"}`, "")
+	f.Add("broadcast", `{"to":"announce","markdown":"*hi*"}`, "")
+	f.Add("create_room", `{"template":"t","key":"k2","invite":["@a:hs"],"power_levels":{"users":{"@a:hs":50},"kick":10}}`, "")
+	f.Add("set_power_level", `{"room":"k","user":"@a:hs","level":-5}`, "")
+	f.Add("set_room", `{"room":"k","avatar":"mxc://hs/a"}`, "")
 	f.Fuzz(func(t *testing.T, action, payload, target string) {
 		req, err := Default().Parse(action, target, []byte(payload), testTargets)
 		if (req == nil) == (err == nil) {
