@@ -245,6 +245,21 @@ func TestCreateRoomFromTemplate(t *testing.T) {
 			t.Fatalf("members of %s = %v", key, data)
 		}
 	}
+	t.Run("bridge/rooms lists it under its key with the bot's level", func(t *testing.T) {
+		h.rec.wait(20*time.Second, "the new room in bridge/rooms", func(m message) bool {
+			if m.Topic != h.base+"/bridge/rooms" {
+				return false
+			}
+			var rooms []map[string]any
+			_ = json.Unmarshal(m.Payload, &rooms)
+			for _, r := range rooms {
+				if r["room_id"] == room.String() && r["key"] == key && r["power_level"] == 100.0 && r["encrypted"] == true {
+					return true
+				}
+			}
+			return false
+		})
+	})
 	t.Run("the key names the room", checkKey)
 	t.Run("the key survives a restart", func(t *testing.T) {
 		h.stop()
