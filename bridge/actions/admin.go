@@ -222,9 +222,12 @@ func (r *SetRoom) Validate(t Targets) *wire.Error {
 	if r.Name == nil && r.Topic == nil && r.Avatar == nil {
 		return wire.Errorf(wire.CodeInvalidRequest, "at least one of 'name', 'topic' or 'avatar' is required")
 	}
-	for field, v := range map[string]*string{"name": r.Name, "topic": r.Topic} {
-		if v != nil && len(*v) > maxRoomText {
-			return wire.Errorf(wire.CodeTooLarge, "field '%s' is longer than %d bytes", field, maxRoomText)
+	for _, f := range []struct {
+		name  string
+		value *string
+	}{{"name", r.Name}, {"topic", r.Topic}} {
+		if f.value != nil && len(*f.value) > maxRoomText {
+			return wire.Errorf(wire.CodeTooLarge, "field '%s' is longer than %d bytes", f.name, maxRoomText)
 		}
 	}
 	if r.Avatar != nil {
