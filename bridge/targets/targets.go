@@ -229,6 +229,14 @@ func (t *Targets) allowed(target, expanded string) bool {
 			return true
 		}
 	}
+	// The replacement of an upgraded room is allowed where the old room was.
+	if strings.HasPrefix(expanded, "!") {
+		for _, a := range t.cfg.Allowed {
+			if v, _ := t.Expand(a); strings.HasPrefix(v, "!") && v != expanded && t.Follow(id.RoomID(v)) == id.RoomID(expanded) {
+				return true
+			}
+		}
+	}
 	return false
 }
 
@@ -284,11 +292,12 @@ func (t *Targets) Learn(ctx context.Context, rooms []wire.Room, resolver Resolve
 	}
 }
 
-// RoomOf returns the room a target (or friendly name) was last learned or resolved to.
+// RoomOf returns the room a target (or friendly name) was last learned or resolved to, or the
+// room that replaced it.
 func (t *Targets) RoomOf(target string) (id.RoomID, bool) {
 	expanded, _ := t.Expand(target)
 	if strings.HasPrefix(expanded, "!") {
-		return id.RoomID(expanded), true
+		return t.Follow(id.RoomID(expanded)), true
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()

@@ -208,6 +208,21 @@ func TestUpgrade(t *testing.T) {
 	if got, _ := tg.Check("to", "patio"); got != "!new:hs" {
 		t.Fatalf("runtime key = %s", got)
 	}
+	if room, _ := tg.RoomOf("garden"); room != "!new:hs" {
+		t.Fatalf("RoomOf(garden) = %s", room)
+	}
 	tg.Upgrade("!new:hs", "!old:hs") // a cycle
 	_ = tg.Follow("!old:hs")
+
+	allow := New(Config{Names: Names{"garden": "!a:hs"}, Allowed: []string{"garden", "!b:hs"}})
+	allow.Upgrade("!a:hs", "!a2:hs")
+	allow.Upgrade("!b:hs", "!b2:hs")
+	for _, target := range []string{"!a2:hs", "!b2:hs"} {
+		if _, err := allow.Check("to", target); err != nil {
+			t.Fatalf("the replacement %s of an allowed room is refused: %v", target, err)
+		}
+	}
+	if _, err := allow.Check("to", "!c:hs"); err == nil {
+		t.Fatal("a room outside ALLOWED_TARGETS is allowed")
+	}
 }
