@@ -10,9 +10,11 @@ import (
 	"io"
 	"maps"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 
+	"gopkg.in/yaml.v3"
 	"maunium.net/go/mautrix/id"
 
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/targets"
@@ -20,7 +22,8 @@ import (
 
 // Config is the rooms' section of the configuration.
 type Config struct {
-	// TemplatesFile names a JSON file of create_room templates.
+	// TemplatesFile names a JSON (or, by its extension .yaml/.yml, YAML) file of create_room
+	// templates.
 	TemplatesFile string `env:"ROOM_TEMPLATES_FILE"`
 	// Groups are named lists of targets for broadcast.
 	Groups Groups `env:"GROUPS"`
@@ -54,6 +57,11 @@ func (c Config) Templates(names targets.Names) (Templates, error) {
 	data, err := os.ReadFile(c.TemplatesFile)
 	if err != nil {
 		return nil, fmt.Errorf("ROOM_TEMPLATES_FILE: %w", err)
+	}
+	if ext := strings.ToLower(filepath.Ext(c.TemplatesFile)); ext == ".yaml" || ext == ".yml" {
+		if data, err = YAMLToJSON(data); err != nil {
+			return nil, fmt.Errorf("ROOM_TEMPLATES_FILE %s: %w", c.TemplatesFile, err)
+		}
 	}
 	t, err := ParseTemplates(data)
 	if err != nil {
@@ -100,6 +108,20 @@ type Template struct {
 
 // Templates are named templates.
 type Templates map[string]Template
+
+// YAMLToJSON turns a YAML document into JSON, so that ParseTemplates checks a YAML file as
+// strictly as a JSON one.
+func YAMLToJSON(data []byte) ([]byte, error) {
+	var v any
+	if err := yaml.Unmarshal(data, &v); err != nil {
+		return nil, fmt.Errorf("failed to parse templates as YAML: %w", err)
+	}
+	out, err := json.Marshal(v)
+	if err != nil {
+		return nil, fmt.Errorf("failed to parse templates as YAML: %w", err)
+	}
+	return out, nil
+}
 
 // ParseTemplates decodes a JSON object of templates by name, refusing unknown fields.
 func ParseTemplates(data []byte) (Templates, error) {

@@ -171,3 +171,52 @@ func FuzzGroups(f *testing.F) {
 		}
 	})
 }
+
+// TestYAMLTemplates: a .yaml file is read with the same strict checks as JSON.
+func TestYAMLTemplates(t *testing.T) {
+	tests := []struct {
+		name, yaml, err string
+	}{
+		{"valid", "guests:\n  name: Guests\n  preset: private_chat\n  moderators: ['@p:hs']\n  power_levels:\n    users: {'@b:hs': 20}\n    kick: 50\n", ""},
+		{"unknown field", "guests:\n  modrators: ['@p:hs']\n", "modrators"},
+		{"bad preset", "guests:\n  preset: secret\n", "preset"},
+		{"not YAML", "guests: [", "YAML"},
+		{"a number key", "1: {}\n", "template"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "t.yaml")
+			if err := os.WriteFile(path, []byte(tc.yaml), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			tpls, err := Config{TemplatesFile: path}.Templates(nil)
+			if tc.err == "" {
+				if err != nil || tpls["guests"].PowerLevels.Users["@b:hs"] != 20 || len(tpls["guests"].Moderators) != 1 {
+					t.Fatalf("templates = %+v, %v", tpls, err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.err) || !strings.Contains(err.Error(), "ROOM_TEMPLATES_FILE") {
+				t.Fatalf("error = %v, want one naming ROOM_TEMPLATES_FILE and %q", err, tc.err)
+			}
+		})
+	}
+}
+
+func FuzzYAMLTemplates(f *testing.F) {
+	f.Add("guests:\n  name: Guests\n  invite: ['@a:hs']\n")
+	f.Add("{}")
+	f.Fuzz(func(t *testing.T, data string) {
+		j, err := YAMLToJSON([]byte(data))
+		if err != nil {
+			return
+		}
+		if tpls, err := ParseTemplates(j); err == nil {
+			for name, tpl := range tpls {
+				if tpl.Check() != nil {
+					t.Fatalf("accepted an invalid template %q", name)
+				}
+			}
+		}
+	})
+}
