@@ -123,7 +123,9 @@ func (c *Client) Members(ctx context.Context, roomID id.RoomID, membership event
 	return out, nil
 }
 
-// CheckUser reports ErrUnknownTarget for a user the homeserver does not know.
+// CheckUser reports ErrUnknownTarget for a user the homeserver says does not exist. Other
+// failures of the look-up (a remote server that does not answer) are no reason to refuse: the
+// homeserver has the last word on the request itself.
 func (c *Client) CheckUser(ctx context.Context, user id.UserID) error {
 	err := c.retryAuth(ctx, func() (err error) {
 		_, err = c.cli.GetProfile(ctx, user)
@@ -133,7 +135,7 @@ func (c *Client) CheckUser(ctx context.Context, user id.UserID) error {
 		return fmt.Errorf("%w: user %s does not exist", ErrUnknownTarget, user)
 	}
 	if err != nil {
-		return fmt.Errorf("failed to look up user %s: %w", user, err)
+		c.log.Debug().Err(err).Stringer("user_id", user).Msg("Failed to look up user; going on")
 	}
 	return nil
 }
