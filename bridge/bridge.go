@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"maunium.net/go/mautrix/id"
 
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/actions"
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/inbound"
@@ -83,9 +84,11 @@ func New(ctx context.Context, cfg Config, opts Options) (*Bridge, error) {
 	registry := actions.Default()
 	b.topics = wire.Topics{Base: cfg.MQTT.BaseTopic, Shortcuts: registry.Shortcuts()}
 	b.targets = targets.New(cfg.Targets, cfg.Commands.Rooms...)
+	b.targets.SetGroups(cfg.Rooms.Groups, cfg.Rooms.BroadcastAll)
 	b.stats = stats.New(opts.Clock)
 	b.rooms = &roomList{}
-	if b.matrix, err = matrix.New(b.work, cfg.Matrix, b.store.Root, matrix.Options{DataDir: cfg.DataDir, OnRoomsChanged: b.roomsChanged}); err != nil {
+	if b.matrix, err = matrix.New(b.work, cfg.Matrix, b.store.Root, matrix.Options{DataDir: cfg.DataDir, OnRoomsChanged: b.roomsChanged,
+		OnRoomUpgraded: b.roomUpgraded}); err != nil {
 		return nil, err
 	}
 	if b.mqtt, err = mqtt.New(b.work, cfg.MQTT, mqtt.Options{
@@ -95,8 +98,14 @@ func New(ctx context.Context, cfg Config, opts Options) (*Bridge, error) {
 		return nil, err
 	}
 	respond := responder{pub: b.mqtt, topics: b.topics}
-	env := actions.Env{Matrix: b.matrix, Targets: b.targets, Options: b.store,
+	env := actions.Env{Matrix: b.matrix, Targets: b.targets, Keys: b.store, Options: b.store,
 		Tags: b.store, Live: cfg.Live, Polls: b.store}
+	if env.Templates, err = cfg.Rooms.Templates(cfg.Targets.Names); err != nil {
+		return nil, err
+	}
+	if err := b.learnRooms(); err != nil {
+		return nil, err
+	}
 	b.outbox = outbox.New(outbox.Deps{
 		Store: b.store, Registry: registry, Env: env, Sync: b.matrix, Responder: respond,
 		Counters: b.stats, Clock: opts.Clock, MaxAge: cfg.OutboxMaxAge, Ready: b.ready,
@@ -281,4 +290,35 @@ func Run(ctx context.Context, cfg Config, opts Options) error {
 		return err
 	}
 	return b.Run(ctx)
+}
+
+// learnRooms gives the rooms that create_room named their friendly names again, and sends
+// requests for upgraded rooms to their replacements.
+func (b *Bridge) learnRooms() error {
+	keys, err := b.store.RoomKeys(b.work)
+	if err != nil {
+		return err
+	}
+	for key, roomID := range keys {
+		if !b.targets.Define(key, roomID) {
+			b.log.Warn().Str("key", key).Stringer("room_id", roomID).Msg("Room key is a TARGETS name; TARGETS wins")
+		}
+	}
+	upgrades, err := b.store.RoomUpgrades(b.work)
+	if err != nil {
+		return err
+	}
+	for oldRoom, newRoom := range upgrades {
+		b.targets.Upgrade(oldRoom, newRoom)
+	}
+	return nil
+}
+
+// roomUpgraded runs when the Matrix client followed a room upgrade: requests, names and keys of
+// the old room go to the new one from now on, also after a restart.
+func (b *Bridge) roomUpgraded(ctx context.Context, oldRoom, newRoom id.RoomID) {
+	if err := b.store.SaveRoomUpgrade(ctx, oldRoom, newRoom); err != nil {
+		zerolog.Ctx(ctx).Error().Err(err).Msg("Failed to save room upgrade")
+	}
+	b.targets.Upgrade(oldRoom, newRoom)
 }

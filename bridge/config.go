@@ -13,6 +13,7 @@ import (
 
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/actions"
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/inbound"
+	"github.com/matrix2mqtt/matrix2mqtt/bridge/roomconf"
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/store"
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/targets"
 	"github.com/matrix2mqtt/matrix2mqtt/discovery"
@@ -29,6 +30,7 @@ type Config struct {
 	Callbacks inbound.CallbackConfig
 	Live      actions.LiveConfig
 	Targets   targets.Config
+	Rooms     roomconf.Config
 
 	DataDir         string        `env:"DATA_DIR" envDefault:"./data"`
 	DatabaseURL     string        `env:"DATABASE_URL"`
@@ -131,6 +133,9 @@ func (c Config) Validate() error {
 		return err
 	}
 	if err := c.Commands.Validate(c.Targets.Names); err != nil {
+		return err
+	}
+	if err := c.Rooms.Validate(c.Targets.Names); err != nil {
 		return err
 	}
 	if err := c.Live.Validate(); err != nil {

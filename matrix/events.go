@@ -25,6 +25,8 @@ type Batch struct {
 
 	initial bool
 	invites []*event.Event
+	// tombstones are the m.room.tombstone events of joined rooms, followed after the hand-over.
+	tombstones []*event.Event
 	// roomsChanged is set when the joined rooms or their details changed.
 	roomsChanged bool
 	// undecrypted are the encrypted events of this sync that are still waiting for their keys.

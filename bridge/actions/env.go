@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"time"
 
+	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/matrix2mqtt/matrix2mqtt/bridge/roomconf"
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/wire"
 	"github.com/matrix2mqtt/matrix2mqtt/matrix"
 )
@@ -25,8 +27,15 @@ type Matrix interface {
 	EnsureEncrypted(ctx context.Context, roomID id.RoomID) (bool, error)
 	GetEvent(ctx context.Context, roomID id.RoomID, eventID id.EventID) (matrix.Event, error)
 	Rooms(ctx context.Context) ([]wire.Room, error)
-	// Members lists the joined members of roomID other than the bot.
-	Members(ctx context.Context, roomID id.RoomID) ([]id.UserID, error)
+
+	// Room administration (admin.go).
+	UserID() id.UserID
+	ChangeMembership(ctx context.Context, roomID id.RoomID, change matrix.MembershipChange, user id.UserID, reason string) error
+	PowerLevels(ctx context.Context, roomID id.RoomID) (*event.PowerLevelsEventContent, error)
+	SetState(ctx context.Context, roomID id.RoomID, evtType event.Type, stateKey string, content any) (id.EventID, error)
+	Members(ctx context.Context, roomID id.RoomID, membership event.Membership) ([]wire.Member, error)
+	CheckUser(ctx context.Context, user id.UserID) error
+	CreateRoom(ctx context.Context, req *mautrix.ReqCreateRoom, encrypted *bool) (id.RoomID, error)
 }
 
 // OutboxControl is what the outbox actions need from the outbox.
@@ -44,6 +53,10 @@ type Env struct {
 	Matrix  Matrix
 	Targets Targets
 	Outbox  OutboxControl
+	// Templates are the create_room templates of ROOM_TEMPLATES_FILE.
+	Templates roomconf.Templates
+	// Keys remembers the friendly names that create_room gives.
+	Keys KeyStore
 	// Options remembers the messages sent with options.
 	Options OptionStore
 	// Tags remembers the bot's messages by tag and its last message in each room.
@@ -54,12 +67,14 @@ type Env struct {
 	Polls PollStore
 }
 
-// resolve turns an expanded target into a room ID and remembers it for the topic keys.
+// resolve turns an expanded target into a room ID (the room that replaced it, when it was
+// upgraded) and remembers it for the topic keys.
 func (env *Env) resolve(ctx context.Context, target string) (id.RoomID, error) {
 	roomID, err := env.Matrix.Resolve(ctx, target)
 	if err != nil {
 		return "", err
 	}
+	roomID = env.Targets.Follow(roomID)
 	env.Targets.Remember(target, roomID)
 	return roomID, nil
 }

@@ -229,11 +229,16 @@ func (r *Send) loud(ctx context.Context, d *Delivery, roomID id.RoomID) (*event.
 		case EffectMembers:
 			users := r.allowed()
 			if len(users) == 0 {
-				members, err := d.Matrix.Members(ctx, roomID)
+				members, err := d.Matrix.Members(ctx, roomID, event.MembershipJoin)
 				if err != nil {
 					return nil, err
 				}
-				users = members
+				bot := d.Matrix.UserID()
+				for _, m := range members {
+					if m.UserID != bot {
+						users = append(users, m.UserID)
+					}
+				}
 			}
 			for _, u := range users {
 				if !slices.Contains(content.Mentions.UserIDs, u) {

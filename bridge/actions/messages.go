@@ -141,6 +141,14 @@ func (r *Send) Validate(t Targets) *wire.Error {
 	if err := r.To.validate(t); err != nil {
 		return err
 	}
+	if err := r.validateMessage(); err != nil {
+		return err
+	}
+	return r.Choices.validate(t)
+}
+
+// validateMessage checks every field but `to` (broadcast checks its own targets).
+func (r *Send) validateMessage() *wire.Error {
 	set := 0
 	for _, s := range []string{r.Text, r.Markdown, r.HTML} {
 		if s != "" {
@@ -175,9 +183,6 @@ func (r *Send) Validate(t Targets) *wire.Error {
 		if _, _, err := id.UserID(m).ParseAndValidateRelaxed(); err != nil || !strings.HasPrefix(m, "@") {
 			return wire.Errorf(wire.CodeInvalidRequest, "field 'mentions' must hold user IDs or \"@room\", not %q", m)
 		}
-	}
-	if err := r.Choices.validate(t); err != nil {
-		return err
 	}
 	if len(r.Options) > 0 && (r.Edit != "" || r.Tag != "") {
 		return wire.Errorf(wire.CodeInvalidRequest, "field 'options' cannot be combined with 'edit' or 'tag'")

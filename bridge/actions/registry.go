@@ -100,6 +100,9 @@ func NewRegistry(families ...[]Spec) *Registry {
 // Default is the registry of every action the bridge has.
 func Default() *Registry {
 	r := NewRegistry(Messages, Rooms, Lookups, Outbox, Internal,
+		Admin,
+		Create,
+		Broadcasts,
 		LiveMessages,
 		Polls,
 	)
@@ -109,8 +112,7 @@ func Default() *Registry {
 
 // Planned are actions of the design's contract not built yet: a request for one is told so.
 var Planned = []string{
-	"send_media", "invite", "kick", "ban", "unban", "create_room",
-	"set_power_level", "set_room", "members", "broadcast",
+	"send_media",
 }
 
 // Spec returns the spec of action.
@@ -204,4 +206,12 @@ type Targets interface {
 	Remember(target string, roomID id.RoomID)
 	Key(roomID id.RoomID) string
 	Annotate(rooms []wire.Room) []wire.RoomInfo
+	// CheckKey and Define give new rooms friendly names at runtime (create_room's key).
+	CheckKey(field, name string) *wire.Error
+	Define(name string, roomID id.RoomID) bool
+	// Group and BroadcastAll are broadcast's GROUPS and BROADCAST_ALL.
+	Group(name string) ([]string, bool)
+	BroadcastAll() bool
+	// Follow returns the room that replaced a room through upgrades, or the room itself.
+	Follow(roomID id.RoomID) id.RoomID
 }

@@ -90,7 +90,7 @@ func (o *Outbox) Cancel(_ context.Context, reqID string) (int, error) {
 	o.liveMu.Lock()
 	var found []*Entry
 	for _, e := range o.live {
-		if !e.spec.Internal && requestID(e.Request) == reqID {
+		if !e.spec.Internal && storedRequestID(e.Request) == reqID {
 			found = append(found, e)
 		}
 	}
@@ -105,7 +105,7 @@ func (o *Outbox) Cancel(_ context.Context, reqID string) (int, error) {
 		}
 		n++
 		o.log.Info().Int64("outbox_id", e.ID).Str("action", e.Action).Msg("Cancelled request")
-		o.finish(o.work, e, nil, wire.Errorf(wire.CodeExpired, "cancelled by outbox_cancel before it was delivered"), nil)
+		o.finish(o.work, e, reqID, nil, wire.Errorf(wire.CodeExpired, "cancelled by outbox_cancel before it was delivered"), nil)
 	}
 	if n == 0 {
 		return 0, wire.Errorf(wire.CodeInvalidRequest, "the request with the id %q is being delivered now: too late to cancel", reqID)

@@ -46,7 +46,7 @@ func (o *Outbox) deliver(ctx context.Context, e *Entry) {
 	req, err := o.Registry.Stored(e.Action, e.Request)
 	if err != nil {
 		if e.state.begin() {
-			o.finish(ctx, e, nil, &wire.Error{Code: wire.CodeInvalidRequest, Message: err.Error()}, nil)
+			o.finish(ctx, e, storedRequestID(e.Request), nil, &wire.Error{Code: wire.CodeInvalidRequest, Message: err.Error()}, nil)
 		}
 		return
 	}
@@ -66,14 +66,14 @@ func (o *Outbox) deliver(ctx context.Context, e *Entry) {
 			return
 		}
 		if deadline := o.deadline(e); now.After(deadline) {
-			o.finish(ctx, e, nil, wire.Errorf(wire.CodeExpired, "not delivered within %s of being received", deadline.Sub(e.CreatedAt).Round(time.Second)), nil)
+			o.finish(ctx, e, req.RequestID(), nil, wire.Errorf(wire.CodeExpired, "not delivered within %s of being received", deadline.Sub(e.CreatedAt).Round(time.Second)), nil)
 			return
 		}
 		d := &actions.Delivery{Env: o.Env, Target: deliveryTarget(e.Lane), TxnID: e.TxnID, Now: now, Progress: &progress{o: o, e: e}}
 		d.Matrix = onceMatrix{Matrix: o.Env.Matrix, o: o, e: e}
 		data, err := req.Deliver(ctx, d)
 		if err == nil {
-			o.finish(ctx, e, data, nil, d.FollowUps())
+			o.finish(ctx, e, req.RequestID(), data, nil, d.FollowUps())
 			return
 		}
 		if ctx.Err() != nil {
@@ -81,7 +81,7 @@ func (o *Outbox) deliver(ctx context.Context, e *Entry) {
 		}
 		out := actions.Classify(err)
 		if !out.Retry {
-			o.finish(ctx, e, nil, out.Err, nil)
+			o.finish(ctx, e, req.RequestID(), nil, out.Err, nil)
 			return
 		}
 		if mayHaveArrived(err) {
@@ -226,9 +226,9 @@ func (o *Outbox) sleepEntry(ctx context.Context, e *Entry, d time.Duration, flus
 
 // finish answers the entry, then removes it from the outbox with its follow-ups. Answering
 // first means a crash in between answers again, with the same event ID, rather than never.
-func (o *Outbox) finish(ctx context.Context, e *Entry, data any, err *wire.Error, followUps []actions.FollowUp) {
+func (o *Outbox) finish(ctx context.Context, e *Entry, requestID string, data any, err *wire.Error, followUps []actions.FollowUp) {
 	if !e.spec.Internal {
-		o.Responder.Respond(ctx, e.Action, requestID(e.Request), data, err)
+		o.Responder.Respond(ctx, e.Action, requestID, data, err)
 	}
 	if err != nil {
 		o.log.Warn().Int64("outbox_id", e.ID).Str("action", e.Action).Str("code", err.Code).Str("reason", err.Message).Msg("Request failed")
@@ -262,8 +262,8 @@ func (o *Outbox) finish(ctx context.Context, e *Entry, data any, err *wire.Error
 	o.Start(next)
 }
 
-// requestID reads the "id" of a stored request (internal requests have none).
-func requestID(raw json.RawMessage) string {
+// storedRequestID reads the "id" of a stored request that does not decode as its action's.
+func storedRequestID(raw json.RawMessage) string {
 	var probe struct {
 		ID string `json:"id"`
 	}

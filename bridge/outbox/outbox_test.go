@@ -576,3 +576,22 @@ func TestProgressKeepsFinishedSteps(t *testing.T) {
 		}
 	})
 }
+
+// TestUndecodableEntryIsAnswered: a stored request that no longer decodes (written by another
+// version, say) is answered invalid_request with its id and removed, not retried for ever.
+func TestUndecodableEntryIsAnswered(t *testing.T) {
+	to := newTestOutbox(t, "", nil)
+	e := &Entry{spec: actions.Spec{Name: "send"}}
+	e.Action, e.Lane, e.TxnID, e.CreatedAt = "send", "!room:hs", "m2mbroken", to.clock.Now()
+	e.Request = []byte(`{"id":"old","to":5}`)
+	if err := to.Add(context.Background(), []*Entry{e}); err != nil {
+		t.Fatal(err)
+	}
+	<-to.run(e)
+	if r := to.responses.Next(t); r.ID != "old" || r.Error == nil || r.Error.Code != wire.CodeInvalidRequest {
+		t.Fatalf("response = %+v", r)
+	}
+	if len(to.pending(t)) != 0 || to.hs.Calls != 0 {
+		t.Fatal("the broken entry was kept or sent")
+	}
+}

@@ -47,6 +47,8 @@ type Room struct {
 	IsDM      bool         `json:"is_dm"`
 	DMUser    id.UserID    `json:"dm_user,omitempty"`
 	Members   int          `json:"members"`
+	// PowerLevel is the bot's own power level in the room.
+	PowerLevel int `json:"power_level"`
 }
 
 // RoomInfo is a joined room with its topic key.
@@ -82,4 +84,12 @@ type Info struct {
 	E2EE       E2EEStatus `json:"e2ee"`
 	Targets    []string   `json:"targets"`
 	StartedAt  time.Time  `json:"started_at"`
+}
+
+// Member is one member of a room, as listed by `members`.
+type Member struct {
+	UserID      id.UserID `json:"user_id"`
+	DisplayName string    `json:"display_name,omitempty"`
+	Membership  string    `json:"membership"`
+	PowerLevel  int       `json:"power_level"`
 }

@@ -1,4 +1,4 @@
--- v0 -> v3: Latest revision
+-- v0 -> v4: Latest revision
 
 CREATE TABLE matrix2mqtt_outbox (
 	-- only: postgres
@@ -39,6 +39,20 @@ CREATE TABLE matrix2mqtt_inbound (
 );
 
 CREATE INDEX matrix2mqtt_inbound_published_at_idx ON matrix2mqtt_inbound (published_at);
+
+-- Friendly names that create_room gave to the rooms it made (`key`), usable like TARGETS names
+-- (which win when both define a name).
+CREATE TABLE matrix2mqtt_room_key (
+	key     TEXT PRIMARY KEY,
+	room_id TEXT NOT NULL
+);
+
+-- Rooms replaced by an upgrade (m.room.tombstone) that the bot followed: requests for the old
+-- room go to the new one.
+CREATE TABLE matrix2mqtt_room_upgrade (
+	old_room_id TEXT PRIMARY KEY,
+	new_room_id TEXT NOT NULL
+);
 
 -- Messages sent with `options`: what their reactions mean and who may answer, so the inbound
 -- path can turn an allowed reaction into a callback. Pruned after OptionsRetention.

@@ -1,4 +1,4 @@
--- v2 -> v3: Actionable messages: options, tags, last message per room, reads, polls
+-- v3 -> v4: Actionable messages: options, tags, last message per room, reads, polls
 
 CREATE TABLE matrix2mqtt_options (
 	event_id    TEXT    PRIMARY KEY,
