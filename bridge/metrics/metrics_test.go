@@ -4,6 +4,8 @@ import (
 	"errors"
 	"io"
 	"net/http/httptest"
+	"os"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -140,4 +142,43 @@ func TestNilCountsNothing(t *testing.T) {
 	m.MQTTConnected()
 	m.SyncDone(nil)
 	m.DecryptionFailed(true)
+}
+
+// TestDashboardAndDocsUseExportedMetrics keeps configs/grafana-dashboard.json and
+// docs/operations.md to the metrics that exist.
+func TestDashboardAndDocsUseExportedMetrics(t *testing.T) {
+	m := New(Sources{Outbox: func() (int, time.Duration) { return 0, 0 }, LastSync: time.Now, Now: time.Now})
+	m.Request("send", "", 0)
+	m.Delivered("send", "sent")
+	m.Retry("send", "timeout")
+	m.Inbound("message", 1)
+	m.Notice("invite")
+	m.SyncDone(errors.New("down"))
+	families, err := m.registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	exported := map[string]bool{}
+	for _, f := range families {
+		exported[f.GetName()] = true
+		for _, suffix := range []string{"_bucket", "_sum", "_count"} {
+			exported[f.GetName()+suffix] = true
+		}
+	}
+	name := regexp.MustCompile(`\bmatrix2mqtt_[a-z_]+[a-z]\b`)
+	for _, file := range []string{"../../configs/grafana-dashboard.json", "../../docs/operations.md"} {
+		data, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		used := name.FindAllString(string(data), -1)
+		if len(used) < 10 {
+			t.Errorf("%s names only %d metrics", file, len(used))
+		}
+		for _, n := range used {
+			if !exported[n] {
+				t.Errorf("%s uses %s, which is not exported", file, n)
+			}
+		}
+	}
 }
