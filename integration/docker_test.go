@@ -56,7 +56,8 @@ func requireDocker(t *testing.T) {
 // scripts/docker-base-images.sh when no registry is reachable) and runs the image on the host
 // network against the test Mosquitto and Dendrite: it comes online, sends, runs as non-root,
 // keeps its database in the /data volume (a new container on the same volume is the same
-// device), turns healthy by its own HEALTHCHECK, and publishes offline on `docker stop`.
+// device), turns healthy by its own HEALTHCHECK, counts the send in its /metrics, and publishes
+// offline on `docker stop`.
 func TestDockerImage(t *testing.T) {
 	requireDocker(t)
 	start := time.Now()
@@ -158,6 +159,11 @@ func TestDockerImage(t *testing.T) {
 		return nil
 	})
 	healthy := time.Now()
+	if code, metrics := get(t, "http://"+httpAddr+"/metrics", ""); code != 200 ||
+		sample(metrics, `matrix2mqtt_requests_total{action="send",outcome="ok"}`) != 1 {
+		t.Errorf("the container's /metrics: %d, the send counted %v times, want once",
+			code, sample(metrics, `matrix2mqtt_requests_total{action="send",outcome="ok"}`))
+	}
 
 	if _, err := docker(ctx, "stop", "-t", "30", name); err != nil {
 		t.Fatal(err)
