@@ -44,6 +44,7 @@ func (r responder) Respond(ctx context.Context, action, requestID string, data a
 // they are published again in case the broker lost them; so is the Home Assistant discovery.
 func (b *Bridge) announce(ctx context.Context) {
 	ctx = b.log.WithContext(ctx)
+	b.metrics.MQTTConnected()
 	if err := b.mqtt.Publish(ctx, b.topics.State(), true, []byte("online")); err != nil {
 		b.log.Warn().Err(err).Msg("Failed to publish online state")
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/actions"
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/inbound"
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/intake"
+	"github.com/matrix2mqtt/matrix2mqtt/bridge/metrics"
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/outbox"
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/stats"
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/store"
@@ -56,6 +57,7 @@ type Bridge struct {
 	inbound *inbound.Inbound
 	ha      *haDiscovery
 	rooms   *roomList
+	metrics *metrics.Metrics
 	// ready is closed once Matrix is logged in.
 	ready chan struct{}
 }
@@ -87,8 +89,15 @@ func New(ctx context.Context, cfg Config, opts Options) (*Bridge, error) {
 	b.targets.SetGroups(cfg.Rooms.Groups, cfg.Rooms.BroadcastAll)
 	b.stats = stats.New(opts.Clock)
 	b.rooms = &roomList{}
+	b.metrics = metrics.New(metrics.Sources{
+		Outbox:   b.outboxDepth,
+		LastSync: func() time.Time { return b.matrix.LastSync() },
+		Now:      opts.Clock.Now,
+	})
 	if b.matrix, err = matrix.New(b.work, cfg.Matrix, b.store.Root, matrix.Options{DataDir: cfg.DataDir, OnRoomsChanged: b.roomsChanged,
-		OnRoomUpgraded: b.roomUpgraded}); err != nil {
+		OnRoomUpgraded: b.roomUpgraded,
+		OnSync:         b.metrics.SyncDone, OnUndecryptable: b.metrics.DecryptionFailed,
+	}); err != nil {
 		return nil, err
 	}
 	if b.mqtt, err = mqtt.New(b.work, cfg.MQTT, mqtt.Options{
@@ -109,12 +118,14 @@ func New(ctx context.Context, cfg Config, opts Options) (*Bridge, error) {
 	b.outbox = outbox.New(outbox.Deps{
 		Store: b.store, Registry: registry, Env: env, Sync: b.matrix, Responder: respond,
 		Counters: b.stats, Clock: opts.Clock, MaxAge: cfg.OutboxMaxAge, Ready: b.ready,
+		Metrics: b.metrics,
 	})
 	env.Outbox = b.outbox
 	b.intake = intake.New(intake.Deps{
 		Topics: b.topics, Registry: registry, Queue: b.outbox, Env: env, Responder: respond,
 		Stats: b.stats, Clock: opts.Clock, Ready: b.ready,
 		MaxPayloadBytes: cfg.MaxPayloadBytes, RequestTimeout: cfg.RequestTimeout,
+		Metrics: b.metrics,
 	})
 	b.inbound = inbound.New(inbound.Deps{
 		Topics: b.topics, Pub: b.mqtt, Dedupe: b.store, Queue: b.outbox, Keys: b.targets, Stats: b.stats,
@@ -125,6 +136,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*Bridge, error) {
 			inbound.NewPolls(b.store),
 			inbound.EntityEvents{Names: b.targets},
 		},
+		Metrics: b.metrics,
 	})
 	b.ha = newHADiscovery(cfg, opts, b.targets.Names(), b.mqtt)
 	b.listen()
@@ -216,6 +228,12 @@ func (b *Bridge) Run(ctx context.Context) error {
 	b.mqtt.Disconnect(500 * time.Millisecond)
 	b.log.Info().Msg("Stopped")
 	return runErr
+}
+
+// outboxDepth is the outbox's figures for the metrics.
+func (b *Bridge) outboxDepth() (int, time.Duration) {
+	s := b.stats.Snapshot()
+	return s.OutboxPending, time.Duration(s.OldestPendingAgeS * float64(time.Second))
 }
 
 // close ends the work and closes the database.

@@ -84,11 +84,14 @@ type e2eeSetup struct {
 	h     *harness
 	alice *jsUser
 	room  id.RoomID
+	// metricsURL is the bridge's /metrics.
+	metricsURL string
 }
 
 func newE2EESetup(t *testing.T) *e2eeSetup {
 	t.Helper()
-	h := newHarness(t, nil)
+	httpAddr := freeAddr(t)
+	h := newHarness(t, map[string]string{"HTTP_LISTEN": httpAddr})
 	alice := newJSUser(t, h.alice)
 	ctx := jsCtx(t)
 	if _, err := alice.BootstrapCrossSigning(ctx, h.alice.Password); err != nil {
@@ -101,7 +104,7 @@ func newE2EESetup(t *testing.T) *e2eeSetup {
 	if err := alice.WaitMember(ctx, room, h.bot.UserID, "join"); err != nil {
 		t.Fatalf("bot did not join: %v", err)
 	}
-	return &e2eeSetup{h: h, alice: alice, room: id.RoomID(room)}
+	return &e2eeSetup{h: h, alice: alice, room: id.RoomID(room), metricsURL: "http://" + httpAddr + "/metrics"}
 }
 
 // inbound waits for the MQTT message of an event alice sent.
@@ -445,6 +448,10 @@ func TestE2EEUndecryptableReported(t *testing.T) {
 	}).json(t)
 	if notice["room_id"] != room || notice["sender"] != h.alice.UserID {
 		t.Errorf("notice = %v", notice)
+	}
+	_, metrics := get(t, s.metricsURL, "")
+	if n := sample(metrics, `matrix2mqtt_e2ee_decryption_failures_total{reason="withheld"}`); n != 1 {
+		t.Errorf("withheld decryption failures = %v, want 1:\n%s", n, metrics)
 	}
 
 	if err := alice.BlacklistUnverified(ctx, false); err != nil {

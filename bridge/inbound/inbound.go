@@ -11,6 +11,7 @@ import (
 	"github.com/rs/zerolog"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/matrix2mqtt/matrix2mqtt/bridge/metrics"
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/outbox"
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/stats"
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/wire"
@@ -75,6 +76,8 @@ type Deps struct {
 	Keys    Keys
 	Stats   *stats.Stats
 	Filters []Filter
+	// Metrics counts the events and notices published (nil counts nothing).
+	Metrics *metrics.Metrics
 }
 
 // Inbound hands sync batches to MQTT; it is the Matrix client's Handler.
@@ -106,12 +109,14 @@ func (in *Inbound) HandleSync(ctx context.Context, batch *matrix.Batch) error {
 		waits = append(waits, in.Pub.PublishOrdered(ctx, topic, false, payload))
 	}}
 	published := 0
+	kinds := map[wire.Kind]int{}
 	for _, ev := range batch.Events {
 		if !fresh[ev.ID] {
 			log.Debug().Stringer("event_id", ev.ID).Msg("Skipping inbound event published before")
 			continue
 		}
 		published++
+		kinds[ev.Kind]++
 		key := in.Keys.Key(ev.RoomID)
 		out.Command, out.Callback = nil, nil
 		if ev.Kind != "" {
@@ -148,6 +153,12 @@ func (in *Inbound) HandleSync(ctx context.Context, batch *matrix.Batch) error {
 			return err
 		}
 		in.Stats.Inbound(published)
+		for kind, n := range kinds {
+			in.Metrics.Inbound(string(kind), n)
+		}
+	}
+	for _, n := range batch.Notices {
+		in.Metrics.Notice(n.Type)
 	}
 	return nil
 }
@@ -161,5 +172,7 @@ func (in *Inbound) HandleNotice(ctx context.Context, n wire.Notice) {
 	}
 	if err := in.Pub.Publish(ctx, in.Topics.Event(), false, payload); err != nil {
 		zerolog.Ctx(ctx).Warn().Err(err).Msg("Failed to publish notice")
+		return
 	}
+	in.Metrics.Notice(n.Type)
 }

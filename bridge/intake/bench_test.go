@@ -3,6 +3,7 @@ package intake
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/rs/zerolog"
 
@@ -33,7 +34,7 @@ func BenchmarkAccept(b *testing.B) {
 			m := mqtt.NewMessage(c.topic, []byte(c.payload), nil)
 			b.ReportAllocs()
 			for b.Loop() {
-				if e := in.accept(ctx, m); e == nil {
+				if e := in.accept(ctx, m, time.Time{}); e == nil {
 					b.Fatal("not accepted")
 				}
 			}
