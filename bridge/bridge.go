@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/matrix2mqtt/matrix2mqtt/bridge/actions/catalog"
 	"sync"
 	"time"
 
@@ -83,7 +84,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*Bridge, error) {
 	if b.store, err = store.Open(b.work, cfg.DataDir, cfg.DatabaseURL, opts.Clock); err != nil {
 		return nil, err
 	}
-	registry := actions.Default()
+	registry := catalog.Default()
 	b.topics = wire.Topics{Base: cfg.MQTT.BaseTopic, Shortcuts: registry.Shortcuts()}
 	b.targets = targets.New(cfg.Targets, cfg.Commands.Rooms...)
 	b.targets.SetGroups(cfg.Rooms.Groups, cfg.Rooms.BroadcastAll)
