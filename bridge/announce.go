@@ -3,6 +3,7 @@ package bridge
 import (
 	"context"
 	"encoding/json"
+	"github.com/matrix2mqtt/matrix2mqtt/discovery"
 	"sync"
 
 	"github.com/rs/zerolog"
@@ -57,7 +58,7 @@ func (b *Bridge) announce(ctx context.Context) {
 	default:
 	}
 	b.stats.Touch()
-	b.ha.announce(ctx)
+	b.ha.Announce(ctx)
 }
 
 func (b *Bridge) publishInfo(ctx context.Context) {
@@ -99,4 +100,21 @@ func (l *roomList) get() ([]wire.Room, bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.rooms, l.known
+}
+
+// haDevice is the bridge as a Home Assistant device, with its friendly names.
+func haDevice(cfg Config, version string, names []string) discovery.Bridge {
+	device := discovery.Bridge{
+		Prefix:    cfg.Discovery.Prefix,
+		BaseTopic: cfg.MQTT.BaseTopic,
+		NodeID:    discovery.ObjectID(cfg.Matrix.UserID.String()),
+		Name:      "matrix2mqtt " + cfg.Matrix.UserID.String(),
+		Version:   version,
+		Targets:   names,
+		Rooms:     names,
+	}
+	if cfg.Commands.Enabled() {
+		device.Commands = cfg.Commands.Names
+	}
+	return device
 }

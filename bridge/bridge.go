@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/actions/catalog"
+	"github.com/matrix2mqtt/matrix2mqtt/discovery"
 	"sync"
 	"time"
 
@@ -56,7 +57,7 @@ type Bridge struct {
 	outbox  *outbox.Outbox
 	intake  *intake.Intake
 	inbound *inbound.Inbound
-	ha      *haDiscovery
+	ha      *discovery.Announcer
 	rooms   *roomList
 	metrics *metrics.Metrics
 	// ready is closed once Matrix is logged in.
@@ -139,7 +140,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*Bridge, error) {
 		},
 		Metrics: b.metrics,
 	})
-	b.ha = newHADiscovery(cfg, opts, b.targets.Names(), b.mqtt)
+	b.ha = discovery.NewAnnouncer(cfg.Discovery, haDevice(cfg, opts.Version, b.targets.Names()), b.mqtt, opts.BirthDelay)
 	b.listen()
 	ok = true
 	return b, nil
@@ -152,7 +153,7 @@ func (b *Bridge) listen() {
 		b.mqtt.Listen(b.topics.Shortcut(action, "+"), b.intake.Offer)
 	}
 	if b.cfg.Discovery.Enabled {
-		b.mqtt.Listen(b.cfg.Discovery.StatusTopic, b.ha.onStatus)
+		b.mqtt.Listen(b.cfg.Discovery.StatusTopic, b.ha.OnStatus)
 	}
 }
 
@@ -189,7 +190,7 @@ func (b *Bridge) Run(ctx context.Context) error {
 	})
 	run(func() { b.intake.Run(work) })
 	run(func() { b.stats.PublishLoop(syncCtx, b.publishStats) })
-	run(func() { b.ha.run(syncCtx) })
+	run(func() { b.ha.Run(syncCtx) })
 	run(func() { b.watchMatrix(syncCtx) })
 	run(func() { b.store.RunPruning(syncCtx) })
 	stopHTTP, err := b.serveHTTP(work)
