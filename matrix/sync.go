@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/wire"
+	"github.com/matrix2mqtt/matrix2mqtt/matrix/mapping"
 	"maps"
 	"slices"
 	"time"
@@ -288,7 +289,7 @@ func (c *Client) onEvent(ctx context.Context, evt *event.Event) {
 			batch.roomsChanged = true
 		}
 		if evt.Type == event.StateMember && src&event.SourceTimeline != 0 && !batch.initial &&
-			evt.GetStateKey() != string(c.cli.UserID) && membershipChanged(evt) {
+			evt.GetStateKey() != string(c.cli.UserID) && mapping.MembershipChanged(evt) {
 			batch.Notices = append(batch.Notices, wire.Notice{
 				Type: "membership", RoomID: evt.RoomID, UserID: id.UserID(evt.GetStateKey()),
 				Sender: evt.Sender, Membership: evt.Content.AsMember().Membership,
@@ -352,12 +353,6 @@ func (c *Client) trackDecryption(batch *Batch, evt *event.Event) {
 	case evt.Mautrix.WasEncrypted:
 		delete(batch.undecrypted, evt.ID)
 	}
-}
-
-// membershipChanged tells a join, leave, invite or ban from a profile change.
-func membershipChanged(evt *event.Event) bool {
-	prev, ok := prevContent(evt).(*event.MemberEventContent)
-	return !ok || prev.Membership != evt.Content.AsMember().Membership
 }
 
 // fillNames sets the room and sender display names on a normalised event.

@@ -1,4 +1,4 @@
-package matrix
+package mapping
 
 import (
 	"encoding/json"
@@ -28,7 +28,7 @@ func TestMemberChange(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := memberChange(tc.sender, tc.user, tc.prev, tc.now); got != tc.want {
+			if got := MemberChange(tc.sender, tc.user, tc.prev, tc.now); got != tc.want {
 				t.Fatalf("got %s, want %s", got, tc.want)
 			}
 		})
@@ -45,11 +45,11 @@ func TestLevelChanges(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = evt.Content.ParseRaw(evt.Type)
-	got := levelChanges(&evt)
+	got := LevelChanges(&evt)
 	if len(got) != 2 || got[0].User != "@b:hs" || got[0].From != 0 || got[0].To != 50 || got[1].User != "@c:hs" || got[1].From != 20 || got[1].To != 0 {
 		t.Fatalf("changes = %+v", got)
 	}
-	if again := levelChanges(&evt); len(again) != 2 {
+	if again := LevelChanges(&evt); len(again) != 2 {
 		t.Fatalf("with prev_content parsed already: %+v", again)
 	}
 }
