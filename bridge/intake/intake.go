@@ -32,6 +32,11 @@ const maxImmediateQueued = 1024
 // immediateSlots is how many immediate actions run at once.
 const immediateSlots = 16
 
+// maxRejectsQueued bounds the answers to bad requests waiting to be published. The intake
+// waits for room when it is full, but never after Close: an answer that cannot go out then
+// (the broker is gone) must not hold up the shutdown, and is dropped.
+const maxRejectsQueued = 1024
+
 // Queue is the outbox, as the intake uses it.
 type Queue interface {
 	Seen(ctx context.Context, mqttKey string) (bool, error)
@@ -69,6 +74,12 @@ type Intake struct {
 	done   chan struct{}
 	log    zerolog.Logger
 
+	// rejects are the answers to bad requests, published by their own goroutine so that a
+	// broker that is gone does not stop the intake's loop; closing is closed by Close.
+	rejects        chan rejection
+	closing        chan struct{}
+	droppedRejects atomic.Int64
+
 	slots chan struct{} // bounds concurrent immediate actions
 	// immediateQueued counts immediate actions started and not yet answered.
 	immediateQueued atomic.Int64
@@ -77,7 +88,14 @@ type Intake struct {
 
 // New prepares the intake; Run starts it.
 func New(d Deps) *Intake {
-	return &Intake{Deps: d, queue: make(chan mqtt.Message, 4096), done: make(chan struct{}), slots: make(chan struct{}, immediateSlots)}
+	return &Intake{Deps: d, queue: make(chan mqtt.Message, 4096), done: make(chan struct{}), slots: make(chan struct{}, immediateSlots),
+		rejects: make(chan rejection, maxRejectsQueued), closing: make(chan struct{})}
+}
+
+// rejection is the answer to one bad request.
+type rejection struct {
+	action, id string
+	err        *wire.Error
 }
 
 // Offer is the MQTT message callback: it only hands the message over. Unacknowledged QoS 1
@@ -106,18 +124,23 @@ func (in *Intake) Close() {
 	if !in.closed {
 		in.closed = true
 		close(in.queue)
+		close(in.closing)
 	}
 	in.mu.Unlock()
 	<-in.done
 }
 
-// Wait blocks until the immediate actions that were started have answered.
+// Wait blocks until the immediate actions that were started, and the bad requests, have been
+// answered (or their context ended).
 func (in *Intake) Wait() { in.immediate.Wait() }
 
 // Run takes messages until Close.
 func (in *Intake) Run(ctx context.Context) {
-	defer close(in.done)
 	in.log = zerolog.Ctx(ctx).With().Str("component", "intake").Logger()
+	in.immediate.Add(1)
+	go in.publishRejects(ctx)
+	defer close(in.done)
+	defer close(in.rejects)
 	batch := make([]mqtt.Message, 0, batchSize)
 	for m := range in.queue {
 		batch = append(batch[:0], m)
@@ -185,32 +208,32 @@ func (in *Intake) accept(ctx context.Context, m mqtt.Message) *outbox.Entry {
 		responseAction = "unknown"
 	}
 	if err != nil {
-		in.reject(ctx, responseAction, wire.RequestID(m.Payload), m, err)
+		in.reject(responseAction, wire.RequestID(m.Payload), m, err)
 		return nil
 	}
 	if m.Retained {
 		// A retained request would run again after every reconnect.
 		if len(m.Payload) > 0 {
-			in.reject(ctx, action, wire.RequestID(m.Payload), m, wire.Errorf(wire.CodeInvalidRequest,
+			in.reject(action, wire.RequestID(m.Payload), m, wire.Errorf(wire.CodeInvalidRequest,
 				"retained requests are ignored: publish without the retain flag, and clear this one with an empty retained message"))
 		}
 		return nil
 	}
 	if len(m.Payload) > in.MaxPayloadBytes {
-		in.reject(ctx, action, wire.RequestID(m.Payload), m, wire.Errorf(wire.CodeTooLarge,
+		in.reject(action, wire.RequestID(m.Payload), m, wire.Errorf(wire.CodeTooLarge,
 			"the payload is %d bytes; MAX_PAYLOAD_BYTES is %d", len(m.Payload), in.MaxPayloadBytes))
 		return nil
 	}
 	req, err := in.Registry.Parse(action, target, m.Payload, in.Env.Targets)
 	if err != nil {
-		in.reject(ctx, action, wire.RequestID(m.Payload), m, err)
+		in.reject(action, wire.RequestID(m.Payload), m, err)
 		return nil
 	}
 	switch r := req.(type) {
 	case actions.Durable:
 		e, qerr := in.Queue.NewEntry(outbox.Job{Action: action, Request: r, MQTTKey: outbox.MQTTKey(m.PacketID, m.Topic, m.Payload)})
 		if qerr != nil {
-			in.reject(ctx, action, r.RequestID(), m, wire.Errorf(wire.CodeInvalidRequest, "%v", qerr))
+			in.reject(action, r.RequestID(), m, wire.Errorf(wire.CodeInvalidRequest, "%v", qerr))
 			return nil
 		}
 		return e
@@ -234,9 +257,37 @@ func (in *Intake) alreadyCommitted(ctx context.Context, m mqtt.Message) bool {
 	return found
 }
 
-func (in *Intake) reject(ctx context.Context, action, id string, m mqtt.Message, err *wire.Error) {
+// reject answers a bad request through publishRejects. It waits while maxRejectsQueued answers
+// are queued, unless the intake is closing: then the answer is dropped (and counted).
+func (in *Intake) reject(action, id string, m mqtt.Message, err *wire.Error) {
 	in.log.Warn().Str("topic", m.Topic).Str("request_id", id).Str("code", err.Code).Str("reason", err.Message).Msg("Rejected request")
-	in.Responder.Respond(ctx, action, id, nil, err)
+	r := rejection{action: action, id: id, err: err}
+	select {
+	case in.rejects <- r:
+		return
+	default:
+	}
+	select {
+	case in.rejects <- r:
+	case <-in.closing:
+		in.droppedRejects.Add(1)
+	}
+}
+
+// publishRejects publishes the answers to bad requests in order, until Run ends and the queue
+// is empty; each waits for the broker no longer than ctx.
+func (in *Intake) publishRejects(ctx context.Context) {
+	defer in.immediate.Done()
+	for r := range in.rejects {
+		if ctx.Err() != nil {
+			in.droppedRejects.Add(1)
+			continue
+		}
+		in.Responder.Respond(ctx, r.action, r.id, nil, r.err)
+	}
+	if dropped := in.droppedRejects.Load(); dropped > 0 {
+		in.log.Warn().Int64("dropped", dropped).Msg("Dropped answers to bad requests at shutdown: the broker was gone")
+	}
 }
 
 // startImmediate runs an immediate request in its own goroutine, at most immediateSlots at a
