@@ -5,6 +5,7 @@ package intake
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"sync"
 	"sync/atomic"
@@ -40,6 +41,7 @@ const maxRejectsQueued = 1024
 // Queue is the outbox, as the intake uses it.
 type Queue interface {
 	Seen(ctx context.Context, mqttKey string) (bool, error)
+	Accepted(ctx context.Context, action string, ids []string) (map[string]json.RawMessage, error)
 	NewEntry(j outbox.Job) (*outbox.Entry, error)
 	Add(ctx context.Context, entries []*outbox.Entry) error
 	Start(entries []*outbox.Entry)
@@ -92,9 +94,10 @@ func New(d Deps) *Intake {
 		rejects: make(chan rejection, maxRejectsQueued), closing: make(chan struct{})}
 }
 
-// rejection is the answer to one bad request.
+// rejection is the answer to one bad request, or the kept response to a repeated one.
 type rejection struct {
 	action, id string
+	data       any
 	err        *wire.Error
 }
 
@@ -178,6 +181,7 @@ func (in *Intake) process(ctx context.Context, batch []mqtt.Message) {
 		durable = append(durable, e)
 		acks = append(acks, m)
 	}
+	durable, acks = in.skipRepeats(ctx, durable, acks)
 	if len(durable) == 0 {
 		return
 	}
@@ -243,6 +247,62 @@ func (in *Intake) accept(ctx context.Context, m mqtt.Message) *outbox.Entry {
 	return nil
 }
 
+// skipRepeats takes out of a batch the durable requests whose action and id were accepted
+// already (within store.RequestRetention) or earlier in the batch, and acknowledges them: a done
+// one is answered with its kept response, a pending one is answered when it is done. It returns
+// the others with their messages.
+func (in *Intake) skipRepeats(ctx context.Context, durable []*outbox.Entry, acks []mqtt.Message) ([]*outbox.Entry, []mqtt.Message) {
+	ids := map[string][]string{} // action → ids
+	for _, e := range durable {
+		if e.RequestID != "" {
+			ids[e.Action] = append(ids[e.Action], e.RequestID)
+		}
+	}
+	if len(ids) == 0 {
+		return durable, acks
+	}
+	known := map[string]map[string]json.RawMessage{}
+	for action, list := range ids {
+		found, err := in.Queue.Accepted(ctx, action, list)
+		if err != nil {
+			in.log.Warn().Err(err).Msg("Failed to look up request ids; taking the requests as new")
+			return durable, acks
+		}
+		known[action] = found
+	}
+	inBatch := map[[2]string]bool{}
+	keep, keepAcks := make([]*outbox.Entry, 0, len(durable)), make([]mqtt.Message, 0, len(acks))
+	for i, e := range durable {
+		key := [2]string{e.Action, e.RequestID}
+		response, found := known[e.Action][e.RequestID]
+		if e.RequestID == "" || (!found && !inBatch[key]) {
+			inBatch[key] = e.RequestID != ""
+			keep, keepAcks = append(keep, e), append(keepAcks, acks[i])
+			continue
+		}
+		acks[i].Ack()
+		if len(response) == 0 {
+			in.log.Info().Str("action", e.Action).Str("request_id", e.RequestID).Msg("Request with this id is pending already; not run again")
+			continue
+		}
+		in.log.Info().Str("action", e.Action).Str("request_id", e.RequestID).Msg("Request with this id was done already; answering with its response")
+		var kept struct {
+			Data  json.RawMessage `json:"data"`
+			Error *wire.Error     `json:"error"`
+		}
+		if err := json.Unmarshal(response, &kept); err != nil {
+			in.log.Warn().Err(err).Str("request_id", e.RequestID).Msg("Failed to decode a kept response")
+			continue
+		}
+		var data any
+		if len(kept.Data) > 0 {
+			data = kept.Data
+		}
+		in.answer(rejection{action: e.Action, id: e.RequestID, data: data, err: kept.Error})
+	}
+	return keep, keepAcks
+}
+
 // alreadyCommitted reports whether a redelivered message was taken already: the bridge
 // committed it and stopped before its PUBACK reached the broker.
 func (in *Intake) alreadyCommitted(ctx context.Context, m mqtt.Message) bool {
@@ -261,7 +321,12 @@ func (in *Intake) alreadyCommitted(ctx context.Context, m mqtt.Message) bool {
 // are queued, unless the intake is closing: then the answer is dropped (and counted).
 func (in *Intake) reject(action, id string, m mqtt.Message, err *wire.Error) {
 	in.log.Warn().Str("topic", m.Topic).Str("request_id", id).Str("code", err.Code).Str("reason", err.Message).Msg("Rejected request")
-	r := rejection{action: action, id: id, err: err}
+	in.answer(rejection{action: action, id: id, err: err})
+}
+
+// answer queues r for publishRejects, waiting while the queue is full unless the intake is
+// closing.
+func (in *Intake) answer(r rejection) {
 	select {
 	case in.rejects <- r:
 		return
@@ -283,7 +348,7 @@ func (in *Intake) publishRejects(ctx context.Context) {
 			in.droppedRejects.Add(1)
 			continue
 		}
-		in.Responder.Respond(ctx, r.action, r.id, nil, r.err)
+		in.Responder.Respond(ctx, r.action, r.id, r.data, r.err)
 	}
 	if dropped := in.droppedRejects.Load(); dropped > 0 {
 		in.log.Warn().Int64("dropped", dropped).Msg("Dropped answers to bad requests at shutdown: the broker was gone")

@@ -2,6 +2,7 @@ package intake
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"strings"
@@ -27,6 +28,8 @@ type fakeQueue struct {
 	mu        sync.Mutex
 	log       []string
 	committed map[string]bool // MQTT keys
+	// accepted are the kept responses by action and request id ("" while pending).
+	accepted map[string]map[string]json.RawMessage
 }
 
 func (q *fakeQueue) add(s string) {
@@ -43,9 +46,21 @@ func (q *fakeQueue) calls() string {
 
 func (q *fakeQueue) Seen(_ context.Context, key string) (bool, error) { return q.committed[key], nil }
 
+func (q *fakeQueue) Accepted(_ context.Context, action string, ids []string) (map[string]json.RawMessage, error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	found := map[string]json.RawMessage{}
+	for _, id := range ids {
+		if r, ok := q.accepted[action][id]; ok {
+			found[id] = r
+		}
+	}
+	return found, nil
+}
+
 func (q *fakeQueue) NewEntry(j outbox.Job) (*outbox.Entry, error) {
 	e := &outbox.Entry{}
-	e.Action, e.Lane, e.MQTTKey = j.Action, j.Request.Lane(), j.MQTTKey
+	e.Action, e.Lane, e.MQTTKey, e.RequestID = j.Action, j.Request.Lane(), j.MQTTKey, j.Request.RequestID()
 	return e, nil
 }
 
@@ -209,5 +224,38 @@ func TestImmediateRateLimited(t *testing.T) {
 	ti.clock.Advance(2 * time.Second)
 	if r := ti.responses.Next(t); r.Status != "ok" || ti.hs.Calls != 2 {
 		t.Fatalf("response = %+v after %d calls", r, ti.hs.Calls)
+	}
+}
+
+// TestRepeatedRequestIDIsNotRunAgain: a durable request whose action and id were accepted
+// already is acknowledged and not added again; a done one is answered with its kept response, a
+// pending one (or a copy earlier in the same batch) is not answered again.
+func TestRepeatedRequestIDIsNotRunAgain(t *testing.T) {
+	ti := newTestIntake(t)
+	ti.queue.accepted = map[string]map[string]json.RawMessage{"send": {
+		"done":    json.RawMessage(`{"id":"done","status":"ok","data":{"event_id":"$kept"}}`),
+		"failed":  json.RawMessage(`{"id":"failed","status":"error","error":{"code":"matrix_error","message":"no"}}`),
+		"pending": json.RawMessage(``),
+	}}
+	for _, id := range []string{"done", "failed", "pending", "new", "new"} {
+		ti.offer("m2m/bridge/request/send", `{"id":"`+id+`","to":"kitchen","text":"hi"}`)
+	}
+	ti.offer("m2m/bridge/request/send_location", `{"id":"done","to":"kitchen","lat":1,"lon":2}`) // another action
+	actionstest.WaitFor(t, func() bool { return strings.Count(ti.queue.calls(), "ack ") == 6 })
+	for _, want := range []struct{ id, status string }{{"done", "ok"}, {"failed", "error"}} {
+		r := ti.responses.Next(t)
+		if r.ID != want.id || r.Status != want.status {
+			t.Fatalf("response = %+v, want %s %s", r, want.id, want.status)
+		}
+		if want.status == "ok" && !strings.Contains(fmt.Sprint(r.Data), "$kept") {
+			t.Fatalf("kept response data = %v", r.Data)
+		}
+	}
+	calls := ti.queue.calls()
+	if got := strings.Count(calls, "add send "); got != 1 {
+		t.Fatalf("%d sends added, want only the new one once:\n%s", got, calls)
+	}
+	if !strings.Contains(calls, "add send_location") {
+		t.Fatalf("the same id of another action was not added:\n%s", calls)
 	}
 }

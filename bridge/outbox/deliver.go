@@ -206,8 +206,17 @@ func (o *Outbox) sleep(ctx context.Context, d time.Duration, flushable bool) boo
 // finish answers the entry, then removes it from the outbox with its follow-ups. Answering
 // first means a crash in between answers again, with the same event ID, rather than never.
 func (o *Outbox) finish(ctx context.Context, e *Entry, data any, err *wire.Error, followUps []actions.FollowUp) {
+	var rerr error
 	if !e.spec.Internal {
-		o.Responder.Respond(ctx, e.Action, requestID(e.Request), data, err)
+		id := requestID(e.Request)
+		o.Responder.Respond(ctx, e.Action, id, data, err)
+		if id != "" {
+			// Kept with the request's id, for a repeat of it (store.Accepted).
+			e.RequestID = id
+			if e.Response, rerr = json.Marshal(wire.NewResponse(id, data, err)); rerr != nil {
+				o.log.Warn().Err(rerr).Msg("Failed to encode the response to keep")
+			}
+		}
 	}
 	if err != nil {
 		o.log.Warn().Int64("outbox_id", e.ID).Str("action", e.Action).Str("code", err.Code).Str("reason", err.Message).Msg("Request failed")

@@ -156,6 +156,9 @@ func (o *Outbox) NewEntry(j Job) (*Entry, error) {
 	if e.TxnID == "" {
 		e.TxnID = newTxnID()
 	}
+	if !spec.Internal {
+		e.RequestID = j.Request.RequestID()
+	}
 	if exp, ok := j.Request.(actions.Expiring); ok && e.ExpiresAt.IsZero() {
 		if after := exp.ExpireAfter(); after > 0 {
 			e.ExpiresAt = now.Add(after)
@@ -219,6 +222,12 @@ func (o *Outbox) Wait() { o.lanes.wait() }
 // Seen reports whether the MQTT message with this key was taken already.
 func (o *Outbox) Seen(ctx context.Context, mqttKey string) (bool, error) {
 	return o.Store.Seen(ctx, mqttKey)
+}
+
+// Accepted returns the requests of action among ids taken lately, with their response (JSON),
+// empty while pending: see store.Accepted.
+func (o *Outbox) Accepted(ctx context.Context, action string, ids []string) (map[string]json.RawMessage, error) {
+	return o.Store.Accepted(ctx, action, ids)
 }
 
 func newTxnID() string {

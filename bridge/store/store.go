@@ -1,5 +1,6 @@
-// Package store owns the bridge's tables (the outbox, the keys of done MQTT messages, the
-// published inbound events) and their schema, and prunes what is only kept for a while.
+// Package store owns the bridge's tables (the outbox, the keys of done MQTT messages, the ids
+// of accepted requests, the published inbound events) and their schema, and prunes what is
+// only kept for a while.
 package store
 
 import (
@@ -161,6 +162,9 @@ func (s *Store) Prune(ctx context.Context) error {
 	now := s.clock.Now()
 	defer s.lockWrites()()
 	if err := s.pruneDone(ctx, now.Add(-DoneRetention)); err != nil {
+		return err
+	}
+	if err := s.pruneRequests(ctx, now.Add(-RequestRetention)); err != nil {
 		return err
 	}
 	return s.pruneInbound(ctx, now.Add(-InboundRetention))

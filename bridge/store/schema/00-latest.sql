@@ -1,4 +1,4 @@
--- v0 -> v2: Latest revision
+-- v0 -> v3: Latest revision
 
 CREATE TABLE matrix2mqtt_outbox (
 	-- only: postgres
@@ -39,3 +39,17 @@ CREATE TABLE matrix2mqtt_inbound (
 );
 
 CREATE INDEX matrix2mqtt_inbound_published_at_idx ON matrix2mqtt_inbound (published_at);
+
+-- The ids of requests taken into the outbox lately, with their response once they are done: a
+-- request that arrives again with the same action and id (a broker that hands a message over
+-- again as a new one, an automation that repeats itself) is not run again. Pruned after a day.
+CREATE TABLE matrix2mqtt_requests (
+	action      TEXT   NOT NULL,
+	request_id  TEXT   NOT NULL,
+	accepted_at BIGINT NOT NULL,
+	-- the response (JSON) once the request is done; empty while it is pending
+	response    TEXT   NOT NULL DEFAULT '',
+	PRIMARY KEY (action, request_id)
+);
+
+CREATE INDEX matrix2mqtt_requests_accepted_at_idx ON matrix2mqtt_requests (accepted_at);
