@@ -2,6 +2,7 @@ package e2ee
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -29,7 +30,13 @@ func (c *Crypto) recoveryKey() string {
 	return ""
 }
 
-// setUpCrossSigning makes sure the bot's device is signed by its owner's self-signing key.
+// ErrIdentityLocked means the account has cross-signing keys that this device cannot unlock
+// (no recovery key): the bridge does not replace them on its own, and runs without E2EE.
+var ErrIdentityLocked = errors.New("the account already has cross-signing keys and E2EE_RECOVERY_KEY is not set")
+
+// setUpCrossSigning makes sure the bot's device is signed by its owner's self-signing key. It
+// never replaces existing cross-signing keys unless E2EE_RESET_IDENTITY is set: Element warns
+// everyone who verified the bot when its identity changes.
 func (c *Crypto) setUpCrossSigning(ctx context.Context) error {
 	hasKeys, verified, err := c.mach.GetOwnVerificationStatus(ctx)
 	if err != nil {
@@ -47,9 +54,14 @@ func (c *Crypto) setUpCrossSigning(ctx context.Context) error {
 	}
 	recoveryKey := c.recoveryKey()
 	if recoveryKey == "" {
-		c.log.Warn().Msg("Cross-signing keys exist but E2EE_RECOVERY_KEY is not set; the bot's device stays unverified")
-		c.opts.Notify(ctx, "cross_signing_locked", "cross-signing keys exist on the account: set E2EE_RECOVERY_KEY so that the bridge can sign its device")
-		return nil
+		if c.cfg.ResetIdentity && c.opts.Password != "" {
+			c.log.Warn().Msg("E2EE_RESET_IDENTITY is set: replacing the account's cross-signing keys; everyone who verified the bot will see its identity change")
+			return c.bootstrapCrossSigning(ctx)
+		}
+		return fmt.Errorf("%w: set E2EE_RECOVERY_KEY (or E2EE_RECOVERY_KEY_FILE) to the recovery key of %s "+
+			"(DATA_DIR/recovery-key.txt of its first data dir, or the one Element showed) and restart; "+
+			"only if it is lost for good, set E2EE_RESET_IDENTITY=true with MATRIX_PASSWORD for one start to make new keys "+
+			"(everyone who verified the bot sees its identity change). Until then encrypted rooms are refused", ErrIdentityLocked, c.opts.Client.UserID)
 	}
 	if err := c.mach.VerifyWithRecoveryKey(ctx, recoveryKey); err != nil {
 		return fmt.Errorf("failed to unlock cross-signing with E2EE_RECOVERY_KEY: %w", err)
