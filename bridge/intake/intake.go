@@ -280,12 +280,14 @@ func (in *Intake) skipRepeats(ctx context.Context, durable []*outbox.Entry, acks
 			keep, keepAcks = append(keep, e), append(keepAcks, acks[i])
 			continue
 		}
-		acks[i].Ack()
+		m := acks[i]
+		m.Ack()
+		log := in.log.Info().Str("action", e.Action).Str("request_id", e.RequestID).Uint16("packet_id", m.PacketID).Bool("redelivery", m.Duplicate)
 		if len(response) == 0 {
-			in.log.Info().Str("action", e.Action).Str("request_id", e.RequestID).Msg("Request with this id is pending already; not run again")
+			log.Msg("Request with this id is pending already; not run again")
 			continue
 		}
-		in.log.Info().Str("action", e.Action).Str("request_id", e.RequestID).Msg("Request with this id was done already; answering with its response")
+		log.Msg("Request with this id was done already; answering with its response")
 		var kept struct {
 			Data  json.RawMessage `json:"data"`
 			Error *wire.Error     `json:"error"`
