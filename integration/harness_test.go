@@ -318,7 +318,13 @@ func newHarnessOn(t *testing.T, srv *testenv.Env, extra map[string]string) *harn
 	for k, v := range extra {
 		h.env[k] = v
 	}
-	h.rec = newRecorderAt(t, h.env["MQTT_URL"], h.base) // MQTT_URL in extra: another broker
+	// The recorder speaks plain MQTT: it follows an MQTT_URL of extra that is plain (another
+	// broker, such as Aedes), and uses the servers' plain listener for the other transports.
+	recURL := srv.MQTTURL
+	if strings.HasPrefix(h.env["MQTT_URL"], "tcp://") {
+		recURL = h.env["MQTT_URL"]
+	}
+	h.rec = newRecorderAt(t, recURL, h.base)
 	h.start()
 	t.Cleanup(func() { h.stop() })
 	return h
