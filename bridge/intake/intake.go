@@ -42,6 +42,7 @@ const maxRejectsQueued = 1024
 type Queue interface {
 	Seen(ctx context.Context, mqttKey string) (bool, error)
 	Accepted(ctx context.Context, action string, ids []string) (map[string]json.RawMessage, error)
+	Watch(fn func(ctx context.Context, action, requestID string, response json.RawMessage))
 	NewEntry(j outbox.Job) (*outbox.Entry, error)
 	Add(ctx context.Context, entries []*outbox.Entry) error
 	Start(entries []*outbox.Entry)
@@ -82,6 +83,11 @@ type Intake struct {
 	closing        chan struct{}
 	droppedRejects atomic.Int64
 
+	// repeats are the repeats of pending requests (by action and id), answered when the first
+	// is done.
+	repeatsMu sync.Mutex
+	repeats   map[[2]string]int
+
 	slots chan struct{} // bounds concurrent immediate actions
 	// immediateQueued counts immediate actions started and not yet answered.
 	immediateQueued atomic.Int64
@@ -90,8 +96,10 @@ type Intake struct {
 
 // New prepares the intake; Run starts it.
 func New(d Deps) *Intake {
-	return &Intake{Deps: d, queue: make(chan mqtt.Message, 4096), done: make(chan struct{}), slots: make(chan struct{}, immediateSlots),
-		rejects: make(chan rejection, maxRejectsQueued), closing: make(chan struct{})}
+	in := &Intake{Deps: d, queue: make(chan mqtt.Message, 4096), done: make(chan struct{}), slots: make(chan struct{}, immediateSlots),
+		rejects: make(chan rejection, maxRejectsQueued), closing: make(chan struct{}), repeats: map[[2]string]int{}}
+	d.Queue.Watch(in.finished)
+	return in
 }
 
 // rejection is the answer to one bad request, or the kept response to a repeated one.
@@ -248,8 +256,9 @@ func (in *Intake) accept(ctx context.Context, m mqtt.Message) *outbox.Entry {
 }
 
 // skipRepeats takes out of a batch the durable requests whose action and id were accepted
-// already (within store.RequestRetention) or earlier in the batch, and acknowledges them: a done
-// one is answered with its kept response, a pending one is answered when it is done. It returns
+// already (within store.RequestRetention) or earlier in the batch, and acknowledges them: a
+// repeat of a done one is answered with its kept response, a repeat of a pending one when the
+// first is done (by finished). It returns
 // the others with their messages.
 func (in *Intake) skipRepeats(ctx context.Context, durable []*outbox.Entry, acks []mqtt.Message) ([]*outbox.Entry, []mqtt.Message) {
 	ids := map[string][]string{} // action → ids
@@ -284,25 +293,73 @@ func (in *Intake) skipRepeats(ctx context.Context, durable []*outbox.Entry, acks
 		m.Ack()
 		log := in.log.Info().Str("action", e.Action).Str("request_id", e.RequestID).Uint16("packet_id", m.PacketID).Bool("redelivery", m.Duplicate)
 		if len(response) == 0 {
-			log.Msg("Request with this id is pending already; not run again")
+			response = in.awaitFirst(ctx, e.Action, e.RequestID)
+		}
+		if len(response) == 0 {
+			log.Msg("Request with this id is pending already; not run again, answered when it is done")
 			continue
 		}
 		log.Msg("Request with this id was done already; answering with its response")
-		var kept struct {
-			Data  json.RawMessage `json:"data"`
-			Error *wire.Error     `json:"error"`
-		}
-		if err := json.Unmarshal(response, &kept); err != nil {
-			in.log.Warn().Err(err).Str("request_id", e.RequestID).Msg("Failed to decode a kept response")
-			continue
-		}
-		var data any
-		if len(kept.Data) > 0 {
-			data = kept.Data
-		}
-		in.answer(rejection{action: e.Action, id: e.RequestID, data: data, err: kept.Error})
+		data, err := in.decodeKept(e.RequestID, response)
+		in.answer(rejection{action: e.Action, id: e.RequestID, data: data, err: err})
 	}
 	return keep, keepAcks
+}
+
+// awaitFirst registers a repeat of a pending request, to be answered by finished, and returns
+// the first's response instead if it was recorded meanwhile (it may have finished between the
+// look-up and the registration).
+func (in *Intake) awaitFirst(ctx context.Context, action, id string) json.RawMessage {
+	key := [2]string{action, id}
+	in.repeatsMu.Lock()
+	in.repeats[key]++
+	in.repeatsMu.Unlock()
+	found, err := in.Queue.Accepted(ctx, action, []string{id})
+	if err != nil || len(found[id]) == 0 {
+		return nil
+	}
+	in.repeatsMu.Lock()
+	defer in.repeatsMu.Unlock()
+	if in.repeats[key] == 0 {
+		return nil // finished answered it already
+	}
+	if in.repeats[key]--; in.repeats[key] == 0 {
+		delete(in.repeats, key)
+	}
+	return found[id]
+}
+
+// finished answers the repeats of a request that were taken while it was pending; it runs on
+// the outbox lane that finished the request, like the request's own response.
+func (in *Intake) finished(ctx context.Context, action, id string, response json.RawMessage) {
+	key := [2]string{action, id}
+	in.repeatsMu.Lock()
+	n := in.repeats[key]
+	delete(in.repeats, key)
+	in.repeatsMu.Unlock()
+	if n == 0 {
+		return
+	}
+	data, err := in.decodeKept(id, response)
+	for range n {
+		in.Responder.Respond(ctx, action, id, data, err)
+	}
+}
+
+// decodeKept returns the data and error of a kept response.
+func (in *Intake) decodeKept(id string, response json.RawMessage) (any, *wire.Error) {
+	var kept struct {
+		Data  json.RawMessage `json:"data"`
+		Error *wire.Error     `json:"error"`
+	}
+	if err := json.Unmarshal(response, &kept); err != nil {
+		in.log.Warn().Err(err).Str("request_id", id).Msg("Failed to decode a kept response")
+		return nil, wire.Errorf(wire.CodeInvalidRequest, "this id was used by an earlier request whose response cannot be read")
+	}
+	if len(kept.Data) == 0 {
+		return nil, kept.Error
+	}
+	return kept.Data, kept.Error
 }
 
 // alreadyCommitted reports whether a redelivered message was taken already: the bridge

@@ -58,6 +58,8 @@ func (q *fakeQueue) Accepted(_ context.Context, action string, ids []string) (ma
 	return found, nil
 }
 
+func (q *fakeQueue) Watch(func(context.Context, string, string, json.RawMessage)) {}
+
 func (q *fakeQueue) NewEntry(j outbox.Job) (*outbox.Entry, error) {
 	e := &outbox.Entry{}
 	e.Action, e.Lane, e.MQTTKey, e.RequestID = j.Action, j.Request.Lane(), j.MQTTKey, j.Request.RequestID()
@@ -67,6 +69,14 @@ func (q *fakeQueue) NewEntry(j outbox.Job) (*outbox.Entry, error) {
 func (q *fakeQueue) Add(_ context.Context, entries []*outbox.Entry) error {
 	for _, e := range entries {
 		q.add("add " + e.Action + " " + e.Lane)
+		if e.RequestID != "" && q.accepted != nil { // as the store remembers it, pending
+			q.mu.Lock()
+			if q.accepted[e.Action] == nil {
+				q.accepted[e.Action] = map[string]json.RawMessage{}
+			}
+			q.accepted[e.Action][e.RequestID] = json.RawMessage{}
+			q.mu.Unlock()
+		}
 	}
 	return nil
 }
@@ -228,8 +238,9 @@ func TestImmediateRateLimited(t *testing.T) {
 }
 
 // TestRepeatedRequestIDIsNotRunAgain: a durable request whose action and id were accepted
-// already is acknowledged and not added again; a done one is answered with its kept response, a
-// pending one (or a copy earlier in the same batch) is not answered again.
+// already is acknowledged and not added again; the repeat of a done one is answered with its
+// kept response, the repeat of a pending one (or of a copy earlier in the same batch) when the
+// first is done.
 func TestRepeatedRequestIDIsNotRunAgain(t *testing.T) {
 	ti := newTestIntake(t)
 	ti.queue.accepted = map[string]map[string]json.RawMessage{"send": {
@@ -257,5 +268,19 @@ func TestRepeatedRequestIDIsNotRunAgain(t *testing.T) {
 	}
 	if !strings.Contains(calls, "add send_location") {
 		t.Fatalf("the same id of another action was not added:\n%s", calls)
+	}
+	// The repeats of pending requests (one stored, one earlier in the batch) are answered when
+	// the first is done, with its response.
+	for _, id := range []string{"pending", "new"} {
+		ti.finished(context.Background(), "send", id, json.RawMessage(`{"id":"`+id+`","status":"ok","data":{"event_id":"$first"}}`))
+		if r := ti.responses.Next(t); r.ID != id || r.Status != "ok" || !strings.Contains(fmt.Sprint(r.Data), "$first") {
+			t.Fatalf("answer to the repeat of %s = %+v", id, r)
+		}
+	}
+	ti.finished(context.Background(), "send", "other", json.RawMessage(`{"id":"other","status":"ok"}`))
+	select {
+	case r := <-ti.responses:
+		t.Fatalf("answered a request that had no repeat: %+v", r)
+	case <-time.After(100 * time.Millisecond):
 	}
 }

@@ -243,6 +243,7 @@ func (o *Outbox) finish(ctx context.Context, e *Entry, data any, err *wire.Error
 			return
 		}
 	}
+	o.finished(ctx, e)
 	o.Counters.Done(e.ID, err)
 	o.Start(next)
 }

@@ -76,6 +76,30 @@ type Outbox struct {
 
 	flushMu sync.Mutex
 	flushCh chan struct{} // closed and replaced by Flush
+
+	watchMu sync.Mutex
+	watch   func(ctx context.Context, action, requestID string, response json.RawMessage)
+}
+
+// Watch sets fn to be called with the kept response of each request with an id, once it is
+// recorded as done: for the repeats of a request that were taken while it was pending.
+func (o *Outbox) Watch(fn func(ctx context.Context, action, requestID string, response json.RawMessage)) {
+	o.watchMu.Lock()
+	defer o.watchMu.Unlock()
+	o.watch = fn
+}
+
+// finished tells the watcher that e is done.
+func (o *Outbox) finished(ctx context.Context, e *Entry) {
+	if e.RequestID == "" || len(e.Response) == 0 {
+		return
+	}
+	o.watchMu.Lock()
+	fn := o.watch
+	o.watchMu.Unlock()
+	if fn != nil {
+		fn(ctx, e.Action, e.RequestID, e.Response)
+	}
 }
 
 // Entry is one outbox entry being delivered.
