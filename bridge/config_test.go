@@ -163,3 +163,26 @@ func TestReadEnvFile(t *testing.T) {
 		t.Fatalf("bad line: %v", err)
 	}
 }
+
+// TestConfigErrorsHideCredentials: a DATABASE_URL or MQTT_URL that is refused is not repeated
+// in the error with the password it holds.
+func TestConfigErrorsHideCredentials(t *testing.T) {
+	tests := []struct{ name, setting, value string }{
+		{"database", "DATABASE_URL", "mysql://admin:hunter2@db/m2m"},
+		{"broker without host", "MQTT_URL", "tcp://admin:hunter2@"},
+		{"broker scheme", "MQTT_URL", "http://admin:hunter2@broker:1883"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			m := minimalEnv()
+			m[tc.setting] = tc.value
+			_, err := LoadConfig(environ(m))
+			if err == nil || !strings.Contains(err.Error(), tc.setting) {
+				t.Fatalf("LoadConfig() = %v, want an error naming %s", err, tc.setting)
+			}
+			if strings.Contains(err.Error(), "hunter2") {
+				t.Fatalf("the error repeats the password: %v", err)
+			}
+		})
+	}
+}

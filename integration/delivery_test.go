@@ -27,7 +27,13 @@ type publisher struct {
 
 func newPublisher(t *testing.T, srv *testenv.Env) *publisher {
 	t.Helper()
-	opts := paho.NewClientOptions().AddBroker(srv.MQTTURL).SetClientID(fmt.Sprintf("pub-%d", time.Now().UnixNano())).
+	return newPublisherAt(t, srv.MQTTURL)
+}
+
+// newPublisherAt is newPublisher on the broker at url.
+func newPublisherAt(t *testing.T, url string) *publisher {
+	t.Helper()
+	opts := paho.NewClientOptions().AddBroker(url).SetClientID(fmt.Sprintf("pub-%d", time.Now().UnixNano())).
 		SetCleanSession(true).SetAutoReconnect(false)
 	cli := paho.NewClient(opts)
 	if tok := cli.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
@@ -118,6 +124,12 @@ func delivered(t *testing.T, alice *user, rooms []id.RoomID, tag string) [][]int
 // is there exactly once and in publish order per room. It returns when the last one arrived.
 func waitDelivered(t *testing.T, alice *user, rooms []id.RoomID, tag string, n int, limit time.Duration) time.Time {
 	t.Helper()
+	return waitDeliveredOnce(t, alice, rooms, tag, n, limit, true)
+}
+
+// waitDeliveredOnce is waitDelivered; ordered says whether the order per room is checked too.
+func waitDeliveredOnce(t *testing.T, alice *user, rooms []id.RoomID, tag string, n int, limit time.Duration, ordered bool) time.Time {
+	t.Helper()
 	deadline := time.Now().Add(limit)
 	for {
 		got := delivered(t, alice, rooms, tag)
@@ -126,11 +138,11 @@ func waitDelivered(t *testing.T, alice *user, rooms []id.RoomID, tag string, n i
 			total += len(seqs)
 		}
 		if total >= n {
-			checkExactlyOnceInOrder(t, got, len(rooms), n)
+			checkExactlyOnce(t, got, len(rooms), n, ordered)
 			return time.Now()
 		}
 		if time.Now().After(deadline) {
-			checkExactlyOnceInOrder(t, got, len(rooms), n)
+			checkExactlyOnce(t, got, len(rooms), n, ordered)
 			t.Fatalf("only %d of %d messages delivered within %s", total, n, limit)
 		}
 		time.Sleep(500 * time.Millisecond)
@@ -139,9 +151,20 @@ func waitDelivered(t *testing.T, alice *user, rooms []id.RoomID, tag string, n i
 
 func checkExactlyOnceInOrder(t *testing.T, got [][]int, rooms, n int) {
 	t.Helper()
+	checkExactlyOnce(t, got, rooms, n, true)
+}
+
+// checkExactlyOnce checks that each of the n messages is in its room once; with ordered, also
+// in publish order. Without, it reports how many are out of order.
+func checkExactlyOnce(t *testing.T, got [][]int, rooms, n int, ordered bool) {
+	t.Helper()
 	seen := map[int]int{}
 	for r, seqs := range got {
-		if !sort.IntsAreSorted(seqs) {
+		if !ordered {
+			if late := outOfOrder(seqs); late > 0 {
+				report(t, "room %d: %d messages out of publish order (not checked with this broker)", r, late)
+			}
+		} else if !sort.IntsAreSorted(seqs) {
 			t.Errorf("room %d: messages out of publish order: %v", r, seqs)
 		}
 		for _, s := range seqs {
@@ -164,6 +187,18 @@ func checkExactlyOnceInOrder(t *testing.T, got [][]int, rooms, n int) {
 	if len(missing) > 0 || len(doubled) > 0 {
 		t.Errorf("missing %d %v, doubled %d %v", len(missing), head(missing), len(doubled), head(doubled))
 	}
+}
+
+// outOfOrder counts the messages that come after a later-published one.
+func outOfOrder(seqs []int) int {
+	n, highest := 0, -1
+	for _, s := range seqs {
+		if s < highest {
+			n++
+		}
+		highest = max(highest, s)
+	}
+	return n
 }
 
 func head(s []int) []int {
@@ -226,6 +261,17 @@ func TestCrashDuringBurst(t *testing.T) {
 		}
 		crashDuringBurst(t, map[string]string{"DATABASE_URL": url})
 	})
+	// Aedes hands messages published while the bridge reconnects over again as new ones, and
+	// lets new ones overtake its offline queue: the request ids keep them exactly once; the
+	// order across the restart is not kept (docs/delivery.md, "Brokers").
+	t.Run("aedes", func(t *testing.T) {
+		broker, err := testenv.StartAedes(context.Background(), t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer broker.Close()
+		crashDuringBurst(t, map[string]string{"MQTT_URL": broker.MQTTURL})
+	})
 }
 
 func crashDuringBurst(t *testing.T, extra map[string]string) {
@@ -234,7 +280,7 @@ func crashDuringBurst(t *testing.T, extra map[string]string) {
 	h.startProcess()
 	rooms := h.sharedRooms(5)
 	const n = 500
-	pub := newPublisher(t, env)
+	pub := newPublisherAt(t, h.env["MQTT_URL"])
 	defer pub.close()
 	started := time.Now()
 	var killedAt time.Time
@@ -250,10 +296,11 @@ func crashDuringBurst(t *testing.T, extra map[string]string) {
 		}
 		return nil
 	})
-	done := waitDelivered(t, h.alice, rooms, "crash", n, 2*time.Minute)
+	ordered := extra["MQTT_URL"] == ""
+	done := waitDeliveredOnce(t, h.alice, rooms, "crash", n, 2*time.Minute, ordered)
 	checkResponses(t, h, "crash", n)
-	report(t, "%d messages over %d rooms, killed once: all delivered exactly once and in order in %s (%.0f msg/s overall)",
-		n, len(rooms), done.Sub(started).Round(time.Millisecond), float64(n)/done.Sub(started).Seconds())
+	report(t, "%d messages over %d rooms, killed once: all delivered exactly once (in order: %v) in %s (%.0f msg/s overall)",
+		n, len(rooms), ordered, done.Sub(started).Round(time.Millisecond), float64(n)/done.Sub(started).Seconds())
 }
 
 // TestHomeserverOutageDuringBurst stops Dendrite for 30 s in the middle of a burst: the first 50

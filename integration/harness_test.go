@@ -185,8 +185,14 @@ func newRecorder(t *testing.T, base string) *recorder {
 // newRecorderOn records from the broker of the given servers.
 func newRecorderOn(t *testing.T, srv *testenv.Env, base string) *recorder {
 	t.Helper()
+	return newRecorderAt(t, srv.MQTTURL, base)
+}
+
+// newRecorderAt records from the broker at url.
+func newRecorderAt(t *testing.T, url, base string) *recorder {
+	t.Helper()
 	r := &recorder{t: t, news: make(chan struct{}, 1)}
-	opts := paho.NewClientOptions().AddBroker(srv.MQTTURL).SetClientID(fmt.Sprintf("rec-%s-%d", t.Name(), time.Now().UnixNano())).
+	opts := paho.NewClientOptions().AddBroker(url).SetClientID(fmt.Sprintf("rec-%s-%d", t.Name(), time.Now().UnixNano())).
 		SetCleanSession(true).SetAutoReconnect(true).SetConnectRetry(true).SetConnectRetryInterval(200 * time.Millisecond).
 		SetOnConnectHandler(func(c paho.Client) {
 			c.Subscribe(base+"/#", 1, func(_ paho.Client, m paho.Message) {
@@ -312,7 +318,13 @@ func newHarnessOn(t *testing.T, srv *testenv.Env, extra map[string]string) *harn
 	for k, v := range extra {
 		h.env[k] = v
 	}
-	h.rec = newRecorderOn(t, srv, h.base)
+	// The recorder speaks plain MQTT: it follows an MQTT_URL of extra that is plain (another
+	// broker, such as Aedes), and uses the servers' plain listener for the other transports.
+	recURL := srv.MQTTURL
+	if strings.HasPrefix(h.env["MQTT_URL"], "tcp://") {
+		recURL = h.env["MQTT_URL"]
+	}
+	h.rec = newRecorderAt(t, recURL, h.base)
 	h.start()
 	t.Cleanup(func() { h.stop() })
 	return h

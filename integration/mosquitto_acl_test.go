@@ -2,6 +2,8 @@ package integration
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"net"
 	"os"
@@ -13,11 +15,15 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/matrix2mqtt/matrix2mqtt/internal/testenv"
 )
 
-// TestMosquittoExampleACL runs a Mosquitto with configs/mosquitto (only the listener, the file
+// TestMosquittoExampleACL runs a Mosquitto with configs/mosquitto (only the ports, the file
 // paths and persistence changed for the test) and checks that only the bridge and Home
-// Assistant users reach matrix2mqtt/# and homeassistant/#.
+// Assistant users reach matrix2mqtt/# and homeassistant/#, that only the bridge writes its own
+// topics (state, responses, inbound), and that the TLS listener takes only clients that trust
+// its CA and log in.
 func TestMosquittoExampleACL(t *testing.T) {
 	broker, err := exec.LookPath("mosquitto")
 	if err != nil {
@@ -42,15 +48,18 @@ func TestMosquittoExampleACL(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, tlsAddr := freeAddr(t), freeAddr(t)
+	_, port, _ := net.SplitHostPort(addr)
+	_, tlsPort, _ := net.SplitHostPort(tlsAddr)
+	certs, err := testenv.WriteCerts(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := ln.Addr().String()
-	ln.Close()
-	_, port, _ := net.SplitHostPort(addr)
 	replaced := map[string]string{
-		"listener 1883":                            "listener " + port + " 127.0.0.1",
+		"listener 1883 127.0.0.1":                  "listener " + port + " 127.0.0.1",
+		"listener 8883":                            "listener " + tlsPort + " 127.0.0.1",
+		"certfile /etc/mosquitto/certs/broker.crt": "certfile " + certs.ServerCert,
+		"keyfile /etc/mosquitto/certs/broker.key":  "keyfile " + certs.ServerKey,
 		"password_file /etc/mosquitto/passwd":      "password_file " + passwd,
 		"acl_file /etc/mosquitto/matrix2mqtt.acl":  "acl_file " + acl,
 		"persistence true":                         "persistence false",
@@ -93,6 +102,27 @@ func TestMosquittoExampleACL(t *testing.T) {
 		return err
 	})
 
+	t.Run("tls", func(t *testing.T) {
+		ca, err := os.ReadFile(certs.CA)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pool := x509.NewCertPool()
+		pool.AppendCertsFromPEM(ca)
+		trusted := &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+		if _, err := connectURL("ssl://"+tlsAddr, "homeassistant", "homeassistant-secret", &tls.Config{MinVersion: tls.VersionTLS12}); err == nil {
+			t.Error("connected over TLS without trusting the broker's CA")
+		}
+		if _, err := connectURL("ssl://"+tlsAddr, "someone", "wrong", trusted); err == nil {
+			t.Error("connected over TLS with a wrong password")
+		}
+		c, err := connectURL("ssl://"+tlsAddr, "homeassistant", "homeassistant-secret", trusted)
+		if err != nil {
+			t.Fatalf("Home Assistant failed to connect over TLS: %v", err)
+		}
+		c.Disconnect(100)
+	})
+
 	bridge := aclClient(t, addr, "matrix2mqtt", "matrix2mqtt/bridge/request/+", "homeassistant/status")
 	ha := aclClient(t, addr, "homeassistant", "matrix2mqtt/#", "homeassistant/#")
 	other := aclClient(t, addr, "someone", "matrix2mqtt/#", "homeassistant/#")
@@ -104,6 +134,12 @@ func TestMosquittoExampleACL(t *testing.T) {
 	other.publish("homeassistant/status", "online from someone")
 	ha.publish("matrix2mqtt/bridge/request/send", "from home assistant")
 	ha.publish("homeassistant/status", "online")
+	// Only the bridge writes its own topics: Home Assistant (and anyone else) cannot fake its
+	// state, a response or an inbound message.
+	ha.publish("matrix2mqtt/bridge/state", "offline faked by home assistant")
+	ha.publish("matrix2mqtt/bridge/response/send", "faked by home assistant")
+	ha.publish("matrix2mqtt/room/kitchen/message", "faked by home assistant")
+	other.publish("matrix2mqtt/bridge/state", "offline faked by someone")
 	bridge.publish("matrix2mqtt/bridge/state", "online")
 	bridge.publish("homeassistant/device/x/config", "{}")
 
@@ -116,6 +152,11 @@ func TestMosquittoExampleACL(t *testing.T) {
 			if strings.Contains(got, "someone") {
 				t.Errorf("%s received what an unlisted user published: %s", c.user, got)
 			}
+		}
+	}
+	for _, got := range ha.all() {
+		if strings.Contains(got, "faked") {
+			t.Errorf("a client other than the bridge wrote a topic of the bridge: %s", got)
 		}
 	}
 	if got := other.all(); len(got) > 0 {
@@ -132,8 +173,26 @@ type aclRecorder struct {
 	got  []string
 }
 
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
 func connect(addr, user, password string) (paho.Client, error) {
-	opts := paho.NewClientOptions().AddBroker("tcp://" + addr).SetClientID(fmt.Sprintf("acl-%s-%d", user, time.Now().UnixNano())).
+	return connectURL("tcp://"+addr, user, password, nil)
+}
+
+func connectURL(url, user, password string, tlsConfig *tls.Config) (paho.Client, error) {
+	opts := paho.NewClientOptions().AddBroker(url).SetConnectTimeout(5 * time.Second)
+	if tlsConfig != nil {
+		opts.SetTLSConfig(tlsConfig)
+	}
+	opts.SetClientID(fmt.Sprintf("acl-%s-%d", user, time.Now().UnixNano())).
 		SetUsername(user).SetPassword(password).SetCleanSession(true)
 	c := paho.NewClient(opts)
 	tok := c.Connect()

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os/exec"
 	"strconv"
@@ -17,17 +16,6 @@ import (
 
 	"github.com/matrix2mqtt/matrix2mqtt/bridge"
 )
-
-// freeAddr returns a loopback address with a port that was free a moment ago.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
 
 // get fetches url with an optional bearer token and returns the status and body.
 func get(t *testing.T, url, token string) (int, string) {

@@ -86,6 +86,8 @@ type Client struct {
 	syncMu       sync.Mutex
 	nextSync     chan struct{} // closed when the next sync response was handed over
 	crypto       *e2ee.Crypto  // nil when E2EE is off
+	// e2eeBroken is why E2EE is enabled but not running (the identity is locked), or "".
+	e2eeBroken string
 
 	healthMu     sync.Mutex
 	healthy      bool

@@ -50,6 +50,9 @@ func (c *Client) undecryptable(ctx context.Context, evt *event.Event, err error)
 
 // E2EEStatus reports the encryption state of the bot's device.
 func (c *Client) E2EEStatus(ctx context.Context) wire.E2EEStatus {
+	if c.e2eeBroken != "" {
+		return wire.E2EEStatus{Enabled: true, Status: "broken", DeviceID: c.cli.DeviceID.String(), Problem: c.e2eeBroken}
+	}
 	if c.crypto == nil {
 		return e2eeDisabled
 	}

@@ -48,7 +48,7 @@ var ErrUnsupportedEvent = errors.New("not a message, reaction or redaction")
 
 // ErrEncryptionUnavailable means a message was meant for an encrypted room but the bridge
 // cannot encrypt.
-var ErrEncryptionUnavailable = errors.New("the room is encrypted and end-to-end encryption is not enabled in the bridge")
+var ErrEncryptionUnavailable = errors.New("the room is encrypted and end-to-end encryption is not enabled in the bridge, or broken (see e2ee in bridge/info)")
 
 // Send sends a message-like event with a fixed transaction ID, so that a retry is deduplicated.
 // It refuses to send plaintext into an encrypted room.

@@ -73,12 +73,19 @@ func (c *Client) Run(ctx context.Context, h Handler, loggedIn func(context.Conte
 	}
 	if c.cfg.E2EE.Enabled {
 		crypto, err := e2ee.Start(ctx, c.cfg.E2EE, c.cryptoOptions())
-		if err != nil {
+		switch {
+		case errors.Is(err, e2ee.ErrIdentityLocked):
+			// Unencrypted rooms keep working; encrypted ones are refused until the operator acts.
+			c.e2eeBroken = err.Error()
+			c.log.Error().Err(err).Msg("E2EE is broken: the bot's cross-signing identity is locked")
+			h.HandleNotice(ctx, wire.Notice{Type: "e2ee_broken", Message: err.Error()})
+		case err != nil:
 			return err
+		default:
+			c.crypto = crypto
+			go crypto.RunBackup(ctx)
+			go crypto.RetryWaiting(ctx)
 		}
-		c.crypto = crypto
-		go crypto.RunBackup(ctx)
-		go crypto.RetryWaiting(ctx)
 	}
 	if err := c.rooms.loadDirect(ctx); err != nil {
 		c.log.Warn().Err(err).Msg("Failed to load direct chats")

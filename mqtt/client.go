@@ -39,7 +39,12 @@ type Config struct {
 func (c Config) Validate() error {
 	u, err := url.Parse(c.URL)
 	if err != nil {
-		return fmt.Errorf("MQTT_URL: %w", err)
+		// url.Error repeats the whole URL, credentials included: keep only its reason.
+		var uerr *url.Error
+		if errors.As(err, &uerr) {
+			err = uerr.Err
+		}
+		return fmt.Errorf("MQTT_URL: %s is not a URL: %w", RedactURL(c.URL), err)
 	}
 	switch u.Scheme {
 	case "tcp", "mqtt", "ssl", "tls", "mqtts", "ws", "wss":
@@ -47,7 +52,7 @@ func (c Config) Validate() error {
 		return fmt.Errorf("MQTT_URL: scheme %q is not one of tcp, ssl, ws, wss", u.Scheme)
 	}
 	if u.Host == "" {
-		return fmt.Errorf("MQTT_URL: %q has no host", c.URL)
+		return fmt.Errorf("MQTT_URL: %q has no host", RedactURL(c.URL))
 	}
 	if c.ClientID == "" {
 		return errors.New("MQTT_CLIENT_ID: must not be empty")
@@ -257,7 +262,49 @@ func (c *Client) logConnectFailure(_ paho.Client, n paho.ConnectionNotification)
 		return
 	}
 	c.lastFailure, c.lastFailureAt = reason, time.Now()
-	c.log.Warn().Err(failed.Reason).Str("broker", c.cfg.URL).Msg("Failed to connect to MQTT broker; retrying")
+	c.log.Warn().Err(redactErr(failed.Reason, c.cfg.URL)).Str("broker", RedactURL(c.cfg.URL)).Msg("Failed to connect to MQTT broker; retrying")
+}
+
+// RedactURL returns raw with the user and password it may hold (`tcp://user:pass@host`) masked,
+// for logs and errors. Something that does not parse as a URL is masked whole.
+func RedactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	if u.User != nil {
+		u.User = url.User("xxxxx")
+	}
+	return u.String()
+}
+
+// redactedError is an error whose text has the credentials of a URL masked.
+type redactedError struct {
+	err     error
+	secrets []string
+}
+
+func (e redactedError) Error() string {
+	msg := e.err.Error()
+	for _, s := range e.secrets {
+		msg = strings.ReplaceAll(msg, s, "xxxxx")
+	}
+	return msg
+}
+
+func (e redactedError) Unwrap() error { return e.err }
+
+// redactErr masks in err's text the user and password of raw, which a dial error may repeat.
+func redactErr(err error, raw string) error {
+	u, perr := url.Parse(raw)
+	if err == nil || perr != nil || u.User == nil {
+		return err
+	}
+	secrets := []string{u.User.String()}
+	if p, ok := u.User.Password(); ok && p != "" {
+		secrets = append(secrets, p)
+	}
+	return redactedError{err: err, secrets: secrets}
 }
 
 // brokerURL maps the scheme aliases users write to the ones paho knows.
@@ -318,7 +365,7 @@ func (c *Client) listenFilters() map[string]byte {
 
 // onConnect subscribes without blocking paho's callback goroutine.
 func (c *Client) onConnect(pc paho.Client) {
-	c.log.Info().Str("broker", c.cfg.URL).Msg("Connected to MQTT broker")
+	c.log.Info().Str("broker", RedactURL(c.cfg.URL)).Msg("Connected to MQTT broker")
 	go func() {
 		// paho calls this before it resends the messages of its store: the announcement
 		// waits for the first connect to complete (and, on a reconnect, for the send gate).
@@ -343,7 +390,7 @@ func (c *Client) onConnect(pc paho.Client) {
 // after that paho reconnects on its own.
 func (c *Client) Connect(ctx context.Context) error {
 	if err := wait(ctx, c.paho.Connect()); err != nil {
-		return fmt.Errorf("failed to connect to MQTT broker %s: %w", c.cfg.URL, err)
+		return fmt.Errorf("failed to connect to MQTT broker %s: %w", RedactURL(c.cfg.URL), redactErr(err, c.cfg.URL))
 	}
 	c.gate.open()
 	close(c.connected)

@@ -77,6 +77,12 @@ if [[ -f "$root/e2eeclient/package-lock.json" ]]; then
 	"$root/e2eeclient/node_modules/.bin/node" --version >/dev/null
 fi
 
+# ---- Aedes (Node): the broker Node-RED users embed, for the crash test against a broker other than
+# Mosquitto (internal/testenv/aedes.go runs internal/aedes/broker.mjs on the machine's own Node).
+if [[ -f "$root/internal/aedes/package-lock.json" ]]; then
+	npm_ci "$root/internal/aedes" node_modules/aedes/package.json
+fi
+
 # ---- Node-RED (Node): runs configs/node-red/send-and-wait.json in integration/nodered_test.go --
 # Node-RED 4.1 (5.x needs Node 22.9+) on the machine's own Node, which must be 18.5 or newer
 # (Debian's nodejs, installed with npm).

@@ -5,6 +5,7 @@ package intake
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"sync"
 	"sync/atomic"
@@ -33,9 +34,16 @@ const maxImmediateQueued = 1024
 // immediateSlots is how many immediate actions run at once.
 const immediateSlots = 16
 
+// maxRejectsQueued bounds the answers to bad requests waiting to be published. The intake
+// waits for room when it is full, but never after Close: an answer that cannot go out then
+// (the broker is gone) must not hold up the shutdown, and is dropped.
+const maxRejectsQueued = 1024
+
 // Queue is the outbox, as the intake uses it.
 type Queue interface {
 	Seen(ctx context.Context, mqttKey string) (bool, error)
+	Accepted(ctx context.Context, action string, ids []string) (map[string]json.RawMessage, error)
+	Watch(fn func(ctx context.Context, action, requestID string, response json.RawMessage))
 	NewEntry(j outbox.Job) (*outbox.Entry, error)
 	Add(ctx context.Context, entries []*outbox.Entry) error
 	Start(entries []*outbox.Entry)
@@ -72,6 +80,17 @@ type Intake struct {
 	done   chan struct{}
 	log    zerolog.Logger
 
+	// rejects are the answers to bad requests, published by their own goroutine so that a
+	// broker that is gone does not stop the intake's loop; closing is closed by Close.
+	rejects        chan rejection
+	closing        chan struct{}
+	droppedRejects atomic.Int64
+
+	// repeats are the repeats of pending requests (by action and id), answered when the first
+	// is done.
+	repeatsMu sync.Mutex
+	repeats   map[[2]string]int
+
 	slots chan struct{} // bounds concurrent immediate actions
 	// immediateQueued counts immediate actions started and not yet answered.
 	immediateQueued atomic.Int64
@@ -80,7 +99,17 @@ type Intake struct {
 
 // New prepares the intake; Run starts it.
 func New(d Deps) *Intake {
-	return &Intake{Deps: d, queue: make(chan mqtt.Message, 4096), done: make(chan struct{}), slots: make(chan struct{}, immediateSlots)}
+	in := &Intake{Deps: d, queue: make(chan mqtt.Message, 4096), done: make(chan struct{}), slots: make(chan struct{}, immediateSlots),
+		rejects: make(chan rejection, maxRejectsQueued), closing: make(chan struct{}), repeats: map[[2]string]int{}}
+	d.Queue.Watch(in.finished)
+	return in
+}
+
+// rejection is the answer to one bad request, or the kept response to a repeated one.
+type rejection struct {
+	action, id string
+	data       any
+	err        *wire.Error
 }
 
 // Offer is the MQTT message callback: it only hands the message over. Unacknowledged QoS 1
@@ -109,18 +138,23 @@ func (in *Intake) Close() {
 	if !in.closed {
 		in.closed = true
 		close(in.queue)
+		close(in.closing)
 	}
 	in.mu.Unlock()
 	<-in.done
 }
 
-// Wait blocks until the immediate actions that were started have answered.
+// Wait blocks until the immediate actions that were started, and the bad requests, have been
+// answered (or their context ended).
 func (in *Intake) Wait() { in.immediate.Wait() }
 
 // Run takes messages until Close.
 func (in *Intake) Run(ctx context.Context) {
-	defer close(in.done)
 	in.log = zerolog.Ctx(ctx).With().Str("component", "intake").Logger()
+	in.immediate.Add(1)
+	go in.publishRejects(ctx)
+	defer close(in.done)
+	defer close(in.rejects)
 	batch := make([]mqtt.Message, 0, batchSize)
 	for m := range in.queue {
 		batch = append(batch[:0], m)
@@ -159,6 +193,7 @@ func (in *Intake) process(ctx context.Context, batch []mqtt.Message) {
 		durable = append(durable, e)
 		acks = append(acks, m)
 	}
+	durable, acks = in.skipRepeats(ctx, durable, acks)
 	if len(durable) == 0 {
 		return
 	}
@@ -189,32 +224,32 @@ func (in *Intake) accept(ctx context.Context, m mqtt.Message, received time.Time
 		responseAction = "unknown"
 	}
 	if err != nil {
-		in.reject(ctx, received, responseAction, wire.RequestID(m.Payload), m, err)
+		in.reject(received, responseAction, wire.RequestID(m.Payload), m, err)
 		return nil
 	}
 	if m.Retained {
 		// A retained request would run again after every reconnect.
 		if len(m.Payload) > 0 {
-			in.reject(ctx, received, action, wire.RequestID(m.Payload), m, wire.Errorf(wire.CodeInvalidRequest,
+			in.reject(received, action, wire.RequestID(m.Payload), m, wire.Errorf(wire.CodeInvalidRequest,
 				"retained requests are ignored: publish without the retain flag, and clear this one with an empty retained message"))
 		}
 		return nil
 	}
 	if len(m.Payload) > in.MaxPayloadBytes {
-		in.reject(ctx, received, action, wire.RequestID(m.Payload), m, wire.Errorf(wire.CodeTooLarge,
+		in.reject(received, action, wire.RequestID(m.Payload), m, wire.Errorf(wire.CodeTooLarge,
 			"the payload is %d bytes; MAX_PAYLOAD_BYTES is %d", len(m.Payload), in.MaxPayloadBytes))
 		return nil
 	}
 	req, err := in.Registry.Parse(action, target, m.Payload, in.Env.Targets)
 	if err != nil {
-		in.reject(ctx, received, action, wire.RequestID(m.Payload), m, err)
+		in.reject(received, action, wire.RequestID(m.Payload), m, err)
 		return nil
 	}
 	switch r := req.(type) {
 	case actions.Durable:
 		e, qerr := in.Queue.NewEntry(outbox.Job{Action: action, Request: r, MQTTKey: outbox.MQTTKey(m.PacketID, m.Topic, m.Payload)})
 		if qerr != nil {
-			in.reject(ctx, received, action, r.RequestID(), m, wire.Errorf(wire.CodeInvalidRequest, "%v", qerr))
+			in.reject(received, action, r.RequestID(), m, wire.Errorf(wire.CodeInvalidRequest, "%v", qerr))
 			return nil
 		}
 		return e
@@ -222,6 +257,113 @@ func (in *Intake) accept(ctx context.Context, m mqtt.Message, received time.Time
 		in.startImmediate(ctx, action, r, received)
 	}
 	return nil
+}
+
+// skipRepeats takes out of a batch the durable requests whose action and id were accepted
+// already (within store.RequestRetention) or earlier in the batch, and acknowledges them: a
+// repeat of a done one is answered with its kept response, a repeat of a pending one when the
+// first is done (by finished). It returns
+// the others with their messages.
+func (in *Intake) skipRepeats(ctx context.Context, durable []*outbox.Entry, acks []mqtt.Message) ([]*outbox.Entry, []mqtt.Message) {
+	ids := map[string][]string{} // action → ids
+	for _, e := range durable {
+		if e.RequestID != "" {
+			ids[e.Action] = append(ids[e.Action], e.RequestID)
+		}
+	}
+	if len(ids) == 0 {
+		return durable, acks
+	}
+	known := map[string]map[string]json.RawMessage{}
+	for action, list := range ids {
+		found, err := in.Queue.Accepted(ctx, action, list)
+		if err != nil {
+			in.log.Warn().Err(err).Msg("Failed to look up request ids; taking the requests as new")
+			return durable, acks
+		}
+		known[action] = found
+	}
+	inBatch := map[[2]string]bool{}
+	keep, keepAcks := make([]*outbox.Entry, 0, len(durable)), make([]mqtt.Message, 0, len(acks))
+	for i, e := range durable {
+		key := [2]string{e.Action, e.RequestID}
+		response, found := known[e.Action][e.RequestID]
+		if e.RequestID == "" || (!found && !inBatch[key]) {
+			inBatch[key] = e.RequestID != ""
+			keep, keepAcks = append(keep, e), append(keepAcks, acks[i])
+			continue
+		}
+		m := acks[i]
+		m.Ack()
+		log := in.log.Info().Str("action", e.Action).Str("request_id", e.RequestID).Uint16("packet_id", m.PacketID).Bool("redelivery", m.Duplicate)
+		if len(response) == 0 {
+			response = in.awaitFirst(ctx, e.Action, e.RequestID)
+		}
+		if len(response) == 0 {
+			log.Msg("Request with this id is pending already; not run again, answered when it is done")
+			continue
+		}
+		log.Msg("Request with this id was done already; answering with its response")
+		data, err := in.decodeKept(e.RequestID, response)
+		in.answer(rejection{action: e.Action, id: e.RequestID, data: data, err: err})
+	}
+	return keep, keepAcks
+}
+
+// awaitFirst registers a repeat of a pending request, to be answered by finished, and returns
+// the first's response instead if it was recorded meanwhile (it may have finished between the
+// look-up and the registration).
+func (in *Intake) awaitFirst(ctx context.Context, action, id string) json.RawMessage {
+	key := [2]string{action, id}
+	in.repeatsMu.Lock()
+	in.repeats[key]++
+	in.repeatsMu.Unlock()
+	found, err := in.Queue.Accepted(ctx, action, []string{id})
+	if err != nil || len(found[id]) == 0 {
+		return nil
+	}
+	in.repeatsMu.Lock()
+	defer in.repeatsMu.Unlock()
+	if in.repeats[key] == 0 {
+		return nil // finished answered it already
+	}
+	if in.repeats[key]--; in.repeats[key] == 0 {
+		delete(in.repeats, key)
+	}
+	return found[id]
+}
+
+// finished answers the repeats of a request that were taken while it was pending; it runs on
+// the outbox lane that finished the request, like the request's own response.
+func (in *Intake) finished(ctx context.Context, action, id string, response json.RawMessage) {
+	key := [2]string{action, id}
+	in.repeatsMu.Lock()
+	n := in.repeats[key]
+	delete(in.repeats, key)
+	in.repeatsMu.Unlock()
+	if n == 0 {
+		return
+	}
+	data, err := in.decodeKept(id, response)
+	for range n {
+		in.Responder.Respond(ctx, action, id, data, err)
+	}
+}
+
+// decodeKept returns the data and error of a kept response.
+func (in *Intake) decodeKept(id string, response json.RawMessage) (any, *wire.Error) {
+	var kept struct {
+		Data  json.RawMessage `json:"data"`
+		Error *wire.Error     `json:"error"`
+	}
+	if err := json.Unmarshal(response, &kept); err != nil {
+		in.log.Warn().Err(err).Str("request_id", id).Msg("Failed to decode a kept response")
+		return nil, wire.Errorf(wire.CodeInvalidRequest, "this id was used by an earlier request whose response cannot be read")
+	}
+	if len(kept.Data) == 0 {
+		return nil, kept.Error
+	}
+	return kept.Data, kept.Error
 }
 
 // alreadyCommitted reports whether a redelivered message was taken already: the bridge
@@ -238,10 +380,43 @@ func (in *Intake) alreadyCommitted(ctx context.Context, m mqtt.Message) bool {
 	return found
 }
 
-func (in *Intake) reject(ctx context.Context, received time.Time, action, id string, m mqtt.Message, err *wire.Error) {
+// reject answers a bad request through publishRejects. It waits while maxRejectsQueued answers
+// are queued, unless the intake is closing: then the answer is dropped (and counted).
+func (in *Intake) reject(received time.Time, action, id string, m mqtt.Message, err *wire.Error) {
 	in.log.Warn().Str("topic", m.Topic).Str("request_id", id).Str("code", err.Code).Str("reason", err.Message).Msg("Rejected request")
 	in.Metrics.Request(action, err.Code, in.Clock.Now().Sub(received))
-	in.Responder.Respond(ctx, action, id, nil, err)
+	in.answer(rejection{action: action, id: id, err: err})
+}
+
+// answer queues r for publishRejects, waiting while the queue is full unless the intake is
+// closing.
+func (in *Intake) answer(r rejection) {
+	select {
+	case in.rejects <- r:
+		return
+	default:
+	}
+	select {
+	case in.rejects <- r:
+	case <-in.closing:
+		in.droppedRejects.Add(1)
+	}
+}
+
+// publishRejects publishes the answers to bad requests in order, until Run ends and the queue
+// is empty; each waits for the broker no longer than ctx.
+func (in *Intake) publishRejects(ctx context.Context) {
+	defer in.immediate.Done()
+	for r := range in.rejects {
+		if ctx.Err() != nil {
+			in.droppedRejects.Add(1)
+			continue
+		}
+		in.Responder.Respond(ctx, r.action, r.id, r.data, r.err)
+	}
+	if dropped := in.droppedRejects.Load(); dropped > 0 {
+		in.log.Warn().Int64("dropped", dropped).Msg("Dropped answers to bad requests at shutdown: the broker was gone")
+	}
 }
 
 // startImmediate runs an immediate request in its own goroutine, at most immediateSlots at a

@@ -2,6 +2,7 @@ package intake
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/actions/catalog"
 	"net/http"
@@ -28,6 +29,8 @@ type fakeQueue struct {
 	mu        sync.Mutex
 	log       []string
 	committed map[string]bool // MQTT keys
+	// accepted are the kept responses by action and request id ("" while pending).
+	accepted map[string]map[string]json.RawMessage
 }
 
 func (q *fakeQueue) add(s string) {
@@ -44,15 +47,37 @@ func (q *fakeQueue) calls() string {
 
 func (q *fakeQueue) Seen(_ context.Context, key string) (bool, error) { return q.committed[key], nil }
 
+func (q *fakeQueue) Accepted(_ context.Context, action string, ids []string) (map[string]json.RawMessage, error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	found := map[string]json.RawMessage{}
+	for _, id := range ids {
+		if r, ok := q.accepted[action][id]; ok {
+			found[id] = r
+		}
+	}
+	return found, nil
+}
+
+func (q *fakeQueue) Watch(func(context.Context, string, string, json.RawMessage)) {}
+
 func (q *fakeQueue) NewEntry(j outbox.Job) (*outbox.Entry, error) {
 	e := &outbox.Entry{}
-	e.Action, e.Lane, e.MQTTKey = j.Action, j.Request.Lane(), j.MQTTKey
+	e.Action, e.Lane, e.MQTTKey, e.RequestID = j.Action, j.Request.Lane(), j.MQTTKey, j.Request.RequestID()
 	return e, nil
 }
 
 func (q *fakeQueue) Add(_ context.Context, entries []*outbox.Entry) error {
 	for _, e := range entries {
 		q.add("add " + e.Action + " " + e.Lane)
+		if e.RequestID != "" && q.accepted != nil { // as the store remembers it, pending
+			q.mu.Lock()
+			if q.accepted[e.Action] == nil {
+				q.accepted[e.Action] = map[string]json.RawMessage{}
+			}
+			q.accepted[e.Action][e.RequestID] = json.RawMessage{}
+			q.mu.Unlock()
+		}
 	}
 	return nil
 }
@@ -211,5 +236,53 @@ func TestImmediateRateLimited(t *testing.T) {
 	ti.clock.Advance(2 * time.Second)
 	if r := ti.responses.Next(t); r.Status != "ok" || ti.hs.Calls != 2 {
 		t.Fatalf("response = %+v after %d calls", r, ti.hs.Calls)
+	}
+}
+
+// TestRepeatedRequestIDIsNotRunAgain: a durable request whose action and id were accepted
+// already is acknowledged and not added again; the repeat of a done one is answered with its
+// kept response, the repeat of a pending one (or of a copy earlier in the same batch) when the
+// first is done.
+func TestRepeatedRequestIDIsNotRunAgain(t *testing.T) {
+	ti := newTestIntake(t)
+	ti.queue.accepted = map[string]map[string]json.RawMessage{"send": {
+		"done":    json.RawMessage(`{"id":"done","status":"ok","data":{"event_id":"$kept"}}`),
+		"failed":  json.RawMessage(`{"id":"failed","status":"error","error":{"code":"matrix_error","message":"no"}}`),
+		"pending": json.RawMessage(``),
+	}}
+	for _, id := range []string{"done", "failed", "pending", "new", "new"} {
+		ti.offer("m2m/bridge/request/send", `{"id":"`+id+`","to":"kitchen","text":"hi"}`)
+	}
+	ti.offer("m2m/bridge/request/send_location", `{"id":"done","to":"kitchen","lat":1,"lon":2}`) // another action
+	actionstest.WaitFor(t, func() bool { return strings.Count(ti.queue.calls(), "ack ") == 6 })
+	for _, want := range []struct{ id, status string }{{"done", "ok"}, {"failed", "error"}} {
+		r := ti.responses.Next(t)
+		if r.ID != want.id || r.Status != want.status {
+			t.Fatalf("response = %+v, want %s %s", r, want.id, want.status)
+		}
+		if want.status == "ok" && !strings.Contains(fmt.Sprint(r.Data), "$kept") {
+			t.Fatalf("kept response data = %v", r.Data)
+		}
+	}
+	calls := ti.queue.calls()
+	if got := strings.Count(calls, "add send "); got != 1 {
+		t.Fatalf("%d sends added, want only the new one once:\n%s", got, calls)
+	}
+	if !strings.Contains(calls, "add send_location") {
+		t.Fatalf("the same id of another action was not added:\n%s", calls)
+	}
+	// The repeats of pending requests (one stored, one earlier in the batch) are answered when
+	// the first is done, with its response.
+	for _, id := range []string{"pending", "new"} {
+		ti.finished(context.Background(), "send", id, json.RawMessage(`{"id":"`+id+`","status":"ok","data":{"event_id":"$first"}}`))
+		if r := ti.responses.Next(t); r.ID != id || r.Status != "ok" || !strings.Contains(fmt.Sprint(r.Data), "$first") {
+			t.Fatalf("answer to the repeat of %s = %+v", id, r)
+		}
+	}
+	ti.finished(context.Background(), "send", "other", json.RawMessage(`{"id":"other","status":"ok"}`))
+	select {
+	case r := <-ti.responses:
+		t.Fatalf("answered a request that had no repeat: %+v", r)
+	case <-time.After(100 * time.Millisecond):
 	}
 }

@@ -228,6 +228,7 @@ func (o *Outbox) sleepEntry(ctx context.Context, e *Entry, d time.Duration, flus
 // finish answers the entry, then removes it from the outbox with its follow-ups. Answering
 // first means a crash in between answers again, with the same event ID, rather than never.
 func (o *Outbox) finish(ctx context.Context, e *Entry, requestID string, data any, err *wire.Error, followUps []actions.FollowUp) {
+	var rerr error
 	if !e.spec.Internal {
 		code := ""
 		if err != nil {
@@ -235,6 +236,13 @@ func (o *Outbox) finish(ctx context.Context, e *Entry, requestID string, data an
 		}
 		o.Metrics.Request(e.Action, code, o.Clock.Now().Sub(e.CreatedAt))
 		o.Responder.Respond(ctx, e.Action, requestID, data, err)
+		if requestID != "" {
+			// Kept with the request's id, for a repeat of it (store.Accepted).
+			e.RequestID = requestID
+			if e.Response, rerr = json.Marshal(wire.NewResponse(requestID, data, err)); rerr != nil {
+				o.log.Warn().Err(rerr).Msg("Failed to encode the response to keep")
+			}
+		}
 	}
 	if err != nil {
 		o.log.Warn().Int64("outbox_id", e.ID).Str("action", e.Action).Str("code", err.Code).Str("reason", err.Message).Msg("Request failed")
@@ -261,6 +269,7 @@ func (o *Outbox) finish(ctx context.Context, e *Entry, requestID string, data an
 			return
 		}
 	}
+	o.finished(ctx, e)
 	o.Counters.Done(e.ID, err)
 	o.liveMu.Lock()
 	delete(o.live, e.ID)

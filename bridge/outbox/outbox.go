@@ -84,6 +84,30 @@ type Outbox struct {
 	// live are the entries started and not finished, for outbox_cancel.
 	liveMu sync.Mutex
 	live   map[int64]*Entry
+
+	watchMu sync.Mutex
+	watch   func(ctx context.Context, action, requestID string, response json.RawMessage)
+}
+
+// Watch sets fn to be called with the kept response of each request with an id, once it is
+// recorded as done: for the repeats of a request that were taken while it was pending.
+func (o *Outbox) Watch(fn func(ctx context.Context, action, requestID string, response json.RawMessage)) {
+	o.watchMu.Lock()
+	defer o.watchMu.Unlock()
+	o.watch = fn
+}
+
+// finished tells the watcher that e is done.
+func (o *Outbox) finished(ctx context.Context, e *Entry) {
+	if e.RequestID == "" || len(e.Response) == 0 {
+		return
+	}
+	o.watchMu.Lock()
+	fn := o.watch
+	o.watchMu.Unlock()
+	if fn != nil {
+		fn(ctx, e.Action, e.RequestID, e.Response)
+	}
 }
 
 // Entry is one outbox entry being delivered.
@@ -176,6 +200,9 @@ func (o *Outbox) NewEntry(j Job) (*Entry, error) {
 			due, e.NotBefore, e.Lane = at, at, timedLane(e.TxnID, e.Lane)
 		}
 	}
+	if !spec.Internal {
+		e.RequestID = j.Request.RequestID()
+	}
 	if exp, ok := j.Request.(actions.Expiring); ok && e.ExpiresAt.IsZero() {
 		if after := exp.ExpireAfter(); after > 0 {
 			e.ExpiresAt = due.Add(after)
@@ -248,6 +275,12 @@ func (o *Outbox) Wait() { o.lanes.wait() }
 // Seen reports whether the MQTT message with this key was taken already.
 func (o *Outbox) Seen(ctx context.Context, mqttKey string) (bool, error) {
 	return o.Store.Seen(ctx, mqttKey)
+}
+
+// Accepted returns the requests of action among ids taken lately, with their response (JSON),
+// empty while pending: see store.Accepted.
+func (o *Outbox) Accepted(ctx context.Context, action string, ids []string) (map[string]json.RawMessage, error) {
+	return o.Store.Accepted(ctx, action, ids)
 }
 
 func newTxnID() string {

@@ -28,15 +28,24 @@ type Entry struct {
 	MQTTKey string
 	// Progress is what the request's steps have done so far (JSON), empty before the first.
 	Progress json.RawMessage
+	// RequestID is the request's `id`: Add remembers it (not a column of the outbox).
+	RequestID string
+	// Response is the response (JSON) Finish keeps for RequestID, so a repeat gets it.
+	Response json.RawMessage
 }
 
 // insertChunk is the number of entries stored by one INSERT statement.
 const insertChunk = 64
 
-// Add stores entries in one transaction and sets their IDs.
+// Add stores entries in one transaction and sets their IDs; it remembers their request ids.
 func (s *Store) Add(ctx context.Context, entries []*Entry) error {
 	defer s.lockWrites()()
-	return s.insert(ctx, entries)
+	return s.db.DoTxn(ctx, nil, func(ctx context.Context) error {
+		if err := s.insert(ctx, entries); err != nil {
+			return err
+		}
+		return s.insertRequestIDs(ctx, entries)
+	})
 }
 
 // insert is Add, in the caller's transaction if there is one.
@@ -115,8 +124,8 @@ func (s *Store) SaveProgress(ctx context.Context, id int64, progress json.RawMes
 	return nil
 }
 
-// Finish deletes a done entry, remembers its MQTT key, and adds its follow-ups (a scheduled
-// redaction), in one transaction. On SQLite, where write transactions run one at a time anyway,
+// Finish deletes a done entry, remembers its MQTT key and its response, and adds its follow-ups
+// (a scheduled redaction), in one transaction. On SQLite, where write transactions run one at a time anyway,
 // entries that finish while another's transaction runs are committed together in the next one
 // (group commit): one transaction and two statements for all of them instead of per entry.
 func (s *Store) Finish(ctx context.Context, e *Entry, followUps []*Entry) error {
@@ -169,6 +178,9 @@ func (s *Store) finishTxn(ctx context.Context, batch []*finishing) error {
 			}
 		}
 		for _, f := range batch {
+			if err := s.saveResponse(ctx, f.e); err != nil {
+				return err
+			}
 			if len(f.followUps) > 0 {
 				if err := s.insert(ctx, f.followUps); err != nil {
 					return err

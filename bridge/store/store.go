@@ -1,5 +1,6 @@
-// Package store owns the bridge's tables (the outbox, the keys of done MQTT messages, the
-// published inbound events) and their schema, and prunes what is only kept for a while.
+// Package store owns the bridge's tables (the outbox, the keys of done MQTT messages, the ids
+// of accepted requests, the published inbound events) and their schema, and prunes what is
+// only kept for a while.
 package store
 
 import (
@@ -76,6 +77,7 @@ func Open(ctx context.Context, dataDir, databaseURL string, clk clock.Clock) (*S
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("failed to create DATA_DIR: %w", err)
 	}
+	warnIfOpen(log, dataDir)
 	driver, location, err := Location(dataDir, databaseURL)
 	if err != nil {
 		return nil, err
@@ -114,6 +116,18 @@ func Open(ctx context.Context, dataDir, databaseURL string, clk clock.Clock) (*S
 		s.writes = &sync.Mutex{}
 	}
 	return s, nil
+}
+
+// warnIfOpen warns when DATA_DIR, which holds the database with the access token and the
+// encryption keys, can be read or entered by other users: MkdirAll makes it 0700, but one that
+// existed before keeps its mode.
+func warnIfOpen(log *zerolog.Logger, dataDir string) {
+	info, err := os.Stat(dataDir)
+	if err != nil || info.Mode().Perm()&0o077 == 0 {
+		return
+	}
+	log.Warn().Str("data_dir", dataDir).Str("mode", fmt.Sprintf("%04o", info.Mode().Perm())).
+		Msg("DATA_DIR can be read by other users; it holds the access token and the encryption keys: chmod 700 it")
 }
 
 // Close closes the database.
@@ -157,6 +171,9 @@ func (s *Store) Prune(ctx context.Context) error {
 		return err
 	}
 	if err := s.prunePolls(ctx, now.Add(-OptionsRetention)); err != nil {
+		return err
+	}
+	if err := s.pruneRequests(ctx, now.Add(-RequestRetention)); err != nil {
 		return err
 	}
 	return s.pruneInbound(ctx, now.Add(-InboundRetention))

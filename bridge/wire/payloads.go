@@ -62,8 +62,10 @@ type RoomInfo struct {
 type E2EEStatus struct {
 	Enabled bool `json:"enabled"`
 	// Status sums it up: disabled, verified (the device is cross-signed by its owner),
-	// unverified (cross-signing exists but this device is not signed), no_cross_signing.
+	// unverified (cross-signing exists but this device is not signed), no_cross_signing,
+	// broken (E2EE is on but cannot run; Problem says what to do).
 	Status            string `json:"status"`
+	Problem           string `json:"problem,omitempty"`
 	DeviceID          string `json:"device_id,omitempty"`
 	IdentityKey       string `json:"identity_key,omitempty"`
 	CrossSigning      bool   `json:"cross_signing"`

@@ -88,3 +88,10 @@ func writePEM(path, blockType string, der []byte, mode os.FileMode) error {
 	}
 	return nil
 }
+
+// CertFiles are the PEM files WriteCerts writes.
+type CertFiles = certFiles
+
+// WriteCerts makes a test CA, a server certificate it issued for 127.0.0.1 and localhost, and a
+// client certificate, and writes them to dir (keys 0600): for tests that run a broker of their own.
+func WriteCerts(dir string) (CertFiles, error) { return writeCerts(dir) }

@@ -14,6 +14,10 @@ type Config struct {
 	// ShareKeysWith is which devices get the keys of the bot's messages: all, or cross-signed
 	// (only devices their owner verified).
 	ShareKeysWith string `env:"E2EE_SHARE_KEYS_WITH" envDefault:"all"`
+	// ResetIdentity lets a start without the recovery key replace the account's existing
+	// cross-signing keys with new ones (needs MATRIX_PASSWORD). Off: such a start leaves E2EE
+	// broken instead, so that the bot's identity never changes on its own.
+	ResetIdentity bool `env:"E2EE_RESET_IDENTITY" envDefault:"false"`
 }
 
 // Validate reports the first setting that cannot work.

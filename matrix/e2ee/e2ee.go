@@ -98,6 +98,7 @@ func Start(ctx context.Context, cfg Config, opts Options) (*Crypto, error) {
 	}
 	opts.Client.Crypto = helper
 	if err := c.setUpCrossSigning(ctx); err != nil {
+		opts.Client.Crypto = nil
 		return nil, err
 	}
 	if err := c.setUpBackup(ctx); err != nil {

@@ -253,6 +253,38 @@ func FuzzParse(f *testing.F) {
 	})
 }
 
+// FuzzEveryAction decodes and validates arbitrary payloads for every action MQTT clients can
+// request (the action picked by index, so that each is reached): the answer is a request or an
+// error with a stable code, never both, never a panic.
+func FuzzEveryAction(f *testing.F) {
+	public := Default().Public()
+	for i := range public {
+		f.Add(uint16(i), `{"id":"1","to":"kitchen","room":"kitchen","user":"@a:hs","event_id":"$e","text":"hi"}`, "")
+		f.Add(uint16(i), `{"id":"x","TO":1e400,"to":"\u0000","text":-0,"text":"dup"}`, "")
+	}
+	f.Add(uint16(0), "plain text", "kitchen")
+	codes := map[string]bool{}
+	for _, c := range []string{wire.CodeInvalidRequest, wire.CodeUnknownAction, wire.CodeUnknownTarget, wire.CodeNotAllowed,
+		wire.CodeTooLarge, wire.CodeExpired, wire.CodeMatrixError, wire.CodeTimeout} {
+		codes[c] = true
+	}
+	f.Fuzz(func(t *testing.T, index uint16, payload, target string) {
+		action := public[int(index)%len(public)].Name
+		req, err := Default().Parse(action, target, []byte(payload), testTargets)
+		if (req == nil) == (err == nil) {
+			t.Fatalf("%s: exactly one of request and error expected: %v %v", action, req, err)
+		}
+		if err != nil && (!codes[err.Code] || err.Message == "") {
+			t.Fatalf("%s: error without a stable code or a message: %+v", action, err)
+		}
+		if d, ok := req.(actions.Durable); ok {
+			if _, jerr := json.Marshal(d); jerr != nil {
+				t.Fatalf("%s: a valid durable request does not encode: %v", action, jerr)
+			}
+		}
+	})
+}
+
 // TestPublicActions: every action MQTT clients can request is registered once with a help line,
 // and the internal ones are not among them.
 func TestPublicActions(t *testing.T) {

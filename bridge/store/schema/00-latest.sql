@@ -1,4 +1,4 @@
--- v0 -> v4: Latest revision
+-- v0 -> v5: Latest revision
 
 CREATE TABLE matrix2mqtt_outbox (
 	-- only: postgres
@@ -129,3 +129,17 @@ CREATE TABLE matrix2mqtt_poll_votes (
 	ts       BIGINT NOT NULL,
 	PRIMARY KEY (poll_id, user_id)
 );
+
+-- The ids of requests taken into the outbox lately, with their response once they are done: a
+-- request that arrives again with the same action and id (a broker that hands a message over
+-- again as a new one, an automation that repeats itself) is not run again. Pruned after a day.
+CREATE TABLE matrix2mqtt_requests (
+	action      TEXT   NOT NULL,
+	request_id  TEXT   NOT NULL,
+	accepted_at BIGINT NOT NULL,
+	-- the response (JSON) once the request is done; empty while it is pending
+	response    TEXT   NOT NULL DEFAULT '',
+	PRIMARY KEY (action, request_id)
+);
+
+CREATE INDEX matrix2mqtt_requests_accepted_at_idx ON matrix2mqtt_requests (accepted_at);
