@@ -3,11 +3,13 @@ module github.com/matrix2mqtt/matrix2mqtt
 go 1.26.8
 
 require (
+	github.com/buckket/go-blurhash v1.1.0
 	github.com/caarlos0/env/v11 v11.4.2
 	github.com/eclipse/paho.mqtt.golang v1.5.1
 	github.com/lib/pq v1.12.3
 	github.com/rs/zerolog v1.35.1
 	go.mau.fi/util v0.10.1
+	golang.org/x/image v0.48.0
 	maunium.net/go/mautrix v0.31.0
 )
 
@@ -26,7 +28,7 @@ require (
 	golang.org/x/crypto v0.57.0 // indirect
 	golang.org/x/exp v0.0.0-20260908205506-85c1c2202aba // indirect
 	golang.org/x/net v0.59.0 // indirect
-	golang.org/x/sync v0.23.0 // indirect
-	golang.org/x/sys v0.48.0 // indirect
-	golang.org/x/text v0.42.0 // indirect
+	golang.org/x/sync v0.25.0 // indirect
+	golang.org/x/sys v0.50.0 // indirect
+	golang.org/x/text v0.44.0 // indirect
 )

@@ -15,6 +15,7 @@ import (
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/actions"
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/inbound"
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/intake"
+	"github.com/matrix2mqtt/matrix2mqtt/bridge/media"
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/outbox"
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/stats"
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/store"
@@ -96,6 +97,9 @@ func New(ctx context.Context, cfg Config, opts Options) (*Bridge, error) {
 	}
 	respond := responder{pub: b.mqtt, topics: b.topics}
 	env := actions.Env{Matrix: b.matrix, Targets: b.targets}
+	if env.Media, err = media.New(cfg.Media, cfg.DataDir); err != nil {
+		return nil, err
+	}
 	b.outbox = outbox.New(outbox.Deps{
 		Store: b.store, Registry: registry, Env: env, Sync: b.matrix, Responder: respond,
 		Counters: b.stats, Clock: opts.Clock, MaxAge: cfg.OutboxMaxAge, Ready: b.ready,
@@ -105,6 +109,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*Bridge, error) {
 		Topics: b.topics, Registry: registry, Queue: b.outbox, Env: env, Responder: respond,
 		Stats: b.stats, Clock: opts.Clock, Ready: b.ready,
 		MaxPayloadBytes: cfg.MaxPayloadBytes, RequestTimeout: cfg.RequestTimeout,
+		MaxFileBytes: cfg.Media.MaxBytes,
 	})
 	b.inbound = inbound.New(inbound.Deps{
 		Topics: b.topics, Pub: b.mqtt, Dedupe: b.store, Queue: b.outbox, Keys: b.targets, Stats: b.stats,

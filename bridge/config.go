@@ -12,6 +12,7 @@ import (
 	"github.com/caarlos0/env/v11"
 
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/inbound"
+	"github.com/matrix2mqtt/matrix2mqtt/bridge/media"
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/store"
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/targets"
 	"github.com/matrix2mqtt/matrix2mqtt/discovery"
@@ -26,6 +27,7 @@ type Config struct {
 	Discovery discovery.Config
 	Commands  inbound.CommandConfig
 	Targets   targets.Config
+	Media     media.Config
 
 	DataDir         string        `env:"DATA_DIR" envDefault:"./data"`
 	DatabaseURL     string        `env:"DATABASE_URL"`
@@ -128,6 +130,9 @@ func (c Config) Validate() error {
 		return err
 	}
 	if err := c.Commands.Validate(c.Targets.Names); err != nil {
+		return err
+	}
+	if err := c.Media.Validate(); err != nil {
 		return err
 	}
 	if c.MaxPayloadBytes < 1024 {

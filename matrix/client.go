@@ -22,6 +22,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/matrix2mqtt/matrix2mqtt/matrix/e2ee"
+	"github.com/matrix2mqtt/matrix2mqtt/matrix/media"
 	"github.com/matrix2mqtt/matrix2mqtt/matrix/statestore"
 )
 
@@ -77,6 +78,7 @@ type Client struct {
 	syncMu       sync.Mutex
 	nextSync     chan struct{} // closed when the next sync response was handed over
 	crypto       *e2ee.Crypto  // nil when E2EE is off
+	media        *media.Transfer
 
 	healthMu     sync.Mutex
 	healthy      bool
@@ -125,6 +127,7 @@ func New(ctx context.Context, cfg Config, db *dbutil.Database, opts Options) (*C
 		roomsChanged: make(chan struct{}, 1),
 	}
 	c.rooms = newRoomTracker(c)
+	c.media = media.New(cli)
 	cli.Syncer = c.syncer
 	c.syncer.OnEvent(cli.StateStoreSyncHandler)
 	c.syncer.OnEvent(c.onEvent)

@@ -5,11 +5,14 @@ import (
 	"fmt"
 	"time"
 
+	"maunium.net/go/mautrix/crypto/attachment"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/matrix2mqtt/matrix2mqtt/bridge/media"
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/wire"
 	"github.com/matrix2mqtt/matrix2mqtt/matrix"
+	mxmedia "github.com/matrix2mqtt/matrix2mqtt/matrix/media"
 )
 
 // Matrix is what actions need from the Matrix client.
@@ -25,6 +28,8 @@ type Matrix interface {
 	EnsureEncrypted(ctx context.Context, roomID id.RoomID) (bool, error)
 	GetEvent(ctx context.Context, roomID id.RoomID, eventID id.EventID) (matrix.Event, error)
 	Rooms(ctx context.Context) ([]wire.Room, error)
+	Upload(ctx context.Context, roomID id.RoomID, data []byte, mimetype, filename string) (mxmedia.Ref, error)
+	Download(ctx context.Context, uri id.ContentURIString, file *attachment.EncryptedFile, maxBytes int64) ([]byte, error)
 }
 
 // OutboxControl is what the outbox actions need from the outbox.
@@ -39,6 +44,8 @@ type Env struct {
 	Matrix  Matrix
 	Targets Targets
 	Outbox  OutboxControl
+	// Media is where files come from; nil when not set up.
+	Media *media.Media
 }
 
 // resolve turns an expanded target into a room ID and remembers it for the topic keys.

@@ -161,7 +161,15 @@ func (r *Send) Validate(t Targets) *wire.Error {
 	if r.Edit != "" && (r.ReplyTo != "" || r.Thread != "") {
 		return wire.Errorf(wire.CodeInvalidRequest, "field 'edit' cannot be combined with 'reply_to' or 'thread': an edit keeps the original's relations")
 	}
-	for _, m := range r.Mentions {
+	if err := checkMentions(r.Mentions); err != nil {
+		return err
+	}
+	return r.Timing.validate()
+}
+
+// checkMentions checks a `mentions` field: user IDs, or "@room".
+func checkMentions(list []string) *wire.Error {
+	for _, m := range list {
 		if m == "@room" {
 			continue
 		}
@@ -169,7 +177,7 @@ func (r *Send) Validate(t Targets) *wire.Error {
 			return wire.Errorf(wire.CodeInvalidRequest, "field 'mentions' must hold user IDs or \"@room\", not %q", m)
 		}
 	}
-	return r.Timing.validate()
+	return nil
 }
 
 // Deliver sends the message, and schedules its redaction when asked.
@@ -210,24 +218,30 @@ func (r *Send) content() *event.MessageEventContent {
 	case "emote":
 		content.MsgType = event.MsgEmote
 	}
-	// m.mentions holds the pills in the text (found by the format package) and the explicit
-	// mentions; it is always present, so clients do not guess mentions from the body.
-	if content.Mentions == nil {
-		content.Mentions = &event.Mentions{}
-	}
-	for _, m := range r.Mentions {
-		if m == "@room" {
-			content.Mentions.Room = true
-		} else if !slices.Contains(content.Mentions.UserIDs, id.UserID(m)) {
-			content.Mentions.UserIDs = append(content.Mentions.UserIDs, id.UserID(m))
-		}
-	}
+	content.Mentions = mentions(content.Mentions, r.Mentions)
 	if r.Edit != "" {
 		content.SetEdit(r.Edit)
 	} else {
 		content.RelatesTo = replyOrThread(r.ReplyTo, r.Thread)
 	}
 	return &content
+}
+
+// mentions is the m.mentions of a message: the pills in the text (found by the format package)
+// and the explicit mentions. It is always present, so clients do not guess mentions from the
+// body.
+func mentions(found *event.Mentions, explicit []string) *event.Mentions {
+	if found == nil {
+		found = &event.Mentions{}
+	}
+	for _, m := range explicit {
+		if m == "@room" {
+			found.Room = true
+		} else if !slices.Contains(found.UserIDs, id.UserID(m)) {
+			found.UserIDs = append(found.UserIDs, id.UserID(m))
+		}
+	}
+	return found
 }
 
 // replyOrThread relates a message to replyTo and/or puts it into the thread of root (with the

@@ -73,6 +73,9 @@ type Spec struct {
 	Scheduled bool
 	// Local actions need no Matrix login.
 	Local bool
+	// LargePayload actions carry a file: their payload may be as large as MEDIA_MAX_BYTES
+	// allows (base64 included) instead of MAX_PAYLOAD_BYTES.
+	LargePayload bool
 	// Shortcut, when set, takes `<base>/<name>/<target>`: it makes a request of the payload.
 	Shortcut func(target string, payload []byte) (Request, *wire.Error)
 }
@@ -99,14 +102,15 @@ func NewRegistry(families ...[]Spec) *Registry {
 
 // Default is the registry of every action the bridge has.
 func Default() *Registry {
-	r := NewRegistry(Messages, Rooms, Lookups, Outbox, Internal)
+	r := NewRegistry(Messages, Rooms, Lookups, Outbox, Internal,
+		Media)
 	r.planned = Planned
 	return r
 }
 
 // Planned are actions of the design's contract not built yet: a request for one is told so.
 var Planned = []string{
-	"send_media", "invite", "kick", "ban", "unban", "create_room",
+	"invite", "kick", "ban", "unban", "create_room",
 	"set_power_level", "set_room", "members", "broadcast",
 }
 
@@ -184,6 +188,17 @@ func (r *Registry) Stored(action string, raw json.RawMessage) (Durable, error) {
 		return nil, fmt.Errorf("failed to decode stored %s request: %w", action, err)
 	}
 	return req, nil
+}
+
+// Preparer is a durable request with work to do after Validate and before it is committed,
+// such as keeping the file it carries.
+type Preparer interface {
+	Prepare(env *Env) *wire.Error
+}
+
+// Finisher is a durable request that cleans up once it was answered and left the outbox.
+type Finisher interface {
+	Finished(env *Env) error
 }
 
 // isJSONObject tells a JSON object payload from plain text.

@@ -235,7 +235,22 @@ func (o *Outbox) finish(ctx context.Context, e *Entry, data any, err *wire.Error
 		}
 	}
 	o.Counters.Done(e.ID, err)
+	o.finished(e)
 	o.Start(next)
+}
+
+// finished lets a request that keeps something outside its row (a spooled file) clean up.
+func (o *Outbox) finished(e *Entry) {
+	if _, ok := e.spec.New().(actions.Finisher); !ok {
+		return
+	}
+	req, err := o.Registry.Stored(e.Action, e.Request)
+	if err != nil {
+		return
+	}
+	if err := req.(actions.Finisher).Finished(&o.Env); err != nil {
+		o.log.Warn().Err(err).Int64("outbox_id", e.ID).Msg("Failed to clean up after a request")
+	}
 }
 
 // requestID reads the "id" of a stored request (internal requests have none).
