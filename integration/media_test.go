@@ -1,0 +1,269 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"database/sql"
+	"encoding/base64"
+	"fmt"
+	"image"
+	"image/color"
+	"image/png"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+)
+
+// testPNG draws a w×h PNG (a gradient, so that it does not compress to nothing).
+func testPNG(t *testing.T, w, h int) []byte {
+	t.Helper()
+	img := image.NewRGBA(image.Rect(0, 0, w, h))
+	for y := range h {
+		for x := range w {
+			img.Set(x, y, color.RGBA{uint8(x), uint8(y), uint8(x + y), 255})
+		}
+	}
+	var buf bytes.Buffer
+	if err := png.Encode(&buf, img); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// mediaEvent fetches a media message as alice sees it.
+func (h *harness) mediaEvent(t *testing.T, room id.RoomID, data map[string]any) *event.MessageEventContent {
+	t.Helper()
+	return h.alice.event(t, room, id.EventID(data["event_id"].(string))).Content.AsMessage()
+}
+
+// download fetches an mxc as alice.
+func (u *user) download(t *testing.T, uri id.ContentURIString) []byte {
+	t.Helper()
+	parsed, err := uri.Parse()
+	if err != nil {
+		t.Fatalf("bad mxc %q: %v", uri, err)
+	}
+	data, err := u.cli.DownloadBytes(context.Background(), parsed)
+	if err != nil {
+		t.Fatalf("download %s: %v", uri, err)
+	}
+	return data
+}
+
+// uploadsBy counts the files user uploaded, from the homeserver's media database.
+func uploadsBy(t *testing.T, user id.UserID) int {
+	t.Helper()
+	db, err := sql.Open("sqlite3", "file:"+filepath.Join(env.Dir, "dendrite", "mediaapi.db")+"?mode=ro")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var n int
+	if err := db.QueryRow("SELECT COUNT(*) FROM mediaapi_media_repository WHERE user_id = $1", user).Scan(&n); err != nil {
+		t.Fatalf("failed to count uploads: %v", err)
+	}
+	return n
+}
+
+// mediaServer serves files on 127.0.0.1, with /slow answering late and /redirect?to= redirecting.
+func mediaServer(t *testing.T, files map[string][]byte, wantAuth string) *httptest.Server {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case r.URL.Path == "/slow":
+			time.Sleep(3 * time.Second)
+		case strings.HasPrefix(r.URL.Path, "/redirect"):
+			http.Redirect(w, r, r.URL.Query().Get("to"), http.StatusFound)
+			return
+		}
+		if wantAuth != "" && r.Header.Get("Authorization") != wantAuth {
+			http.Error(w, "unauthorized", http.StatusUnauthorized)
+			return
+		}
+		data, ok := files[r.URL.Path]
+		if !ok {
+			http.NotFound(w, r)
+			return
+		}
+		_, _ = w.Write(data)
+	}))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+// TestSendMediaSources: each source lands in the room with its bytes and Element X's integer
+// info; a large image gets a thumbnail that is a smaller image.
+func TestSendMediaSources(t *testing.T) {
+	dir := t.TempDir()
+	small := testPNG(t, 64, 48)
+	big := testPNG(t, 1200, 900)
+	if err := os.WriteFile(filepath.Join(dir, "snap.png"), small, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cam := mediaServer(t, map[string][]byte{"/api/camera_proxy/camera.door": big}, "Bearer ha-token")
+	camHost := strings.TrimPrefix(cam.URL, "http://")
+	h := newHarness(t, map[string]string{
+		"MEDIA_DIRS":         dir,
+		"MEDIA_HOSTS":        camHost,
+		"MEDIA_HEADERS":      camHost + "=Authorization: Bearer ha-token",
+		"MEDIA_THUMBNAIL_PX": "320",
+	})
+	room := h.sharedRoom(nil)
+	to := room.String()
+
+	check := func(t *testing.T, c *event.MessageEventContent, want []byte, msgtype event.MessageType, mimetype string) {
+		t.Helper()
+		if c.MsgType != msgtype || c.Info == nil || c.Info.MimeType != mimetype || c.Info.Size != len(want) {
+			t.Fatalf("content = %+v info %+v", c, c.Info)
+		}
+		if c.File != nil || c.URL == "" {
+			t.Fatalf("unencrypted room: want url and no file, got %+v", c)
+		}
+		if got := h.alice.download(t, c.URL); !bytes.Equal(got, want) {
+			t.Fatalf("downloaded %d bytes, want %d (sha %x vs %x)", len(got), len(want), sha256.Sum256(got), sha256.Sum256(want))
+		}
+	}
+
+	t.Run("data", func(t *testing.T) {
+		data := h.ok(h.request("send_media", map[string]any{"to": to, "data": base64.StdEncoding.EncodeToString(small), "caption": "front door"}))
+		c := h.mediaEvent(t, room, data)
+		check(t, c, small, event.MsgImage, "image/png")
+		if c.Body != "front door" || c.FileName != "image.png" || c.Info.Width != 64 || c.Info.Height != 48 || c.Info.AnoaBlurhash == "" {
+			t.Fatalf("caption/filename/dimensions: %+v info %+v", c, c.Info)
+		}
+		if c.Info.ThumbnailURL != "" {
+			t.Fatalf("small image got a thumbnail: %+v", c.Info)
+		}
+	})
+	t.Run("path", func(t *testing.T) {
+		data := h.ok(h.request("send_media", map[string]any{"to": to, "path": filepath.Join(dir, "snap.png"), "caption_markdown": "**motion**"}))
+		c := h.mediaEvent(t, room, data)
+		check(t, c, small, event.MsgImage, "image/png")
+		if c.FileName != "snap.png" || c.Format != event.FormatHTML || !strings.Contains(c.FormattedBody, "<strong>motion</strong>") {
+			t.Fatalf("content = %+v", c)
+		}
+	})
+	t.Run("url with headers and thumbnail", func(t *testing.T) {
+		data := h.ok(h.request("send_media", map[string]any{"to": to, "url": cam.URL + "/api/camera_proxy/camera.door", "filename": "door"}))
+		c := h.mediaEvent(t, room, data)
+		check(t, c, big, event.MsgImage, "image/png")
+		if c.FileName != "door.png" || c.Body != "door.png" || c.FormattedBody != "" || c.Info.Width != 1200 || c.Info.Height != 900 {
+			t.Fatalf("content = %+v info %+v", c, c.Info)
+		}
+		ti := c.Info.ThumbnailInfo
+		if c.Info.ThumbnailURL == "" || ti == nil || ti.Width != 320 || ti.Height != 240 || ti.MimeType != "image/jpeg" {
+			t.Fatalf("thumbnail: %+v %+v", c.Info, ti)
+		}
+		thumb, _, err := image.DecodeConfig(bytes.NewReader(h.alice.download(t, c.Info.ThumbnailURL)))
+		if err != nil || thumb.Width != 320 || thumb.Height != 240 {
+			t.Fatalf("thumbnail decodes to %+v, %v", thumb, err)
+		}
+	})
+	t.Run("mxc", func(t *testing.T) {
+		first := h.mediaEvent(t, room, h.ok(h.request("send_media", map[string]any{"to": to, "data": base64.StdEncoding.EncodeToString([]byte("%PDF-1.4 a report")), "filename": "report.pdf"})))
+		data := h.ok(h.request("send_media", map[string]any{"to": to, "mxc": string(first.URL), "filename": "again.pdf"}))
+		c := h.mediaEvent(t, room, data)
+		check(t, c, []byte("%PDF-1.4 a report"), event.MsgFile, "application/pdf")
+		if c.FileName != "again.pdf" {
+			t.Fatalf("content = %+v", c)
+		}
+	})
+	t.Run("binary shortcut", func(t *testing.T) {
+		h.rec.publish(h.base+"/send_media/"+to, 1, string(small))
+		resp := h.rec.wait(30*time.Second, "shortcut response", func(m message) bool {
+			return m.Topic == h.base+"/bridge/response/send_media" && !strings.Contains(string(m.Payload), `"id":"req-`)
+		}).json(t)
+		c := h.mediaEvent(t, room, h.ok(resp))
+		check(t, c, small, event.MsgImage, "image/png")
+	})
+	t.Run("voice", func(t *testing.T) {
+		ogg := append([]byte("OggS\x00\x02"), bytes.Repeat([]byte{1}, 200)...)
+		data := h.ok(h.request("send_media", map[string]any{"to": to, "data": base64.StdEncoding.EncodeToString(ogg), "kind": "voice", "duration_ms": 1500, "waveform": []int{0, 512, 1024}}))
+		raw := h.alice.event(t, room, id.EventID(data["event_id"].(string))).Content.Raw
+		audio, _ := raw["org.matrix.msc1767.audio"].(map[string]any)
+		if raw["msgtype"] != "m.audio" || raw["org.matrix.msc3245.voice"] == nil || audio["duration"] != float64(1500) || fmt.Sprint(audio["waveform"]) != "[0 512 1024]" {
+			t.Fatalf("voice content = %v", raw)
+		}
+		if info := raw["info"].(map[string]any); info["duration"] != float64(1500) || info["mimetype"] != "application/ogg" && info["mimetype"] != "audio/ogg" {
+			t.Fatalf("voice info = %v", info)
+		}
+	})
+	// One upload per file, two for the image with a thumbnail (mxc re-sends upload again).
+	if n := uploadsBy(t, h.bot.id()); n != 8 {
+		t.Fatalf("the bot uploaded %d files, want 8", n)
+	}
+}
+
+// TestSendMediaRefusals: bad sources are answered with a clear error before anything is
+// uploaded.
+func TestSendMediaRefusals(t *testing.T) {
+	dir, outside := t.TempDir(), t.TempDir()
+	if err := os.WriteFile(filepath.Join(outside, "secret.txt"), []byte("secret"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(outside, "secret.txt"), filepath.Join(dir, "link.txt")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "empty.txt"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	allowed := mediaServer(t, map[string][]byte{"/slow": []byte("late")}, "")
+	other := mediaServer(t, map[string][]byte{"/x.png": []byte("x")}, "")
+	allowedHost := strings.TrimPrefix(allowed.URL, "http://")
+	h := newHarness(t, map[string]string{
+		"MEDIA_DIRS": dir, "MEDIA_HOSTS": allowedHost, "MEDIA_MAX_BYTES": "2048", "MEDIA_FETCH_TIMEOUT": "1s",
+	})
+	room := h.sharedRoom(nil)
+	to := room.String()
+	b64 := func(b []byte) string { return base64.StdEncoding.EncodeToString(b) }
+	for _, tc := range []struct {
+		name   string
+		fields map[string]any
+		code   string
+		says   string
+	}{
+		{"path outside", map[string]any{"path": filepath.Join(outside, "secret.txt")}, "not_allowed", "not under MEDIA_DIRS"},
+		{"symlink escaping", map[string]any{"path": filepath.Join(dir, "link.txt")}, "not_allowed", "not under MEDIA_DIRS"},
+		{"dot dot", map[string]any{"path": dir + "/../" + filepath.Base(outside) + "/secret.txt"}, "not_allowed", "not under MEDIA_DIRS"},
+		{"empty file", map[string]any{"path": filepath.Join(dir, "empty.txt")}, "invalid_request", "empty"},
+		{"host not allowed", map[string]any{"url": other.URL + "/x.png"}, "not_allowed", "MEDIA_HOSTS"},
+		{"redirect to a host not allowed", map[string]any{"url": allowed.URL + "/redirect?to=" + url.QueryEscape(other.URL+"/x.png")}, "not_allowed", "MEDIA_HOSTS"},
+		{"url times out", map[string]any{"url": allowed.URL + "/slow"}, "timeout", "MEDIA_FETCH_TIMEOUT"},
+		{"data over the limit", map[string]any{"data": b64(make([]byte, 4096))}, "too_large", "MEDIA_MAX_BYTES"},
+		{"broken base64", map[string]any{"data": "not base64!"}, "invalid_request", "base64"},
+		{"unknown kind", map[string]any{"data": b64([]byte("hi")), "kind": "hologram"}, "invalid_request", "kind"},
+		{"two sources", map[string]any{"data": b64([]byte("hi")), "path": filepath.Join(dir, "empty.txt")}, "invalid_request", "exactly one"},
+		{"typo", map[string]any{"data": b64([]byte("hi")), "captoin": "x"}, "invalid_request", "captoin"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.fields["to"] = to
+			msg := h.fail(h.request("send_media", tc.fields), tc.code)
+			if !strings.Contains(msg, tc.says) {
+				t.Fatalf("message %q does not say %q", msg, tc.says)
+			}
+		})
+	}
+	t.Run("shortcut over the limit", func(t *testing.T) {
+		h.rec.publish(h.base+"/send_media/"+to, 1, string(make([]byte, 4096)))
+		resp := h.rec.wait(30*time.Second, "shortcut response", func(m message) bool {
+			return m.Topic == h.base+"/bridge/response/send_media" && strings.Contains(string(m.Payload), "too_large")
+		}).json(t)
+		h.fail(resp, "too_large")
+	})
+	// Nothing was uploaded and nothing is left in the spool.
+	if left, _ := filepath.Glob(filepath.Join(h.env["DATA_DIR"], "spool", "*")); len(left) != 0 {
+		t.Fatalf("spool holds %v", left)
+	}
+	if n := uploadsBy(t, h.bot.id()); n != 0 {
+		t.Fatalf("the bot uploaded %d files", n)
+	}
+}
