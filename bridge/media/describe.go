@@ -60,6 +60,9 @@ func Describe(data []byte, kind, mimetype, filename string, thumbPx int) (File, 
 	if !slices.Contains(Kinds, f.Kind) {
 		return f, wire.Errorf(wire.CodeInvalidRequest, "field 'kind' must be one of %s, not %q", strings.Join(Kinds, ", "), f.Kind)
 	}
+	if (f.Kind == "audio" || f.Kind == "voice") && f.Mimetype == "application/ogg" {
+		f.Mimetype = "audio/ogg" // what the sniffer calls any Ogg; clients play audio/ogg
+	}
 	f.Filename = nameWithExtension(filename, f.Kind, f.Mimetype)
 	if f.Kind == "image" {
 		describeImage(&f, data, thumbPx)
