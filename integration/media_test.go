@@ -21,6 +21,8 @@ import (
 
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
+
+	"github.com/matrix2mqtt/matrix2mqtt/internal/jsclient"
 )
 
 // testPNG draws a w×h PNG (a gradient, so that it does not compress to nothing).
@@ -265,5 +267,56 @@ func TestSendMediaRefusals(t *testing.T) {
 	}
 	if n := uploadsBy(t, h.bot.id()); n != 0 {
 		t.Fatalf("the bot uploaded %d files", n)
+	}
+}
+
+// TestSendMediaEncrypted: in an encrypted room the js client (Element's crypto) gets the file
+// as `file` without `url`, downloads and decrypts it to the input's SHA-256, and decrypts the
+// separately encrypted thumbnail to a smaller image.
+func TestSendMediaEncrypted(t *testing.T) {
+	s := newE2EESetup(t)
+	h, alice, room := s.h, s.alice, s.room.String()
+	ctx := jsCtx(t)
+	big := testPNG(t, 1200, 900)
+	data := h.ok(h.request("send_media", map[string]any{"to": room, "data": base64.StdEncoding.EncodeToString(big), "caption": "camera"}))
+	evt := alice.wait(t, jsclient.EventFilter{RoomID: room, EventID: data["event_id"].(string)})
+	c := evt.Content
+	if !evt.Encrypted || c["msgtype"] != "m.image" || c["body"] != "camera" || c["filename"] != "image.png" {
+		t.Fatalf("event = %+v", evt)
+	}
+	if _, ok := c["url"]; ok {
+		t.Fatalf("encrypted room, but the event has a url: %v", c)
+	}
+	file, _ := c["file"].(map[string]any)
+	key, _ := file["key"].(map[string]any)
+	if file == nil || file["v"] != "v2" || key["kty"] != "oct" || key["alg"] != "A256CTR" || key["ext"] != true ||
+		fmt.Sprint(key["key_ops"]) != "[encrypt decrypt]" || file["iv"] == "" || file["hashes"].(map[string]any)["sha256"] == "" {
+		t.Fatalf("file = %v", file)
+	}
+	got, err := alice.DownloadAttachment(ctx, "", file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := fmt.Sprintf("%x", sha256.Sum256(big)); got.SHA256 != want {
+		t.Fatalf("decrypted sha256 %s, want %s", got.SHA256, want)
+	}
+	info, _ := c["info"].(map[string]any)
+	if info["w"] != float64(1200) || info["h"] != float64(900) || info["size"] != float64(len(big)) || info["mimetype"] != "image/png" {
+		t.Fatalf("info = %v", info)
+	}
+	if _, ok := info["thumbnail_url"]; ok {
+		t.Fatalf("encrypted room, but the thumbnail has a url: %v", info)
+	}
+	thumbFile, _ := info["thumbnail_file"].(map[string]any)
+	if thumbFile == nil || thumbFile["url"] == file["url"] {
+		t.Fatalf("thumbnail_file = %v", thumbFile)
+	}
+	thumb, err := alice.DownloadAttachment(ctx, "", thumbFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, _, err := image.DecodeConfig(bytes.NewReader(thumb.Data))
+	if err != nil || cfg.Width != 800 || cfg.Height != 600 {
+		t.Fatalf("thumbnail decrypts to %+v, %v", cfg, err)
 	}
 }
