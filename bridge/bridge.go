@@ -100,6 +100,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*Bridge, error) {
 	if env.Media, err = media.New(cfg.Media, cfg.DataDir); err != nil {
 		return nil, err
 	}
+	env.Publisher = b.mqtt
 	b.outbox = outbox.New(outbox.Deps{
 		Store: b.store, Registry: registry, Env: env, Sync: b.matrix, Responder: respond,
 		Counters: b.stats, Clock: opts.Clock, MaxAge: cfg.OutboxMaxAge, Ready: b.ready,
@@ -115,6 +116,9 @@ func New(ctx context.Context, cfg Config, opts Options) (*Bridge, error) {
 		Topics: b.topics, Pub: b.mqtt, Dedupe: b.store, Queue: b.outbox, Keys: b.targets, Stats: b.stats,
 		Filters: []inbound.Filter{inbound.NewCommands(cfg.Commands, b.targets), inbound.EntityEvents{Names: b.targets}},
 	})
+	if env.Media.Downloads() {
+		b.inbound.Holder = inbound.MediaDownloads{}
+	}
 	b.ha = newHADiscovery(cfg, opts, b.targets.Names(), b.mqtt)
 	b.listen()
 	ok = true

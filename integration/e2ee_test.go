@@ -88,7 +88,13 @@ type e2eeSetup struct {
 
 func newE2EESetup(t *testing.T) *e2eeSetup {
 	t.Helper()
-	h := newHarness(t, nil)
+	return newE2EESetupWith(t, nil)
+}
+
+// newE2EESetupWith is newE2EESetup with extra settings for the bridge.
+func newE2EESetupWith(t *testing.T, extra map[string]string) *e2eeSetup {
+	t.Helper()
+	h := newHarness(t, extra)
 	alice := newJSUser(t, h.alice)
 	ctx := jsCtx(t)
 	if _, err := alice.BootstrapCrossSigning(ctx, h.alice.Password); err != nil {

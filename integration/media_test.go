@@ -320,3 +320,79 @@ func TestSendMediaEncrypted(t *testing.T) {
 		t.Fatalf("thumbnail decrypts to %+v, %v", cfg, err)
 	}
 }
+
+// TestInboundMediaDownloaded: with MEDIA_DOWNLOAD_DIR, an encrypted image from the js client
+// and a plain file from alice's mautrix client are published once each, with media.path naming
+// the decrypted file (0600) that has the sent bytes.
+func TestInboundMediaDownloaded(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "downloads")
+	s := newE2EESetupWith(t, map[string]string{"MEDIA_DOWNLOAD_DIR": dir})
+	h, alice, room := s.h, s.alice, s.room.String()
+	ctx := jsCtx(t)
+
+	checkFile := func(t *testing.T, msg map[string]any, evtID string, want []byte, ext string) {
+		t.Helper()
+		m, _ := msg["media"].(map[string]any)
+		path, _ := m["path"].(string)
+		if filepath.Dir(path) != dir || filepath.Ext(path) != ext || !strings.Contains(path, strings.TrimPrefix(evtID, "$")[:8]) {
+			t.Fatalf("media = %v", m)
+		}
+		got, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sha256.Sum256(got) != sha256.Sum256(want) {
+			t.Fatalf("%s holds %d bytes, not the %d sent", path, len(got), len(want))
+		}
+		if st, _ := os.Stat(path); st.Mode().Perm() != 0o600 {
+			t.Fatalf("%s has mode %v", path, st.Mode())
+		}
+	}
+	published := func(evtID string) int {
+		n := 0
+		for _, m := range h.rec.all(h.base + "/room/" + room + "/message") {
+			if strings.Contains(string(m.Payload), evtID) {
+				n++
+			}
+		}
+		return n
+	}
+
+	t.Run("encrypted from js", func(t *testing.T) {
+		pic := testPNG(t, 300, 200)
+		file, err := alice.UploadAttachment(ctx, pic)
+		if err != nil {
+			t.Fatal(err)
+		}
+		evtID, err := alice.Send(ctx, jsclient.SendArgs{RoomID: room, Type: "m.room.message", Content: map[string]any{
+			"msgtype": "m.image", "body": "garden.png", "file": file,
+			"info": map[string]any{"mimetype": "image/png", "size": len(pic), "w": 300, "h": 200},
+		}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		msg := s.inbound(t, "message", evtID)
+		if m, _ := msg["media"].(map[string]any); m["encrypted"] != true || msg["encrypted"] != true {
+			t.Fatalf("message = %v", msg)
+		}
+		checkFile(t, msg, evtID, pic, ".png")
+		time.Sleep(500 * time.Millisecond)
+		if n := published(evtID); n != 1 {
+			t.Fatalf("published %d times", n)
+		}
+	})
+	t.Run("plain file from mautrix", func(t *testing.T) {
+		plainRoom := h.sharedRoom(nil)
+		report := []byte("%PDF-1.4 inbound report")
+		up, err := h.alice.cli.UploadBytesWithName(context.Background(), report, "application/pdf", "report.pdf")
+		if err != nil {
+			t.Fatal(err)
+		}
+		evtID := h.alice.send(t, plainRoom, &event.MessageEventContent{MsgType: event.MsgFile, Body: "report.pdf",
+			URL: up.ContentURI.CUString(), Info: &event.FileInfo{MimeType: "application/pdf", Size: len(report)}})
+		msg := h.rec.wait(30*time.Second, "file message", func(m message) bool {
+			return strings.HasSuffix(m.Topic, "/message") && strings.Contains(string(m.Payload), evtID.String())
+		}).json(t)
+		checkFile(t, msg, evtID.String(), report, ".pdf")
+	})
+}

@@ -46,6 +46,13 @@ type Env struct {
 	Outbox  OutboxControl
 	// Media is where files come from; nil when not set up.
 	Media *media.Media
+	// Publisher publishes what internal actions deliver to MQTT (downloaded media messages).
+	Publisher Publisher
+}
+
+// Publisher publishes on MQTT and waits for the broker's acknowledgement.
+type Publisher interface {
+	Publish(ctx context.Context, topic string, retained bool, payload []byte) error
 }
 
 // resolve turns an expanded target into a room ID and remembers it for the topic keys.

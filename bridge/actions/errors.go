@@ -35,6 +35,8 @@ func Classify(err error) Outcome {
 		return Outcome{Err: &wire.Error{Code: wire.CodeInvalidRequest, Message: err.Error()}}
 	case errors.Is(err, mxmedia.ErrTooLarge):
 		return Outcome{Err: &wire.Error{Code: wire.CodeTooLarge, Message: err.Error()}}
+	case errors.Is(err, mxmedia.ErrBadFile):
+		return Outcome{Err: &wire.Error{Code: wire.CodeInvalidRequest, Message: err.Error()}}
 	case errors.Is(err, matrix.ErrEncryptionUnavailable):
 		return Outcome{Err: &wire.Error{Code: wire.CodeNotAllowed, Message: err.Error()}}
 	case errors.Is(err, context.DeadlineExceeded):

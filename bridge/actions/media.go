@@ -3,10 +3,14 @@ package actions
 import (
 	"context"
 	"encoding/base64"
+	"encoding/json"
+	"fmt"
 	"path/filepath"
 	"slices"
 	"strings"
 
+	"github.com/rs/zerolog"
+	"maunium.net/go/mautrix/crypto/attachment"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/format"
 	"maunium.net/go/mautrix/id"
@@ -19,7 +23,13 @@ import (
 var Media = []Spec{
 	{Name: "send_media", Help: "sends an image, video, audio, voice message or file (from data, path, url or mxc)",
 		New: func() Request { return &SendMedia{} }, Shortcut: sendMediaShortcut, LargePayload: true},
+	{Name: ActionMediaDownload, Help: "downloads the file of an inbound media message, then publishes the message",
+		New: func() Request { return &MediaDownload{} }, Internal: true},
 }
+
+// ActionMediaDownload downloads an inbound message's file to MEDIA_DOWNLOAD_DIR and then
+// publishes the message.
+const ActionMediaDownload = "media_download"
 
 // maxWaveform bounds the points of a voice message's waveform.
 const maxWaveform = 1024
@@ -285,4 +295,51 @@ func (r *SendMedia) content(f media.File) *event.MessageEventContent {
 	content.Mentions = mentions(content.Mentions, r.Mentions)
 	content.RelatesTo = replyOrThread(r.ReplyTo, r.Thread)
 	return &content
+}
+
+// MediaDownload downloads the file of an inbound media message and then publishes the message
+// with its `media.path`, so that subscribers never see the message before its file.
+type MediaDownload struct {
+	// Topic is the message's room topic.
+	Topic   string        `json:"topic"`
+	Message *wire.Message `json:"message"`
+	// File is the key and hash of an encrypted file.
+	File *attachment.EncryptedFile `json:"file,omitempty"`
+}
+
+// RequestID is empty: nobody waits for the answer.
+func (r *MediaDownload) RequestID() string { return "" }
+
+// Validate accepts what the bridge built.
+func (r *MediaDownload) Validate(Targets) *wire.Error { return nil }
+
+// Lane is the message's room: its messages are published in order, other rooms do not wait.
+func (r *MediaDownload) Lane() string { return "media_download/" + r.Message.RoomID.String() }
+
+// Deliver downloads, decrypts (checking the hash) and saves the file, then publishes the
+// message and waits for the broker. A file that cannot be had for good (too large, gone, a bad
+// hash) does not hold the message back: it is published without `path`. Failures that may pass
+// are retried like any outbox entry.
+func (r *MediaDownload) Deliver(ctx context.Context, d *Delivery) (any, error) {
+	if d.Media == nil || d.Publisher == nil {
+		return nil, wire.Errorf(wire.CodeNotAllowed, "media downloads are not set up in this bridge")
+	}
+	msg := r.Message
+	if msg.Media != nil && msg.Media.Path == "" {
+		data, err := d.Matrix.Download(ctx, msg.Media.MXC, r.File, d.Media.MaxBytes())
+		if err == nil {
+			msg.Media.Path, err = d.Media.Save(msg.EventID.String(), msg.Media.Filename, msg.Media.Mimetype, data, d.Now)
+		}
+		if err != nil {
+			if ctx.Err() != nil || Classify(err).Retry {
+				return nil, err
+			}
+			zerolog.Ctx(ctx).Warn().Err(err).Stringer("event_id", msg.EventID).Msg("Publishing a media message without its file")
+		}
+	}
+	payload, err := json.Marshal(msg)
+	if err != nil {
+		return nil, fmt.Errorf("failed to encode inbound message: %w", err)
+	}
+	return nil, d.Publisher.Publish(ctx, r.Topic, false, payload)
 }

@@ -64,6 +64,12 @@ func (o *Output) Topics() wire.Topics { return o.topics }
 // the sync token is saved.
 func (o *Output) Queue(j outbox.Job) { o.jobs = append(o.jobs, j) }
 
+// Holder takes over the publishing of some events (a media message, published once its file
+// was downloaded): it returns the durable work that will publish the event.
+type Holder interface {
+	Hold(ev matrix.Event, topic string) (outbox.Job, bool)
+}
+
 // Deps are what Inbound works with.
 type Deps struct {
 	Topics  wire.Topics
@@ -73,6 +79,8 @@ type Deps struct {
 	Keys    Keys
 	Stats   *stats.Stats
 	Filters []Filter
+	// Holder, when set, may hold events back from the immediate publish.
+	Holder Holder
 }
 
 // Inbound hands sync batches to MQTT; it is the Matrix client's Handler.
@@ -104,6 +112,7 @@ func (in *Inbound) HandleSync(ctx context.Context, batch *matrix.Batch) error {
 		waits = append(waits, in.Pub.PublishOrdered(ctx, topic, false, payload))
 	}}
 	published := 0
+	var held []outbox.Job // events published later by durable work
 	for _, ev := range batch.Events {
 		if !fresh[ev.ID] {
 			log.Debug().Stringer("event_id", ev.ID).Msg("Skipping inbound event published before")
@@ -112,7 +121,11 @@ func (in *Inbound) HandleSync(ctx context.Context, batch *matrix.Batch) error {
 		published++
 		key := in.Keys.Key(ev.RoomID)
 		out.Command = nil
-		out.Publish(in.Topics.Room(key, ev.Kind), ev.Payload)
+		if j, ok := in.hold(ev, key); ok {
+			held = append(held, j)
+		} else {
+			out.Publish(in.Topics.Room(key, ev.Kind), ev.Payload)
+		}
 		for _, f := range in.Filters {
 			f.Inbound(ctx, ev, key, out)
 		}
@@ -123,6 +136,13 @@ func (in *Inbound) HandleSync(ctx context.Context, batch *matrix.Batch) error {
 	for _, wait := range waits {
 		if err := wait(ctx); err != nil {
 			return fmt.Errorf("failed to publish inbound events: %w", err)
+		}
+	}
+	if len(held) > 0 {
+		// These events are published only by this work: without it they would be lost, so
+		// the batch is handed over again instead.
+		if err := in.Queue.Enqueue(ctx, held...); err != nil {
+			return fmt.Errorf("failed to queue inbound events: %w", err)
 		}
 	}
 	if len(out.jobs) > 0 {
@@ -139,6 +159,14 @@ func (in *Inbound) HandleSync(ctx context.Context, batch *matrix.Batch) error {
 		in.Stats.Inbound(published)
 	}
 	return nil
+}
+
+// hold asks the Holder whether it publishes ev later.
+func (in *Inbound) hold(ev matrix.Event, key string) (outbox.Job, bool) {
+	if in.Holder == nil {
+		return outbox.Job{}, false
+	}
+	return in.Holder.Hold(ev, in.Topics.Room(key, ev.Kind))
 }
 
 // HandleNotice publishes a notice for the operator on `<base>/bridge/event`.

@@ -25,6 +25,12 @@ type Config struct {
 	FetchTimeout time.Duration `env:"MEDIA_FETCH_TIMEOUT" envDefault:"30s"`
 	// ThumbnailPx: images wider or higher than this get a thumbnail that fits in it.
 	ThumbnailPx int `env:"MEDIA_THUMBNAIL_PX" envDefault:"800"`
+	// DownloadDir, when set, receives the files of inbound media messages.
+	DownloadDir string `env:"MEDIA_DOWNLOAD_DIR"`
+	// Retention is how long downloaded files are kept; 0 keeps them.
+	Retention time.Duration `env:"MEDIA_RETENTION" envDefault:"720h"`
+	// MaxTotalBytes bounds the downloaded files together (oldest go first); 0 means no bound.
+	MaxTotalBytes int64 `env:"MEDIA_MAX_TOTAL_BYTES" envDefault:"1073741824"`
 }
 
 // Validate reports the first setting that cannot work.
@@ -37,6 +43,9 @@ func (c Config) Validate() error {
 	}
 	if c.ThumbnailPx < 32 {
 		return errors.New("MEDIA_THUMBNAIL_PX: must be at least 32")
+	}
+	if c.Retention < 0 || c.MaxTotalBytes < 0 {
+		return errors.New("MEDIA_RETENTION and MEDIA_MAX_TOTAL_BYTES: must not be negative")
 	}
 	if _, err := parseHeaders(c.Headers); err != nil {
 		return err

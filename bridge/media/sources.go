@@ -46,8 +46,13 @@ func New(cfg Config, dataDir string) (*Media, error) {
 		}
 		m.dirs = append(m.dirs, abs)
 	}
-	if err := os.MkdirAll(m.spoolDir, 0o700); err != nil {
-		return nil, fmt.Errorf("failed to create the media spool: %w", err)
+	for _, d := range []string{m.spoolDir, cfg.DownloadDir} {
+		if d == "" {
+			continue
+		}
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return nil, fmt.Errorf("failed to create the media directory %s: %w", d, err)
+		}
 	}
 	m.client = &http.Client{Timeout: cfg.FetchTimeout, CheckRedirect: m.checkRedirect}
 	return m, nil

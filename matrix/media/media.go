@@ -23,6 +23,9 @@ const configTTL = time.Hour
 // ErrTooLarge means a file is over the homeserver's upload limit or the caller's cap.
 var ErrTooLarge = errors.New("file too large")
 
+// ErrBadFile means a downloaded file does not decrypt or match its hash.
+var ErrBadFile = errors.New("bad encrypted file")
+
 // Ref is how a message refers to an uploaded file: URL in unencrypted rooms, File (with its
 // key) in encrypted ones.
 type Ref struct {
@@ -114,7 +117,7 @@ func (t *Transfer) Download(ctx context.Context, uri id.ContentURIString, file *
 		return data, nil
 	}
 	if err := file.DecryptInPlace(data); err != nil {
-		return nil, fmt.Errorf("failed to decrypt %s: %w", uri, err)
+		return nil, fmt.Errorf("failed to decrypt %s: %w: %w", uri, ErrBadFile, err)
 	}
 	return data, nil
 }
