@@ -266,3 +266,52 @@ func FuzzDescribe(f *testing.F) {
 		}
 	})
 }
+
+func TestSaveAndPrune(t *testing.T) {
+	now := time.Date(2026, 1, 10, 12, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		name      string
+		retention time.Duration
+		maxTotal  int64
+		old       map[string]time.Duration // name → age
+		want      []string
+	}{
+		{"keeps recent", time.Hour, 0, map[string]time.Duration{"a.jpg": time.Minute}, []string{"a.jpg", "ev_1.png"}},
+		{"removes expired", time.Hour, 0, map[string]time.Duration{"a.jpg": 2 * time.Hour, "b.jpg": time.Minute}, []string{"b.jpg", "ev_1.png"}},
+		{"retention off", 0, 0, map[string]time.Duration{"a.jpg": 1000 * time.Hour}, []string{"a.jpg", "ev_1.png"}},
+		{"oldest go over the total", 0, 25, map[string]time.Duration{"a.jpg": 3 * time.Minute, "b.jpg": 2 * time.Minute, "c.jpg": time.Minute}, []string{"c.jpg", "ev_1.png"}},
+		{"the new file stays", 0, 5, map[string]time.Duration{"a.jpg": time.Minute}, []string{"ev_1.png"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			for name, age := range tc.old {
+				p := filepath.Join(dir, name)
+				if err := os.WriteFile(p, []byte("0123456789"), 0o600); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.Chtimes(p, now.Add(-age), now.Add(-age)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			m := newTestMedia(t, Config{DownloadDir: dir, Retention: tc.retention, MaxTotalBytes: tc.maxTotal})
+			path, err := m.Save("$ev/1", "../pic.PNG", "image/png", []byte("0123456789"), now)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if path != filepath.Join(dir, "ev_1.png") {
+				t.Fatalf("path = %s", path)
+			}
+			if st, _ := os.Stat(path); st.Mode().Perm() != 0o600 {
+				t.Fatalf("mode %v", st.Mode())
+			}
+			var got []string
+			entries, _ := os.ReadDir(dir)
+			for _, e := range entries {
+				got = append(got, e.Name())
+			}
+			if strings.Join(got, ",") != strings.Join(tc.want, ",") {
+				t.Fatalf("left %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
