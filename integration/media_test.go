@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"database/sql"
+	"encoding/json"
 	"encoding/base64"
 	"fmt"
 	"image"
@@ -12,13 +13,16 @@ import (
 	"image/png"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
@@ -395,4 +399,161 @@ func TestInboundMediaDownloaded(t *testing.T) {
 		}).json(t)
 		checkFile(t, msg, evtID.String(), report, ".pdf")
 	})
+}
+
+// gateProxy passes requests to the homeserver, except that while hold is set, requests whose
+// method and path match it hang (unforwarded) until the client goes away; held is signalled
+// for each.
+type gateProxy struct {
+	*httptest.Server
+	mu      sync.Mutex
+	hold    func(r *http.Request) bool
+	held    chan struct{}
+	release chan struct{} // closed at the end: held requests fail with 502
+}
+
+func newGateProxy(t *testing.T) *gateProxy {
+	t.Helper()
+	target, _ := url.Parse(env.HomeserverURL)
+	rp := httputil.NewSingleHostReverseProxy(target)
+	rp.FlushInterval = -1
+	g := &gateProxy{held: make(chan struct{}, 16), release: make(chan struct{})}
+	g.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		g.mu.Lock()
+		hold := g.hold != nil && g.hold(r)
+		g.mu.Unlock()
+		if hold {
+			select {
+			case g.held <- struct{}{}:
+			default:
+			}
+			select {
+			case <-r.Context().Done():
+			case <-g.release:
+				w.WriteHeader(http.StatusBadGateway)
+			}
+			return
+		}
+		rp.ServeHTTP(w, r)
+	}))
+	t.Cleanup(g.Close)
+	t.Cleanup(func() { close(g.release) })
+	return g
+}
+
+func (g *gateProxy) setHold(fn func(r *http.Request) bool) {
+	g.mu.Lock()
+	g.hold = fn
+	g.mu.Unlock()
+}
+
+func (g *gateProxy) waitHeld(t *testing.T) {
+	t.Helper()
+	select {
+	case <-g.held:
+	case <-time.After(30 * time.Second):
+		t.Fatal("no request was held")
+	}
+}
+
+// roomImages counts the m.image events of sender in room, from alice's view of the timeline.
+func (u *user) roomImages(t *testing.T, room id.RoomID, sender id.UserID) int {
+	t.Helper()
+	resp, err := u.cli.Messages(context.Background(), room, "", "", mautrix.DirectionBackward, nil, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, evt := range resp.Chunk {
+		_ = evt.Content.ParseRaw(evt.Type)
+		if evt.Sender == sender && evt.Type == event.EventMessage && evt.Content.AsMessage().MsgType == event.MsgImage {
+			n++
+		}
+	}
+	return n
+}
+
+// TestSendMediaCrashBetweenUploadAndSend: the bridge is killed (SIGKILL) after the upload, while
+// its send hangs; after the restart it sends the saved event with the same transaction ID
+// without uploading again, and answers ok. One image, one upload.
+func TestSendMediaCrashBetweenUploadAndSend(t *testing.T) {
+	proxy := newGateProxy(t)
+	h := newHarness(t, map[string]string{"MATRIX_HOMESERVER": proxy.URL})
+	room := h.sharedRoom(nil)
+	h.stop()
+	h.startProcess()
+	proxy.setHold(func(r *http.Request) bool {
+		return r.Method == http.MethodPut && strings.Contains(r.URL.Path, "/send/m.room.message/")
+	})
+	pic := testPNG(t, 64, 64)
+	reqID := fmt.Sprintf("crash-%d", time.Now().UnixNano())
+	payload, _ := json.Marshal(map[string]any{"id": reqID, "to": room.String(), "data": base64.StdEncoding.EncodeToString(pic)})
+	h.rec.publish(h.base+"/bridge/request/send_media", 1, string(payload))
+	proxy.waitHeld(t)
+	if n := uploadsBy(t, h.bot.id()); n != 1 {
+		t.Fatalf("uploads before the crash = %d", n)
+	}
+	h.kill()
+	proxy.setHold(nil)
+	h.startProcess()
+	c := h.mediaEvent(t, room, h.ok(h.response("send_media", reqID)))
+	if !bytes.Equal(h.alice.download(t, c.URL), pic) {
+		t.Fatal("the image has other bytes")
+	}
+	if n := uploadsBy(t, h.bot.id()); n != 1 {
+		t.Fatalf("uploads = %d, want 1", n)
+	}
+	if n := h.alice.roomImages(t, room, h.bot.id()); n != 1 {
+		t.Fatalf("images in the room = %d, want 1", n)
+	}
+	if left, _ := filepath.Glob(filepath.Join(h.env["DATA_DIR"], "spool", "*")); len(left) != 0 {
+		t.Fatalf("spool holds %v", left)
+	}
+}
+
+// TestInboundMediaRestartDuringDownload: the bridge is killed while it downloads an inbound
+// file; after the restart the message is published once, with its file.
+func TestInboundMediaRestartDuringDownload(t *testing.T) {
+	proxy := newGateProxy(t)
+	dir := filepath.Join(t.TempDir(), "downloads")
+	h := newHarness(t, map[string]string{"MATRIX_HOMESERVER": proxy.URL, "MEDIA_DOWNLOAD_DIR": dir})
+	room := h.sharedRoom(nil)
+	h.stop()
+	h.startProcess()
+	proxy.setHold(func(r *http.Request) bool { return strings.Contains(r.URL.Path, "/media/download/") })
+	pic := testPNG(t, 50, 40)
+	up, err := h.alice.cli.UploadBytesWithName(context.Background(), pic, "image/png", "cat.png")
+	if err != nil {
+		t.Fatal(err)
+	}
+	evtID := h.alice.send(t, room, &event.MessageEventContent{MsgType: event.MsgImage, Body: "cat.png",
+		URL: up.ContentURI.CUString(), Info: &event.FileInfo{MimeType: "image/png", Size: len(pic)}})
+	proxy.waitHeld(t)
+	topic := h.base + "/room/" + room.String() + "/message"
+	published := func() []message {
+		var out []message
+		for _, m := range h.rec.all(topic) {
+			if strings.Contains(string(m.Payload), evtID.String()) {
+				out = append(out, m)
+			}
+		}
+		return out
+	}
+	if n := len(published()); n != 0 {
+		t.Fatalf("published %d times before its file was there", n)
+	}
+	h.kill()
+	proxy.setHold(nil)
+	h.startProcess()
+	msg := h.rec.wait(60*time.Second, "message with its file", func(m message) bool {
+		return m.Topic == topic && strings.Contains(string(m.Payload), evtID.String())
+	}).json(t)
+	path, _ := msg["media"].(map[string]any)["path"].(string)
+	if got, err := os.ReadFile(path); err != nil || !bytes.Equal(got, pic) {
+		t.Fatalf("file %q: %v", path, err)
+	}
+	time.Sleep(2 * time.Second)
+	if n := len(published()); n != 1 {
+		t.Fatalf("published %d times", n)
+	}
 }
