@@ -32,6 +32,8 @@ type Dedupe interface {
 // Queue commits durable work to the outbox.
 type Queue interface {
 	Enqueue(ctx context.Context, jobs ...outbox.Job) error
+	// Seen tells whether work with this key was queued before (held events carry one).
+	Seen(ctx context.Context, key string) (bool, error)
 }
 
 // Keys gives each room its topic key.
@@ -138,6 +140,9 @@ func (in *Inbound) HandleSync(ctx context.Context, batch *matrix.Batch) error {
 			return fmt.Errorf("failed to publish inbound events: %w", err)
 		}
 	}
+	if held, err = in.unqueued(ctx, held); err != nil {
+		return err
+	}
 	if len(held) > 0 {
 		// These events are published only by this work: without it they would be lost, so
 		// the batch is handed over again instead.
@@ -167,6 +172,22 @@ func (in *Inbound) hold(ev matrix.Event, key string) (outbox.Job, bool) {
 		return outbox.Job{}, false
 	}
 	return in.Holder.Hold(ev, in.Topics.Room(key, ev.Kind))
+}
+
+// unqueued drops the held events whose work was queued already: by the same batch, handed
+// over again after a crash that came before it was marked published.
+func (in *Inbound) unqueued(ctx context.Context, jobs []outbox.Job) ([]outbox.Job, error) {
+	out := jobs[:0]
+	for _, j := range jobs {
+		seen, err := in.Queue.Seen(ctx, j.MQTTKey)
+		if err != nil {
+			return nil, fmt.Errorf("failed to queue inbound events: %w", err)
+		}
+		if !seen {
+			out = append(out, j)
+		}
+	}
+	return out, nil
 }
 
 // HandleNotice publishes a notice for the operator on `<base>/bridge/event`.

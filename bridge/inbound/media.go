@@ -17,6 +17,7 @@ func (MediaDownloads) Hold(ev matrix.Event, topic string) (outbox.Job, bool) {
 	if !ok || ev.Kind != wire.KindMessage || msg.Media == nil || msg.Media.MXC == "" {
 		return outbox.Job{}, false
 	}
-	return outbox.Job{Action: actions.ActionMediaDownload,
+	// The key makes the job once per event: a batch handed over again does not queue it twice.
+	return outbox.Job{Action: actions.ActionMediaDownload, MQTTKey: "media_download:" + ev.ID.String(),
 		Request: &actions.MediaDownload{Topic: topic, Message: msg, File: msg.Media.File}}, true
 }

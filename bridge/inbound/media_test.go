@@ -38,6 +38,15 @@ func TestMediaMessagesHeldForDownload(t *testing.T) {
 	if got := strings.Join(r.log, "\n"); got != strings.Join(want, "\n") {
 		t.Fatalf("calls:\n%s\nwant:\n%s", got, strings.Join(want, "\n"))
 	}
+	// Handed over again after a crash that came before the batch was marked published: the
+	// download queued before is not queued twice.
+	r.log, r.published = nil, map[id.EventID]bool{}
+	if err := in.HandleSync(context.Background(), batch); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(r.log, "\n"); strings.Contains(got, "queued") {
+		t.Fatalf("queued again:\n%s", got)
+	}
 	for _, tc := range []struct {
 		name string
 		ev   matrix.Event
@@ -58,4 +67,11 @@ func TestMediaMessagesHeldForDownload(t *testing.T) {
 			}
 		})
 	}
+}
+
+// Seen reports the keys of jobs queued before.
+func (r *recorder) Seen(_ context.Context, key string) (bool, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.keys[key], nil
 }
