@@ -5,6 +5,7 @@ package bridge
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
@@ -101,6 +102,9 @@ func New(ctx context.Context, cfg Config, opts Options) (*Bridge, error) {
 		return nil, err
 	}
 	env.Publisher = b.mqtt
+	if err := pruneSpool(b.work, b.store, env.Media); err != nil {
+		return nil, err
+	}
 	b.outbox = outbox.New(outbox.Deps{
 		Store: b.store, Registry: registry, Env: env, Sync: b.matrix, Responder: respond,
 		Counters: b.stats, Clock: opts.Clock, MaxAge: cfg.OutboxMaxAge, Ready: b.ready,
@@ -283,4 +287,17 @@ func Run(ctx context.Context, cfg Config, opts Options) error {
 		return err
 	}
 	return b.Run(ctx)
+}
+
+// pruneSpool removes the spooled files of send_media requests that never reached the outbox.
+func pruneSpool(ctx context.Context, st *store.Store, m *media.Media) error {
+	rows, err := st.Pending(ctx)
+	if err != nil {
+		return err
+	}
+	requests := make([]json.RawMessage, len(rows))
+	for i, r := range rows {
+		requests[i] = r.Request
+	}
+	return m.PruneSpool(requests)
 }

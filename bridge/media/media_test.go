@@ -3,6 +3,7 @@ package media
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"image"
 	"image/color"
 	"image/jpeg"
@@ -313,5 +314,26 @@ func TestSaveAndPrune(t *testing.T) {
 				t.Fatalf("left %v, want %v", got, tc.want)
 			}
 		})
+	}
+}
+
+func TestPruneSpool(t *testing.T) {
+	m := newTestMedia(t, Config{})
+	kept, err := m.Spool([]byte("queued"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	orphan, err := m.Spool([]byte("never committed"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.PruneSpool([]json.RawMessage{[]byte(`{"to":"x","spooled":"` + kept + `"}`), []byte(`{"to":"x","text":"hi"}`)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.ReadSpool(kept); err != nil {
+		t.Fatalf("the queued file went: %v", err)
+	}
+	if _, err := m.ReadSpool(orphan); err == nil {
+		t.Fatal("the orphan stayed")
 	}
 }

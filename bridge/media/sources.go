@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -260,6 +261,33 @@ func (m *Media) RemoveSpool(name string) error {
 	}
 	if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("failed to remove a spooled file: %w", err)
+	}
+	return nil
+}
+
+// PruneSpool removes spooled files that no outbox request names (left by a crash between
+// spooling and committing); requests are the stored requests of the outbox, whose `spooled`
+// field names their file.
+func (m *Media) PruneSpool(requests []json.RawMessage) error {
+	inUse := map[string]bool{}
+	for _, raw := range requests {
+		var probe struct {
+			Spooled string `json:"spooled"`
+		}
+		if json.Unmarshal(raw, &probe) == nil && probe.Spooled != "" {
+			inUse[probe.Spooled] = true
+		}
+	}
+	entries, err := os.ReadDir(m.spoolDir)
+	if err != nil {
+		return fmt.Errorf("failed to prune the media spool: %w", err)
+	}
+	for _, e := range entries {
+		if !inUse[e.Name()] {
+			if err := os.Remove(filepath.Join(m.spoolDir, e.Name())); err != nil {
+				return fmt.Errorf("failed to prune the media spool: %w", err)
+			}
+		}
 	}
 	return nil
 }
