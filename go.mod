@@ -10,6 +10,7 @@ require (
 	github.com/rs/zerolog v1.35.1
 	go.mau.fi/util v0.10.1
 	golang.org/x/image v0.48.0
+	gopkg.in/yaml.v3 v3.0.1
 	maunium.net/go/mautrix v0.31.0
 )
 

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"maunium.net/go/mautrix/id"
 
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/actions"
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/inbound"
@@ -85,9 +86,11 @@ func New(ctx context.Context, cfg Config, opts Options) (*Bridge, error) {
 	registry := actions.Default()
 	b.topics = wire.Topics{Base: cfg.MQTT.BaseTopic, Shortcuts: registry.Shortcuts()}
 	b.targets = targets.New(cfg.Targets, cfg.Commands.Rooms...)
+	b.targets.SetGroups(cfg.Rooms.Groups, cfg.Rooms.BroadcastAll)
 	b.stats = stats.New(opts.Clock)
 	b.rooms = &roomList{}
-	if b.matrix, err = matrix.New(b.work, cfg.Matrix, b.store.Root, matrix.Options{DataDir: cfg.DataDir, OnRoomsChanged: b.roomsChanged}); err != nil {
+	if b.matrix, err = matrix.New(b.work, cfg.Matrix, b.store.Root, matrix.Options{DataDir: cfg.DataDir, OnRoomsChanged: b.roomsChanged,
+		OnRoomUpgraded: b.roomUpgraded}); err != nil {
 		return nil, err
 	}
 	if b.mqtt, err = mqtt.New(b.work, cfg.MQTT, mqtt.Options{
@@ -97,7 +100,14 @@ func New(ctx context.Context, cfg Config, opts Options) (*Bridge, error) {
 		return nil, err
 	}
 	respond := responder{pub: b.mqtt, topics: b.topics}
-	env := actions.Env{Matrix: b.matrix, Targets: b.targets}
+	env := actions.Env{Matrix: b.matrix, Targets: b.targets, Keys: b.store, Options: b.store,
+		Tags: b.store, Live: cfg.Live, Polls: b.store}
+	if env.Templates, err = cfg.Rooms.Templates(cfg.Targets.Names); err != nil {
+		return nil, err
+	}
+	if err := b.learnRooms(); err != nil {
+		return nil, err
+	}
 	if env.Media, err = media.New(cfg.Media, cfg.DataDir); err != nil {
 		return nil, err
 	}
@@ -118,7 +128,13 @@ func New(ctx context.Context, cfg Config, opts Options) (*Bridge, error) {
 	})
 	b.inbound = inbound.New(inbound.Deps{
 		Topics: b.topics, Pub: b.mqtt, Dedupe: b.store, Queue: b.outbox, Keys: b.targets, Stats: b.stats,
-		Filters: []inbound.Filter{inbound.NewCommands(cfg.Commands, b.targets), inbound.EntityEvents{Names: b.targets}},
+		Filters: []inbound.Filter{
+			inbound.NewCommands(cfg.Commands, b.targets),
+			inbound.NewCallbacks(cfg.Callbacks, b.store),
+			inbound.NewReads(b.store),
+			inbound.NewPolls(b.store),
+			inbound.EntityEvents{Names: b.targets},
+		},
 	})
 	if env.Media.Downloads() {
 		b.inbound.Holder = inbound.MediaDownloads{}
@@ -287,6 +303,37 @@ func Run(ctx context.Context, cfg Config, opts Options) error {
 		return err
 	}
 	return b.Run(ctx)
+}
+
+// learnRooms gives the rooms that create_room named their friendly names again, and sends
+// requests for upgraded rooms to their replacements.
+func (b *Bridge) learnRooms() error {
+	keys, err := b.store.RoomKeys(b.work)
+	if err != nil {
+		return err
+	}
+	for key, roomID := range keys {
+		if !b.targets.Define(key, roomID) {
+			b.log.Warn().Str("key", key).Stringer("room_id", roomID).Msg("Room key is a TARGETS name; TARGETS wins")
+		}
+	}
+	upgrades, err := b.store.RoomUpgrades(b.work)
+	if err != nil {
+		return err
+	}
+	for oldRoom, newRoom := range upgrades {
+		b.targets.Upgrade(oldRoom, newRoom)
+	}
+	return nil
+}
+
+// roomUpgraded runs when the Matrix client followed a room upgrade: requests, names and keys of
+// the old room go to the new one from now on, also after a restart.
+func (b *Bridge) roomUpgraded(ctx context.Context, oldRoom, newRoom id.RoomID) {
+	if err := b.store.SaveRoomUpgrade(ctx, oldRoom, newRoom); err != nil {
+		zerolog.Ctx(ctx).Error().Err(err).Msg("Failed to save room upgrade")
+	}
+	b.targets.Upgrade(oldRoom, newRoom)
 }
 
 // pruneSpool removes the spooled files of send_media requests that never reached the outbox.

@@ -11,8 +11,10 @@ import (
 
 	"github.com/caarlos0/env/v11"
 
+	"github.com/matrix2mqtt/matrix2mqtt/bridge/actions"
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/inbound"
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/media"
+	"github.com/matrix2mqtt/matrix2mqtt/bridge/roomconf"
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/store"
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/targets"
 	"github.com/matrix2mqtt/matrix2mqtt/discovery"
@@ -26,7 +28,10 @@ type Config struct {
 	MQTT      mqtt.Config
 	Discovery discovery.Config
 	Commands  inbound.CommandConfig
+	Callbacks inbound.CallbackConfig
+	Live      actions.LiveConfig
 	Targets   targets.Config
+	Rooms     roomconf.Config
 	Media     media.Config
 
 	DataDir         string        `env:"DATA_DIR" envDefault:"./data"`
@@ -130,6 +135,12 @@ func (c Config) Validate() error {
 		return err
 	}
 	if err := c.Commands.Validate(c.Targets.Names); err != nil {
+		return err
+	}
+	if err := c.Rooms.Validate(c.Targets.Names); err != nil {
+		return err
+	}
+	if err := c.Live.Validate(); err != nil {
 		return err
 	}
 	if err := c.Media.Validate(); err != nil {

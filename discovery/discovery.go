@@ -68,7 +68,8 @@ type Bridge struct {
 	// `<base>/send/<target>`.
 	Targets []string
 	// Rooms are room keys; each gets an event entity on `<base>/room/<key>/event`, where the
-	// bridge publishes {"event_type": EventMessage|EventReaction|EventCommand, ...}.
+	// bridge publishes {"event_type": EventMessage|EventReaction|EventCommand|EventCallback, ...},
+	// and a device trigger (type "callback", subtype the key) fired by `<base>/room/<key>/callback`.
 	Rooms []string
 	// Commands are inbound command names; each gets a device trigger (type "command", subtype
 	// the name) fired by any message on `<base>/command/<name>`.
@@ -96,6 +97,8 @@ const (
 	EventMessage  = "message"
 	EventReaction = "reaction"
 	EventCommand  = "command"
+	// EventCallback is an answer to a message sent with options.
+	EventCallback = "callback"
 )
 
 // ObjectID turns a Matrix user ID into a node ID for [Bridge.NodeID]: "matrix2mqtt_" followed by
@@ -378,7 +381,11 @@ func build(b Bridge) (*message, error) {
 		}},
 		{"room", "room", b.Rooms, func(k string) *component {
 			return &component{Platform: "event", Name: "Room " + k,
-				StateTopic: topics.Room(k, wire.KindEvent), EventTypes: []string{EventMessage, EventReaction, EventCommand}}
+				StateTopic: topics.Room(k, wire.KindEvent), EventTypes: []string{EventMessage, EventReaction, EventCommand, EventCallback}}
+		}},
+		{"room", "callback", b.Rooms, func(k string) *component {
+			return &component{Platform: "device_automation", AutomationType: "trigger",
+				Topic: topics.Room(k, wire.KindCallback), Type: "callback", Subtype: k}
 		}},
 		{"command", "command", b.Commands, func(n string) *component {
 			return &component{Platform: "device_automation", AutomationType: "trigger",

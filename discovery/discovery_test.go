@@ -100,7 +100,9 @@ func TestPayloadContent(t *testing.T) {
 		"notify_alice": {"p": "notify", "cmd_t": "matrix2mqtt/send/alice",
 			"uniq_id": "matrix2mqtt_bot_example_org_notify_alice"},
 		"room_kitchen": {"p": "event", "stat_t": "matrix2mqtt/room/kitchen/event",
-			"evt_typ": []any{"message", "reaction", "command"}},
+			"evt_typ": []any{"message", "reaction", "command", "callback"}},
+		"callback_kitchen": {"p": "device_automation", "atype": "trigger", "t": "matrix2mqtt/room/kitchen/callback",
+			"type": "callback", "stype": "kitchen"},
 		"command_lights": {"p": "device_automation", "atype": "trigger", "t": "matrix2mqtt/command/lights",
 			"type": "command", "stype": "lights"},
 	}
@@ -134,8 +136,8 @@ func TestPayloadContent(t *testing.T) {
 		!regexp.MustCompile(`^notify_kitchen_display_[0-9a-f]{8}=matrix2mqtt/send/kitchen\.display$`).MatchString(weird[1]) {
 		t.Errorf("sanitised targets = %v", weird)
 	}
-	if len(c) != 10+3+2+2 {
-		t.Errorf("%d components, want 17", len(c))
+	if len(c) != 10+3+2+2+2 {
+		t.Errorf("%d components, want 19", len(c))
 	}
 }
 
@@ -287,9 +289,10 @@ func TestRemoval(t *testing.T) {
 	for _, c := range stale {
 		ids = append(ids, c.ID+":"+c.Platform)
 	}
-	if len(ids) != 5 || ids[0] != "command_lights:device_automation" ||
-		!strings.HasPrefix(ids[1], "notify_k_che_") || !strings.HasPrefix(ids[2], "notify_kitchen_display_") ||
-		!strings.HasPrefix(ids[3], "room__abc_example_org_") || ids[4] != "room_kitchen:event" {
+	if len(ids) != 7 || !strings.HasPrefix(ids[0], "callback__abc_example_org_") || ids[1] != "callback_kitchen:device_automation" ||
+		ids[2] != "command_lights:device_automation" ||
+		!strings.HasPrefix(ids[3], "notify_k_che_") || !strings.HasPrefix(ids[4], "notify_kitchen_display_") ||
+		!strings.HasPrefix(ids[5], "room__abc_example_org_") || ids[6] != "room_kitchen:event" {
 		t.Fatalf("stale = %v", ids)
 	}
 

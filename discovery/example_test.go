@@ -45,6 +45,14 @@ func ExamplePayload() {
 	//     "url": "https://github.com/matrix2mqtt/matrix2mqtt"
 	//   },
 	//   "cmps": {
+	//     "callback_kitchen": {
+	//       "p": "device_automation",
+	//       "atype": "trigger",
+	//       "t": "matrix2mqtt/room/kitchen/callback",
+	//       "type": "callback",
+	//       "stype": "kitchen",
+	//       "qos": 1
+	//     },
 	//     "command_lights": {
 	//       "p": "device_automation",
 	//       "atype": "trigger",
@@ -174,7 +182,8 @@ func ExamplePayload() {
 	//       "evt_typ": [
 	//         "message",
 	//         "reaction",
-	//         "command"
+	//         "command",
+	//         "callback"
 	//       ],
 	//       "qos": 1
 	//     },

@@ -44,6 +44,15 @@ func TestAllowedTargets(t *testing.T) {
 		{"leave", map[string]any{"room": room}},
 		{"ensure_encrypted", map[string]any{"room": room}},
 		{"ensure_dm", map[string]any{"user": user}},
+		{"invite", map[string]any{"room": room, "user": user}},
+		{"kick", map[string]any{"room": "kitchen", "user": user}},
+		{"ban", map[string]any{"room": room, "user": user}},
+		{"unban", map[string]any{"room": room, "user": user}},
+		{"set_power_level", map[string]any{"room": room, "user": user, "role": "user"}},
+		{"set_room", map[string]any{"room": room, "name": "must not change"}},
+		{"members", map[string]any{"room": room}},
+		{"create_room", map[string]any{"invite": []string{user}}},
+		{"broadcast", map[string]any{"to": []string{"kitchen", room}, "text": "must not arrive"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.action+" "+strings.Join(keys(tc.fields), ","), func(t *testing.T) {

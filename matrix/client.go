@@ -52,6 +52,9 @@ type Options struct {
 	// called from a goroutine of its own, so it never holds back a sync's hand-over or token;
 	// one call at a time, and changes that come while it runs are reported by the next call.
 	OnRoomsChanged func(ctx context.Context, rooms []wire.Room)
+	// OnRoomUpgraded, when set, is told that the bot followed a room upgrade into newRoom, whose
+	// predecessor is oldRoom.
+	OnRoomUpgraded func(ctx context.Context, oldRoom, newRoom id.RoomID)
 }
 
 // Client is the bot's Matrix connection.

@@ -7,7 +7,8 @@ import (
 )
 
 // Event is one inbound event from another user, normalised. Payload is a *wire.Message,
-// *wire.Reaction or *wire.Redaction, ready to be encoded as JSON.
+// *wire.Reaction or *wire.Redaction, ready to be encoded as JSON, or a *wire.PollVote, which
+// has no Kind: it is for the filters only.
 type Event struct {
 	Kind    wire.Kind
 	RoomID  id.RoomID
@@ -19,9 +20,13 @@ type Event struct {
 type Batch struct {
 	Events  []Event
 	Notices []wire.Notice
+	// Receipts are other users' public read receipts.
+	Receipts []Receipt
 
 	initial bool
 	invites []*event.Event
+	// tombstones are the m.room.tombstone events of joined rooms, followed after the hand-over.
+	tombstones []*event.Event
 	// roomsChanged is set when the joined rooms or their details changed.
 	roomsChanged bool
 	// undecrypted are the encrypted events of this sync that are still waiting for their keys.
@@ -94,6 +99,18 @@ func normalise(evt *event.Event) (Event, bool) {
 			Key:       content.RelatesTo.Key,
 			Timestamp: evt.Timestamp,
 			Encrypted: encrypted,
+			// As for messages: only a device cross-signed by its owner counts.
+			SenderVerified: evt.Mautrix.TrustState >= id.TrustStateCrossSignedTOFU,
+		}}, true
+	case event.EventUnstablePollResponse:
+		content, ok := evt.Content.Parsed.(*event.PollResponseEventContent)
+		if !ok || content.RelatesTo.Type != event.RelReference || content.RelatesTo.EventID == "" {
+			return Event{}, false
+		}
+		// No kind: a vote is not published on its own, the tally of the poll is.
+		return Event{RoomID: evt.RoomID, ID: evt.ID, Payload: &wire.PollVote{
+			EventID: evt.ID, RoomID: evt.RoomID, Sender: evt.Sender, Poll: content.RelatesTo.EventID,
+			Answers: content.Response.Answers, Timestamp: evt.Timestamp,
 		}}, true
 	case event.EventRedaction:
 		content, _ := evt.Content.Parsed.(*event.RedactionEventContent)

@@ -138,7 +138,7 @@ func (t *roomTracker) stateEvent(ctx context.Context, evt *event.Event) bool {
 		column, value = "name", evt.Content.AsRoomName().Name
 	case event.StateCanonicalAlias:
 		column, value = "alias", string(evt.Content.AsCanonicalAlias().Alias)
-	case event.StateEncryption, event.StateMember:
+	case event.StateEncryption, event.StateMember, event.StatePowerLevels:
 		return true
 	default:
 		return false
@@ -309,6 +309,9 @@ func (t *roomTracker) list(ctx context.Context) ([]wire.Room, error) {
 		members, err := t.c.state.GetRoomMembers(ctx, r.ID, event.MembershipJoin)
 		if err == nil {
 			r.Members = len(members)
+		}
+		if pl, err := t.c.state.GetPowerLevels(ctx, r.ID); err == nil && pl != nil {
+			r.PowerLevel = pl.GetUserLevel(t.c.cli.UserID)
 		}
 		if r.Name == "" && r.IsDM {
 			r.Name = t.c.displayName(ctx, r.ID, r.DMUser)

@@ -23,7 +23,8 @@ const handOverTimeout = 30 * time.Second
 var syncFilter = &mautrix.Filter{
 	Presence: &mautrix.FilterPart{NotTypes: []event.Type{{Type: "*"}}},
 	Room: &mautrix.RoomFilter{
-		Ephemeral: &mautrix.FilterPart{NotTypes: []event.Type{{Type: "*"}}},
+		// Receipts only: they tell which of the bridge's messages were read.
+		Ephemeral: &mautrix.FilterPart{Types: []event.Type{event.EphemeralEventReceipt}},
 		Timeline:  &mautrix.FilterPart{Limit: 50},
 	},
 }
@@ -156,6 +157,7 @@ func (c *Client) Run(ctx context.Context, h Handler, loggedIn func(context.Conte
 		c.syncMu.Unlock()
 		since = resp.NextBatch
 		c.autoJoin(ctx, h, batch.invites)
+		c.followUpgrades(ctx, h, batch.tombstones)
 	}
 	return ctx.Err()
 }
@@ -271,6 +273,10 @@ func (c *Client) onEvent(ctx context.Context, evt *event.Event) {
 			batch.invites = append(batch.invites, evt)
 			batch.Notices = append(batch.Notices, wire.Notice{Type: "invite", RoomID: evt.RoomID, Sender: evt.Sender, Membership: event.MembershipInvite})
 		}
+	case evt.Type == event.EphemeralEventReceipt && src&event.SourceJoin != 0:
+		if !batch.initial {
+			batch.Receipts = append(batch.Receipts, c.receipts(evt)...)
+		}
 	case evt.StateKey != nil && src&event.SourceJoin != 0:
 		if c.rooms.stateEvent(ctx, evt) {
 			batch.roomsChanged = true
@@ -281,6 +287,14 @@ func (c *Client) onEvent(ctx context.Context, evt *event.Event) {
 				Type: "membership", RoomID: evt.RoomID, UserID: id.UserID(evt.GetStateKey()),
 				Sender: evt.Sender, Membership: evt.Content.AsMember().Membership,
 			})
+		}
+		if evt.Type == event.StateTombstone && src&event.SourceTimeline != 0 {
+			batch.tombstones = append(batch.tombstones, evt)
+		}
+		if src&event.SourceTimeline != 0 && !batch.initial && evt.Sender != c.cli.UserID {
+			if ev, ok := c.membershipEvent(ctx, evt); ok {
+				batch.Events = append(batch.Events, ev)
+			}
 		}
 	case src&event.SourceTimeline != 0 && src&event.SourceJoin != 0:
 		if evt.Sender == c.cli.UserID {
@@ -336,14 +350,8 @@ func (c *Client) trackDecryption(batch *Batch, evt *event.Event) {
 
 // membershipChanged tells a join, leave, invite or ban from a profile change.
 func membershipChanged(evt *event.Event) bool {
-	prev := evt.Unsigned.PrevContent
-	if prev == nil {
-		return true
-	}
-	if err := prev.ParseRaw(event.StateMember); err != nil {
-		return true
-	}
-	return prev.AsMember().Membership != evt.Content.AsMember().Membership
+	prev, ok := prevContent(evt).(*event.MemberEventContent)
+	return !ok || prev.Membership != evt.Content.AsMember().Membership
 }
 
 // fillNames sets the room and sender display names on a normalised event.
@@ -370,13 +378,16 @@ func (c *Client) displayName(ctx context.Context, roomID id.RoomID, user id.User
 func (c *Client) autoJoin(ctx context.Context, h Handler, invites []*event.Event) {
 	for _, inv := range invites {
 		if !c.cfg.acceptsInviteFrom(inv.Sender) {
-			c.log.Info().Stringer("room_id", inv.RoomID).Stringer("sender", inv.Sender).Msg("Ignoring invite not covered by AUTO_JOIN")
+			c.declineInvite(ctx, h, inv)
 			continue
 		}
 		if _, err := c.cli.JoinRoomByID(ctx, inv.RoomID); err != nil {
 			c.log.Warn().Err(err).Stringer("room_id", inv.RoomID).Msg("Failed to accept invite")
 			h.HandleNotice(ctx, wire.Notice{Type: "join_failed", RoomID: inv.RoomID, Sender: inv.Sender, Message: err.Error()})
 			continue
+		}
+		if c.rooms.joined(ctx, inv.RoomID) {
+			c.markRoomsChanged()
 		}
 		if inv.Content.AsMember().IsDirect {
 			if err := c.rooms.addDirect(ctx, inv.Sender, inv.RoomID); err != nil {
@@ -385,4 +396,20 @@ func (c *Client) autoJoin(ctx context.Context, h Handler, invites []*event.Event
 		}
 		c.log.Info().Stringer("room_id", inv.RoomID).Stringer("sender", inv.Sender).Msg("Accepted invite")
 	}
+}
+
+// declineInvite rejects an invite that AUTO_JOIN does not cover, and reports it.
+func (c *Client) declineInvite(ctx context.Context, h Handler, inv *event.Event) {
+	notice := wire.Notice{Type: "invite_declined", RoomID: inv.RoomID, Sender: inv.Sender, Message: "the sender is not covered by AUTO_JOIN"}
+	err := c.retryAuth(ctx, func() error {
+		_, err := c.cli.LeaveRoom(ctx, inv.RoomID)
+		return err
+	})
+	if err != nil {
+		c.log.Warn().Err(err).Stringer("room_id", inv.RoomID).Msg("Failed to decline invite")
+		notice.Message += "; declining failed: " + err.Error()
+	} else {
+		c.log.Info().Stringer("room_id", inv.RoomID).Stringer("sender", inv.Sender).Msg("Declined invite not covered by AUTO_JOIN")
+	}
+	h.HandleNotice(ctx, notice)
 }

@@ -5,11 +5,13 @@ import (
 	"fmt"
 	"time"
 
+	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/crypto/attachment"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/media"
+	"github.com/matrix2mqtt/matrix2mqtt/bridge/roomconf"
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/wire"
 	"github.com/matrix2mqtt/matrix2mqtt/matrix"
 	mxmedia "github.com/matrix2mqtt/matrix2mqtt/matrix/media"
@@ -28,6 +30,17 @@ type Matrix interface {
 	EnsureEncrypted(ctx context.Context, roomID id.RoomID) (bool, error)
 	GetEvent(ctx context.Context, roomID id.RoomID, eventID id.EventID) (matrix.Event, error)
 	Rooms(ctx context.Context) ([]wire.Room, error)
+
+	// Room administration (admin.go).
+	UserID() id.UserID
+	ChangeMembership(ctx context.Context, roomID id.RoomID, change matrix.MembershipChange, user id.UserID, reason string) error
+	PowerLevels(ctx context.Context, roomID id.RoomID) (*event.PowerLevelsEventContent, error)
+	SetState(ctx context.Context, roomID id.RoomID, evtType event.Type, stateKey string, content any) (id.EventID, error)
+	Members(ctx context.Context, roomID id.RoomID, membership event.Membership) ([]wire.Member, error)
+	CheckUser(ctx context.Context, user id.UserID) error
+	CreateRoom(ctx context.Context, req *mautrix.ReqCreateRoom, encrypted *bool) (id.RoomID, error)
+
+	// Media (media.go).
 	Upload(ctx context.Context, roomID id.RoomID, data []byte, mimetype, filename string) (mxmedia.Ref, error)
 	Download(ctx context.Context, uri id.ContentURIString, file *attachment.EncryptedFile, maxBytes int64) ([]byte, error)
 }
@@ -37,6 +50,9 @@ type OutboxControl interface {
 	// Flush makes every entry that waits to retry try again now.
 	Flush()
 	Stats() wire.Stats
+	// Cancel answers the scheduled or pending requests with this id `expired` and removes them;
+	// it returns how many, or an error when there is none or one is being delivered.
+	Cancel(ctx context.Context, requestID string) (int, error)
 }
 
 // Env is what an immediate action runs against.
@@ -44,6 +60,18 @@ type Env struct {
 	Matrix  Matrix
 	Targets Targets
 	Outbox  OutboxControl
+	// Templates are the create_room templates of ROOM_TEMPLATES_FILE.
+	Templates roomconf.Templates
+	// Keys remembers the friendly names that create_room gives.
+	Keys KeyStore
+	// Options remembers the messages sent with options.
+	Options OptionStore
+	// Tags remembers the bot's messages by tag and its last message in each room.
+	Tags TagStore
+	// Live says what tags and priorities do.
+	Live LiveConfig
+	// Polls remembers the polls the bridge started and their votes.
+	Polls PollStore
 	// Media is where files come from; nil when not set up.
 	Media *media.Media
 	// Publisher publishes what internal actions deliver to MQTT (downloaded media messages).
@@ -55,12 +83,14 @@ type Publisher interface {
 	Publish(ctx context.Context, topic string, retained bool, payload []byte) error
 }
 
-// resolve turns an expanded target into a room ID and remembers it for the topic keys.
+// resolve turns an expanded target into a room ID (the room that replaced it, when it was
+// upgraded) and remembers it for the topic keys.
 func (env *Env) resolve(ctx context.Context, target string) (id.RoomID, error) {
 	roomID, err := env.Matrix.Resolve(ctx, target)
 	if err != nil {
 		return "", err
 	}
+	roomID = env.Targets.Follow(roomID)
 	env.Targets.Remember(target, roomID)
 	return roomID, nil
 }

@@ -16,6 +16,8 @@ const (
 	ActionAutoRedact = "auto_redact"
 	// ActionCommandReact is the bot's ✅/⛔ reaction to a chat command.
 	ActionCommandReact = "command_react"
+	// ActionCloseOptions closes a single_use message once it was answered.
+	ActionCloseOptions = "close_options"
 )
 
 // Internal are the actions the bridge queues itself; they have no request topic and no response.
@@ -24,6 +26,8 @@ var Internal = []Spec{
 		New: func() Request { return &AutoRedact{} }, Internal: true, Scheduled: true},
 	{Name: ActionCommandReact, Help: "reacts to a chat command with ✅ or ⛔",
 		New: func() Request { return &CommandReact{} }, Internal: true},
+	{Name: ActionCloseOptions, Help: "redacts the bot's reactions to an answered single_use message and says who answered",
+		New: func() Request { return &CloseOptions{} }, Internal: true},
 }
 
 // AutoRedact redacts an event the bridge sent.

@@ -111,6 +111,9 @@ type Send struct {
 	Edit     id.EventID `json:"edit,omitempty"`
 	Mentions []string   `json:"mentions,omitempty"`
 	Timing
+	Choices
+	Live
+	Schedule
 }
 
 // sendShortcut takes `<base>/send/<target>`: plain text, or a JSON send request.
@@ -138,6 +141,14 @@ func (r *Send) Validate(t Targets) *wire.Error {
 	if err := r.To.validate(t); err != nil {
 		return err
 	}
+	if err := r.validateMessage(); err != nil {
+		return err
+	}
+	return r.Choices.validate(t)
+}
+
+// validateMessage checks every field but `to` (broadcast checks its own targets).
+func (r *Send) validateMessage() *wire.Error {
 	set := 0
 	for _, s := range []string{r.Text, r.Markdown, r.HTML} {
 		if s != "" {
@@ -155,7 +166,11 @@ func (r *Send) Validate(t Targets) *wire.Error {
 	default:
 		return wire.Errorf(wire.CodeInvalidRequest, "field 'msgtype' must be text, notice or emote, not %q", r.MsgType)
 	}
-	if err := checkEventIDs([]eventField{{"reply_to", r.ReplyTo}, {"thread", r.Thread}, {"edit", r.Edit}}); err != nil {
+	edit := r.Edit
+	if edit == EditLast {
+		edit = ""
+	}
+	if err := checkEventIDs([]eventField{{"reply_to", r.ReplyTo}, {"thread", r.Thread}, {"edit", edit}}); err != nil {
 		return err
 	}
 	if r.Edit != "" && (r.ReplyTo != "" || r.Thread != "") {
@@ -164,25 +179,27 @@ func (r *Send) Validate(t Targets) *wire.Error {
 	if err := checkMentions(r.Mentions); err != nil {
 		return err
 	}
-	return r.Timing.validate()
-}
-
-// checkMentions checks a `mentions` field: user IDs, or "@room".
-func checkMentions(list []string) *wire.Error {
-	for _, m := range list {
-		if m == "@room" {
-			continue
-		}
-		if _, _, err := id.UserID(m).ParseAndValidateRelaxed(); err != nil || !strings.HasPrefix(m, "@") {
-			return wire.Errorf(wire.CodeInvalidRequest, "field 'mentions' must hold user IDs or \"@room\", not %q", m)
-		}
+	if len(r.Options) > 0 && (r.Edit != "" || r.Tag != "") {
+		return wire.Errorf(wire.CodeInvalidRequest, "field 'options' cannot be combined with 'edit' or 'tag'")
 	}
-	return nil
+	if r.Tag != "" && r.Edit != "" {
+		return wire.Errorf(wire.CodeInvalidRequest, "field 'tag' cannot be combined with 'edit': the tag picks the message to edit")
+	}
+	if err := r.Live.validate(); err != nil {
+		return err
+	}
+	if err := r.Schedule.validate(); err != nil {
+		return err
+	}
+	return r.Timing.validate()
 }
 
 // Deliver sends the message, and schedules its redaction when asked.
 func (r *Send) Deliver(ctx context.Context, d *Delivery) (any, error) {
-	return r.Timing.sendMessage(ctx, d, r.content())
+	if len(r.Options) > 0 {
+		return r.sendWithOptions(ctx, d)
+	}
+	return r.sendLive(ctx, d)
 }
 
 // sendMessage sends an m.room.message to the delivery's room, and schedules its redaction
@@ -219,12 +236,25 @@ func (r *Send) content() *event.MessageEventContent {
 		content.MsgType = event.MsgEmote
 	}
 	content.Mentions = mentions(content.Mentions, r.Mentions)
-	if r.Edit != "" {
+	if r.Edit != "" && r.Edit != EditLast {
 		content.SetEdit(r.Edit)
-	} else {
+	} else if r.Edit == "" {
 		content.RelatesTo = replyOrThread(r.ReplyTo, r.Thread)
 	}
 	return &content
+}
+
+// checkMentions checks a `mentions` field: user IDs, or "@room".
+func checkMentions(list []string) *wire.Error {
+	for _, m := range list {
+		if m == "@room" {
+			continue
+		}
+		if _, _, err := id.UserID(m).ParseAndValidateRelaxed(); err != nil || !strings.HasPrefix(m, "@") {
+			return wire.Errorf(wire.CodeInvalidRequest, "field 'mentions' must hold user IDs or \"@room\", not %q", m)
+		}
+	}
+	return nil
 }
 
 // mentions is the m.mentions of a message: the pills in the text (found by the format package)

@@ -103,16 +103,19 @@ func NewRegistry(families ...[]Spec) *Registry {
 // Default is the registry of every action the bridge has.
 func Default() *Registry {
 	r := NewRegistry(Messages, Rooms, Lookups, Outbox, Internal,
-		Media)
+		Admin,
+		Create,
+		Broadcasts,
+		LiveMessages,
+		Polls,
+		Media,
+	)
 	r.planned = Planned
 	return r
 }
 
 // Planned are actions of the design's contract not built yet: a request for one is told so.
-var Planned = []string{
-	"invite", "kick", "ban", "unban", "create_room",
-	"set_power_level", "set_room", "members", "broadcast",
-}
+var Planned = []string{}
 
 // Spec returns the spec of action.
 func (r *Registry) Spec(action string) (Spec, bool) {
@@ -216,4 +219,12 @@ type Targets interface {
 	Remember(target string, roomID id.RoomID)
 	Key(roomID id.RoomID) string
 	Annotate(rooms []wire.Room) []wire.RoomInfo
+	// CheckKey and Define give new rooms friendly names at runtime (create_room's key).
+	CheckKey(field, name string) *wire.Error
+	Define(name string, roomID id.RoomID) bool
+	// Group and BroadcastAll are broadcast's GROUPS and BROADCAST_ALL.
+	Group(name string) ([]string, bool)
+	BroadcastAll() bool
+	// Follow returns the room that replaced a room through upgrades, or the room itself.
+	Follow(roomID id.RoomID) id.RoomID
 }

@@ -10,7 +10,11 @@ import (
 )
 
 // testTargets has the friendly names the cases use.
-var testTargets = targets.New(targets.Config{Names: targets.Names{"k": "!k:hs", "kitchen": "!kitchen:hs", "hall": "!hall:hs"}})
+var testTargets = func() *targets.Targets {
+	t := targets.New(targets.Config{Names: targets.Names{"k": "!k:hs", "kitchen": "!kitchen:hs", "hall": "!hall:hs"}})
+	t.SetGroups(map[string][]string{"announce": {"kitchen", "hall"}}, false)
+	return t
+}()
 
 func TestParse(t *testing.T) {
 	tests := []struct {
@@ -50,7 +54,6 @@ func TestParse(t *testing.T) {
 		{"location text field", "send_location", "", `{"to":"k","lat":1,"lon":2,"text":"x"}`, wire.CodeInvalidRequest, "'text'"},
 		{"location negative expiry", "send_location", "", `{"to":"k","lat":1,"lon":2,"expire_s":-5}`, wire.CodeInvalidRequest, "'expire_s'"},
 		{"location description too long", "send_location", "", `{"to":"k","lat":1,"lon":2,"description":"` + strings.Repeat("x", MaxBodyBytes/4+1) + `"}`, wire.CodeTooLarge, "15000"},
-		{"planned action", "invite", "", `{"to":"k"}`, wire.CodeUnknownAction, "planned"},
 		{"media data", "send_media", "", `{"to":"k","data":"aGk=","caption":"hi","kind":"file"}`, "", ""},
 		{"media unpadded base64", "send_media", "", `{"to":"k","data":"aGk"}`, "", ""},
 		{"media binary shortcut", "send_media", "k", "\xff\xd8\xff raw", "", ""},
@@ -92,6 +95,46 @@ func TestParse(t *testing.T) {
 		{"shortcut contradicting to", "send", "kitchen", `{"to":"hall","text":"x"}`, wire.CodeInvalidRequest, "contradicts"},
 		{"shortcut empty", "send", "kitchen", ``, wire.CodeInvalidRequest, "exactly one"},
 		{"shortcut not utf8", "send", "kitchen", "\xff", wire.CodeInvalidRequest, "UTF-8"},
+		{"invite", "invite", "", `{"room":"kitchen","user":"@a:hs","reason":"welcome"}`, "", ""},
+		{"kick without user", "kick", "", `{"room":"kitchen"}`, wire.CodeInvalidRequest, "'user'"},
+		{"ban a room", "ban", "", `{"room":"kitchen","user":"!r:hs"}`, wire.CodeInvalidRequest, "'user'"},
+		{"unban reason too long", "unban", "", `{"room":"k","user":"@a:hs","reason":"` + strings.Repeat("x", 1001) + `"}`, wire.CodeTooLarge, "'reason'"},
+		{"set_power_level role", "set_power_level", "", `{"room":"k","user":"@a:hs","role":"moderator"}`, "", ""},
+		{"set_power_level level", "set_power_level", "", `{"room":"k","user":"@a:hs","level":-10}`, "", ""},
+		{"set_power_level both", "set_power_level", "", `{"room":"k","user":"@a:hs","level":50,"role":"admin"}`, wire.CodeInvalidRequest, "exactly one"},
+		{"set_power_level neither", "set_power_level", "", `{"room":"k","user":"@a:hs"}`, wire.CodeInvalidRequest, "exactly one"},
+		{"set_power_level unknown role", "set_power_level", "", `{"room":"k","user":"@a:hs","role":"owner"}`, wire.CodeInvalidRequest, "'role'"},
+		{"set_power_level level out of range", "set_power_level", "", `{"room":"k","user":"@a:hs","level":1e16}`, wire.CodeInvalidRequest, "'level'"},
+		{"set_power_level fraction", "set_power_level", "", `{"room":"k","user":"@a:hs","level":50.5}`, wire.CodeInvalidRequest, "'level'"},
+		{"set_power_level level as string", "set_power_level", "", `{"room":"k","user":"@a:hs","level":"50"}`, wire.CodeInvalidRequest, "'level' must be a number"},
+		{"set_room", "set_room", "", `{"room":"k","name":"N","topic":"","avatar":"mxc://hs/abc"}`, "", ""},
+		{"set_room nothing", "set_room", "", `{"room":"k"}`, wire.CodeInvalidRequest, "at least one"},
+		{"set_room bad avatar", "set_room", "", `{"room":"k","avatar":"https://example.org/a.png"}`, wire.CodeInvalidRequest, "'avatar'"},
+		{"set_room long topic", "set_room", "", `{"room":"k","topic":"` + strings.Repeat("x", 10001) + `"}`, wire.CodeTooLarge, "'topic'"},
+		{"members", "members", "", `{"room":"k","membership":"ban"}`, "", ""},
+		{"members bad filter", "members", "", `{"room":"k","membership":"joined"}`, wire.CodeInvalidRequest, "'membership'"},
+		{"create_room", "create_room", "", `{"name":"N","topic":"T","alias":"guests","preset":"trusted_private_chat","invite":["@a:hs"],"moderators":["@m:hs"],"encrypted":true,"power_levels":{"users":{"@b:hs":20},"events":{"m.room.topic":0},"kick":60},"is_dm":false,"avatar":"mxc://hs/a","key":"guests","template":"t"}`, "", ""},
+		{"create_room empty", "create_room", "", `{}`, "", ""},
+		{"broadcast list", "broadcast", "", `{"to":["kitchen","!x:hs","#a:hs","@u:hs","kitchen"],"text":"hi","msgtype":"notice","mentions":["@room"]}`, "", ""},
+		{"broadcast group", "broadcast", "", `{"to":"announce","markdown":"**hi**"}`, "", ""},
+		{"broadcast one target", "broadcast", "", `{"to":"hall","text":"hi"}`, "", ""},
+		{"broadcast all, not enabled", "broadcast", "", `{"to":"*","text":"hi"}`, wire.CodeNotAllowed, "BROADCAST_ALL"},
+		{"broadcast star in a list", "broadcast", "", `{"to":["*"],"text":"hi"}`, wire.CodeInvalidRequest, "stands alone"},
+		{"broadcast no to", "broadcast", "", `{"text":"hi"}`, wire.CodeInvalidRequest, "'to'"},
+		{"broadcast empty list", "broadcast", "", `{"to":[],"text":"hi"}`, wire.CodeInvalidRequest, "'to'"},
+		{"broadcast to a number", "broadcast", "", `{"to":5,"text":"hi"}`, wire.CodeInvalidRequest, "'to' must be a list"},
+		{"broadcast list of numbers", "broadcast", "", `{"to":[1],"text":"hi"}`, wire.CodeInvalidRequest, "'to'"},
+		{"broadcast unknown target", "broadcast", "", `{"to":["nowhere"],"text":"hi"}`, wire.CodeUnknownTarget, "'to'"},
+		{"broadcast without text", "broadcast", "", `{"to":["kitchen"]}`, wire.CodeInvalidRequest, "exactly one"},
+		{"broadcast edit field", "broadcast", "", `{"to":["kitchen"],"text":"a","edit":"$e"}`, wire.CodeInvalidRequest, "'edit'"},
+		{"broadcast too many", "broadcast", "", `{"to":[` + strings.Repeat(`"!r:hs",`, 1000) + `"!r:hs"],"text":"a"}`, wire.CodeTooLarge, "at most 1000"},
+		{"create_room bad preset", "create_room", "", `{"preset":"open"}`, wire.CodeInvalidRequest, "preset"},
+		{"create_room full alias", "create_room", "", `{"alias":"#g:hs"}`, wire.CodeInvalidRequest, "alias"},
+		{"create_room key of TARGETS", "create_room", "", `{"key":"kitchen"}`, wire.CodeInvalidRequest, "TARGETS"},
+		{"create_room bad key", "create_room", "", `{"key":"a/b"}`, wire.CodeInvalidRequest, "'key'"},
+		{"create_room invite a room", "create_room", "", `{"invite":["kitchen"]}`, wire.CodeInvalidRequest, "'invite'"},
+		{"create_room unknown power field", "create_room", "", `{"power_levels":{"kik":50}}`, wire.CodeInvalidRequest, "kik"},
+		{"create_room level out of range", "create_room", "", `{"power_levels":{"users":{"@a:hs":1e16}}}`, wire.CodeInvalidRequest, ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -155,6 +198,21 @@ func TestParseAllowedTargets(t *testing.T) {
 		{"room, ensure_encrypted", "ensure_encrypted", `{"room":"!other:hs"}`, false},
 		{"user, ensure_dm", "ensure_dm", `{"user":"@bob:hs"}`, false},
 		{"user, ensure_dm allowed", "ensure_dm", `{"user":"@alice:hs"}`, true},
+		{"room, invite", "invite", `{"room":"!other:hs","user":"@alice:hs"}`, false},
+		{"user, invite", "invite", `{"room":"kitchen","user":"@bob:hs"}`, false},
+		{"invite allowed", "invite", `{"room":"kitchen","user":"alice"}`, true},
+		{"user, kick", "kick", `{"room":"kitchen","user":"@bob:hs"}`, false},
+		{"room, ban", "ban", `{"room":"cellar","user":"@alice:hs"}`, false},
+		{"user, unban", "unban", `{"room":"kitchen","user":"@bob:hs"}`, false},
+		{"user, set_power_level", "set_power_level", `{"room":"kitchen","user":"@bob:hs","role":"admin"}`, false},
+		{"room, set_room", "set_room", `{"room":"!other:hs","name":"x"}`, false},
+		{"room, members", "members", `{"room":"!other:hs"}`, false},
+		{"user, create_room invite", "create_room", `{"invite":["@bob:hs"]}`, false},
+		{"user, create_room moderators", "create_room", `{"moderators":["@bob:hs"]}`, false},
+		{"user, create_room power_levels", "create_room", `{"power_levels":{"users":{"@bob:hs":50}}}`, false},
+		{"create_room allowed", "create_room", `{"invite":["alice"],"moderators":["@alice:hs"]}`, true},
+		{"to, broadcast list", "broadcast", `{"to":["kitchen","!other:hs"],"text":"a"}`, false},
+		{"to, broadcast allowed", "broadcast", `{"to":["kitchen","alice"],"text":"a"}`, true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -180,6 +238,15 @@ func FuzzParse(f *testing.F) {
 	f.Add("send_location", `{"to":"k","lat":-33.9,"lon":151.2,"description":"x"}`, "")
 	f.Add("join", `{"room":"#a:hs","id":"x"}`, "")
 	f.Add("ensure_dm", `{"user":"alice"}`, "")
+	f.Add("broadcast", `{"to":["kitchen","!r:hs"],"text":"hi"}`, "")
+	f.Add("broadcast", `{"to":"announce","markdown":"*hi*"}`, "")
+	f.Add("create_room", `{"template":"t","key":"k2","invite":["@a:hs"],"power_levels":{"users":{"@a:hs":50},"kick":10}}`, "")
+	f.Add("set_power_level", `{"room":"k","user":"@a:hs","level":-5}`, "")
+	f.Add("set_room", `{"room":"k","avatar":"mxc://hs/a"}`, "")
+	f.Add("send", `{"to":"k","text":"?","options":[{"key":"👍","label":"y"}],"options_from":["@a:hs"],"single_use":true}`, "")
+	f.Add("send", `{"to":"k","text":"s","tag":"w","priority":"high","at":"2030-01-01T00:00:00Z"}`, "")
+	f.Add("send_poll", `{"to":"k","question":"?","answers":["a","b"],"max_selections":2,"kind":"undisclosed"}`, "")
+	f.Add("outbox_cancel", `{"request_id":"x"}`, "")
 	f.Fuzz(func(t *testing.T, action, payload, target string) {
 		req, err := Default().Parse(action, target, []byte(payload), testTargets)
 		if (req == nil) == (err == nil) {

@@ -183,16 +183,19 @@ func TestEntityEvent(t *testing.T) {
 		name string
 		ev   matrix.Event
 		cmd  *wire.Command
+		cb   *wire.Callback
 		want string // fields the payload starts with
 	}{
-		{"message", matrix.Event{Kind: wire.KindMessage, Payload: msg}, nil, `{"event_type":"message","event_id":"$m","room_id":"!r:hs"`},
-		{"command", matrix.Event{Kind: wire.KindMessage, Payload: msg}, &wire.Command{Command: "lights", Args: []string{}}, `{"event_type":"command","command":"lights","args":[]`},
-		{"reaction", matrix.Event{Kind: wire.KindReaction, Payload: &wire.Reaction{EventID: "$x", Key: "👍"}}, nil, `{"event_type":"reaction","event_id":"$x"`},
-		{"redaction", matrix.Event{Kind: wire.KindRedaction, Payload: &wire.Redaction{EventID: "$x"}}, nil, `null`},
+		{"message", matrix.Event{Kind: wire.KindMessage, Payload: msg}, nil, nil, `{"event_type":"message","event_id":"$m","room_id":"!r:hs"`},
+		{"command", matrix.Event{Kind: wire.KindMessage, Payload: msg}, &wire.Command{Command: "lights", Args: []string{}}, nil, `{"event_type":"command","command":"lights","args":[]`},
+		{"reaction", matrix.Event{Kind: wire.KindReaction, Payload: &wire.Reaction{EventID: "$x", Key: "👍"}}, nil, nil, `{"event_type":"reaction","event_id":"$x"`},
+		{"redaction", matrix.Event{Kind: wire.KindRedaction, Payload: &wire.Redaction{EventID: "$x"}}, nil, nil, `null`},
+		{"callback", matrix.Event{Kind: wire.KindReaction, Payload: &wire.Reaction{EventID: "$x", Key: "👍"}}, nil,
+			&wire.Callback{EventID: "$m", Option: "👍"}, `{"event_type":"callback","event_id":"$m"`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := json.Marshal(entityEvent(tc.ev, tc.cmd))
+			got, err := json.Marshal(entityEvent(tc.ev, tc.cmd, tc.cb))
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -25,13 +25,21 @@ type (
 		EventType string `json:"event_type"`
 		*wire.Command
 	}
+	callbackEvent struct {
+		EventType string `json:"event_type"`
+		*wire.Callback
+	}
 )
 
 // entityEvent returns the event entity payload of an inbound event; a message that is an
-// accepted command (cmd) is shown as the command. Redactions have none.
-func entityEvent(ev matrix.Event, cmd *wire.Command) any {
+// accepted command (cmd) is shown as the command, a reaction that is an accepted answer (cb) as
+// the callback. Redactions have none.
+func entityEvent(ev matrix.Event, cmd *wire.Command, cb *wire.Callback) any {
 	if cmd != nil {
 		return commandEvent{EventType: discovery.EventCommand, Command: cmd}
+	}
+	if cb != nil {
+		return callbackEvent{EventType: discovery.EventCallback, Callback: cb}
 	}
 	switch p := ev.Payload.(type) {
 	case *wire.Message:
@@ -48,7 +56,7 @@ type Names interface {
 }
 
 // EntityEvents is the filter that feeds the event entity of each friendly-name room. It runs
-// after Commands, so that an accepted command is shown as the command.
+// after Commands and Callbacks, so that an accepted command or answer is shown as such.
 type EntityEvents struct {
 	Names Names
 }
@@ -58,7 +66,7 @@ func (f EntityEvents) Inbound(_ context.Context, ev matrix.Event, key string, ou
 	if _, friendly := f.Names.Name(ev.RoomID); !friendly {
 		return
 	}
-	if payload := entityEvent(ev, out.Command); payload != nil {
+	if payload := entityEvent(ev, out.Command, out.Callback); payload != nil {
 		out.Publish(out.Topics().Room(key, wire.KindEvent), payload)
 	}
 }

@@ -54,6 +54,8 @@ type Output struct {
 	jobs    []outbox.Job
 	// Command is the accepted chat command of the current event, if it is one.
 	Command *wire.Command
+	// Callback is the accepted answer of the current event, if it is one.
+	Callback *wire.Callback
 }
 
 // Publish publishes v as JSON on the room topic of kind, in timeline order with the batch.
@@ -122,14 +124,21 @@ func (in *Inbound) HandleSync(ctx context.Context, batch *matrix.Batch) error {
 		}
 		published++
 		key := in.Keys.Key(ev.RoomID)
-		out.Command = nil
+		out.Command, out.Callback = nil, nil
 		if j, ok := in.hold(ev, key); ok {
 			held = append(held, j)
-		} else {
+		} else if ev.Kind != "" {
 			out.Publish(in.Topics.Room(key, ev.Kind), ev.Payload)
 		}
 		for _, f := range in.Filters {
 			f.Inbound(ctx, ev, key, out)
+		}
+	}
+	if len(batch.Receipts) > 0 {
+		for _, f := range in.Filters {
+			if rf, ok := f.(ReceiptFilter); ok {
+				rf.Receipts(ctx, batch.Receipts, in.Keys, out)
+			}
 		}
 	}
 	for _, n := range batch.Notices {

@@ -99,8 +99,9 @@ func newTestIntake(t *testing.T) *testIntake {
 
 type fakeOutbox struct{}
 
-func (fakeOutbox) Flush()            {}
-func (fakeOutbox) Stats() wire.Stats { return wire.Stats{Sent: 7} }
+func (fakeOutbox) Flush()                                      {}
+func (fakeOutbox) Stats() wire.Stats                           { return wire.Stats{Sent: 7} }
+func (fakeOutbox) Cancel(context.Context, string) (int, error) { return 0, nil }
 
 // offer hands over a message whose ack is logged with the queue's calls.
 func (ti *testIntake) offer(topic, payload string) {

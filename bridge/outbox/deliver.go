@@ -45,7 +45,9 @@ func (o *Outbox) deliver(ctx context.Context, e *Entry) {
 	}
 	req, err := o.Registry.Stored(e.Action, e.Request)
 	if err != nil {
-		o.finish(ctx, e, nil, &wire.Error{Code: wire.CodeInvalidRequest, Message: err.Error()}, nil)
+		if e.state.begin() {
+			o.finish(ctx, e, storedRequestID(e.Request), nil, &wire.Error{Code: wire.CodeInvalidRequest, Message: err.Error()}, nil)
+		}
 		return
 	}
 	for attempt := 0; ; attempt++ {
@@ -54,20 +56,24 @@ func (o *Outbox) deliver(ctx context.Context, e *Entry) {
 		}
 		now := o.Clock.Now()
 		if wait := e.NotBefore.Sub(now); wait > 0 {
-			if !o.sleep(ctx, wait, false) {
+			if !o.sleepEntry(ctx, e, wait, false) {
 				return
 			}
 			now = o.Clock.Now()
 		}
-		if deadline := o.deadline(e); now.After(deadline) {
-			o.finish(ctx, e, nil, wire.Errorf(wire.CodeExpired, "not delivered within %s of being received", deadline.Sub(e.CreatedAt).Round(time.Second)), nil)
+		// From here until the answer or the wait for a retry, outbox_cancel leaves it alone.
+		if !e.state.begin() {
 			return
 		}
-		d := &actions.Delivery{Env: o.Env, Target: e.Lane, TxnID: e.TxnID, Now: now, Progress: &progress{o: o, e: e}}
+		if deadline := o.deadline(e); now.After(deadline) {
+			o.finish(ctx, e, req.RequestID(), nil, wire.Errorf(wire.CodeExpired, "not delivered within %s of being received", deadline.Sub(e.CreatedAt).Round(time.Second)), nil)
+			return
+		}
+		d := &actions.Delivery{Env: o.Env, Target: deliveryTarget(e.Lane), TxnID: e.TxnID, Now: now, Progress: &progress{o: o, e: e}}
 		d.Matrix = onceMatrix{Matrix: o.Env.Matrix, o: o, e: e}
 		data, err := req.Deliver(ctx, d)
 		if err == nil {
-			o.finish(ctx, e, data, nil, d.FollowUps())
+			o.finish(ctx, e, req.RequestID(), data, nil, d.FollowUps())
 			return
 		}
 		if ctx.Err() != nil {
@@ -75,7 +81,7 @@ func (o *Outbox) deliver(ctx context.Context, e *Entry) {
 		}
 		out := actions.Classify(err)
 		if !out.Retry {
-			o.finish(ctx, e, nil, out.Err, nil)
+			o.finish(ctx, e, req.RequestID(), nil, out.Err, nil)
 			return
 		}
 		if mayHaveArrived(err) {
@@ -87,7 +93,8 @@ func (o *Outbox) deliver(ctx context.Context, e *Entry) {
 		}
 		o.Counters.Failed(out.Err)
 		o.log.Warn().Err(err).Int64("outbox_id", e.ID).Str("action", e.Action).Dur("retry_in", wait).Msg("Delivery failed, will retry")
-		if !o.sleep(ctx, wait, true) {
+		e.state.end()
+		if !o.sleepEntry(ctx, e, wait, true) {
 			return
 		}
 	}
@@ -203,11 +210,25 @@ func (o *Outbox) sleep(ctx context.Context, d time.Duration, flushable bool) boo
 	return true
 }
 
+// sleepEntry is sleep for a lane's entry, which outbox_cancel ends: it reports false then too.
+func (o *Outbox) sleepEntry(ctx context.Context, e *Entry, d time.Duration, flushable bool) bool {
+	cctx, stop := context.WithCancel(ctx)
+	defer stop()
+	go func() {
+		select {
+		case <-e.state.cancelledCh():
+			stop()
+		case <-cctx.Done():
+		}
+	}()
+	return o.sleep(cctx, d, flushable) && ctx.Err() == nil
+}
+
 // finish answers the entry, then removes it from the outbox with its follow-ups. Answering
 // first means a crash in between answers again, with the same event ID, rather than never.
-func (o *Outbox) finish(ctx context.Context, e *Entry, data any, err *wire.Error, followUps []actions.FollowUp) {
+func (o *Outbox) finish(ctx context.Context, e *Entry, requestID string, data any, err *wire.Error, followUps []actions.FollowUp) {
 	if !e.spec.Internal {
-		o.Responder.Respond(ctx, e.Action, requestID(e.Request), data, err)
+		o.Responder.Respond(ctx, e.Action, requestID, data, err)
 	}
 	if err != nil {
 		o.log.Warn().Int64("outbox_id", e.ID).Str("action", e.Action).Str("code", err.Code).Str("reason", err.Message).Msg("Request failed")
@@ -235,12 +256,18 @@ func (o *Outbox) finish(ctx context.Context, e *Entry, data any, err *wire.Error
 		}
 	}
 	o.Counters.Done(e.ID, err)
+	o.liveMu.Lock()
+	delete(o.live, e.ID)
+	o.liveMu.Unlock()
 	o.finished(e)
 	o.Start(next)
 }
 
 // finished lets a request that keeps something outside its row (a spooled file) clean up.
 func (o *Outbox) finished(e *Entry) {
+	if e.spec.New == nil {
+		return
+	}
 	if _, ok := e.spec.New().(actions.Finisher); !ok {
 		return
 	}
@@ -253,8 +280,8 @@ func (o *Outbox) finished(e *Entry) {
 	}
 }
 
-// requestID reads the "id" of a stored request (internal requests have none).
-func requestID(raw json.RawMessage) string {
+// storedRequestID reads the "id" of a stored request that does not decode as its action's.
+func storedRequestID(raw json.RawMessage) string {
 	var probe struct {
 		ID string `json:"id"`
 	}

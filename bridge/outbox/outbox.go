@@ -10,6 +10,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -76,6 +77,10 @@ type Outbox struct {
 
 	flushMu sync.Mutex
 	flushCh chan struct{} // closed and replaced by Flush
+
+	// live are the entries started and not finished, for outbox_cancel.
+	liveMu sync.Mutex
+	live   map[int64]*Entry
 }
 
 // Entry is one outbox entry being delivered.
@@ -87,11 +92,13 @@ type Entry struct {
 	// after the homeserver took the request. It is closed once a sync that would echo the event
 	// was handed over.
 	inDoubt <-chan struct{}
+	// state tells an attempt under way from a cancelled entry.
+	state entryState
 }
 
 // New prepares the outbox; Open starts it.
 func New(d Deps) *Outbox {
-	o := &Outbox{Deps: d, flushCh: make(chan struct{})}
+	o := &Outbox{Deps: d, flushCh: make(chan struct{}), live: map[int64]*Entry{}}
 	o.Env.Outbox = o
 	o.lanes = newLanes(o.deliver)
 	return o
@@ -156,9 +163,19 @@ func (o *Outbox) NewEntry(j Job) (*Entry, error) {
 	if e.TxnID == "" {
 		e.TxnID = newTxnID()
 	}
+	due := now
+	if timed, ok := j.Request.(actions.Timed); ok && j.NotBefore.IsZero() {
+		at, werr := timed.Due(now)
+		if werr != nil {
+			return nil, errors.New(werr.Message)
+		}
+		if at.After(now) {
+			due, e.NotBefore, e.Lane = at, at, timedLane(e.TxnID, e.Lane)
+		}
+	}
 	if exp, ok := j.Request.(actions.Expiring); ok && e.ExpiresAt.IsZero() {
 		if after := exp.ExpireAfter(); after > 0 {
-			e.ExpiresAt = now.Add(after)
+			e.ExpiresAt = due.Add(after)
 		}
 	}
 	return e, nil
@@ -175,8 +192,17 @@ func (o *Outbox) Add(ctx context.Context, entries []*Entry) error {
 
 // Start hands committed entries to their lanes.
 func (o *Outbox) Start(entries []*Entry) {
+	o.liveMu.Lock()
 	for _, e := range entries {
-		o.Counters.Enqueued(e.ID, e.CreatedAt, e.spec.Scheduled)
+		o.live[e.ID] = e
+	}
+	o.liveMu.Unlock()
+	for _, e := range entries {
+		if isTimed(e.Lane) {
+			o.Counters.EnqueuedTimed(e.ID)
+		} else {
+			o.Counters.Enqueued(e.ID, e.CreatedAt, e.spec.Scheduled)
+		}
 		o.lanes.push(o.work, e)
 	}
 }

@@ -66,7 +66,7 @@ func newTestOutbox(t *testing.T, databaseURL string, registry *actions.Registry)
 	close(ready)
 	to := &testOutbox{clock: clk, hs: hs, responses: actionstest.NewResponses()}
 	to.Outbox = New(Deps{
-		Store: st, Registry: registry, Env: actions.Env{Matrix: hs, Targets: targets.New(targets.Config{})},
+		Store: st, Registry: registry, Env: actions.Env{Matrix: hs, Targets: targets.New(targets.Config{}), Options: st, Tags: st},
 		Sync: hs, Responder: to.responses, Counters: stats.New(clk), Clock: clk, MaxAge: time.Hour, Ready: ready,
 	})
 	if err := to.Open(ctx); err != nil {
@@ -575,4 +575,23 @@ func TestProgressKeepsFinishedSteps(t *testing.T) {
 			t.Fatalf("response %+v, sent %v, want %v", r, to.hs.Sent, want)
 		}
 	})
+}
+
+// TestUndecodableEntryIsAnswered: a stored request that no longer decodes (written by another
+// version, say) is answered invalid_request with its id and removed, not retried for ever.
+func TestUndecodableEntryIsAnswered(t *testing.T) {
+	to := newTestOutbox(t, "", nil)
+	e := &Entry{spec: actions.Spec{Name: "send"}}
+	e.Action, e.Lane, e.TxnID, e.CreatedAt = "send", "!room:hs", "m2mbroken", to.clock.Now()
+	e.Request = []byte(`{"id":"old","to":5}`)
+	if err := to.Add(context.Background(), []*Entry{e}); err != nil {
+		t.Fatal(err)
+	}
+	<-to.run(e)
+	if r := to.responses.Next(t); r.ID != "old" || r.Error == nil || r.Error.Code != wire.CodeInvalidRequest {
+		t.Fatalf("response = %+v", r)
+	}
+	if len(to.pending(t)) != 0 || to.hs.Calls != 0 {
+		t.Fatal("the broken entry was kept or sent")
+	}
 }

@@ -21,12 +21,14 @@ type Stats struct {
 	s         wire.Stats
 	pending   map[int64]time.Time
 	scheduled map[int64]bool
-	dirty     chan struct{}
+	// timed are the requests that wait for their own time (`at`, `delay_s`).
+	timed map[int64]bool
+	dirty chan struct{}
 }
 
 // New returns zeroed stats.
 func New(clk clock.Clock) *Stats {
-	return &Stats{clock: clk, Started: clk.Now(), pending: map[int64]time.Time{}, scheduled: map[int64]bool{}, dirty: make(chan struct{}, 1)}
+	return &Stats{clock: clk, Started: clk.Now(), pending: map[int64]time.Time{}, scheduled: map[int64]bool{}, timed: map[int64]bool{}, dirty: make(chan struct{}, 1)}
 }
 
 // Touch marks the stats as changed, so they are published again.
@@ -68,10 +70,20 @@ func (st *Stats) Enqueued(id int64, createdAt time.Time, scheduled bool) {
 	st.Touch()
 }
 
+// EnqueuedTimed records a request that waits for its own time (`at`, `delay_s`): it counts as
+// a scheduled message, not as pending, until it is done.
+func (st *Stats) EnqueuedTimed(id int64) {
+	st.mu.Lock()
+	st.timed[id] = true
+	st.mu.Unlock()
+	st.Touch()
+}
+
 // Done records the end of an outbox entry: err is nil for success.
 func (st *Stats) Done(id int64, err *wire.Error) {
 	st.mu.Lock()
 	delete(st.pending, id)
+	delete(st.timed, id)
 	switch {
 	case st.scheduled[id]:
 		delete(st.scheduled, id)
@@ -117,6 +129,7 @@ func (st *Stats) Snapshot() wire.Stats {
 	s := st.s
 	s.OutboxPending = len(st.pending)
 	s.ScheduledRedactions = len(st.scheduled)
+	s.ScheduledMessages = len(st.timed)
 	now := st.clock.Now()
 	for _, created := range st.pending {
 		if age := now.Sub(created).Seconds(); age > s.OldestPendingAgeS {

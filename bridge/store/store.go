@@ -150,6 +150,15 @@ func (s *Store) Prune(ctx context.Context) error {
 	if err := s.pruneDone(ctx, now.Add(-DoneRetention)); err != nil {
 		return err
 	}
+	if err := s.pruneOptions(ctx, now.Add(-OptionsRetention)); err != nil {
+		return err
+	}
+	if err := s.pruneSent(ctx, now.Add(-ReadRetention)); err != nil {
+		return err
+	}
+	if err := s.prunePolls(ctx, now.Add(-OptionsRetention)); err != nil {
+		return err
+	}
 	return s.pruneInbound(ctx, now.Add(-InboundRetention))
 }
 

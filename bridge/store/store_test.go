@@ -288,4 +288,20 @@ func TestUpgradeFromVersion1(t *testing.T) {
 	if err := s.SaveProgress(ctx, pending[0].ID, json.RawMessage(`{"step":1}`)); err != nil {
 		t.Fatal(err)
 	}
+	if err := s.SaveRoomKey(ctx, "guests", "!r:hs"); err != nil {
+		t.Fatalf("the room key table is missing after the upgrade: %v", err)
+	}
+	if err := s.SaveRoomUpgrade(ctx, "!r:hs", "!s:hs"); err != nil {
+		t.Fatalf("the room upgrade table is missing after the upgrade: %v", err)
+	}
+	// The tables of v4 (03-actionable.sql) are there.
+	if err := s.SetTag(ctx, "!r:hs", "t", "$e", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.ReadUpTo(ctx, "!r:hs", "@a:hs", "", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Vote(ctx, "$p", "@a:hs", []string{"a1"}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
 }

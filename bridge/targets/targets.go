@@ -52,8 +52,8 @@ func (n *Names) UnmarshalText(text []byte) error {
 		if !ok || name == "" || target == "" {
 			return fmt.Errorf("%q is not name=target", pair)
 		}
-		if strings.ContainsAny(name, "#+/:!@ \x00") {
-			return fmt.Errorf("friendly name %q must not contain any of # + / : ! @ or spaces", name)
+		if err := ValidName(name); err != nil {
+			return err
 		}
 		if err := ValidateID(target); err != nil {
 			return fmt.Errorf("%s: %w", name, err)
@@ -64,6 +64,14 @@ func (n *Names) UnmarshalText(text []byte) error {
 		out[name] = target
 	}
 	*n = out
+	return nil
+}
+
+// ValidName checks that a friendly name can be a topic segment and is not taken for an ID.
+func ValidName(name string) error {
+	if name == "" || strings.ContainsAny(name, "#+/:!@ \x00") {
+		return fmt.Errorf("friendly name %q must not be empty nor contain any of # + / : ! @ or spaces", name)
+	}
 	return nil
 }
 
@@ -98,15 +106,21 @@ type Targets struct {
 	names []string // friendly names, sorted
 	watch []string // targets resolved on Learn besides the friendly names (COMMAND_ROOMS)
 
+	groups       map[string][]string // GROUPS, for broadcast; set before requests come
+	broadcastAll bool                // BROADCAST_ALL
+
 	mu       sync.Mutex
-	byRoom   map[id.RoomID]string // room → friendly name (its topic key)
-	resolved map[string]id.RoomID // target (room ID, alias, user ID) → room, as last learned
+	byRoom   map[id.RoomID]string    // room → friendly name (its topic key)
+	resolved map[string]id.RoomID    // target (room ID, alias, user ID) → room, as last learned
+	keys     map[string]id.RoomID    // friendly names given at runtime (create_room's key)
+	upgrades map[id.RoomID]id.RoomID // room → the room that replaced it
 }
 
 // New prepares the targets of cfg; watch lists more targets (room IDs, aliases, user IDs or
 // friendly names) whose rooms Learn finds.
 func New(cfg Config, watch ...string) *Targets {
-	t := &Targets{cfg: cfg, watch: watch, byRoom: map[id.RoomID]string{}, resolved: map[string]id.RoomID{}}
+	t := &Targets{cfg: cfg, watch: watch, byRoom: map[id.RoomID]string{}, resolved: map[string]id.RoomID{}, keys: map[string]id.RoomID{},
+		upgrades: map[id.RoomID]id.RoomID{}}
 	for name := range cfg.Names {
 		t.names = append(t.names, name)
 	}
@@ -124,7 +138,44 @@ func (t *Targets) Expand(target string) (string, bool) {
 	if v, ok := t.cfg.Names[target]; ok {
 		return v, true
 	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if roomID, ok := t.keys[target]; ok {
+		return roomID.String(), true
+	}
 	return target, false
+}
+
+// CheckKey checks a friendly name to be given to a new room: its shape, and that neither TARGETS
+// nor an earlier room has it.
+func (t *Targets) CheckKey(field, name string) *wire.Error {
+	if err := ValidName(name); err != nil {
+		return wire.Errorf(wire.CodeInvalidRequest, "field '%s': %v", field, err)
+	}
+	if _, ok := t.cfg.Names[name]; ok {
+		return wire.Errorf(wire.CodeInvalidRequest, "field '%s': %q is a friendly name from TARGETS already", field, name)
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if roomID, ok := t.keys[name]; ok {
+		return wire.Errorf(wire.CodeInvalidRequest, "field '%s': %q names room %s already", field, name, roomID)
+	}
+	return nil
+}
+
+// Define makes name a friendly name of roomID and its topic key, unless TARGETS has the name
+// (TARGETS wins) or names the room already; it reports whether the name was taken.
+func (t *Targets) Define(name string, roomID id.RoomID) bool {
+	if _, ok := t.cfg.Names[name]; ok {
+		return false
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.keys[name] = roomID
+	if old, ok := t.byRoom[roomID]; !ok || t.keys[old] != "" {
+		t.byRoom[roomID] = name
+	}
+	return true
 }
 
 // Check expands a target given in field (a friendly name, room ID, alias or user ID), checks its
@@ -176,6 +227,14 @@ func (t *Targets) allowed(target, expanded string) bool {
 		}
 		if v, ok := t.Expand(a); ok && v == expanded {
 			return true
+		}
+	}
+	// The replacement of an upgraded room is allowed where the old room was.
+	if strings.HasPrefix(expanded, "!") {
+		for _, a := range t.cfg.Allowed {
+			if v, _ := t.Expand(a); strings.HasPrefix(v, "!") && v != expanded && t.Follow(id.RoomID(v)) == id.RoomID(expanded) {
+				return true
+			}
 		}
 	}
 	return false
@@ -233,11 +292,12 @@ func (t *Targets) Learn(ctx context.Context, rooms []wire.Room, resolver Resolve
 	}
 }
 
-// RoomOf returns the room a target (or friendly name) was last learned or resolved to.
+// RoomOf returns the room a target (or friendly name) was last learned or resolved to, or the
+// room that replaced it.
 func (t *Targets) RoomOf(target string) (id.RoomID, bool) {
 	expanded, _ := t.Expand(target)
 	if strings.HasPrefix(expanded, "!") {
-		return id.RoomID(expanded), true
+		return t.Follow(id.RoomID(expanded)), true
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -271,4 +331,59 @@ func (t *Targets) Annotate(rooms []wire.Room) []wire.RoomInfo {
 		out[i] = wire.RoomInfo{Room: r, Key: t.Key(r.ID)}
 	}
 	return out
+}
+
+// SetGroups sets the broadcast groups (GROUPS) and whether broadcast may reach every joined
+// room (BROADCAST_ALL). It is called once, before requests come.
+func (t *Targets) SetGroups(groups map[string][]string, all bool) {
+	t.groups, t.broadcastAll = groups, all
+}
+
+// Group returns the members of a broadcast group.
+func (t *Targets) Group(name string) ([]string, bool) {
+	members, ok := t.groups[name]
+	return members, ok
+}
+
+// BroadcastAll tells whether broadcast may take "*".
+func (t *Targets) BroadcastAll() bool { return t.broadcastAll }
+
+// maxUpgrades bounds the chain of upgrades Follow walks (and so a cycle).
+const maxUpgrades = 16
+
+// Upgrade records that newRoom replaced oldRoom: requests for oldRoom go to newRoom (Follow),
+// which takes over its topic key and runtime keys.
+func (t *Targets) Upgrade(oldRoom, newRoom id.RoomID) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.upgrades[oldRoom] = newRoom
+	if name, ok := t.byRoom[oldRoom]; ok {
+		if _, named := t.byRoom[newRoom]; !named {
+			t.byRoom[newRoom] = name
+		}
+	}
+	for k, roomID := range t.keys {
+		if roomID == oldRoom {
+			t.keys[k] = newRoom
+		}
+	}
+	for target, roomID := range t.resolved {
+		if roomID == oldRoom {
+			t.resolved[target] = newRoom
+		}
+	}
+}
+
+// Follow returns the room that replaced roomID, through every upgrade, or roomID itself.
+func (t *Targets) Follow(roomID id.RoomID) id.RoomID {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for range maxUpgrades {
+		next, ok := t.upgrades[roomID]
+		if !ok {
+			break
+		}
+		roomID = next
+	}
+	return roomID
 }

@@ -144,3 +144,85 @@ func TestLearnAndKeys(t *testing.T) {
 		}
 	}
 }
+
+// TestRuntimeKeys: a key given at runtime works like a friendly name and becomes the room's topic
+// key, but never takes a TARGETS name nor one already given.
+func TestRuntimeKeys(t *testing.T) {
+	tg := New(Config{Names: Names{"kitchen": "!k:hs", "hall": "!h:hs"}})
+	tests := []struct {
+		name, key string
+		code      string
+	}{
+		{"fresh", "guests", ""},
+		{"a TARGETS name", "kitchen", wire.CodeInvalidRequest},
+		{"bad shape", "a/b", wire.CodeInvalidRequest},
+		{"empty", "", wire.CodeInvalidRequest},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tg.CheckKey("key", tc.key)
+			if (err == nil) != (tc.code == "") || (err != nil && err.Code != tc.code) {
+				t.Fatalf("CheckKey(%q) = %v, want %q", tc.key, err, tc.code)
+			}
+		})
+	}
+	if !tg.Define("guests", "!g:hs") {
+		t.Fatal("guests not defined")
+	}
+	if tg.Define("kitchen", "!other:hs") {
+		t.Fatal("a runtime key took a TARGETS name")
+	}
+	if got, _ := tg.Check("to", "kitchen"); got != "!k:hs" {
+		t.Fatalf("kitchen = %s: TARGETS must win", got)
+	}
+	if got, err := tg.Check("to", "guests"); err != nil || got != "!g:hs" {
+		t.Fatalf("guests = %s, %v", got, err)
+	}
+	if key := tg.Key("!g:hs"); key != "guests" {
+		t.Fatalf("topic key = %s", key)
+	}
+	if err := tg.CheckKey("key", "guests"); err == nil {
+		t.Fatal("a key given twice")
+	}
+	if tg.Define("hallway", "!h:hs"); tg.Key("!h:hs") != "hall" {
+		t.Fatalf("a runtime key replaced the TARGETS topic key: %s", tg.Key("!h:hs"))
+	}
+}
+
+// TestUpgrade: an upgraded room's requests, topic key and runtime keys go to its replacement,
+// through a chain of upgrades, and a cycle does not hang.
+func TestUpgrade(t *testing.T) {
+	tg := New(Config{Names: Names{"garden": "!old:hs"}})
+	tg.Define("patio", "!old:hs")
+	tg.Upgrade("!old:hs", "!mid:hs")
+	tg.Upgrade("!mid:hs", "!new:hs")
+	if got := tg.Follow("!old:hs"); got != "!new:hs" {
+		t.Fatalf("Follow(old) = %s", got)
+	}
+	if got := tg.Follow("!other:hs"); got != "!other:hs" {
+		t.Fatalf("Follow(other) = %s", got)
+	}
+	if key := tg.Key("!new:hs"); key != "garden" {
+		t.Fatalf("topic key of the new room = %s", key)
+	}
+	if got, _ := tg.Check("to", "patio"); got != "!new:hs" {
+		t.Fatalf("runtime key = %s", got)
+	}
+	if room, _ := tg.RoomOf("garden"); room != "!new:hs" {
+		t.Fatalf("RoomOf(garden) = %s", room)
+	}
+	tg.Upgrade("!new:hs", "!old:hs") // a cycle
+	_ = tg.Follow("!old:hs")
+
+	allow := New(Config{Names: Names{"garden": "!a:hs"}, Allowed: []string{"garden", "!b:hs"}})
+	allow.Upgrade("!a:hs", "!a2:hs")
+	allow.Upgrade("!b:hs", "!b2:hs")
+	for _, target := range []string{"!a2:hs", "!b2:hs"} {
+		if _, err := allow.Check("to", target); err != nil {
+			t.Fatalf("the replacement %s of an allowed room is refused: %v", target, err)
+		}
+	}
+	if _, err := allow.Check("to", "!c:hs"); err == nil {
+		t.Fatal("a room outside ALLOWED_TARGETS is allowed")
+	}
+}

@@ -18,6 +18,8 @@ const (
 	KindCommand Kind = "command"
 	// KindEvent feeds the Home Assistant event entity of a friendly-name room.
 	KindEvent Kind = "event"
+	// KindMembership carries membership and power level changes in joined rooms.
+	KindMembership Kind = "membership"
 )
 
 // Media describes the attachment of a media message.
@@ -68,6 +70,8 @@ type Reaction struct {
 	Key        string     `json:"key"`
 	Timestamp  int64      `json:"ts"`
 	Encrypted  bool       `json:"encrypted"`
+	// SenderVerified: the reaction came from a device cross-signed by its owner.
+	SenderVerified bool `json:"sender_verified"`
 }
 
 // Redaction is the payload of `<base>/room/<key>/redaction`.
@@ -91,4 +95,31 @@ type Notice struct {
 	Message string    `json:"message,omitempty"`
 	// Membership is set for type "membership" and "invite".
 	Membership event.Membership `json:"membership,omitempty"`
+	// ReplacementRoom is set for type "room_upgraded" and "room_upgrade_failed".
+	ReplacementRoom id.RoomID `json:"replacement_room,omitempty"`
+}
+
+// Membership is the payload of `<base>/room/<key>/membership`: a member joined, left, was
+// invited, kicked, banned or unbanned, or the power levels changed.
+type Membership struct {
+	EventID    id.EventID `json:"event_id"`
+	RoomID     id.RoomID  `json:"room_id"`
+	RoomName   string     `json:"room_name,omitempty"`
+	Sender     id.UserID  `json:"sender"`
+	SenderName string     `json:"sender_name"`
+	// Change is join, leave, invite, knock, kick, ban, unban or power_levels.
+	Change     string           `json:"change"`
+	User       id.UserID        `json:"user,omitempty"`
+	Membership event.Membership `json:"membership,omitempty"`
+	Reason     string           `json:"reason,omitempty"`
+	// Levels are the users whose power level changed, for power_levels.
+	Levels    []LevelChange `json:"levels,omitempty"`
+	Timestamp int64         `json:"ts"`
+}
+
+// LevelChange is one user's new power level.
+type LevelChange struct {
+	User id.UserID `json:"user"`
+	From int       `json:"from"`
+	To   int       `json:"to"`
 }

@@ -10,14 +10,16 @@ import (
 type Stats struct {
 	OutboxPending int `json:"outbox_pending"`
 	// ScheduledRedactions are redact_after_s redactions waiting for their time.
-	ScheduledRedactions int       `json:"scheduled_redactions"`
-	OldestPendingAgeS   float64   `json:"oldest_pending_age_s"`
-	Sent                int64     `json:"sent"`
-	Failed              int64     `json:"failed"`
-	Expired             int64     `json:"expired"`
-	Inbound             int64     `json:"inbound"`
-	LastError           string    `json:"last_error,omitempty"`
-	LastErrorAt         time.Time `json:"last_error_at,omitzero"`
+	ScheduledRedactions int `json:"scheduled_redactions"`
+	// ScheduledMessages are requests waiting for their `at` or `delay_s`.
+	ScheduledMessages int       `json:"scheduled_messages"`
+	OldestPendingAgeS float64   `json:"oldest_pending_age_s"`
+	Sent              int64     `json:"sent"`
+	Failed            int64     `json:"failed"`
+	Expired           int64     `json:"expired"`
+	Inbound           int64     `json:"inbound"`
+	LastError         string    `json:"last_error,omitempty"`
+	LastErrorAt       time.Time `json:"last_error_at,omitzero"`
 	// MatrixConnected is whether the last Matrix sync succeeded.
 	MatrixConnected bool `json:"matrix_connected"`
 }
@@ -45,6 +47,8 @@ type Room struct {
 	IsDM      bool         `json:"is_dm"`
 	DMUser    id.UserID    `json:"dm_user,omitempty"`
 	Members   int          `json:"members"`
+	// PowerLevel is the bot's own power level in the room.
+	PowerLevel int `json:"power_level"`
 }
 
 // RoomInfo is a joined room with its topic key.
@@ -80,4 +84,12 @@ type Info struct {
 	E2EE       E2EEStatus `json:"e2ee"`
 	Targets    []string   `json:"targets"`
 	StartedAt  time.Time  `json:"started_at"`
+}
+
+// Member is one member of a room, as listed by `members`.
+type Member struct {
+	UserID      id.UserID `json:"user_id"`
+	DisplayName string    `json:"display_name,omitempty"`
+	Membership  string    `json:"membership"`
+	PowerLevel  int       `json:"power_level"`
 }

@@ -12,6 +12,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/actions"
+	"github.com/matrix2mqtt/matrix2mqtt/matrix"
 	mxmedia "github.com/matrix2mqtt/matrix2mqtt/matrix/media"
 )
 
@@ -39,6 +40,9 @@ type Matrix struct {
 	HealthyFrom time.Time
 	Unhealthy   bool // sync is down
 	RoomList    []wire.Room
+	Admin       Admin
+	// MemberList are the joined members that Members returns.
+	MemberList []id.UserID
 	// Uploads holds the uploaded files, in order; the mxc of the n-th is mxc://fake/n.
 	Uploads [][]byte
 }
@@ -160,3 +164,61 @@ func (f *Matrix) nextLocked() error {
 	f.Errs = f.Errs[1:]
 	return err
 }
+
+// Members returns MemberList as joined members.
+func (f *Matrix) Members(context.Context, id.RoomID, event.Membership) ([]wire.Member, error) {
+	f.Mu.Lock()
+	defer f.Mu.Unlock()
+	out := make([]wire.Member, len(f.MemberList))
+	for i, u := range f.MemberList {
+		out[i] = wire.Member{UserID: u, Membership: string(event.MembershipJoin)}
+	}
+	return out, f.nextLocked()
+}
+
+// Admin is the fake state of room administration: the bot's user ID, the rooms' power levels
+// (a room without an entry is one the bot is not in) and the changes made.
+type Admin struct {
+	Bot     id.UserID
+	Power   map[id.RoomID]*event.PowerLevelsEventContent
+	Changes []string // "kick @u:hs", "state m.room.name"
+}
+
+// UserID is the bot's user ID.
+func (f *Matrix) UserID() id.UserID { return f.Admin.Bot }
+
+// ChangeMembership records the change.
+func (f *Matrix) ChangeMembership(_ context.Context, _ id.RoomID, change matrix.MembershipChange, user id.UserID, _ string) error {
+	f.Mu.Lock()
+	defer f.Mu.Unlock()
+	f.Admin.Changes = append(f.Admin.Changes, string(change)+" "+user.String())
+	return f.nextLocked()
+}
+
+// PowerLevels returns the room's power levels; ErrUnknownTarget when it has none.
+func (f *Matrix) PowerLevels(_ context.Context, roomID id.RoomID) (*event.PowerLevelsEventContent, error) {
+	f.Mu.Lock()
+	defer f.Mu.Unlock()
+	pl, ok := f.Admin.Power[roomID]
+	if !ok {
+		return nil, matrix.ErrUnknownTarget
+	}
+	return pl.Clone(), f.nextLocked()
+}
+
+// SetState records the state event; new power levels replace the room's.
+func (f *Matrix) SetState(_ context.Context, roomID id.RoomID, evtType event.Type, _ string, content any) (id.EventID, error) {
+	f.Mu.Lock()
+	defer f.Mu.Unlock()
+	if err := f.nextLocked(); err != nil {
+		return "", err
+	}
+	f.Admin.Changes = append(f.Admin.Changes, "state "+evtType.Type)
+	if pl, ok := content.(*event.PowerLevelsEventContent); ok {
+		f.Admin.Power[roomID] = pl
+	}
+	return "$state", nil
+}
+
+// CheckUser knows every user.
+func (f *Matrix) CheckUser(context.Context, id.UserID) error { return nil }

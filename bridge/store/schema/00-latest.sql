@@ -1,4 +1,4 @@
--- v0 -> v2: Latest revision
+-- v0 -> v4: Latest revision
 
 CREATE TABLE matrix2mqtt_outbox (
 	-- only: postgres
@@ -39,3 +39,93 @@ CREATE TABLE matrix2mqtt_inbound (
 );
 
 CREATE INDEX matrix2mqtt_inbound_published_at_idx ON matrix2mqtt_inbound (published_at);
+
+-- Friendly names that create_room gave to the rooms it made (`key`), usable like TARGETS names
+-- (which win when both define a name).
+CREATE TABLE matrix2mqtt_room_key (
+	key     TEXT PRIMARY KEY,
+	room_id TEXT NOT NULL
+);
+
+-- Rooms replaced by an upgrade (m.room.tombstone) that the bot followed: requests for the old
+-- room go to the new one.
+CREATE TABLE matrix2mqtt_room_upgrade (
+	old_room_id TEXT PRIMARY KEY,
+	new_room_id TEXT NOT NULL
+);
+
+-- Messages sent with `options`: what their reactions mean and who may answer, so the inbound
+-- path can turn an allowed reaction into a callback. Pruned after OptionsRetention.
+CREATE TABLE matrix2mqtt_options (
+	event_id    TEXT    PRIMARY KEY,
+	room_id     TEXT    NOT NULL,
+	request_id  TEXT    NOT NULL DEFAULT '',
+	-- JSON: the options [{key, label}], the allowed users (empty: every member), the bot's
+	-- own reactions {key: event_id}
+	options     TEXT    NOT NULL,
+	allowed     TEXT    NOT NULL DEFAULT '[]',
+	reactions   TEXT    NOT NULL DEFAULT '{}',
+	single_use  BOOLEAN NOT NULL DEFAULT false,
+	-- the message without its options, for the edit that closes a single_use message
+	body        TEXT    NOT NULL DEFAULT '',
+	html        TEXT    NOT NULL DEFAULT '',
+	-- the reaction that closed a single_use message
+	answered_by TEXT    NOT NULL DEFAULT '',
+	created_at  BIGINT  NOT NULL
+);
+
+CREATE INDEX matrix2mqtt_options_created_at_idx ON matrix2mqtt_options (created_at);
+
+-- The bot's messages by tag in each room (a later send with the tag edits it).
+CREATE TABLE matrix2mqtt_tags (
+	room_id  TEXT   NOT NULL,
+	tag      TEXT   NOT NULL,
+	event_id TEXT   NOT NULL,
+	sent_at  BIGINT NOT NULL,
+	PRIMARY KEY (room_id, tag)
+);
+
+-- The messages the bridge sent, with the request that sent them, and which users read them (a
+-- read receipt or a later message covers them), so each read is published once. Pruned after
+-- ReadRetention.
+CREATE TABLE matrix2mqtt_sent (
+	event_id   TEXT   PRIMARY KEY,
+	room_id    TEXT   NOT NULL,
+	request_id TEXT   NOT NULL DEFAULT '',
+	sent_at    BIGINT NOT NULL
+);
+
+CREATE INDEX matrix2mqtt_sent_room_idx ON matrix2mqtt_sent (room_id, sent_at);
+
+CREATE TABLE matrix2mqtt_reads (
+	event_id TEXT   NOT NULL,
+	user_id  TEXT   NOT NULL,
+	read_at  BIGINT NOT NULL,
+	PRIMARY KEY (event_id, user_id)
+);
+
+CREATE INDEX matrix2mqtt_reads_read_at_idx ON matrix2mqtt_reads (read_at);
+
+-- Polls the bridge started (MSC3381) and the latest response of each voter, for the tally.
+CREATE TABLE matrix2mqtt_polls (
+	event_id       TEXT    PRIMARY KEY,
+	room_id        TEXT    NOT NULL,
+	request_id     TEXT    NOT NULL DEFAULT '',
+	question       TEXT    NOT NULL,
+	-- JSON [{id, text}]
+	answers        TEXT    NOT NULL,
+	max_selections INTEGER NOT NULL,
+	ended_at       BIGINT  NOT NULL DEFAULT 0,
+	created_at     BIGINT  NOT NULL
+);
+
+CREATE INDEX matrix2mqtt_polls_created_at_idx ON matrix2mqtt_polls (created_at);
+
+CREATE TABLE matrix2mqtt_poll_votes (
+	poll_id  TEXT   NOT NULL,
+	user_id  TEXT   NOT NULL,
+	-- JSON list of answer ids, as the latest response gave them
+	answers  TEXT   NOT NULL,
+	ts       BIGINT NOT NULL,
+	PRIMARY KEY (poll_id, user_id)
+);

@@ -1,0 +1,250 @@
+package actions
+
+import (
+	"context"
+	"encoding/json"
+	"reflect"
+	"slices"
+	"strings"
+
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/matrix2mqtt/matrix2mqtt/bridge/wire"
+)
+
+// Broadcasts is the broadcast action, in a family of its own.
+var Broadcasts = []Spec{
+	{Name: "broadcast", Help: "sends one message to many rooms (a list, a GROUPS name or \"*\"), one result per room",
+		New: func() Request { return &Broadcast{} }},
+}
+
+// BroadcastLane is the one lane of every broadcast: broadcasts keep their order among
+// themselves and hold back no room's own lane (a send to one room may overtake a broadcast).
+const BroadcastLane = "broadcast"
+
+// MaxBroadcastTargets bounds the rooms of one broadcast, and so its stored progress.
+const MaxBroadcastTargets = 1000
+
+// BroadcastTo is broadcast's `to`: one target, group name or "*", or a list of targets.
+type BroadcastTo struct {
+	List []string
+	// Single is set when `to` was a string (a target, group name or "*").
+	Single bool
+}
+
+// UnmarshalJSON takes a string or a list of strings.
+func (b *BroadcastTo) UnmarshalJSON(data []byte) error {
+	var one string
+	if err := json.Unmarshal(data, &one); err == nil {
+		*b = BroadcastTo{List: []string{one}, Single: true}
+		return nil
+	}
+	var list []string
+	if err := json.Unmarshal(data, &list); err != nil {
+		// encoding/json names the field: "field 'to' must be a list, not number".
+		return &json.UnmarshalTypeError{Value: jsonValueKind(data), Type: reflect.TypeOf(list)}
+	}
+	*b = BroadcastTo{List: list}
+	return nil
+}
+
+// jsonValueKind names the kind of a JSON value for an error.
+func jsonValueKind(data []byte) string {
+	switch {
+	case len(data) == 0:
+		return "nothing"
+	case data[0] == '{':
+		return "object"
+	case data[0] == '[':
+		return "list of other than strings"
+	case data[0] == 't' || data[0] == 'f':
+		return "bool"
+	case data[0] == 'n':
+		return "null"
+	}
+	return "number"
+}
+
+// MarshalJSON writes `to` as it was given.
+func (b BroadcastTo) MarshalJSON() ([]byte, error) {
+	if b.Single && len(b.List) == 1 {
+		return json.Marshal(b.List[0])
+	}
+	return json.Marshal(b.List)
+}
+
+// Broadcast is the `broadcast` action.
+type Broadcast struct {
+	Common
+	To       BroadcastTo `json:"to"`
+	Text     string      `json:"text,omitempty"`
+	Markdown string      `json:"markdown,omitempty"`
+	HTML     string      `json:"html,omitempty"`
+	MsgType  string      `json:"msgtype,omitempty"`
+	Mentions []string    `json:"mentions,omitempty"`
+}
+
+// BroadcastResult is the outcome in one room.
+type BroadcastResult struct {
+	To      string      `json:"to"`
+	RoomID  id.RoomID   `json:"room_id,omitempty"`
+	EventID id.EventID  `json:"event_id,omitempty"`
+	Error   *wire.Error `json:"error,omitempty"`
+}
+
+func (r BroadcastResult) done() bool { return r.EventID != "" || r.Error != nil }
+
+// BroadcastData is the data of broadcast.
+type BroadcastData struct {
+	Sent    int               `json:"sent"`
+	Failed  int               `json:"failed"`
+	Results []BroadcastResult `json:"results"`
+}
+
+// broadcastProgress is what a broadcast has done: its targets, fixed on the first attempt
+// ("*" becomes the rooms joined then), and the result of each finished one.
+type broadcastProgress struct {
+	Targets []string          `json:"targets"`
+	Results []BroadcastResult `json:"results"`
+}
+
+// Lane is the broadcast lane.
+func (r *Broadcast) Lane() string { return BroadcastLane }
+
+// Validate checks the targets (expanding a group) and the message.
+func (r *Broadcast) Validate(t Targets) *wire.Error {
+	if _, err := r.targets(t); err != nil {
+		return err
+	}
+	body := &Send{Text: r.Text, Markdown: r.Markdown, HTML: r.HTML, MsgType: r.MsgType, Mentions: r.Mentions}
+	return body.validateMessage()
+}
+
+// targets expands `to`: a group's members, "*" (when BROADCAST_ALL allows it) or the targets
+// given, each checked and expanded, without repeats.
+func (r *Broadcast) targets(t Targets) ([]string, *wire.Error) {
+	list := r.To.List
+	if len(list) == 0 {
+		return nil, wire.Errorf(wire.CodeInvalidRequest, `field 'to' is required: a list of targets, a group name from GROUPS, or "*"`)
+	}
+	if r.To.Single {
+		if list[0] == "*" {
+			if !t.BroadcastAll() {
+				return nil, wire.Errorf(wire.CodeNotAllowed, `broadcast to "*" (every joined room) needs BROADCAST_ALL=true`)
+			}
+			return list, nil
+		}
+		if members, ok := t.Group(list[0]); ok {
+			list = members
+		}
+	}
+	if len(list) > MaxBroadcastTargets {
+		return nil, wire.Errorf(wire.CodeTooLarge, "field 'to' names %d targets; at most %d", len(list), MaxBroadcastTargets)
+	}
+	out := make([]string, 0, len(list))
+	for _, target := range list {
+		if target == "*" {
+			return nil, wire.Errorf(wire.CodeInvalidRequest, `field 'to': "*" stands alone, not in a list`)
+		}
+		expanded, err := t.Check("to", target)
+		if err != nil {
+			return nil, err
+		}
+		if !slices.Contains(out, expanded) {
+			out = append(out, expanded)
+		}
+	}
+	return out, nil
+}
+
+// Deliver sends the message to each room not done yet, with a transaction ID per room, saving
+// each room's result before the next. A room that fails for good gets its error and the others
+// go on; one that may pass is tried again on the next attempt, after the others.
+func (r *Broadcast) Deliver(ctx context.Context, d *Delivery) (any, error) {
+	var p broadcastProgress
+	ok, err := d.Progress.Load(&p)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		if p, err = r.start(ctx, d); err != nil {
+			return nil, err
+		}
+		if err := d.Progress.Save(ctx, &p); err != nil {
+			return nil, err
+		}
+	}
+	content := (&Send{Text: r.Text, Markdown: r.Markdown, HTML: r.HTML, MsgType: r.MsgType, Mentions: r.Mentions}).content()
+	var retry error
+	for i, target := range p.Targets {
+		if p.Results[i].done() {
+			continue
+		}
+		res, err := r.sendOne(ctx, d, target, content, d.StepTxnID(i))
+		if err != nil {
+			out := Classify(err)
+			if out.Retry {
+				retry = err
+				continue
+			}
+			res.Error = out.Err
+		}
+		p.Results[i] = res
+		if err := d.Progress.Save(ctx, &p); err != nil {
+			return nil, err
+		}
+	}
+	if retry != nil {
+		return nil, retry
+	}
+	data := BroadcastData{Results: p.Results}
+	for _, res := range p.Results {
+		if res.Error != nil {
+			data.Failed++
+		} else {
+			data.Sent++
+		}
+	}
+	return data, nil
+}
+
+// start fixes the targets of a first attempt.
+func (r *Broadcast) start(ctx context.Context, d *Delivery) (broadcastProgress, error) {
+	targets, werr := r.targets(d.Targets)
+	if werr != nil {
+		return broadcastProgress{}, werr
+	}
+	if len(targets) == 1 && targets[0] == "*" {
+		rooms, err := d.Matrix.Rooms(ctx)
+		if err != nil {
+			return broadcastProgress{}, err
+		}
+		targets = targets[:0]
+		for _, room := range rooms {
+			targets = append(targets, room.ID.String())
+		}
+	}
+	p := broadcastProgress{Targets: targets, Results: make([]BroadcastResult, len(targets))}
+	for i, target := range targets {
+		p.Results[i].To = target
+	}
+	return p, nil
+}
+
+// sendOne sends to one target; rooms of "*" go through ALLOWED_TARGETS here.
+func (r *Broadcast) sendOne(ctx context.Context, d *Delivery, target string, content any, txnID string) (BroadcastResult, error) {
+	res := BroadcastResult{To: target}
+	if strings.HasPrefix(target, "!") {
+		if _, werr := d.Targets.Check("to", target); werr != nil {
+			return res, werr
+		}
+	}
+	roomID, err := d.resolve(ctx, target)
+	if err != nil {
+		return res, err
+	}
+	res.RoomID = roomID
+	res.EventID, err = d.Matrix.Send(ctx, roomID, event.EventMessage, content, txnID)
+	return res, err
+}

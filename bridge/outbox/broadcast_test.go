@@ -1,0 +1,57 @@
+package outbox
+
+import (
+	"context"
+	"encoding/json"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/matrix2mqtt/matrix2mqtt/bridge/actions"
+)
+
+// TestBroadcastProgress: a room that fails for good is that room's result and the others go
+// on; a room that may pass is retried after the others, alone, with its own transaction ID; the
+// rooms done are not sent again.
+func TestBroadcastProgress(t *testing.T) {
+	eachDB(t, func(t *testing.T, to *testOutbox) {
+		// Room a: sent. Room b: forbidden. Room c: network error, then sent on the retry.
+		to.hs.Errs = []error{nil, httpError(403, "M_FORBIDDEN", nil), errNetwork}
+		req, werr := actions.Default().Parse("broadcast", "", []byte(`{"id":"b","to":["!a:hs","!b:hs","!c:hs"],"text":"hi"}`), to.Env.Targets)
+		if werr != nil {
+			t.Fatal(werr)
+		}
+		e, err := to.NewEntry(Job{Action: "broadcast", Request: req.(actions.Durable)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e.Lane != actions.BroadcastLane {
+			t.Fatalf("lane = %s", e.Lane)
+		}
+		if err := to.Add(context.Background(), []*Entry{e}); err != nil {
+			t.Fatal(err)
+		}
+		done := to.run(e)
+		to.sleeps(t) // room c failed; a and b are recorded
+		if p := to.pending(t); len(p) != 1 || !strings.Contains(string(p[0].Progress), "M_FORBIDDEN") {
+			t.Fatalf("stored progress = %+v", p)
+		}
+		to.clock.Advance(2 * time.Second)
+		r := to.responses.Next(t)
+		<-done
+		want := []string{e.TxnID, e.TxnID + ".2"} // a, then c on the retry; b never got through
+		if !slices.Equal(to.hs.Sent, want) {
+			t.Fatalf("sent %v, want %v", to.hs.Sent, want)
+		}
+		raw, _ := json.Marshal(r.Data)
+		var data actions.BroadcastData
+		if err := json.Unmarshal(raw, &data); err != nil {
+			t.Fatal(err)
+		}
+		if r.Status != "ok" || data.Sent != 2 || data.Failed != 1 || data.Results[1].Error.ErrCode != "M_FORBIDDEN" ||
+			string(data.Results[2].EventID) != "$"+e.TxnID+".2" {
+			t.Fatalf("response %+v data %s", r, raw)
+		}
+	})
+}

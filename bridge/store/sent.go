@@ -1,0 +1,104 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"maunium.net/go/mautrix/id"
+)
+
+// The matrix2mqtt_sent and matrix2mqtt_reads tables: the messages the bridge sent with the
+// requests that sent them, and which users read them.
+
+// ReadRetention is how long sent messages are watched for reads.
+const ReadRetention = 7 * 24 * time.Hour
+
+// SentMessage is a message the bridge sent.
+type SentMessage struct {
+	EventID   id.EventID
+	RequestID string
+	SentAt    time.Time
+}
+
+// RecordSent remembers that the request requestID sent evtID to roomID at sentAt.
+func (s *Store) RecordSent(ctx context.Context, roomID id.RoomID, evtID id.EventID, requestID string, sentAt time.Time) error {
+	defer s.lockWrites()()
+	_, err := s.db.Exec(ctx, `INSERT INTO matrix2mqtt_sent (event_id, room_id, request_id, sent_at) VALUES ($1, $2, $3, $4)
+		ON CONFLICT (event_id) DO NOTHING`, evtID, roomID, requestID, sentAt.UnixMilli())
+	if err != nil {
+		return fmt.Errorf("failed to record a sent message: %w", err)
+	}
+	return nil
+}
+
+// ReadUpTo records that user read roomID up to evtID (a receipt) or up to until (a receipt on an
+// event the bridge did not send, or a message of theirs), and returns the bridge's messages that
+// this read covers for the first time, oldest first.
+//
+// It only reads unless a message is covered, so the inbound path does not write for every
+// message of every room. The inbound path calls it from one goroutine.
+func (s *Store) ReadUpTo(ctx context.Context, roomID id.RoomID, user id.UserID, evtID id.EventID, until time.Time) ([]SentMessage, error) {
+	out, err := s.unread(ctx, roomID, user, evtID, until)
+	if err != nil || len(out) == 0 {
+		return nil, err
+	}
+	defer s.lockWrites()()
+	now := s.clock.Now().UnixMilli()
+	err = s.db.DoTxn(ctx, nil, func(ctx context.Context) error {
+		for _, m := range out {
+			if _, err := s.db.Exec(ctx, "INSERT INTO matrix2mqtt_reads (event_id, user_id, read_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+				m.EventID, user, now); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("failed to record a read: %w", err)
+	}
+	return out, nil
+}
+
+// unread returns the messages that a read up to evtID (or until) covers and user has not read.
+func (s *Store) unread(ctx context.Context, roomID id.RoomID, user id.UserID, evtID id.EventID, until time.Time) ([]SentMessage, error) {
+	bound := until.UnixMilli()
+	if evtID != "" {
+		var sentAt int64
+		if err := s.db.QueryRow(ctx, "SELECT sent_at FROM matrix2mqtt_sent WHERE event_id=$1 AND room_id=$2", evtID, roomID).Scan(&sentAt); err == nil {
+			bound = sentAt
+		}
+	}
+	rows, err := s.db.Query(ctx, `SELECT event_id, request_id, sent_at FROM matrix2mqtt_sent
+		WHERE room_id=$1 AND sent_at <= $2
+		AND NOT EXISTS (SELECT 1 FROM matrix2mqtt_reads r WHERE r.event_id=matrix2mqtt_sent.event_id AND r.user_id=$3)
+		ORDER BY sent_at`, roomID, bound, user)
+	if err != nil {
+		return nil, fmt.Errorf("failed to look up reads: %w", err)
+	}
+	defer rows.Close()
+	var out []SentMessage
+	for rows.Next() {
+		var m SentMessage
+		var sentAt int64
+		if err := rows.Scan(&m.EventID, &m.RequestID, &sentAt); err != nil {
+			return nil, fmt.Errorf("failed to look up reads: %w", err)
+		}
+		m.SentAt = fromMillis(sentAt)
+		out = append(out, m)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("failed to look up reads: %w", err)
+	}
+	return out, nil
+}
+
+func (s *Store) pruneSent(ctx context.Context, before time.Time) error {
+	if _, err := s.db.Exec(ctx, "DELETE FROM matrix2mqtt_sent WHERE sent_at < $1", before.UnixMilli()); err != nil {
+		return fmt.Errorf("failed to prune sent messages: %w", err)
+	}
+	if _, err := s.db.Exec(ctx, "DELETE FROM matrix2mqtt_reads WHERE read_at < $1", before.UnixMilli()); err != nil {
+		return fmt.Errorf("failed to prune reads: %w", err)
+	}
+	return nil
+}

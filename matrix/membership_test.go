@@ -1,0 +1,55 @@
+package matrix
+
+import (
+	"encoding/json"
+	"testing"
+
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+)
+
+func TestMemberChange(t *testing.T) {
+	const a, b = id.UserID("@a:hs"), id.UserID("@b:hs")
+	tests := []struct {
+		name         string
+		sender, user id.UserID
+		prev, now    event.Membership
+		want         string
+	}{
+		{"join", b, b, event.MembershipInvite, event.MembershipJoin, "join"},
+		{"leave", b, b, event.MembershipJoin, event.MembershipLeave, "leave"},
+		{"invite declined", b, b, event.MembershipInvite, event.MembershipLeave, "leave"},
+		{"kick", a, b, event.MembershipJoin, event.MembershipLeave, "kick"},
+		{"invite withdrawn", a, b, event.MembershipInvite, event.MembershipLeave, "kick"},
+		{"ban", a, b, event.MembershipJoin, event.MembershipBan, "ban"},
+		{"unban", a, b, event.MembershipBan, event.MembershipLeave, "unban"},
+		{"invite", a, b, event.MembershipLeave, event.MembershipInvite, "invite"},
+		{"knock", b, b, event.MembershipLeave, event.MembershipKnock, "knock"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := memberChange(tc.sender, tc.user, tc.prev, tc.now); got != tc.want {
+				t.Fatalf("got %s, want %s", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestLevelChanges reads the previous power levels from unsigned.prev_content, parsed or not.
+func TestLevelChanges(t *testing.T) {
+	raw := `{"type":"m.room.power_levels","state_key":"","event_id":"$e","room_id":"!r:hs","sender":"@a:hs",
+		"content":{"users":{"@a:hs":100,"@b:hs":50},"users_default":0},
+		"unsigned":{"prev_content":{"users":{"@a:hs":100,"@c:hs":20}}}}`
+	var evt event.Event
+	if err := json.Unmarshal([]byte(raw), &evt); err != nil {
+		t.Fatal(err)
+	}
+	_ = evt.Content.ParseRaw(evt.Type)
+	got := levelChanges(&evt)
+	if len(got) != 2 || got[0].User != "@b:hs" || got[0].From != 0 || got[0].To != 50 || got[1].User != "@c:hs" || got[1].From != 20 || got[1].To != 0 {
+		t.Fatalf("changes = %+v", got)
+	}
+	if again := levelChanges(&evt); len(again) != 2 {
+		t.Fatalf("with prev_content parsed already: %+v", again)
+	}
+}
