@@ -3,6 +3,7 @@ package bridge
 import (
 	"context"
 	"encoding/json"
+	"github.com/matrix2mqtt/matrix2mqtt/discovery"
 	"sync"
 
 	"github.com/rs/zerolog"
@@ -44,6 +45,7 @@ func (r responder) Respond(ctx context.Context, action, requestID string, data a
 // they are published again in case the broker lost them; so is the Home Assistant discovery.
 func (b *Bridge) announce(ctx context.Context) {
 	ctx = b.log.WithContext(ctx)
+	b.metrics.MQTTConnected()
 	if err := b.mqtt.Publish(ctx, b.topics.State(), true, []byte("online")); err != nil {
 		b.log.Warn().Err(err).Msg("Failed to publish online state")
 	}
@@ -56,7 +58,7 @@ func (b *Bridge) announce(ctx context.Context) {
 	default:
 	}
 	b.stats.Touch()
-	b.ha.announce(ctx)
+	b.ha.Announce(ctx)
 }
 
 func (b *Bridge) publishInfo(ctx context.Context) {
@@ -98,4 +100,21 @@ func (l *roomList) get() ([]wire.Room, bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.rooms, l.known
+}
+
+// haDevice is the bridge as a Home Assistant device, with its friendly names.
+func haDevice(cfg Config, version string, names []string) discovery.Bridge {
+	device := discovery.Bridge{
+		Prefix:    cfg.Discovery.Prefix,
+		BaseTopic: cfg.MQTT.BaseTopic,
+		NodeID:    discovery.ObjectID(cfg.Matrix.UserID.String()),
+		Name:      "matrix2mqtt " + cfg.Matrix.UserID.String(),
+		Version:   version,
+		Targets:   names,
+		Rooms:     names,
+	}
+	if cfg.Commands.Enabled() {
+		device.Commands = cfg.Commands.Names
+	}
+	return device
 }

@@ -8,6 +8,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/matrix2mqtt/matrix2mqtt/bridge/actions/catalog"
+	"github.com/matrix2mqtt/matrix2mqtt/discovery"
 	"sync"
 	"time"
 
@@ -18,6 +20,7 @@ import (
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/inbound"
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/intake"
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/media"
+	"github.com/matrix2mqtt/matrix2mqtt/bridge/metrics"
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/outbox"
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/stats"
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/store"
@@ -56,8 +59,9 @@ type Bridge struct {
 	outbox  *outbox.Outbox
 	intake  *intake.Intake
 	inbound *inbound.Inbound
-	ha      *haDiscovery
+	ha      *discovery.Announcer
 	rooms   *roomList
+	metrics *metrics.Metrics
 	// ready is closed once Matrix is logged in.
 	ready chan struct{}
 }
@@ -83,14 +87,21 @@ func New(ctx context.Context, cfg Config, opts Options) (*Bridge, error) {
 	if b.store, err = store.Open(b.work, cfg.DataDir, cfg.DatabaseURL, opts.Clock); err != nil {
 		return nil, err
 	}
-	registry := actions.Default()
+	registry := catalog.Default()
 	b.topics = wire.Topics{Base: cfg.MQTT.BaseTopic, Shortcuts: registry.Shortcuts()}
 	b.targets = targets.New(cfg.Targets, cfg.Commands.Rooms...)
 	b.targets.SetGroups(cfg.Rooms.Groups, cfg.Rooms.BroadcastAll)
 	b.stats = stats.New(opts.Clock)
 	b.rooms = &roomList{}
+	b.metrics = metrics.New(metrics.Sources{
+		Outbox:   b.outboxDepth,
+		LastSync: func() time.Time { return b.matrix.LastSync() },
+		Now:      opts.Clock.Now,
+	})
 	if b.matrix, err = matrix.New(b.work, cfg.Matrix, b.store.Root, matrix.Options{DataDir: cfg.DataDir, OnRoomsChanged: b.roomsChanged,
-		OnRoomUpgraded: b.roomUpgraded}); err != nil {
+		OnRoomUpgraded: b.roomUpgraded,
+		OnSync:         b.metrics.SyncDone, OnUndecryptable: b.metrics.DecryptionFailed,
+	}); err != nil {
 		return nil, err
 	}
 	if b.mqtt, err = mqtt.New(b.work, cfg.MQTT, mqtt.Options{
@@ -118,13 +129,14 @@ func New(ctx context.Context, cfg Config, opts Options) (*Bridge, error) {
 	b.outbox = outbox.New(outbox.Deps{
 		Store: b.store, Registry: registry, Env: env, Sync: b.matrix, Responder: respond,
 		Counters: b.stats, Clock: opts.Clock, MaxAge: cfg.OutboxMaxAge, Ready: b.ready,
+		Metrics: b.metrics,
 	})
 	env.Outbox = b.outbox
 	b.intake = intake.New(intake.Deps{
 		Topics: b.topics, Registry: registry, Queue: b.outbox, Env: env, Responder: respond,
 		Stats: b.stats, Clock: opts.Clock, Ready: b.ready,
 		MaxPayloadBytes: cfg.MaxPayloadBytes, RequestTimeout: cfg.RequestTimeout,
-		MaxFileBytes: cfg.Media.MaxBytes,
+		MaxFileBytes: cfg.Media.MaxBytes, Metrics: b.metrics,
 	})
 	b.inbound = inbound.New(inbound.Deps{
 		Topics: b.topics, Pub: b.mqtt, Dedupe: b.store, Queue: b.outbox, Keys: b.targets, Stats: b.stats,
@@ -135,11 +147,12 @@ func New(ctx context.Context, cfg Config, opts Options) (*Bridge, error) {
 			inbound.NewPolls(b.store),
 			inbound.EntityEvents{Names: b.targets},
 		},
+		Metrics: b.metrics,
 	})
 	if env.Media.Downloads() {
 		b.inbound.Holder = inbound.MediaDownloads{}
 	}
-	b.ha = newHADiscovery(cfg, opts, b.targets.Names(), b.mqtt)
+	b.ha = discovery.NewAnnouncer(cfg.Discovery, haDevice(cfg, opts.Version, b.targets.Names()), b.mqtt, opts.BirthDelay)
 	b.listen()
 	ok = true
 	return b, nil
@@ -152,7 +165,7 @@ func (b *Bridge) listen() {
 		b.mqtt.Listen(b.topics.Shortcut(action, "+"), b.intake.Offer)
 	}
 	if b.cfg.Discovery.Enabled {
-		b.mqtt.Listen(b.cfg.Discovery.StatusTopic, b.ha.onStatus)
+		b.mqtt.Listen(b.cfg.Discovery.StatusTopic, b.ha.OnStatus)
 	}
 }
 
@@ -189,7 +202,7 @@ func (b *Bridge) Run(ctx context.Context) error {
 	})
 	run(func() { b.intake.Run(work) })
 	run(func() { b.stats.PublishLoop(syncCtx, b.publishStats) })
-	run(func() { b.ha.run(syncCtx) })
+	run(func() { b.ha.Run(syncCtx) })
 	run(func() { b.watchMatrix(syncCtx) })
 	run(func() { b.store.RunPruning(syncCtx) })
 	stopHTTP, err := b.serveHTTP(work)
@@ -229,6 +242,12 @@ func (b *Bridge) Run(ctx context.Context) error {
 	b.mqtt.Disconnect(500 * time.Millisecond)
 	b.log.Info().Msg("Stopped")
 	return runErr
+}
+
+// outboxDepth is the outbox's figures for the metrics.
+func (b *Bridge) outboxDepth() (int, time.Duration) {
+	s := b.stats.Snapshot()
+	return s.OutboxPending, time.Duration(s.OldestPendingAgeS * float64(time.Second))
 }
 
 // close ends the work and closes the database.

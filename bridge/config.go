@@ -43,35 +43,17 @@ type Config struct {
 	HTTPListen      string        `env:"HTTP_LISTEN"`
 	LogLevel        string        `env:"LOG_LEVEL" envDefault:"info"`
 	LogFormat       string        `env:"LOG_FORMAT" envDefault:"console"`
+	// HTTPToken, when set, is the bearer token that /stats and /metrics require.
+	HTTPToken string `env:"HTTP_TOKEN"`
 }
 
 // LoadConfig reads the configuration from environ (KEY=value strings, as from os.Environ).
 // Every setting can also come from a file named by KEY_FILE, for secrets.
 func LoadConfig(environ []string) (Config, error) {
-	vars := make(map[string]string, len(environ))
-	for _, kv := range environ {
-		if k, v, ok := strings.Cut(kv, "="); ok {
-			vars[k] = v
-		}
-	}
 	var cfg Config
-	params, err := env.GetFieldParams(&cfg)
+	vars, _, err := settings(environ)
 	if err != nil {
-		return cfg, fmt.Errorf("failed to read config fields: %w", err)
-	}
-	for _, p := range params {
-		path, ok := vars[p.Key+"_FILE"]
-		if !ok {
-			continue
-		}
-		if _, both := vars[p.Key]; both {
-			return cfg, fmt.Errorf("%s and %s_FILE are both set: use one", p.Key, p.Key)
-		}
-		data, err := os.ReadFile(path)
-		if err != nil {
-			return cfg, fmt.Errorf("%s_FILE: %w", p.Key, err)
-		}
-		vars[p.Key] = strings.TrimRight(string(data), "\r\n")
+		return cfg, err
 	}
 	if err := env.ParseWithOptions(&cfg, env.Options{Environment: vars}); err != nil {
 		return cfg, fmt.Errorf("invalid configuration: %w", nameSettings(err))
@@ -80,6 +62,36 @@ func LoadConfig(environ []string) (Config, error) {
 		return cfg, fmt.Errorf("invalid configuration: %w", err)
 	}
 	return cfg, nil
+}
+
+// settings returns the variables of environ with each KEY_FILE read into KEY, and the
+// settings' parameters.
+func settings(environ []string) (map[string]string, []env.FieldParams, error) {
+	vars := make(map[string]string, len(environ))
+	for _, kv := range environ {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			vars[k] = v
+		}
+	}
+	params, err := env.GetFieldParams(&Config{})
+	if err != nil {
+		return nil, nil, fmt.Errorf("failed to read config fields: %w", err)
+	}
+	for _, p := range params {
+		path, ok := vars[p.Key+"_FILE"]
+		if !ok {
+			continue
+		}
+		if _, both := vars[p.Key]; both {
+			return nil, nil, fmt.Errorf("%s and %s_FILE are both set: use one", p.Key, p.Key)
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return nil, nil, fmt.Errorf("%s_FILE: %w", p.Key, err)
+		}
+		vars[p.Key] = strings.TrimRight(string(data), "\r\n")
+	}
+	return vars, params, nil
 }
 
 // nameSettings rewrites env's parse errors, which name Go fields, to name the settings.

@@ -84,6 +84,8 @@ type e2eeSetup struct {
 	h     *harness
 	alice *jsUser
 	room  id.RoomID
+	// metricsURL is the bridge's /metrics.
+	metricsURL string
 }
 
 func newE2EESetup(t *testing.T) *e2eeSetup {
@@ -94,7 +96,12 @@ func newE2EESetup(t *testing.T) *e2eeSetup {
 // newE2EESetupWith is newE2EESetup with extra settings for the bridge.
 func newE2EESetupWith(t *testing.T, extra map[string]string) *e2eeSetup {
 	t.Helper()
-	h := newHarness(t, extra)
+	httpAddr := freeAddr(t)
+	settings := map[string]string{"HTTP_LISTEN": httpAddr}
+	for k, v := range extra {
+		settings[k] = v
+	}
+	h := newHarness(t, settings)
 	alice := newJSUser(t, h.alice)
 	ctx := jsCtx(t)
 	if _, err := alice.BootstrapCrossSigning(ctx, h.alice.Password); err != nil {
@@ -107,7 +114,7 @@ func newE2EESetupWith(t *testing.T, extra map[string]string) *e2eeSetup {
 	if err := alice.WaitMember(ctx, room, h.bot.UserID, "join"); err != nil {
 		t.Fatalf("bot did not join: %v", err)
 	}
-	return &e2eeSetup{h: h, alice: alice, room: id.RoomID(room)}
+	return &e2eeSetup{h: h, alice: alice, room: id.RoomID(room), metricsURL: "http://" + httpAddr + "/metrics"}
 }
 
 // inbound waits for the MQTT message of an event alice sent.
@@ -451,6 +458,10 @@ func TestE2EEUndecryptableReported(t *testing.T) {
 	}).json(t)
 	if notice["room_id"] != room || notice["sender"] != h.alice.UserID {
 		t.Errorf("notice = %v", notice)
+	}
+	_, metrics := get(t, s.metricsURL, "")
+	if n := sample(metrics, `matrix2mqtt_e2ee_decryption_failures_total{reason="withheld"}`); n != 1 {
+		t.Errorf("withheld decryption failures = %v, want 1:\n%s", n, metrics)
 	}
 
 	if err := alice.BlacklistUnverified(ctx, false); err != nil {

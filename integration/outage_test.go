@@ -2,6 +2,8 @@ package integration
 
 import (
 	"context"
+	"fmt"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -11,9 +13,11 @@ import (
 )
 
 // TestReconnects restarts the broker and the homeserver under a running bridge: it announces
-// itself again, resubscribes, and delivers what was asked during the outage.
+// itself again, resubscribes, and delivers what was asked during the outage; /metrics counts
+// the reconnects and the failed syncs.
 func TestReconnects(t *testing.T) {
-	h := newHarness(t, nil)
+	httpAddr := freeAddr(t)
+	h := newHarness(t, map[string]string{"HTTP_LISTEN": httpAddr})
 	h.stop() // this test runs the bridge as a separate process
 	h.startProcess()
 	room := h.sharedRoom(nil)
@@ -53,5 +57,20 @@ func TestReconnects(t *testing.T) {
 	evt := h.alice.send(t, room, &event.MessageEventContent{MsgType: event.MsgText, Body: "inbound after outage"})
 	h.rec.wait(60*time.Second, "inbound after homeserver restart", func(m message) bool {
 		return strings.Contains(string(m.Payload), evt.String())
+	})
+
+	eventually(t, 10*time.Second, func() error {
+		code, metrics, err := tryGet("http://"+httpAddr+"/metrics", "")
+		if err != nil || code != http.StatusOK {
+			return fmt.Errorf("metrics: %d %v", code, err)
+		}
+		for _, series := range []string{`matrix2mqtt_reconnects_total{peer="mqtt"}`, `matrix2mqtt_reconnects_total{peer="matrix"}`, `matrix2mqtt_matrix_sync_errors_total`} {
+			if v := sample(metrics, series); v < 1 {
+				return fmt.Errorf("%s = %v after the outages, want at least 1", series, v)
+			}
+		}
+		retries := `matrix2mqtt_outbox_retries_total{action="send",code="matrix_error"}`
+		t.Logf("after the outages: %s = %v", retries, sample(metrics, retries))
+		return nil
 	})
 }

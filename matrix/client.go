@@ -55,6 +55,12 @@ type Options struct {
 	// OnRoomUpgraded, when set, is told that the bot followed a room upgrade into newRoom, whose
 	// predecessor is oldRoom.
 	OnRoomUpgraded func(ctx context.Context, oldRoom, newRoom id.RoomID)
+	// OnSync, when set, hears the outcome of every sync request (nil for success), for metrics.
+	// It must not block.
+	OnSync func(err error)
+	// OnUndecryptable, when set, hears of every event that could not be decrypted (withheld:
+	// its sender withheld the key), for metrics. It must not block.
+	OnUndecryptable func(withheld bool)
 }
 
 // Client is the bot's Matrix connection.
@@ -86,6 +92,7 @@ type Client struct {
 	healthMu     sync.Mutex
 	healthy      bool
 	healthySince time.Time
+	lastSync     time.Time
 	// tokenInvalid is set once the operator was told that the token is rejected.
 	tokenInvalid atomic.Bool
 }
@@ -161,10 +168,21 @@ func (c *Client) HealthySince() time.Time {
 	return c.healthySince
 }
 
+// LastSync is when a sync request last succeeded; zero before the first.
+func (c *Client) LastSync() time.Time {
+	c.healthMu.Lock()
+	defer c.healthMu.Unlock()
+	return c.lastSync
+}
+
 func (c *Client) setHealthy(h bool) {
 	c.healthMu.Lock()
+	now := time.Now()
 	if h && !c.healthy {
-		c.healthySince = time.Now()
+		c.healthySince = now
+	}
+	if h {
+		c.lastSync = now
 	}
 	c.healthy = h
 	c.healthMu.Unlock()

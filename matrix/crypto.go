@@ -2,10 +2,13 @@ package matrix
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"github.com/matrix2mqtt/matrix2mqtt/bridge/wire"
 
+	"maunium.net/go/mautrix/crypto"
 	"maunium.net/go/mautrix/event"
+
+	"github.com/matrix2mqtt/matrix2mqtt/bridge/wire"
 
 	"github.com/matrix2mqtt/matrix2mqtt/matrix/e2ee"
 )
@@ -30,6 +33,9 @@ func (c *Client) cryptoOptions() e2ee.Options {
 // undecryptable tells the operator about an event that could not be decrypted, and takes it off
 // the list of events the sync being processed leaves waiting for keys.
 func (c *Client) undecryptable(ctx context.Context, evt *event.Event, err error) {
+	if c.opts.OnUndecryptable != nil {
+		c.opts.OnUndecryptable(errors.Is(err, crypto.ErrGroupSessionWithheld))
+	}
 	c.notify(ctx, wire.Notice{
 		Type: "decryption_failed", RoomID: evt.RoomID, Sender: evt.Sender,
 		Message: fmt.Sprintf("could not decrypt %s: %v", evt.ID, err),

@@ -117,6 +117,9 @@ func (c *Client) Run(ctx context.Context, h Handler, loggedIn func(context.Conte
 		}
 		attempt = 0
 		c.setHealthy(true)
+		if c.opts.OnSync != nil {
+			c.opts.OnSync(nil)
+		}
 		// A response that arrived is handed over and its token saved even when ctx ends
 		// meanwhile, so that a shutdown does not publish the same events again next time.
 		handCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), handOverTimeout)
@@ -173,6 +176,9 @@ func (c *Client) syncFailed(ctx context.Context, h Handler, attempt int, err err
 		return attempt
 	}
 	c.setHealthy(false)
+	if c.opts.OnSync != nil {
+		c.opts.OnSync(err)
+	}
 	if c.recoverAuth(ctx, err) {
 		return 0
 	}

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Installs what the real-server tests and the demo need on Debian/Ubuntu: Mosquitto and its
 # clients, PostgreSQL, a C toolchain and SQLite (cgo for go-sqlite3), builds Dendrite
-# (scripts/build-dendrite.sh), and the Node test clients (matrix-js-sdk, Node-RED) with npm.
+# (scripts/build-dendrite.sh), and the Node test clients (matrix-js-sdk, Node-RED) with npm; and
+# for the Docker image test, Docker (Debian's docker.io, its engine started when none answers)
+# and the Dockerfile's base images (scripts/docker-base-images.sh, with mmdebstrap).
 # Idempotent; fast when everything is already there.
 set -euo pipefail
 
 export DEBIAN_FRONTEND=noninteractive
 PACKAGES=(mosquitto mosquitto-clients gcc libc6-dev sqlite3 ca-certificates postgresql)
+PACKAGES+=(docker.io mmdebstrap)
 
 sudo=()
 if [[ $(id -u) -ne 0 ]]; then
@@ -80,4 +83,22 @@ fi
 if [[ -f "$root/internal/nodered/package-lock.json" ]]; then
 	npm_ci "$root/internal/nodered" node_modules/node-red/red.js
 	node -e 'const [a, b] = process.versions.node.split(".").map(Number); if (a < 18 || (a === 18 && b < 5)) { console.error("Node-RED needs Node 18.5 or newer, this is " + process.version); process.exit(1); }'
+fi
+
+# ---- Docker: integration/docker_test.go builds and runs the image ------------------------------
+# Start the engine where it is installed but not running (no systemd in a container or CI), and
+# wait until it answers.
+if ! docker info >/dev/null 2>&1; then
+	"${sudo[@]}" sh -c 'nohup dockerd >/var/log/matrix2mqtt-dockerd.log 2>&1 &'
+	for _ in $(seq 60); do
+		docker info >/dev/null 2>&1 && break
+		sleep 1
+	done
+	docker info >/dev/null 2>&1 || {
+		echo "install-deps: dockerd did not start; see /var/log/matrix2mqtt-dockerd.log" >&2
+		tail -20 /var/log/matrix2mqtt-dockerd.log >&2 || true
+	}
+fi
+if docker info >/dev/null 2>&1; then
+	"$root/scripts/docker-base-images.sh"
 fi

@@ -83,9 +83,9 @@ type Publisher interface {
 	Publish(ctx context.Context, topic string, retained bool, payload []byte) error
 }
 
-// resolve turns an expanded target into a room ID (the room that replaced it, when it was
+// Resolve turns an expanded target into a room ID (the room that replaced it, when it was
 // upgraded) and remembers it for the topic keys.
-func (env *Env) resolve(ctx context.Context, target string) (id.RoomID, error) {
+func (env *Env) Resolve(ctx context.Context, target string) (id.RoomID, error) {
 	roomID, err := env.Matrix.Resolve(ctx, target)
 	if err != nil {
 		return "", err
@@ -129,7 +129,7 @@ type Delivery struct {
 
 // Room resolves the delivery's target.
 func (d *Delivery) Room(ctx context.Context) (id.RoomID, error) {
-	return d.resolve(ctx, d.Target)
+	return d.Resolve(ctx, d.Target)
 }
 
 // StepTxnID is the transaction ID of step n of a request made of several events; step 0 is

@@ -217,7 +217,7 @@ func (r *Send) remember(ctx context.Context, d *Delivery, roomID id.RoomID, evtI
 
 // loud is the message content with the effects of its priority.
 func (r *Send) loud(ctx context.Context, d *Delivery, roomID id.RoomID) (*event.MessageEventContent, error) {
-	content := r.content()
+	content := r.Content()
 	for _, effect := range d.Live.effects(r.Priority) {
 		switch effect {
 		case EffectNotice:
@@ -260,7 +260,7 @@ type ClearTag struct {
 
 // Validate checks the tag.
 func (r *ClearTag) Validate(t Targets) *wire.Error {
-	if err := r.To.validate(t); err != nil {
+	if err := r.To.Check(t); err != nil {
 		return err
 	}
 	return checkTag(r.Tag, true)

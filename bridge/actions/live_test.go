@@ -2,6 +2,7 @@ package actions_test
 
 import (
 	"context"
+	"github.com/matrix2mqtt/matrix2mqtt/bridge/actions/catalog"
 	"strings"
 	"testing"
 	"time"
@@ -43,7 +44,7 @@ func TestParseLive(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := actions.Default().Parse(tc.action, "", []byte(tc.payload), optionTargets)
+			_, err := catalog.Default().Parse(tc.action, "", []byte(tc.payload), optionTargets)
 			if tc.code == "" {
 				if err != nil {
 					t.Fatalf("unexpected error: %v", err)
@@ -75,7 +76,7 @@ func newLiveEnv(t *testing.T) *liveEnv {
 
 func (e *liveEnv) deliver(action, payload string) (any, error) {
 	e.t.Helper()
-	req, perr := actions.Default().Parse(action, "", []byte(payload), optionTargets)
+	req, perr := catalog.Default().Parse(action, "", []byte(payload), optionTargets)
 	if perr != nil {
 		e.t.Fatal(perr)
 	}

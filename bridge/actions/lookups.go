@@ -22,11 +22,11 @@ type Resolve struct {
 }
 
 // Validate checks the target.
-func (r *Resolve) Validate(t Targets) *wire.Error { return r.To.validate(t) }
+func (r *Resolve) Validate(t Targets) *wire.Error { return r.To.Check(t) }
 
 // Run resolves the target; a user ID resolves to the DM with them, created when there is none.
 func (r *Resolve) Run(ctx context.Context, env *Env) (any, error) {
-	roomID, err := env.resolve(ctx, r.target)
+	roomID, err := env.Resolve(ctx, r.target)
 	if err != nil {
 		return nil, err
 	}
@@ -64,10 +64,10 @@ type GetEvent struct {
 
 // Validate checks the event.
 func (r *GetEvent) Validate(t Targets) *wire.Error {
-	if err := r.To.validate(t); err != nil {
+	if err := r.To.Check(t); err != nil {
 		return err
 	}
-	return checkEventID("event_id", r.EventID, true)
+	return CheckEventID("event_id", r.EventID, true)
 }
 
 // EventResult is the data of get_event: the event as it would be published inbound.
@@ -78,7 +78,7 @@ type EventResult struct {
 
 // Run fetches (and decrypts) the event.
 func (r *GetEvent) Run(ctx context.Context, env *Env) (any, error) {
-	roomID, err := env.resolve(ctx, r.target)
+	roomID, err := env.Resolve(ctx, r.target)
 	if err != nil {
 		return nil, err
 	}

@@ -76,7 +76,7 @@ func sendMediaShortcut(target string, payload []byte) (Request, *wire.Error) {
 
 // Validate checks the fields; the source is checked against the allowlists by Prepare.
 func (r *SendMedia) Validate(t Targets) *wire.Error {
-	if err := r.To.validate(t); err != nil {
+	if err := r.To.Check(t); err != nil {
 		return err
 	}
 	if r.Spooled != "" {

@@ -84,7 +84,7 @@ type To struct {
 	target string
 }
 
-func (t *To) validate(targets Targets) (err *wire.Error) {
+func (t *To) Check(targets Targets) (err *wire.Error) {
 	t.target, err = targets.Check("to", t.To)
 	return err
 }
@@ -138,17 +138,17 @@ func sendShortcut(target string, payload []byte) (Request, *wire.Error) {
 
 // Validate checks the message.
 func (r *Send) Validate(t Targets) *wire.Error {
-	if err := r.To.validate(t); err != nil {
+	if err := r.To.Check(t); err != nil {
 		return err
 	}
-	if err := r.validateMessage(); err != nil {
+	if err := r.ValidateMessage(); err != nil {
 		return err
 	}
 	return r.Choices.validate(t)
 }
 
 // validateMessage checks every field but `to` (broadcast checks its own targets).
-func (r *Send) validateMessage() *wire.Error {
+func (r *Send) ValidateMessage() *wire.Error {
 	set := 0
 	for _, s := range []string{r.Text, r.Markdown, r.HTML} {
 		if s != "" {
@@ -217,8 +217,8 @@ func (t Timing) sendMessage(ctx context.Context, d *Delivery, content any) (any,
 	return SendResult{EventID: evtID, RoomID: roomID}, nil
 }
 
-// content builds the m.room.message content.
-func (r *Send) content() *event.MessageEventContent {
+// Content builds the m.room.message content.
+func (r *Send) Content() *event.MessageEventContent {
 	var content event.MessageEventContent
 	switch {
 	case r.Markdown != "":
@@ -304,7 +304,7 @@ type SendLocation struct {
 
 // Validate checks the coordinates.
 func (r *SendLocation) Validate(t Targets) *wire.Error {
-	if err := r.To.validate(t); err != nil {
+	if err := r.To.Check(t); err != nil {
 		return err
 	}
 	if r.Lat == nil || r.Lon == nil {
@@ -328,12 +328,12 @@ func (r *SendLocation) Validate(t Targets) *wire.Error {
 
 // Deliver sends the pin, and schedules its redaction when asked.
 func (r *SendLocation) Deliver(ctx context.Context, d *Delivery) (any, error) {
-	return r.Timing.sendMessage(ctx, d, r.content())
+	return r.Timing.sendMessage(ctx, d, r.Content())
 }
 
 // content is an m.location message as Element sends a pinned location: geo_uri for every
 // client, and the extensible-event fields (MSC3488) that newer clients draw a map from.
-func (r *SendLocation) content() *event.Content {
+func (r *SendLocation) Content() *event.Content {
 	geo := fmt.Sprintf("geo:%s,%s", strconv.FormatFloat(*r.Lat, 'f', -1, 64), strconv.FormatFloat(*r.Lon, 'f', -1, 64))
 	body := "Location " + geo
 	if r.Description != "" {
@@ -362,10 +362,10 @@ type React struct {
 
 // Validate checks the event and the key.
 func (r *React) Validate(t Targets) *wire.Error {
-	if err := r.To.validate(t); err != nil {
+	if err := r.To.Check(t); err != nil {
 		return err
 	}
-	if err := checkEventID("event_id", r.EventID, true); err != nil {
+	if err := CheckEventID("event_id", r.EventID, true); err != nil {
 		return err
 	}
 	if r.Key == "" {
@@ -401,10 +401,10 @@ type Redact struct {
 
 // Validate checks the event.
 func (r *Redact) Validate(t Targets) *wire.Error {
-	if err := r.To.validate(t); err != nil {
+	if err := r.To.Check(t); err != nil {
 		return err
 	}
-	return checkEventID("event_id", r.EventID, true)
+	return CheckEventID("event_id", r.EventID, true)
 }
 
 // Deliver redacts the event.
@@ -430,7 +430,7 @@ type Typing struct {
 
 // Validate checks the timeout.
 func (r *Typing) Validate(t Targets) *wire.Error {
-	if err := r.To.validate(t); err != nil {
+	if err := r.To.Check(t); err != nil {
 		return err
 	}
 	if r.TimeoutMS < 0 || r.TimeoutMS > 600000 {
@@ -441,7 +441,7 @@ func (r *Typing) Validate(t Targets) *wire.Error {
 
 // Run sets the typing notification; it lasts 30 s unless timeout_ms says otherwise.
 func (r *Typing) Run(ctx context.Context, env *Env) (any, error) {
-	roomID, err := env.resolve(ctx, r.target)
+	roomID, err := env.Resolve(ctx, r.target)
 	if err != nil {
 		return nil, err
 	}
@@ -462,15 +462,15 @@ type ReadReceipt struct {
 
 // Validate checks the event.
 func (r *ReadReceipt) Validate(t Targets) *wire.Error {
-	if err := r.To.validate(t); err != nil {
+	if err := r.To.Check(t); err != nil {
 		return err
 	}
-	return checkEventID("event_id", r.EventID, true)
+	return CheckEventID("event_id", r.EventID, true)
 }
 
 // Run sends the receipt.
 func (r *ReadReceipt) Run(ctx context.Context, env *Env) (any, error) {
-	roomID, err := env.resolve(ctx, r.target)
+	roomID, err := env.Resolve(ctx, r.target)
 	if err != nil {
 		return nil, err
 	}
@@ -486,14 +486,14 @@ type eventField struct {
 // checkEventIDs checks optional event ID fields.
 func checkEventIDs(fields []eventField) *wire.Error {
 	for _, f := range fields {
-		if err := checkEventID(f.name, f.value, false); err != nil {
+		if err := CheckEventID(f.name, f.value, false); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func checkEventID(field string, ev id.EventID, required bool) *wire.Error {
+func CheckEventID(field string, ev id.EventID, required bool) *wire.Error {
 	if ev == "" {
 		if required {
 			return wire.Errorf(wire.CodeInvalidRequest, "field '%s' is required", field)

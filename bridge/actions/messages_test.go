@@ -58,7 +58,7 @@ func TestMessageContent(t *testing.T) {
 		}},
 	}
 	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) { tc.check(t, tc.req.content()) })
+		t.Run(tc.name, func(t *testing.T) { tc.check(t, tc.req.Content()) })
 	}
 }
 
@@ -83,7 +83,7 @@ func TestLocationContent(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			raw, err := json.Marshal(tc.req.content())
+			raw, err := json.Marshal(tc.req.Content())
 			if err != nil {
 				t.Fatal(err)
 			}

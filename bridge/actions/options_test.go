@@ -3,6 +3,7 @@ package actions_test
 import (
 	"context"
 	"encoding/json"
+	"github.com/matrix2mqtt/matrix2mqtt/bridge/actions/catalog"
 	"strings"
 	"testing"
 	"time"
@@ -43,7 +44,7 @@ func TestParseOptions(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := actions.Default().Parse("send", "", []byte(tc.payload), optionTargets)
+			_, err := catalog.Default().Parse("send", "", []byte(tc.payload), optionTargets)
 			if tc.code == "" {
 				if err != nil {
 					t.Fatalf("unexpected error: %v", err)
@@ -118,7 +119,7 @@ func (p *memProgress) Save(_ context.Context, v any) (err error) {
 // TestSendWithOptions: the message lists the options, is remembered before the bot reacts with
 // each key, and a retry after a failed reaction neither sends the message again nor reacts twice.
 func TestSendWithOptions(t *testing.T) {
-	req, perr := actions.Default().Parse("send", "", []byte(`{"id":"q","to":"!k:hs","markdown":"Garage **open**","options":[{"key":"👍","label":"Close it"},{"key":"👎","label":"Leave <it>"}],"options_from":["bob"],"single_use":true}`), optionTargets)
+	req, perr := catalog.Default().Parse("send", "", []byte(`{"id":"q","to":"!k:hs","markdown":"Garage **open**","options":[{"key":"👍","label":"Close it"},{"key":"👎","label":"Leave <it>"}],"options_from":["bob"],"single_use":true}`), optionTargets)
 	if perr != nil {
 		t.Fatal(perr)
 	}

@@ -86,6 +86,12 @@ type Registry struct {
 	planned []string
 }
 
+// WithPlanned names actions of the design that are not built yet: a request for one is told so.
+func (r *Registry) WithPlanned(names ...string) *Registry {
+	r.planned = append(r.planned, names...)
+	return r
+}
+
 // NewRegistry registers the given families of actions.
 func NewRegistry(families ...[]Spec) *Registry {
 	r := &Registry{specs: map[string]Spec{}}
@@ -97,20 +103,6 @@ func NewRegistry(families ...[]Spec) *Registry {
 			r.specs[s.Name] = s
 		}
 	}
-	return r
-}
-
-// Default is the registry of every action the bridge has.
-func Default() *Registry {
-	r := NewRegistry(Messages, Rooms, Lookups, Outbox, Internal,
-		Admin,
-		Create,
-		Broadcasts,
-		LiveMessages,
-		Polls,
-		Media,
-	)
-	r.planned = Planned
 	return r
 }
 

@@ -11,6 +11,7 @@ import (
 	"github.com/rs/zerolog"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/matrix2mqtt/matrix2mqtt/bridge/metrics"
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/outbox"
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/stats"
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/wire"
@@ -83,6 +84,8 @@ type Deps struct {
 	Keys    Keys
 	Stats   *stats.Stats
 	Filters []Filter
+	// Metrics counts the events and notices published (nil counts nothing).
+	Metrics *metrics.Metrics
 	// Holder, when set, may hold events back from the immediate publish.
 	Holder Holder
 }
@@ -116,6 +119,7 @@ func (in *Inbound) HandleSync(ctx context.Context, batch *matrix.Batch) error {
 		waits = append(waits, in.Pub.PublishOrdered(ctx, topic, false, payload))
 	}}
 	published := 0
+	kinds := map[wire.Kind]int{}
 	var held []outbox.Job // events published later by durable work
 	for _, ev := range batch.Events {
 		if !fresh[ev.ID] {
@@ -123,6 +127,7 @@ func (in *Inbound) HandleSync(ctx context.Context, batch *matrix.Batch) error {
 			continue
 		}
 		published++
+		kinds[ev.Kind]++
 		key := in.Keys.Key(ev.RoomID)
 		out.Command, out.Callback = nil, nil
 		if j, ok := in.hold(ev, key); ok {
@@ -171,6 +176,12 @@ func (in *Inbound) HandleSync(ctx context.Context, batch *matrix.Batch) error {
 			return err
 		}
 		in.Stats.Inbound(published)
+		for kind, n := range kinds {
+			in.Metrics.Inbound(string(kind), n)
+		}
+	}
+	for _, n := range batch.Notices {
+		in.Metrics.Notice(n.Type)
 	}
 	return nil
 }
@@ -208,5 +219,7 @@ func (in *Inbound) HandleNotice(ctx context.Context, n wire.Notice) {
 	}
 	if err := in.Pub.Publish(ctx, in.Topics.Event(), false, payload); err != nil {
 		zerolog.Ctx(ctx).Warn().Err(err).Msg("Failed to publish notice")
+		return
 	}
+	in.Metrics.Notice(n.Type)
 }

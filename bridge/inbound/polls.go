@@ -2,13 +2,13 @@ package inbound
 
 import (
 	"context"
+	"github.com/matrix2mqtt/matrix2mqtt/bridge/actions/polls"
 	"reflect"
 	"time"
 
 	"github.com/rs/zerolog"
 	"maunium.net/go/mautrix/id"
 
-	"github.com/matrix2mqtt/matrix2mqtt/bridge/actions"
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/store"
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/wire"
 	"github.com/matrix2mqtt/matrix2mqtt/matrix"
@@ -63,7 +63,7 @@ func (f *Polls) Inbound(ctx context.Context, ev matrix.Event, key string, out *O
 		log.Error().Err(err).Msg("Failed to read a poll's votes")
 		return
 	}
-	old, tally := actions.TallyPoll(p, before), actions.TallyPoll(p, after)
+	old, tally := polls.TallyPoll(p, before), polls.TallyPoll(p, after)
 	if reflect.DeepEqual(old, tally) {
 		return
 	}

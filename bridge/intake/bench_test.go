@@ -2,7 +2,9 @@ package intake
 
 import (
 	"context"
+	"github.com/matrix2mqtt/matrix2mqtt/bridge/actions/catalog"
 	"testing"
+	"time"
 
 	"github.com/rs/zerolog"
 
@@ -19,7 +21,7 @@ import (
 // stored request encoded, the MQTT message keyed).
 func BenchmarkAccept(b *testing.B) {
 	in := New(Deps{
-		Topics: wire.Topics{Base: "matrix2mqtt", Shortcuts: []string{"send"}}, Registry: actions.Default(), Queue: &fakeQueue{},
+		Topics: wire.Topics{Base: "matrix2mqtt", Shortcuts: []string{"send"}}, Registry: catalog.Default(), Queue: &fakeQueue{},
 		Env:   actions.Env{Targets: targets.New(targets.Config{Names: targets.Names{"kitchen": "!abc123:example.org"}})},
 		Stats: stats.New(clock.Real{}), Clock: clock.Real{}, MaxPayloadBytes: 65536,
 	})
@@ -33,7 +35,7 @@ func BenchmarkAccept(b *testing.B) {
 			m := mqtt.NewMessage(c.topic, []byte(c.payload), nil)
 			b.ReportAllocs()
 			for b.Loop() {
-				if e := in.accept(ctx, m); e == nil {
+				if e := in.accept(ctx, m, time.Time{}); e == nil {
 					b.Fatal("not accepted")
 				}
 			}

@@ -15,6 +15,7 @@ import (
 	"maunium.net/go/mautrix"
 
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/actions"
+	"github.com/matrix2mqtt/matrix2mqtt/bridge/metrics"
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/outbox"
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/stats"
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/wire"
@@ -61,6 +62,8 @@ type Deps struct {
 	// MaxFileBytes is MEDIA_MAX_BYTES, the limit of actions with LargePayload.
 	MaxFileBytes   int64
 	RequestTimeout time.Duration
+	// Metrics counts the requests answered here (nil counts nothing).
+	Metrics *metrics.Metrics
 }
 
 // Intake takes the request messages.
@@ -145,12 +148,13 @@ func (in *Intake) Run(ctx context.Context) {
 func (in *Intake) process(ctx context.Context, batch []mqtt.Message) {
 	var durable []*outbox.Entry
 	var acks []mqtt.Message
+	received := in.Clock.Now()
 	for _, m := range batch {
 		if m.Duplicate && in.alreadyCommitted(ctx, m) {
 			m.Ack()
 			continue
 		}
-		e := in.accept(ctx, m)
+		e := in.accept(ctx, m, received)
 		if e == nil {
 			m.Ack()
 			continue
@@ -181,37 +185,37 @@ func (in *Intake) process(ctx context.Context, batch []mqtt.Message) {
 
 // accept validates one message. It answers bad requests and starts immediate actions
 // (returning nil), and returns the outbox entry of a durable one.
-func (in *Intake) accept(ctx context.Context, m mqtt.Message) *outbox.Entry {
+func (in *Intake) accept(ctx context.Context, m mqtt.Message, received time.Time) *outbox.Entry {
 	action, target, err := in.Topics.Route(m.Topic)
 	responseAction := action
 	if responseAction == "" {
 		responseAction = "unknown"
 	}
 	if err != nil {
-		in.reject(ctx, responseAction, wire.RequestID(m.Payload), m, err)
+		in.reject(ctx, received, responseAction, wire.RequestID(m.Payload), m, err)
 		return nil
 	}
 	if m.Retained {
 		// A retained request would run again after every reconnect.
 		if len(m.Payload) > 0 {
-			in.reject(ctx, action, wire.RequestID(m.Payload), m, wire.Errorf(wire.CodeInvalidRequest,
+			in.reject(ctx, received, action, wire.RequestID(m.Payload), m, wire.Errorf(wire.CodeInvalidRequest,
 				"retained requests are ignored: publish without the retain flag, and clear this one with an empty retained message"))
 		}
 		return nil
 	}
 	if limit, setting := in.payloadLimit(action, target); len(m.Payload) > limit {
-		in.reject(ctx, action, wire.RequestID(m.Payload), m, wire.Errorf(wire.CodeTooLarge,
+		in.reject(ctx, received, action, wire.RequestID(m.Payload), m, wire.Errorf(wire.CodeTooLarge,
 			"the payload is %d bytes; %s allows %d", len(m.Payload), setting, limit))
 		return nil
 	}
 	req, err := in.Registry.Parse(action, target, m.Payload, in.Env.Targets)
 	if err != nil {
-		in.reject(ctx, action, wire.RequestID(m.Payload), m, err)
+		in.reject(ctx, received, action, wire.RequestID(m.Payload), m, err)
 		return nil
 	}
 	if p, ok := req.(actions.Preparer); ok {
 		if err := p.Prepare(&in.Env); err != nil {
-			in.reject(ctx, action, req.RequestID(), m, err)
+			in.reject(ctx, received, action, req.RequestID(), m, err)
 			return nil
 		}
 	}
@@ -219,12 +223,12 @@ func (in *Intake) accept(ctx context.Context, m mqtt.Message) *outbox.Entry {
 	case actions.Durable:
 		e, qerr := in.Queue.NewEntry(outbox.Job{Action: action, Request: r, MQTTKey: outbox.MQTTKey(m.PacketID, m.Topic, m.Payload)})
 		if qerr != nil {
-			in.reject(ctx, action, r.RequestID(), m, wire.Errorf(wire.CodeInvalidRequest, "%v", qerr))
+			in.reject(ctx, received, action, r.RequestID(), m, wire.Errorf(wire.CodeInvalidRequest, "%v", qerr))
 			return nil
 		}
 		return e
 	case actions.Immediate:
-		in.startImmediate(ctx, action, r)
+		in.startImmediate(ctx, action, r, received)
 	}
 	return nil
 }
@@ -257,17 +261,18 @@ func (in *Intake) alreadyCommitted(ctx context.Context, m mqtt.Message) bool {
 	return found
 }
 
-func (in *Intake) reject(ctx context.Context, action, id string, m mqtt.Message, err *wire.Error) {
+func (in *Intake) reject(ctx context.Context, received time.Time, action, id string, m mqtt.Message, err *wire.Error) {
 	in.log.Warn().Str("topic", m.Topic).Str("request_id", id).Str("code", err.Code).Str("reason", err.Message).Msg("Rejected request")
+	in.Metrics.Request(action, err.Code, in.Clock.Now().Sub(received))
 	in.Responder.Respond(ctx, action, id, nil, err)
 }
 
 // startImmediate runs an immediate request in its own goroutine, at most immediateSlots at a
 // time, within REQUEST_TIMEOUT from when it was received. It never blocks the intake.
-func (in *Intake) startImmediate(ctx context.Context, action string, req actions.Immediate) {
+func (in *Intake) startImmediate(ctx context.Context, action string, req actions.Immediate, received time.Time) {
 	if in.immediateQueued.Add(1) > maxImmediateQueued {
 		in.immediateQueued.Add(-1)
-		in.finishImmediate(ctx, action, req, nil, wire.Errorf(wire.CodeTimeout, "too many requests waiting; try again later"))
+		in.finishImmediate(ctx, received, action, req, nil, wire.Errorf(wire.CodeTimeout, "too many requests waiting; try again later"))
 		return
 	}
 	in.immediate.Add(1)
@@ -285,15 +290,18 @@ func (in *Intake) startImmediate(ctx context.Context, action string, req actions
 		default:
 			werr = actions.Classify(err).Err
 		}
-		in.finishImmediate(ctx, action, req, data, werr)
+		in.finishImmediate(ctx, received, action, req, data, werr)
 	}()
 }
 
-func (in *Intake) finishImmediate(ctx context.Context, action string, req actions.Request, data any, err *wire.Error) {
+func (in *Intake) finishImmediate(ctx context.Context, received time.Time, action string, req actions.Request, data any, err *wire.Error) {
+	code := ""
 	if err != nil {
+		code = err.Code
 		in.Stats.RequestFailed(err)
 		in.log.Warn().Str("action", action).Str("request_id", req.RequestID()).Str("code", err.Code).Str("reason", err.Message).Msg("Request failed")
 	}
+	in.Metrics.Request(action, code, in.Clock.Now().Sub(received))
 	in.Responder.Respond(ctx, action, req.RequestID(), data, err)
 }
 

@@ -3,6 +3,7 @@ package intake
 import (
 	"context"
 	"fmt"
+	"github.com/matrix2mqtt/matrix2mqtt/bridge/actions/catalog"
 	"net/http"
 	"strings"
 	"sync"
@@ -77,7 +78,7 @@ func newTestIntake(t *testing.T) *testIntake {
 		responses: actionstest.NewResponses(), ready: make(chan struct{})}
 	tg := targets.New(targets.Config{Names: targets.Names{"kitchen": "!k:hs"}})
 	ti.Intake = New(Deps{
-		Topics: wire.Topics{Base: "m2m", Shortcuts: []string{"send"}}, Registry: actions.Default(), Queue: ti.queue,
+		Topics: wire.Topics{Base: "m2m", Shortcuts: []string{"send"}}, Registry: catalog.Default(), Queue: ti.queue,
 		Env:       actions.Env{Matrix: ti.hs, Targets: tg, Outbox: fakeOutbox{}},
 		Responder: ti.responses, Stats: stats.New(ti.clock), Clock: ti.clock, Ready: ti.ready,
 		MaxPayloadBytes: 1024, RequestTimeout: 2 * time.Second,

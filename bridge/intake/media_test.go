@@ -4,13 +4,13 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/matrix2mqtt/matrix2mqtt/bridge/actions"
+	"github.com/matrix2mqtt/matrix2mqtt/bridge/actions/catalog"
 )
 
 // TestPayloadLimit: actions that carry a file may be as large as MEDIA_MAX_BYTES (in base64 in
 // a JSON request, raw on the shortcut); the others stay within MAX_PAYLOAD_BYTES.
 func TestPayloadLimit(t *testing.T) {
-	in := New(Deps{Registry: actions.Default(), MaxPayloadBytes: 65536, MaxFileBytes: 3 << 20})
+	in := New(Deps{Registry: catalog.Default(), MaxPayloadBytes: 65536, MaxFileBytes: 3 << 20})
 	for _, tc := range []struct {
 		name, action, target string
 		want                 int

@@ -3,6 +3,8 @@ package outbox
 import (
 	"context"
 	"encoding/json"
+	"github.com/matrix2mqtt/matrix2mqtt/bridge/actions/catalog"
+	"github.com/matrix2mqtt/matrix2mqtt/bridge/actions/rooms"
 	"slices"
 	"strings"
 	"testing"
@@ -18,7 +20,7 @@ func TestBroadcastProgress(t *testing.T) {
 	eachDB(t, func(t *testing.T, to *testOutbox) {
 		// Room a: sent. Room b: forbidden. Room c: network error, then sent on the retry.
 		to.hs.Errs = []error{nil, httpError(403, "M_FORBIDDEN", nil), errNetwork}
-		req, werr := actions.Default().Parse("broadcast", "", []byte(`{"id":"b","to":["!a:hs","!b:hs","!c:hs"],"text":"hi"}`), to.Env.Targets)
+		req, werr := catalog.Default().Parse("broadcast", "", []byte(`{"id":"b","to":["!a:hs","!b:hs","!c:hs"],"text":"hi"}`), to.Env.Targets)
 		if werr != nil {
 			t.Fatal(werr)
 		}
@@ -26,7 +28,7 @@ func TestBroadcastProgress(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if e.Lane != actions.BroadcastLane {
+		if e.Lane != rooms.BroadcastLane {
 			t.Fatalf("lane = %s", e.Lane)
 		}
 		if err := to.Add(context.Background(), []*Entry{e}); err != nil {
@@ -45,7 +47,7 @@ func TestBroadcastProgress(t *testing.T) {
 			t.Fatalf("sent %v, want %v", to.hs.Sent, want)
 		}
 		raw, _ := json.Marshal(r.Data)
-		var data actions.BroadcastData
+		var data rooms.BroadcastData
 		if err := json.Unmarshal(raw, &data); err != nil {
 			t.Fatal(err)
 		}

@@ -92,6 +92,7 @@ func (o *Outbox) deliver(ctx context.Context, e *Entry) {
 			wait = max(until, 0) + time.Millisecond
 		}
 		o.Counters.Failed(out.Err)
+		o.Metrics.Retry(e.Action, out.Err.Code)
 		o.log.Warn().Err(err).Int64("outbox_id", e.ID).Str("action", e.Action).Dur("retry_in", wait).Msg("Delivery failed, will retry")
 		e.state.end()
 		if !o.sleepEntry(ctx, e, wait, true) {
@@ -228,6 +229,11 @@ func (o *Outbox) sleepEntry(ctx context.Context, e *Entry, d time.Duration, flus
 // first means a crash in between answers again, with the same event ID, rather than never.
 func (o *Outbox) finish(ctx context.Context, e *Entry, requestID string, data any, err *wire.Error, followUps []actions.FollowUp) {
 	if !e.spec.Internal {
+		code := ""
+		if err != nil {
+			code = err.Code
+		}
+		o.Metrics.Request(e.Action, code, o.Clock.Now().Sub(e.CreatedAt))
 		o.Responder.Respond(ctx, e.Action, requestID, data, err)
 	}
 	if err != nil {
@@ -259,6 +265,7 @@ func (o *Outbox) finish(ctx context.Context, e *Entry, requestID string, data an
 	o.liveMu.Lock()
 	delete(o.live, e.ID)
 	o.liveMu.Unlock()
+	o.Metrics.Delivered(e.Action, deliveryResult(err))
 	o.finished(e)
 	o.Start(next)
 }
@@ -348,4 +355,16 @@ func (p *progress) Save(ctx context.Context, v any) error {
 	}
 	p.e.Progress = raw
 	return nil
+}
+
+// deliveryResult is the result label of a finished entry in the metrics.
+func deliveryResult(err *wire.Error) string {
+	switch {
+	case err == nil:
+		return "sent"
+	case err.Code == wire.CodeExpired:
+		return "expired"
+	default:
+		return "failed"
+	}
 }

@@ -20,6 +20,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/actions"
+	"github.com/matrix2mqtt/matrix2mqtt/bridge/metrics"
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/stats"
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/store"
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/wire"
@@ -62,6 +63,8 @@ type Deps struct {
 	MaxAge time.Duration
 	// Ready is closed once Matrix is logged in; nothing is delivered before.
 	Ready <-chan struct{}
+	// Metrics counts answers, deliveries and retries (nil counts nothing).
+	Metrics *metrics.Metrics
 }
 
 // Outbox delivers the durable requests.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/matrix2mqtt/matrix2mqtt/bridge/actions/catalog"
 	"net"
 	"net/http"
 	"net/url"
@@ -59,7 +60,7 @@ func newTestOutbox(t *testing.T, databaseURL string, registry *actions.Registry)
 		t.Fatal(err)
 	}
 	if registry == nil {
-		registry = actions.Default()
+		registry = catalog.Default()
 	}
 	hs := &actionstest.Matrix{}
 	ready := make(chan struct{})

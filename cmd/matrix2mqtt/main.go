@@ -21,6 +21,23 @@ import (
 	"github.com/matrix2mqtt/matrix2mqtt/bridge"
 )
 
+// usage lists the subcommands.
+const usage = `Usage: matrix2mqtt [-env-file FILE] [COMMAND]
+
+Commands:
+  run            run the bridge (the default)
+  check-config   check the settings and print the effective configuration, secrets masked
+  healthcheck    exit 0 if the running bridge's /healthz answers 200 (for Docker HEALTHCHECK)
+  e2ee status    report the encryption state of the bot's device, changing nothing
+  version        print the version
+  help           print this help
+
+Settings come from the environment (NAME=value, or NAME_FILE=path for any of them); every
+setting is described in configs/example.env. Operations: docs/operations.md.
+
+Flags:
+`
+
 // version is set at build time with -ldflags "-X main.version=…".
 var version = "dev"
 
@@ -36,16 +53,23 @@ func run(args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	envFile := fs.String("env-file", "", "read settings from this KEY=value file (the environment wins)")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: matrix2mqtt [-env-file FILE] [run|version|check-config|healthcheck|e2ee status]\n\n")
-		fmt.Fprintf(stderr, "Settings come from the environment; see configs/example.env.\n\n")
+		fmt.Fprint(fs.Output(), usage)
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
 		return err
 	}
 	cmd := "run"
 	if fs.NArg() > 0 {
 		cmd = fs.Arg(0)
+	}
+	if cmd == "help" {
+		fs.SetOutput(stdout)
+		fs.Usage()
+		return nil
 	}
 	if cmd == "version" {
 		fmt.Fprintln(stdout, version)
@@ -60,14 +84,14 @@ func run(args []string, stdout, stderr io.Writer) error {
 		environ = append(fileEnv, environ...)
 		environ = dedupe(environ)
 	}
+	if cmd == "check-config" {
+		return bridge.PrintConfig(stdout, environ)
+	}
 	cfg, err := bridge.LoadConfig(environ)
 	if err != nil {
 		return err
 	}
 	switch cmd {
-	case "check-config":
-		fmt.Fprintln(stdout, "configuration is valid")
-		return nil
 	case "healthcheck":
 		return healthcheck(cfg.HTTPListen)
 	case "e2ee":

@@ -1,7 +1,8 @@
-package actions_test
+package rooms_test
 
 import (
 	"context"
+	"github.com/matrix2mqtt/matrix2mqtt/bridge/actions/catalog"
 	"strings"
 	"testing"
 
@@ -47,7 +48,7 @@ func TestAdminPowerChecks(t *testing.T) {
 				"!r:hs": {Users: tc.users},
 			}}}
 			tg := targets.New(targets.Config{})
-			req, werr := actions.Default().Parse(tc.action, "", []byte(tc.payload), tg)
+			req, werr := catalog.Default().Parse(tc.action, "", []byte(tc.payload), tg)
 			if werr != nil {
 				t.Fatal(werr)
 			}

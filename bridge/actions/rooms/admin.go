@@ -1,8 +1,9 @@
-package actions
+package rooms
 
 import (
 	"context"
 	"fmt"
+	"github.com/matrix2mqtt/matrix2mqtt/bridge/actions"
 	"math"
 
 	"maunium.net/go/mautrix/event"
@@ -15,20 +16,20 @@ import (
 // Admin are the actions that moderate a room: its members, their power levels, its name, topic
 // and avatar. They run at once (not kept across a restart): each is one state change that the
 // caller sees answered, and the bot's power is checked before the homeserver is asked.
-var Admin = []Spec{
-	{Name: "invite", Help: "invites a user to a room", New: func() Request { return &Invite{} }},
-	{Name: "kick", Help: "removes a user from a room", New: func() Request { return &Kick{} }},
-	{Name: "ban", Help: "bans a user from a room", New: func() Request { return &Ban{} }},
-	{Name: "unban", Help: "lifts a user's ban from a room", New: func() Request { return &Unban{} }},
-	{Name: "set_power_level", Help: "sets a user's power level (or role) in a room", New: func() Request { return &SetPowerLevel{} }},
-	{Name: "set_room", Help: "sets a room's name, topic or avatar", New: func() Request { return &SetRoom{} }},
-	{Name: "members", Help: "lists a room's members with their membership and power level", New: func() Request { return &Members{} }},
+var Admin = []actions.Spec{
+	{Name: "invite", Help: "invites a user to a room", New: func() actions.Request { return &Invite{} }},
+	{Name: "kick", Help: "removes a user from a room", New: func() actions.Request { return &Kick{} }},
+	{Name: "ban", Help: "bans a user from a room", New: func() actions.Request { return &Ban{} }},
+	{Name: "unban", Help: "lifts a user's ban from a room", New: func() actions.Request { return &Unban{} }},
+	{Name: "set_power_level", Help: "sets a user's power level (or role) in a room", New: func() actions.Request { return &SetPowerLevel{} }},
+	{Name: "set_room", Help: "sets a room's name, topic or avatar", New: func() actions.Request { return &SetRoom{} }},
+	{Name: "members", Help: "lists a room's members with their membership and power level", New: func() actions.Request { return &Members{} }},
 }
 
 // maxReason bounds the reason of a membership change: it goes into the member event.
 const maxReason = 1000
 
-// maxPowerLevel is the largest power level Matrix accepts (canonical JSON integers).
+// maxPowerLevel is the largest power level actions.Matrix accepts (canonical JSON integers).
 const maxPowerLevel = 1<<53 - 1
 
 // Roles are the named power levels of set_power_level.
@@ -46,7 +47,7 @@ type AdminResult struct {
 
 // MemberChange are the fields of invite, kick, ban and unban.
 type MemberChange struct {
-	Common
+	actions.Common
 	Room
 	User   string `json:"user"`
 	Reason string `json:"reason,omitempty"`
@@ -54,8 +55,8 @@ type MemberChange struct {
 }
 
 // Validate checks the room, the user and the reason.
-func (r *MemberChange) Validate(t Targets) *wire.Error {
-	if err := r.Room.validate(t); err != nil {
+func (r *MemberChange) Validate(t actions.Targets) *wire.Error {
+	if err := r.Room.Check(t); err != nil {
 		return err
 	}
 	var err *wire.Error
@@ -70,8 +71,8 @@ func (r *MemberChange) Validate(t Targets) *wire.Error {
 
 // change carries out a membership change after checking that the bot may make it: it needs the
 // power level the room asks for, and, to kick, ban or unban, more power than the user.
-func (r *MemberChange) change(ctx context.Context, env *Env, change matrix.MembershipChange) (any, error) {
-	roomID, err := env.resolve(ctx, r.target)
+func (r *MemberChange) change(ctx context.Context, env *actions.Env, change matrix.MembershipChange) (any, error) {
+	roomID, err := env.Resolve(ctx, r.target)
 	if err != nil {
 		return nil, err
 	}
@@ -105,7 +106,7 @@ func (r *MemberChange) change(ctx context.Context, env *Env, change matrix.Membe
 type Invite struct{ MemberChange }
 
 // Run invites the user.
-func (r *Invite) Run(ctx context.Context, env *Env) (any, error) {
+func (r *Invite) Run(ctx context.Context, env *actions.Env) (any, error) {
 	return r.change(ctx, env, matrix.Invite)
 }
 
@@ -113,7 +114,7 @@ func (r *Invite) Run(ctx context.Context, env *Env) (any, error) {
 type Kick struct{ MemberChange }
 
 // Run kicks the user.
-func (r *Kick) Run(ctx context.Context, env *Env) (any, error) {
+func (r *Kick) Run(ctx context.Context, env *actions.Env) (any, error) {
 	return r.change(ctx, env, matrix.Kick)
 }
 
@@ -121,19 +122,21 @@ func (r *Kick) Run(ctx context.Context, env *Env) (any, error) {
 type Ban struct{ MemberChange }
 
 // Run bans the user.
-func (r *Ban) Run(ctx context.Context, env *Env) (any, error) { return r.change(ctx, env, matrix.Ban) }
+func (r *Ban) Run(ctx context.Context, env *actions.Env) (any, error) {
+	return r.change(ctx, env, matrix.Ban)
+}
 
 // Unban is the `unban` action.
 type Unban struct{ MemberChange }
 
 // Run lifts the ban.
-func (r *Unban) Run(ctx context.Context, env *Env) (any, error) {
+func (r *Unban) Run(ctx context.Context, env *actions.Env) (any, error) {
 	return r.change(ctx, env, matrix.Unban)
 }
 
 // SetPowerLevel is the `set_power_level` action.
 type SetPowerLevel struct {
-	Common
+	actions.Common
 	Room
 	User  string   `json:"user"`
 	Level *float64 `json:"level,omitempty"`
@@ -143,8 +146,8 @@ type SetPowerLevel struct {
 }
 
 // Validate checks the room, the user and the level or role.
-func (r *SetPowerLevel) Validate(t Targets) *wire.Error {
-	if err := r.Room.validate(t); err != nil {
+func (r *SetPowerLevel) Validate(t actions.Targets) *wire.Error {
+	if err := r.Room.Check(t); err != nil {
 		return err
 	}
 	var err *wire.Error
@@ -172,8 +175,8 @@ func (r *SetPowerLevel) Validate(t Targets) *wire.Error {
 
 // Run sets the level, unless the bot may not: it cannot change a user at or above its own level
 // (itself included) nor give more than its own level.
-func (r *SetPowerLevel) Run(ctx context.Context, env *Env) (any, error) {
-	roomID, err := env.resolve(ctx, r.target)
+func (r *SetPowerLevel) Run(ctx context.Context, env *actions.Env) (any, error) {
+	roomID, err := env.Resolve(ctx, r.target)
 	if err != nil {
 		return nil, err
 	}
@@ -203,7 +206,7 @@ func (r *SetPowerLevel) Run(ctx context.Context, env *Env) (any, error) {
 
 // SetRoom is the `set_room` action.
 type SetRoom struct {
-	Common
+	actions.Common
 	Room
 	Name  *string `json:"name,omitempty"`
 	Topic *string `json:"topic,omitempty"`
@@ -215,8 +218,8 @@ type SetRoom struct {
 const maxRoomText = 10000
 
 // Validate checks that something is set and the avatar is an mxc URI.
-func (r *SetRoom) Validate(t Targets) *wire.Error {
-	if err := r.Room.validate(t); err != nil {
+func (r *SetRoom) Validate(t actions.Targets) *wire.Error {
+	if err := r.Room.Check(t); err != nil {
 		return err
 	}
 	if r.Name == nil && r.Topic == nil && r.Avatar == nil {
@@ -248,8 +251,8 @@ func checkMXC(field, uri string) *wire.Error {
 }
 
 // Run sends a state event for each field given, after checking the bot may send them all.
-func (r *SetRoom) Run(ctx context.Context, env *Env) (any, error) {
-	roomID, err := env.resolve(ctx, r.target)
+func (r *SetRoom) Run(ctx context.Context, env *actions.Env) (any, error) {
+	roomID, err := env.Resolve(ctx, r.target)
 	if err != nil {
 		return nil, err
 	}
@@ -291,15 +294,15 @@ func (r *SetRoom) Run(ctx context.Context, env *Env) (any, error) {
 
 // Members is the `members` action.
 type Members struct {
-	Common
+	actions.Common
 	Room
 	// Membership keeps only members with this membership: join, invite, leave, ban or knock.
 	Membership string `json:"membership,omitempty"`
 }
 
 // Validate checks the room and the filter.
-func (r *Members) Validate(t Targets) *wire.Error {
-	if err := r.Room.validate(t); err != nil {
+func (r *Members) Validate(t actions.Targets) *wire.Error {
+	if err := r.Room.Check(t); err != nil {
 		return err
 	}
 	switch event.Membership(r.Membership) {
@@ -316,8 +319,8 @@ type MemberList struct {
 }
 
 // Run lists the members with their power levels.
-func (r *Members) Run(ctx context.Context, env *Env) (any, error) {
-	roomID, err := env.resolve(ctx, r.target)
+func (r *Members) Run(ctx context.Context, env *actions.Env) (any, error) {
+	roomID, err := env.Resolve(ctx, r.target)
 	if err != nil {
 		return nil, err
 	}

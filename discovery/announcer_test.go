@@ -1,14 +1,13 @@
-package bridge
+package discovery
 
 import (
 	"context"
 	"encoding/json"
+	"slices"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/matrix2mqtt/matrix2mqtt/bridge/targets"
-	"github.com/matrix2mqtt/matrix2mqtt/discovery"
 	"github.com/matrix2mqtt/matrix2mqtt/mqtt"
 )
 
@@ -43,17 +42,27 @@ func (f *fakeBroker) messages() []mqtt.Message {
 	return append([]mqtt.Message{}, f.published...)
 }
 
-func haConfig(names targets.Names, enabled bool) Config {
-	cfg := Config{Targets: targets.Config{Names: names}, Discovery: discovery.Config{Enabled: enabled, Prefix: "ha", StatusTopic: "ha/status"}}
-	cfg.MQTT.BaseTopic = "m2m"
-	cfg.Matrix.UserID = "@bot:hs"
-	return cfg
+// testSetup is an announcer's config and device with the given friendly names.
+type testSetup struct {
+	cfg    Config
+	device Bridge
 }
 
-func newTestDiscovery(cfg Config, retained []byte) (*haDiscovery, *fakeBroker) {
+func haConfig(names map[string]string, enabled bool) testSetup {
+	var list []string
+	for name := range names {
+		list = append(list, name)
+	}
+	slices.Sort(list)
+	return testSetup{
+		cfg:    Config{Enabled: enabled, Prefix: "ha", StatusTopic: "ha/status"},
+		device: Bridge{Prefix: "ha", BaseTopic: "m2m", NodeID: ObjectID("@bot:hs"), Name: "matrix2mqtt @bot:hs", Targets: list, Rooms: list},
+	}
+}
+
+func newTestDiscovery(setup testSetup, retained []byte) (*Announcer, *fakeBroker) {
 	f := &fakeBroker{retained: retained}
-	d := newHADiscovery(cfg, Options{BirthDelay: func() time.Duration { return 10 * time.Millisecond }}, targets.New(cfg.Targets).Names(), f)
-	return d, f
+	return NewAnnouncer(setup.cfg, setup.device, f, func() time.Duration { return 10 * time.Millisecond }), f
 }
 
 func components(t *testing.T, payload []byte) map[string]json.RawMessage {
@@ -68,30 +77,30 @@ func components(t *testing.T, payload []byte) map[string]json.RawMessage {
 }
 
 func TestDiscoveryAnnounce(t *testing.T) {
-	old, _ := newTestDiscovery(haConfig(targets.Names{"alice": "@alice:hs", "kitchen": "!k:hs"}, true), nil)
-	_, previous, err := discovery.Payload(old.device)
+	old, _ := newTestDiscovery(haConfig(map[string]string{"alice": "@alice:hs", "kitchen": "!k:hs"}, true), nil)
+	_, previous, err := Payload(old.device)
 	if err != nil {
 		t.Fatal(err)
 	}
 	topic := "ha/device/matrix2mqtt_bot_hs/config"
 	tests := []struct {
 		name     string
-		names    targets.Names
+		names    map[string]string
 		enabled  bool
 		retained []byte
 		check    func(t *testing.T, msgs []mqtt.Message)
 	}{
-		{"first start", targets.Names{"alice": "@alice:hs"}, true, nil, func(t *testing.T, msgs []mqtt.Message) {
+		{"first start", map[string]string{"alice": "@alice:hs"}, true, nil, func(t *testing.T, msgs []mqtt.Message) {
 			if len(msgs) != 1 || msgs[0].Topic != topic || !msgs[0].Retained {
 				t.Fatalf("published %+v", msgs)
 			}
 		}},
-		{"same config", targets.Names{"alice": "@alice:hs", "kitchen": "!k:hs"}, true, previous, func(t *testing.T, msgs []mqtt.Message) {
+		{"same config", map[string]string{"alice": "@alice:hs", "kitchen": "!k:hs"}, true, previous, func(t *testing.T, msgs []mqtt.Message) {
 			if len(msgs) != 1 {
 				t.Fatalf("published %d messages, want only the config", len(msgs))
 			}
 		}},
-		{"target removed", targets.Names{"alice": "@alice:hs"}, true, previous, func(t *testing.T, msgs []mqtt.Message) {
+		{"target removed", map[string]string{"alice": "@alice:hs"}, true, previous, func(t *testing.T, msgs []mqtt.Message) {
 			if len(msgs) != 2 {
 				t.Fatalf("published %d messages, want removal and config", len(msgs))
 			}
@@ -117,7 +126,7 @@ func TestDiscoveryAnnounce(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			d, f := newTestDiscovery(haConfig(tc.names, tc.enabled), tc.retained)
-			d.announce(context.Background())
+			d.Announce(context.Background())
 			tc.check(t, f.messages())
 		})
 	}
@@ -141,11 +150,11 @@ func TestDiscoveryBirth(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())
 			done := make(chan struct{})
 			go func() {
-				d.run(ctx)
+				d.Run(ctx)
 				close(done)
 			}()
-			d.onStatus(tc.msg)
-			d.onStatus(tc.msg) // a second birth during the delay is answered by the same announcement
+			d.OnStatus(tc.msg)
+			d.OnStatus(tc.msg) // a second birth during the delay is answered by the same announcement
 			time.Sleep(200 * time.Millisecond)
 			cancel()
 			<-done

@@ -1,6 +1,7 @@
-package actions
+package catalog
 
 import (
+	"github.com/matrix2mqtt/matrix2mqtt/bridge/actions"
 	"os"
 	"regexp"
 	"slices"
@@ -12,7 +13,7 @@ import (
 // clients can request has its section, with a mosquitto_pub example that publishes it, and the
 // docs name no action that does not exist.
 func TestEveryActionIsDocumented(t *testing.T) {
-	raw, err := os.ReadFile("../../docs/mqtt-api.md")
+	raw, err := os.ReadFile("../../../docs/mqtt-api.md")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -33,7 +34,7 @@ func TestEveryActionIsDocumented(t *testing.T) {
 		}
 	}
 	for _, m := range regexp.MustCompile(`matrix2mqtt/bridge/request/([a-z_]+)`).FindAllStringSubmatch(doc, -1) {
-		if _, ok := Default().Spec(m[1]); !ok && !slices.Contains(Planned, m[1]) {
+		if _, ok := Default().Spec(m[1]); !ok && !slices.Contains(actions.Planned, m[1]) {
 			t.Errorf("docs/mqtt-api.md publishes to the unknown action %q", m[1])
 		}
 	}

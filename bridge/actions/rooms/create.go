@@ -1,8 +1,9 @@
-package actions
+package rooms
 
 import (
 	"context"
 	"fmt"
+	"github.com/matrix2mqtt/matrix2mqtt/bridge/actions"
 	"maps"
 	"slices"
 	"strings"
@@ -16,22 +17,17 @@ import (
 )
 
 // Create is the create_room action, in a family of its own: it needs the templates and the
-// store of room keys besides Matrix.
-var Create = []Spec{
-	{Name: "create_room", Help: "creates a room (from a template), invites people and raises moderators", New: func() Request { return &CreateRoom{} }},
+// store of room keys besides actions.Matrix.
+var Create = []actions.Spec{
+	{Name: "create_room", Help: "creates a room (from a template), invites people and raises moderators", New: func() actions.Request { return &CreateRoom{} }},
 }
 
 // ModeratorLevel is the power level a template's or request's moderators get.
 const ModeratorLevel = 50
 
-// KeyStore remembers the friendly names create_room gives, across restarts.
-type KeyStore interface {
-	SaveRoomKey(ctx context.Context, key string, roomID id.RoomID) error
-}
-
 // CreateRoom is the `create_room` action.
 type CreateRoom struct {
-	Common
+	actions.Common
 	// TemplateName names a template of ROOM_TEMPLATES_FILE; the request's fields override it.
 	TemplateName string `json:"template,omitempty"`
 	// Key is a friendly name for the new room, remembered across restarts.
@@ -47,7 +43,7 @@ type CreateResult struct {
 }
 
 // Validate checks the request's own fields; a template's are checked when the bridge starts.
-func (r *CreateRoom) Validate(t Targets) *wire.Error {
+func (r *CreateRoom) Validate(t actions.Targets) *wire.Error {
 	if err := r.Template.Check(); err != nil {
 		return wire.Errorf(wire.CodeInvalidRequest, "%v", err)
 	}
@@ -64,7 +60,7 @@ func (r *CreateRoom) Validate(t Targets) *wire.Error {
 
 // Run merges the template, creates the room with its invites and power levels, and remembers
 // its key.
-func (r *CreateRoom) Run(ctx context.Context, env *Env) (any, error) {
+func (r *CreateRoom) Run(ctx context.Context, env *actions.Env) (any, error) {
 	var tpl roomconf.Template
 	if r.TemplateName != "" {
 		var ok bool
@@ -103,7 +99,7 @@ func (r *CreateRoom) Run(ctx context.Context, env *Env) (any, error) {
 
 // request builds the homeserver request: invitees and moderators are invited, moderators get
 // ModeratorLevel unless power_levels names them, and the bot keeps 100.
-func (r *CreateRoom) request(spec roomconf.Template, env *Env) (*mautrix.ReqCreateRoom, *wire.Error) {
+func (r *CreateRoom) request(spec roomconf.Template, env *actions.Env) (*mautrix.ReqCreateRoom, *wire.Error) {
 	req := &mautrix.ReqCreateRoom{Preset: spec.Preset, RoomAliasName: spec.Alias, IsDirect: spec.IsDM != nil && *spec.IsDM}
 	if req.Preset == "" {
 		req.Preset = "private_chat"

@@ -1,8 +1,9 @@
-package actions
+package rooms
 
 import (
 	"context"
 	"encoding/json"
+	"github.com/matrix2mqtt/matrix2mqtt/bridge/actions"
 	"reflect"
 	"slices"
 	"strings"
@@ -14,9 +15,9 @@ import (
 )
 
 // Broadcasts is the broadcast action, in a family of its own.
-var Broadcasts = []Spec{
+var Broadcasts = []actions.Spec{
 	{Name: "broadcast", Help: "sends one message to many rooms (a list, a GROUPS name or \"*\"), one result per room",
-		New: func() Request { return &Broadcast{} }},
+		New: func() actions.Request { return &Broadcast{} }},
 }
 
 // BroadcastLane is the one lane of every broadcast: broadcasts keep their order among
@@ -76,7 +77,7 @@ func (b BroadcastTo) MarshalJSON() ([]byte, error) {
 
 // Broadcast is the `broadcast` action.
 type Broadcast struct {
-	Common
+	actions.Common
 	To       BroadcastTo `json:"to"`
 	Text     string      `json:"text,omitempty"`
 	Markdown string      `json:"markdown,omitempty"`
@@ -113,17 +114,17 @@ type broadcastProgress struct {
 func (r *Broadcast) Lane() string { return BroadcastLane }
 
 // Validate checks the targets (expanding a group) and the message.
-func (r *Broadcast) Validate(t Targets) *wire.Error {
+func (r *Broadcast) Validate(t actions.Targets) *wire.Error {
 	if _, err := r.targets(t); err != nil {
 		return err
 	}
-	body := &Send{Text: r.Text, Markdown: r.Markdown, HTML: r.HTML, MsgType: r.MsgType, Mentions: r.Mentions}
-	return body.validateMessage()
+	body := &actions.Send{Text: r.Text, Markdown: r.Markdown, HTML: r.HTML, MsgType: r.MsgType, Mentions: r.Mentions}
+	return body.ValidateMessage()
 }
 
 // targets expands `to`: a group's members, "*" (when BROADCAST_ALL allows it) or the targets
 // given, each checked and expanded, without repeats.
-func (r *Broadcast) targets(t Targets) ([]string, *wire.Error) {
+func (r *Broadcast) targets(t actions.Targets) ([]string, *wire.Error) {
 	list := r.To.List
 	if len(list) == 0 {
 		return nil, wire.Errorf(wire.CodeInvalidRequest, `field 'to' is required: a list of targets, a group name from GROUPS, or "*"`)
@@ -161,7 +162,7 @@ func (r *Broadcast) targets(t Targets) ([]string, *wire.Error) {
 // Deliver sends the message to each room not done yet, with a transaction ID per room, saving
 // each room's result before the next. A room that fails for good gets its error and the others
 // go on; one that may pass is tried again on the next attempt, after the others.
-func (r *Broadcast) Deliver(ctx context.Context, d *Delivery) (any, error) {
+func (r *Broadcast) Deliver(ctx context.Context, d *actions.Delivery) (any, error) {
 	var p broadcastProgress
 	ok, err := d.Progress.Load(&p)
 	if err != nil {
@@ -175,7 +176,7 @@ func (r *Broadcast) Deliver(ctx context.Context, d *Delivery) (any, error) {
 			return nil, err
 		}
 	}
-	content := (&Send{Text: r.Text, Markdown: r.Markdown, HTML: r.HTML, MsgType: r.MsgType, Mentions: r.Mentions}).content()
+	content := (&actions.Send{Text: r.Text, Markdown: r.Markdown, HTML: r.HTML, MsgType: r.MsgType, Mentions: r.Mentions}).Content()
 	var retry error
 	for i, target := range p.Targets {
 		if p.Results[i].done() {
@@ -183,7 +184,7 @@ func (r *Broadcast) Deliver(ctx context.Context, d *Delivery) (any, error) {
 		}
 		res, err := r.sendOne(ctx, d, target, content, d.StepTxnID(i))
 		if err != nil {
-			out := Classify(err)
+			out := actions.Classify(err)
 			if out.Retry {
 				retry = err
 				continue
@@ -210,7 +211,7 @@ func (r *Broadcast) Deliver(ctx context.Context, d *Delivery) (any, error) {
 }
 
 // start fixes the targets of a first attempt.
-func (r *Broadcast) start(ctx context.Context, d *Delivery) (broadcastProgress, error) {
+func (r *Broadcast) start(ctx context.Context, d *actions.Delivery) (broadcastProgress, error) {
 	targets, werr := r.targets(d.Targets)
 	if werr != nil {
 		return broadcastProgress{}, werr
@@ -233,14 +234,14 @@ func (r *Broadcast) start(ctx context.Context, d *Delivery) (broadcastProgress, 
 }
 
 // sendOne sends to one target; rooms of "*" go through ALLOWED_TARGETS here.
-func (r *Broadcast) sendOne(ctx context.Context, d *Delivery, target string, content any, txnID string) (BroadcastResult, error) {
+func (r *Broadcast) sendOne(ctx context.Context, d *actions.Delivery, target string, content any, txnID string) (BroadcastResult, error) {
 	res := BroadcastResult{To: target}
 	if strings.HasPrefix(target, "!") {
 		if _, werr := d.Targets.Check("to", target); werr != nil {
 			return res, werr
 		}
 	}
-	roomID, err := d.resolve(ctx, target)
+	roomID, err := d.Resolve(ctx, target)
 	if err != nil {
 		return res, err
 	}

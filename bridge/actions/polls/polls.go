@@ -1,11 +1,11 @@
-package actions
+package polls
 
 import (
 	"context"
 	"fmt"
+	"github.com/matrix2mqtt/matrix2mqtt/bridge/actions"
 	"slices"
 	"strings"
-	"time"
 
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
@@ -15,9 +15,9 @@ import (
 )
 
 // Polls are the poll actions.
-var Polls = []Spec{
-	{Name: "send_poll", Help: "starts a poll (MSC3381, as Element and Element X show it)", New: func() Request { return &SendPoll{} }},
-	{Name: "end_poll", Help: "ends a poll the bridge started and returns its tally", New: func() Request { return &EndPoll{} }},
+var Polls = []actions.Spec{
+	{Name: "send_poll", Help: "starts a poll (MSC3381, as Element and Element X show it)", New: func() actions.Request { return &SendPoll{} }},
+	{Name: "end_poll", Help: "ends a poll the bridge started and returns its tally", New: func() actions.Request { return &EndPoll{} }},
 }
 
 // Limits of polls.
@@ -33,18 +33,10 @@ const (
 	pollUndisclosed = "org.matrix.msc3381.poll.undisclosed"
 )
 
-// PollStore remembers the polls the bridge started and their votes.
-type PollStore interface {
-	SavePoll(ctx context.Context, p store.Poll) error
-	Poll(ctx context.Context, evtID id.EventID) (store.Poll, bool, error)
-	Votes(ctx context.Context, pollID id.EventID) (map[id.UserID][]string, error)
-	EndPoll(ctx context.Context, pollID id.EventID, at time.Time) error
-}
-
 // SendPoll is the `send_poll` action.
 type SendPoll struct {
-	Common
-	To
+	actions.Common
+	actions.To
 	Question      string   `json:"question"`
 	Answers       []string `json:"answers"`
 	MaxSelections int      `json:"max_selections,omitempty"`
@@ -53,8 +45,8 @@ type SendPoll struct {
 }
 
 // Validate checks the question and the answers.
-func (r *SendPoll) Validate(t Targets) *wire.Error {
-	if err := r.To.validate(t); err != nil {
+func (r *SendPoll) Validate(t actions.Targets) *wire.Error {
+	if err := r.To.Check(t); err != nil {
 		return err
 	}
 	if strings.TrimSpace(r.Question) == "" {
@@ -118,7 +110,7 @@ func (r *SendPoll) content(p store.Poll) *event.Content {
 }
 
 // Deliver starts the poll and remembers it for the tally.
-func (r *SendPoll) Deliver(ctx context.Context, d *Delivery) (any, error) {
+func (r *SendPoll) Deliver(ctx context.Context, d *actions.Delivery) (any, error) {
 	roomID, err := d.Room(ctx)
 	if err != nil {
 		return nil, err
@@ -132,26 +124,26 @@ func (r *SendPoll) Deliver(ctx context.Context, d *Delivery) (any, error) {
 	if err := d.Polls.SavePoll(ctx, p); err != nil {
 		return nil, err
 	}
-	return SendResult{EventID: evtID, RoomID: roomID}, nil
+	return actions.SendResult{EventID: evtID, RoomID: roomID}, nil
 }
 
 // EndPoll is the `end_poll` action.
 type EndPoll struct {
-	Common
-	To
+	actions.Common
+	actions.To
 	EventID id.EventID `json:"event_id"`
 }
 
 // Validate checks the poll's event ID.
-func (r *EndPoll) Validate(t Targets) *wire.Error {
-	if err := r.To.validate(t); err != nil {
+func (r *EndPoll) Validate(t actions.Targets) *wire.Error {
+	if err := r.To.Check(t); err != nil {
 		return err
 	}
-	return checkEventID("event_id", r.EventID, true)
+	return actions.CheckEventID("event_id", r.EventID, true)
 }
 
 // Deliver ends the poll: no vote after now counts; the end event says the result.
-func (r *EndPoll) Deliver(ctx context.Context, d *Delivery) (any, error) {
+func (r *EndPoll) Deliver(ctx context.Context, d *actions.Delivery) (any, error) {
 	roomID, err := d.Room(ctx)
 	if err != nil {
 		return nil, err

@@ -1,17 +1,22 @@
-package actions_test
+package polls_test
 
 import (
 	"fmt"
+	"github.com/matrix2mqtt/matrix2mqtt/bridge/actions/catalog"
+	"github.com/matrix2mqtt/matrix2mqtt/bridge/actions/polls"
+	"github.com/matrix2mqtt/matrix2mqtt/bridge/targets"
 	"strings"
 	"testing"
 	"time"
 
 	"maunium.net/go/mautrix/id"
 
-	"github.com/matrix2mqtt/matrix2mqtt/bridge/actions"
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/store"
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/wire"
 )
+
+// pollTargets has the friendly names the cases use.
+var pollTargets = targets.New(targets.Config{Names: targets.Names{"k": "!k:hs", "bob": "@bob:hs"}})
 
 func TestParsePolls(t *testing.T) {
 	answers := func(n int) string { return `["` + strings.TrimSuffix(strings.Repeat(`x","`, n), `","`) + `"]` }
@@ -33,7 +38,7 @@ func TestParsePolls(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := actions.Default().Parse(tc.action, "", []byte(tc.payload), optionTargets)
+			_, err := catalog.Default().Parse(tc.action, "", []byte(tc.payload), pollTargets)
 			if tc.code == "" {
 				if err != nil {
 					t.Fatalf("unexpected error: %v", err)
@@ -70,7 +75,7 @@ func TestTallyPoll(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			got := actions.TallyPoll(tc.poll, tc.votes)
+			got := polls.TallyPoll(tc.poll, tc.votes)
 			var votes []string
 			for _, a := range got.Answers {
 				votes = append(votes, fmt.Sprint(a.Votes))
@@ -81,7 +86,7 @@ func TestTallyPoll(t *testing.T) {
 		})
 	}
 	poll.EndedAt = time.Now()
-	if !actions.TallyPoll(poll, nil).Ended {
+	if !polls.TallyPoll(poll, nil).Ended {
 		t.Fatal("an ended poll is not shown ended")
 	}
 }

@@ -1,4 +1,4 @@
-package bridge
+package discovery
 
 import (
 	"context"
@@ -8,7 +8,6 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/matrix2mqtt/matrix2mqtt/discovery"
 	"github.com/matrix2mqtt/matrix2mqtt/mqtt"
 )
 
@@ -16,22 +15,22 @@ import (
 // sends a retained message right after it acknowledged the subscription.
 const readBackTimeout = 2 * time.Second
 
-// haClient is what discovery needs from MQTT: publishing, and the short subscription that
+// Client is what the announcer needs from MQTT: publishing, and the short subscription that
 // reads back the retained device config.
-type haClient interface {
+type Client interface {
 	Publish(ctx context.Context, topic string, retained bool, payload []byte) error
 	Subscribe(ctx context.Context, filter string, handle func(mqtt.Message)) error
 	Unsubscribe(ctx context.Context, filter string) error
 }
 
-// haDiscovery announces the bridge to Home Assistant: the device config after every MQTT
-// connect (removing the components that left the config, or everything when discovery was
-// turned off), and again after Home Assistant's birth message.
-type haDiscovery struct {
-	cfg    discovery.Config
-	device discovery.Bridge
+// Announcer announces the bridge to Home Assistant: the device config after every MQTT connect
+// (removing the components that left the config, or everything when discovery was turned off),
+// and again after Home Assistant's birth message.
+type Announcer struct {
+	cfg    Config
+	device Bridge
 	topic  string
-	mqtt   haClient
+	mqtt   Client
 	delay  func() time.Duration
 
 	mu sync.Mutex // one announcement at a time
@@ -42,42 +41,30 @@ type haDiscovery struct {
 	births chan struct{}
 }
 
-// birthDelay is the default wait before announcing again after Home Assistant's birth message,
-// so that bridges and devices do not all answer at once.
-func birthDelay() time.Duration {
+// randomBirthDelay is the default wait before announcing again after Home Assistant's birth
+// message, so that bridges and devices do not all answer at once.
+func randomBirthDelay() time.Duration {
 	return time.Second + rand.N(4*time.Second)
 }
 
-// newHADiscovery prepares the announcement of the bridge with its friendly names.
-func newHADiscovery(cfg Config, opts Options, names []string, client haClient) *haDiscovery {
-	device := discovery.Bridge{
-		Prefix:    cfg.Discovery.Prefix,
-		BaseTopic: cfg.MQTT.BaseTopic,
-		NodeID:    discovery.ObjectID(cfg.Matrix.UserID.String()),
-		Name:      "matrix2mqtt " + cfg.Matrix.UserID.String(),
-		Version:   opts.Version,
-		Targets:   names,
-		Rooms:     names,
+// NewAnnouncer prepares the announcement of device; birthDelay is the wait after Home
+// Assistant's birth message (nil: a random 1 to 5 seconds).
+func NewAnnouncer(cfg Config, device Bridge, client Client, birthDelay func() time.Duration) *Announcer {
+	if birthDelay == nil {
+		birthDelay = randomBirthDelay
 	}
-	if cfg.Commands.Enabled() {
-		device.Commands = cfg.Commands.Names
-	}
-	delay := opts.BirthDelay
-	if delay == nil {
-		delay = birthDelay
-	}
-	return &haDiscovery{
-		cfg:    cfg.Discovery,
+	return &Announcer{
+		cfg:    cfg,
 		device: device,
-		topic:  discovery.Topic(cfg.Discovery.Prefix, device.NodeID),
+		topic:  Topic(cfg.Prefix, device.NodeID),
 		mqtt:   client,
-		delay:  delay,
+		delay:  birthDelay,
 		births: make(chan struct{}, 1),
 	}
 }
 
 // onConfig takes the retained device config while it is read back.
-func (d *haDiscovery) onConfig(m mqtt.Message) {
+func (d *Announcer) onConfig(m mqtt.Message) {
 	m.Ack()
 	if !m.Retained {
 		return // the copy of an own publish
@@ -92,8 +79,8 @@ func (d *haDiscovery) onConfig(m mqtt.Message) {
 	}
 }
 
-// onStatus takes Home Assistant's status: a live "online" is its birth message.
-func (d *haDiscovery) onStatus(m mqtt.Message) {
+// OnStatus takes Home Assistant's status: a live "online" is its birth message.
+func (d *Announcer) OnStatus(m mqtt.Message) {
 	m.Ack()
 	// A retained status is old news: the bridge announced itself when it connected.
 	if d.cfg.Enabled && !m.Retained && string(m.Payload) == "online" {
@@ -104,10 +91,10 @@ func (d *haDiscovery) onStatus(m mqtt.Message) {
 	}
 }
 
-// announce runs after every MQTT connect. It reads back the retained device config, then
+// Announce runs after every MQTT connect. It reads back the retained device config, then
 // removes what left the config and publishes the current one; with discovery off it clears a
 // config left by an earlier run.
-func (d *haDiscovery) announce(ctx context.Context) {
+func (d *Announcer) Announce(ctx context.Context) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	log := zerolog.Ctx(ctx)
@@ -122,12 +109,12 @@ func (d *haDiscovery) announce(ctx context.Context) {
 		}
 		return
 	}
-	stale, err := discovery.Stale(d.device, previous)
+	stale, err := Stale(d.device, previous)
 	if err != nil {
 		log.Warn().Err(err).Msg("Failed to compare with the previous discovery config; publishing the current one")
 	}
 	if len(stale) > 0 {
-		topic, payload, err := discovery.Removal(d.device, stale)
+		topic, payload, err := Removal(d.device, stale)
 		if err != nil {
 			log.Error().Err(err).Msg("Failed to build the discovery removal")
 		} else {
@@ -140,7 +127,7 @@ func (d *haDiscovery) announce(ctx context.Context) {
 
 // readBack subscribes to the device config topic for as long as it takes the broker to hand
 // over the retained config, and returns it (nil when there is none).
-func (d *haDiscovery) readBack(ctx context.Context) ([]byte, error) {
+func (d *Announcer) readBack(ctx context.Context) ([]byte, error) {
 	ch := make(chan []byte, 1)
 	d.readMu.Lock()
 	d.reading = ch
@@ -168,9 +155,9 @@ func (d *haDiscovery) readBack(ctx context.Context) ([]byte, error) {
 	}
 }
 
-// run announces the device again after Home Assistant's birth message, following a short
+// Run announces the device again after Home Assistant's birth message, following a short
 // random delay; births during the delay are answered once.
-func (d *haDiscovery) run(ctx context.Context) {
+func (d *Announcer) Run(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
@@ -193,8 +180,8 @@ func (d *haDiscovery) run(ctx context.Context) {
 	}
 }
 
-func (d *haDiscovery) publishConfig(ctx context.Context) {
-	topic, payload, err := discovery.Payload(d.device)
+func (d *Announcer) publishConfig(ctx context.Context) {
+	topic, payload, err := Payload(d.device)
 	if err != nil {
 		zerolog.Ctx(ctx).Error().Err(err).Msg("Failed to build the discovery config")
 		return
@@ -202,7 +189,7 @@ func (d *haDiscovery) publishConfig(ctx context.Context) {
 	d.publish(ctx, topic, payload)
 }
 
-func (d *haDiscovery) publish(ctx context.Context, topic string, payload []byte) {
+func (d *Announcer) publish(ctx context.Context, topic string, payload []byte) {
 	if err := d.mqtt.Publish(ctx, topic, true, payload); err != nil {
 		zerolog.Ctx(ctx).Warn().Err(err).Str("topic", topic).Msg("Failed to publish discovery config")
 	}

@@ -1,7 +1,8 @@
-package actions
+package catalog
 
 import (
 	"encoding/json"
+	"github.com/matrix2mqtt/matrix2mqtt/bridge/actions"
 	"strings"
 	"testing"
 
@@ -38,7 +39,7 @@ func TestParse(t *testing.T) {
 		{"missing to", "send", "", `{"text":"a"}`, wire.CodeInvalidRequest, "'to'"},
 		{"no body", "send", "", `{"to":"k"}`, wire.CodeInvalidRequest, "exactly one"},
 		{"two bodies", "send", "", `{"to":"k","text":"a","markdown":"b"}`, wire.CodeInvalidRequest, "exactly one"},
-		{"too large", "send", "", `{"to":"k","text":"` + strings.Repeat("x", MaxBodyBytes+1) + `"}`, wire.CodeTooLarge, "60000"},
+		{"too large", "send", "", `{"to":"k","text":"` + strings.Repeat("x", actions.MaxBodyBytes+1) + `"}`, wire.CodeTooLarge, "60000"},
 		{"bad msgtype", "send", "", `{"to":"k","text":"a","msgtype":"image"}`, wire.CodeInvalidRequest, "'msgtype'"},
 		{"bad reply_to", "send", "", `{"to":"k","text":"a","reply_to":"nope"}`, wire.CodeInvalidRequest, "'reply_to'"},
 		{"edit and reply", "send", "", `{"to":"k","text":"a","edit":"$e","reply_to":"$r"}`, wire.CodeInvalidRequest, "'edit'"},
@@ -53,7 +54,7 @@ func TestParse(t *testing.T) {
 		{"location as string", "send_location", "", `{"to":"k","lat":"52.37","lon":4.89}`, wire.CodeInvalidRequest, "'lat' must be a number"},
 		{"location text field", "send_location", "", `{"to":"k","lat":1,"lon":2,"text":"x"}`, wire.CodeInvalidRequest, "'text'"},
 		{"location negative expiry", "send_location", "", `{"to":"k","lat":1,"lon":2,"expire_s":-5}`, wire.CodeInvalidRequest, "'expire_s'"},
-		{"location description too long", "send_location", "", `{"to":"k","lat":1,"lon":2,"description":"` + strings.Repeat("x", MaxBodyBytes/4+1) + `"}`, wire.CodeTooLarge, "15000"},
+		{"location description too long", "send_location", "", `{"to":"k","lat":1,"lon":2,"description":"` + strings.Repeat("x", actions.MaxBodyBytes/4+1) + `"}`, wire.CodeTooLarge, "15000"},
 		{"media data", "send_media", "", `{"to":"k","data":"aGk=","caption":"hi","kind":"file"}`, "", ""},
 		{"media unpadded base64", "send_media", "", `{"to":"k","data":"aGk"}`, "", ""},
 		{"media binary shortcut", "send_media", "k", "\xff\xd8\xff raw", "", ""},
@@ -163,7 +164,7 @@ func TestShortcutPlainTextIsText(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	send := req.(*Send)
+	send := req.(*actions.Send)
 	if send.To.To != "kitchen" || send.Lane() != "!kitchen:hs" || send.Text != "  Door open \n" {
 		t.Fatalf("got %+v", send)
 	}
@@ -255,7 +256,7 @@ func FuzzParse(f *testing.F) {
 		if err != nil && (err.Code == "" || err.Message == "") {
 			t.Fatalf("error without code or message: %+v", err)
 		}
-		if d, ok := req.(Durable); ok {
+		if d, ok := req.(actions.Durable); ok {
 			if _, jerr := json.Marshal(d); jerr != nil {
 				t.Fatalf("a valid durable request does not encode: %v", jerr)
 			}
@@ -273,8 +274,8 @@ func TestPublicActions(t *testing.T) {
 		if s.Help == "" || s.Internal {
 			t.Errorf("action %q: help %q internal %v", s.Name, s.Help, s.Internal)
 		}
-		if _, durable := s.New().(Durable); !durable {
-			if _, immediate := s.New().(Immediate); !immediate {
+		if _, durable := s.New().(actions.Durable); !durable {
+			if _, immediate := s.New().(actions.Immediate); !immediate {
 				t.Errorf("action %q is neither durable nor immediate", s.Name)
 			}
 		}

@@ -1,14 +1,13 @@
-package actions
+package catalog
 
 import (
-	"encoding/json"
 	"testing"
 
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/targets"
 )
 
 // Benchmarks of the request hot path: decoding and validating a request, and the message
-// content built for Matrix. Run: go test -tags goolm -run '^$' -bench . -benchmem ./bridge/...
+// content built for actions.Matrix. Run: go test -tags goolm -run '^$' -bench . -benchmem ./bridge/...
 
 var benchPayloads = []struct {
 	name, action, target string
@@ -32,25 +31,6 @@ func BenchmarkParse(b *testing.B) {
 			b.SetBytes(int64(len(payload)))
 			for b.Loop() {
 				_, _ = registry.Parse(p.action, p.target, payload, tg)
-			}
-		})
-	}
-}
-
-func BenchmarkMessageContent(b *testing.B) {
-	for _, c := range []struct {
-		name string
-		req  Send
-	}{
-		{"text", Send{Text: "Front door opened"}},
-		{"markdown", Send{Markdown: "**Door** open at *12:00*, see [log](https://example.org)"}},
-	} {
-		b.Run(c.name, func(b *testing.B) {
-			b.ReportAllocs()
-			for b.Loop() {
-				if _, err := json.Marshal(c.req.content()); err != nil {
-					b.Fatal(err)
-				}
 			}
 		})
 	}
