@@ -5,6 +5,7 @@ package bridge
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/actions/catalog"
@@ -18,6 +19,7 @@ import (
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/actions"
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/inbound"
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/intake"
+	"github.com/matrix2mqtt/matrix2mqtt/bridge/media"
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/metrics"
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/outbox"
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/stats"
@@ -117,6 +119,13 @@ func New(ctx context.Context, cfg Config, opts Options) (*Bridge, error) {
 	if err := b.learnRooms(); err != nil {
 		return nil, err
 	}
+	if env.Media, err = media.New(cfg.Media, cfg.DataDir); err != nil {
+		return nil, err
+	}
+	env.Publisher = b.mqtt
+	if err := pruneSpool(b.work, b.store, env.Media); err != nil {
+		return nil, err
+	}
 	b.outbox = outbox.New(outbox.Deps{
 		Store: b.store, Registry: registry, Env: env, Sync: b.matrix, Responder: respond,
 		Counters: b.stats, Clock: opts.Clock, MaxAge: cfg.OutboxMaxAge, Ready: b.ready,
@@ -127,7 +136,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*Bridge, error) {
 		Topics: b.topics, Registry: registry, Queue: b.outbox, Env: env, Responder: respond,
 		Stats: b.stats, Clock: opts.Clock, Ready: b.ready,
 		MaxPayloadBytes: cfg.MaxPayloadBytes, RequestTimeout: cfg.RequestTimeout,
-		Metrics: b.metrics,
+		MaxFileBytes: cfg.Media.MaxBytes, Metrics: b.metrics,
 	})
 	b.inbound = inbound.New(inbound.Deps{
 		Topics: b.topics, Pub: b.mqtt, Dedupe: b.store, Queue: b.outbox, Keys: b.targets, Stats: b.stats,
@@ -140,6 +149,9 @@ func New(ctx context.Context, cfg Config, opts Options) (*Bridge, error) {
 		},
 		Metrics: b.metrics,
 	})
+	if env.Media.Downloads() {
+		b.inbound.Holder = inbound.MediaDownloads{}
+	}
 	b.ha = discovery.NewAnnouncer(cfg.Discovery, haDevice(cfg, opts.Version, b.targets.Names()), b.mqtt, opts.BirthDelay)
 	b.listen()
 	ok = true
@@ -341,4 +353,17 @@ func (b *Bridge) roomUpgraded(ctx context.Context, oldRoom, newRoom id.RoomID) {
 		zerolog.Ctx(ctx).Error().Err(err).Msg("Failed to save room upgrade")
 	}
 	b.targets.Upgrade(oldRoom, newRoom)
+}
+
+// pruneSpool removes the spooled files of send_media requests that never reached the outbox.
+func pruneSpool(ctx context.Context, st *store.Store, m *media.Media) error {
+	rows, err := st.Pending(ctx)
+	if err != nil {
+		return err
+	}
+	requests := make([]json.RawMessage, len(rows))
+	for i, r := range rows {
+		requests[i] = r.Request
+	}
+	return m.PruneSpool(requests)
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/actions"
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/inbound"
+	"github.com/matrix2mqtt/matrix2mqtt/bridge/media"
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/roomconf"
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/store"
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/targets"
@@ -31,6 +32,7 @@ type Config struct {
 	Live      actions.LiveConfig
 	Targets   targets.Config
 	Rooms     roomconf.Config
+	Media     media.Config
 
 	DataDir         string        `env:"DATA_DIR" envDefault:"./data"`
 	DatabaseURL     string        `env:"DATABASE_URL"`
@@ -151,6 +153,9 @@ func (c Config) Validate() error {
 		return err
 	}
 	if err := c.Live.Validate(); err != nil {
+		return err
+	}
+	if err := c.Media.Validate(); err != nil {
 		return err
 	}
 	if c.MaxPayloadBytes < 1024 {

@@ -926,6 +926,57 @@ async function stop(args) {
 	return {};
 }
 
+// ---------------------------------------------------------------- attachments (encrypted media)
+
+const b64 = (buf) => Buffer.from(buf).toString("base64").replace(/=+$/, "");
+const unb64 = (s) => Buffer.from(s.replace(/-/g, "+").replace(/_/g, "/"), "base64");
+
+// downloadAttachment fetches an mxc through the authenticated media API, and, given `file`
+// (an EncryptedFile), checks its SHA-256 and decrypts it as Element does (AES-CTR, WebCrypto).
+async function downloadAttachment(args) {
+	const c = requireClient();
+	const mxc = args.file?.url ?? args.url;
+	if (!mxc?.startsWith("mxc://")) throw new Error("need file.url or url (mxc://)");
+	const [server, mediaId] = mxc.slice("mxc://".length).split("/");
+	const res = await fetch(`${c.baseUrl}/_matrix/client/v1/media/download/${server}/${mediaId}`, {
+		headers: { Authorization: `Bearer ${c.getAccessToken()}` },
+	});
+	if (!res.ok) throw new Error(`download ${mxc}: HTTP ${res.status}`);
+	let data = new Uint8Array(await res.arrayBuffer());
+	if (args.file) {
+		const f = args.file;
+		const hash = b64(await crypto.subtle.digest("SHA-256", data));
+		if (hash !== f.hashes?.sha256?.replace(/=+$/, "")) throw new Error(`hash mismatch: ${hash} != ${f.hashes?.sha256}`);
+		const key = await crypto.subtle.importKey("jwk", f.key, { name: "AES-CTR" }, false, ["encrypt", "decrypt"]);
+		data = new Uint8Array(await crypto.subtle.decrypt({ name: "AES-CTR", counter: unb64(f.iv), length: 64 }, key, data));
+	}
+	const sha256 = Buffer.from(await crypto.subtle.digest("SHA-256", data)).toString("hex");
+	return { sha256, size: data.length, data: Buffer.from(data).toString("base64") };
+}
+
+// uploadAttachment encrypts data (base64) as Element does and uploads it; it returns the
+// EncryptedFile for an event's `file`.
+async function uploadAttachment(args) {
+	need(args, "data");
+	const c = requireClient();
+	const plain = Buffer.from(args.data, "base64");
+	const key = await crypto.subtle.generateKey({ name: "AES-CTR", length: 256 }, true, ["encrypt", "decrypt"]);
+	const iv = new Uint8Array(16);
+	crypto.getRandomValues(iv.subarray(0, 8));
+	const cipher = new Uint8Array(await crypto.subtle.encrypt({ name: "AES-CTR", counter: iv, length: 64 }, key, plain));
+	const up = await c.uploadContent(cipher, { type: "application/octet-stream", includeFilename: false });
+	const jwk = await crypto.subtle.exportKey("jwk", key);
+	return {
+		file: {
+			url: up.content_uri,
+			key: { kty: "oct", alg: "A256CTR", ext: true, key_ops: ["encrypt", "decrypt"], k: jwk.k },
+			iv: b64(iv),
+			hashes: { sha256: b64(await crypto.subtle.digest("SHA-256", cipher)) },
+			v: "v2",
+		},
+	};
+}
+
 const commands = {
 	login,
 	bootstrap_cross_signing: bootstrapCrossSigning,
@@ -953,6 +1004,8 @@ const commands = {
 	logout,
 	stop,
 	ping: async () => ({ node: process.version }),
+	download_attachment: downloadAttachment,
+	upload_attachment: uploadAttachment,
 };
 
 // ---------------------------------------------------------------- main loop

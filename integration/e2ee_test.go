@@ -90,8 +90,18 @@ type e2eeSetup struct {
 
 func newE2EESetup(t *testing.T) *e2eeSetup {
 	t.Helper()
+	return newE2EESetupWith(t, nil)
+}
+
+// newE2EESetupWith is newE2EESetup with extra settings for the bridge.
+func newE2EESetupWith(t *testing.T, extra map[string]string) *e2eeSetup {
+	t.Helper()
 	httpAddr := freeAddr(t)
-	h := newHarness(t, map[string]string{"HTTP_LISTEN": httpAddr})
+	settings := map[string]string{"HTTP_LISTEN": httpAddr}
+	for k, v := range extra {
+		settings[k] = v
+	}
+	h := newHarness(t, settings)
 	alice := newJSUser(t, h.alice)
 	ctx := jsCtx(t)
 	if _, err := alice.BootstrapCrossSigning(ctx, h.alice.Password); err != nil {

@@ -196,3 +196,54 @@ func (b *lockedBuffer) String() string {
 	defer b.mu.Unlock()
 	return b.buf.String()
 }
+
+// TestNodeREDSendMediaBuffer runs configs/node-red/send-media-buffer.json in a real Node-RED:
+// a file POSTed to it is published as a Buffer to the binary shortcut and lands in the room
+// with the same bytes.
+func TestNodeREDSendMediaBuffer(t *testing.T) {
+	h := newHarness(t, nil)
+	room := h.sharedRoom(nil)
+	flow, err := os.ReadFile("../configs/node-red/send-media-buffer.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var nodes []map[string]any
+	if err := json.Unmarshal(flow, &nodes); err != nil {
+		t.Fatalf("the flow is not JSON: %v", err)
+	}
+	_, port, _ := net.SplitHostPort(env.MQTTAddr)
+	for _, n := range nodes {
+		switch n["type"] {
+		case "mqtt-broker":
+			n["broker"], n["port"] = "127.0.0.1", port
+		case "mqtt in":
+			n["topic"] = strings.Replace(n["topic"].(string), "matrix2mqtt/", h.base+"/", 1)
+		case "function":
+			n["func"] = strings.Replace(n["func"].(string), `const base = "matrix2mqtt";`, fmt.Sprintf("const base = %q;", h.base), 1)
+		}
+	}
+	patched, _ := json.Marshal(nodes)
+	flowFile := filepath.Join(t.TempDir(), "flows.json")
+	if err := os.WriteFile(flowFile, patched, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	base := startNodeRED(t, flowFile)
+
+	pic := testPNG(t, 120, 90)
+	resp, err := http.Post(base+"/matrix2mqtt/send_media/"+room.String(), "image/png", bytes.NewReader(pic))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("HTTP %d: %s", resp.StatusCode, body)
+	}
+	answer := h.rec.wait(30*time.Second, "send_media response", func(m message) bool {
+		return m.Topic == h.base+"/bridge/response/send_media"
+	}).json(t)
+	c := h.mediaEvent(t, room, h.ok(answer))
+	if c.MsgType != "m.image" || c.Info.Width != 120 || !bytes.Equal(h.alice.download(t, c.URL), pic) {
+		t.Fatalf("content = %+v", c)
+	}
+}

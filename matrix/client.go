@@ -22,6 +22,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/matrix2mqtt/matrix2mqtt/matrix/e2ee"
+	"github.com/matrix2mqtt/matrix2mqtt/matrix/media"
 	"github.com/matrix2mqtt/matrix2mqtt/matrix/statestore"
 )
 
@@ -88,6 +89,7 @@ type Client struct {
 	crypto       *e2ee.Crypto  // nil when E2EE is off
 	// e2eeBroken is why E2EE is enabled but not running (the identity is locked), or "".
 	e2eeBroken string
+	media      *media.Transfer
 
 	healthMu     sync.Mutex
 	healthy      bool
@@ -137,6 +139,7 @@ func New(ctx context.Context, cfg Config, db *dbutil.Database, opts Options) (*C
 		roomsChanged: make(chan struct{}, 1),
 	}
 	c.rooms = newRoomTracker(c)
+	c.media = media.New(cli)
 	cli.Syncer = c.syncer
 	c.syncer.OnEvent(cli.StateStoreSyncHandler)
 	c.syncer.OnEvent(c.onEvent)

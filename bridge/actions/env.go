@@ -6,12 +6,15 @@ import (
 	"time"
 
 	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/crypto/attachment"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/matrix2mqtt/matrix2mqtt/bridge/media"
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/roomconf"
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/wire"
 	"github.com/matrix2mqtt/matrix2mqtt/matrix"
+	mxmedia "github.com/matrix2mqtt/matrix2mqtt/matrix/media"
 )
 
 // Matrix is what actions need from the Matrix client.
@@ -36,6 +39,10 @@ type Matrix interface {
 	Members(ctx context.Context, roomID id.RoomID, membership event.Membership) ([]wire.Member, error)
 	CheckUser(ctx context.Context, user id.UserID) error
 	CreateRoom(ctx context.Context, req *mautrix.ReqCreateRoom, encrypted *bool) (id.RoomID, error)
+
+	// Media (media.go).
+	Upload(ctx context.Context, roomID id.RoomID, data []byte, mimetype, filename string) (mxmedia.Ref, error)
+	Download(ctx context.Context, uri id.ContentURIString, file *attachment.EncryptedFile, maxBytes int64) ([]byte, error)
 }
 
 // OutboxControl is what the outbox actions need from the outbox.
@@ -65,6 +72,15 @@ type Env struct {
 	Live LiveConfig
 	// Polls remembers the polls the bridge started and their votes.
 	Polls PollStore
+	// Media is where files come from; nil when not set up.
+	Media *media.Media
+	// Publisher publishes what internal actions deliver to MQTT (downloaded media messages).
+	Publisher Publisher
+}
+
+// Publisher publishes on MQTT and waits for the broker's acknowledgement.
+type Publisher interface {
+	Publish(ctx context.Context, topic string, retained bool, payload []byte) error
 }
 
 // Resolve turns an expanded target into a room ID (the room that replaced it, when it was

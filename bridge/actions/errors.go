@@ -10,6 +10,7 @@ import (
 
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/wire"
 	"github.com/matrix2mqtt/matrix2mqtt/matrix"
+	mxmedia "github.com/matrix2mqtt/matrix2mqtt/matrix/media"
 )
 
 // Outcome classifies a failed action: the error to answer, and whether it may pass (with the
@@ -31,6 +32,10 @@ func Classify(err error) Outcome {
 	case errors.Is(err, matrix.ErrUnknownTarget):
 		return Outcome{Err: &wire.Error{Code: wire.CodeUnknownTarget, Message: err.Error()}}
 	case errors.Is(err, matrix.ErrUnsupportedEvent):
+		return Outcome{Err: &wire.Error{Code: wire.CodeInvalidRequest, Message: err.Error()}}
+	case errors.Is(err, mxmedia.ErrTooLarge):
+		return Outcome{Err: &wire.Error{Code: wire.CodeTooLarge, Message: err.Error()}}
+	case errors.Is(err, mxmedia.ErrBadFile):
 		return Outcome{Err: &wire.Error{Code: wire.CodeInvalidRequest, Message: err.Error()}}
 	case errors.Is(err, matrix.ErrEncryptionUnavailable):
 		return Outcome{Err: &wire.Error{Code: wire.CodeNotAllowed, Message: err.Error()}}

@@ -31,8 +31,8 @@ var Messages = []Spec{
 // MaxBodyBytes keeps a message's text well inside Matrix's 64 KiB event limit.
 const MaxBodyBytes = 60000
 
-// maxDelayS bounds expire_s and redact_after_s: a year.
-const maxDelayS = 365 * 24 * 3600
+// MaxDelayS bounds expire_s and redact_after_s: a year.
+const MaxDelayS = 365 * 24 * 3600
 
 // Timing are the fields of durable messages that bound when they go out and how long they stay.
 type Timing struct {
@@ -43,7 +43,7 @@ type Timing struct {
 	RedactAfterS float64 `json:"redact_after_s,omitempty"`
 }
 
-func (t Timing) validate() *wire.Error {
+func (t Timing) Validate() *wire.Error {
 	if err := checkDelay("expire_s", t.ExpireS); err != nil {
 		return err
 	}
@@ -55,8 +55,8 @@ func checkDelay(field string, v float64) *wire.Error {
 	if v < 0 || math.IsNaN(v) {
 		return wire.Errorf(wire.CodeInvalidRequest, "field '%s' must not be negative", field)
 	}
-	if v > maxDelayS {
-		return wire.Errorf(wire.CodeInvalidRequest, "field '%s' must be at most %d (a year)", field, maxDelayS)
+	if v > MaxDelayS {
+		return wire.Errorf(wire.CodeInvalidRequest, "field '%s' must be at most %d (a year)", field, MaxDelayS)
 	}
 	return nil
 }
@@ -170,19 +170,14 @@ func (r *Send) ValidateMessage() *wire.Error {
 	if edit == EditLast {
 		edit = ""
 	}
-	if err := checkEventIDs([]eventField{{"reply_to", r.ReplyTo}, {"thread", r.Thread}, {"edit", edit}}); err != nil {
+	if err := CheckEventIDs([]EventField{{"reply_to", r.ReplyTo}, {"thread", r.Thread}, {"edit", edit}}); err != nil {
 		return err
 	}
 	if r.Edit != "" && (r.ReplyTo != "" || r.Thread != "") {
 		return wire.Errorf(wire.CodeInvalidRequest, "field 'edit' cannot be combined with 'reply_to' or 'thread': an edit keeps the original's relations")
 	}
-	for _, m := range r.Mentions {
-		if m == "@room" {
-			continue
-		}
-		if _, _, err := id.UserID(m).ParseAndValidateRelaxed(); err != nil || !strings.HasPrefix(m, "@") {
-			return wire.Errorf(wire.CodeInvalidRequest, "field 'mentions' must hold user IDs or \"@room\", not %q", m)
-		}
+	if err := CheckMentions(r.Mentions); err != nil {
+		return err
 	}
 	if len(r.Options) > 0 && (r.Edit != "" || r.Tag != "") {
 		return wire.Errorf(wire.CodeInvalidRequest, "field 'options' cannot be combined with 'edit' or 'tag'")
@@ -196,7 +191,7 @@ func (r *Send) ValidateMessage() *wire.Error {
 	if err := r.Schedule.validate(); err != nil {
 		return err
 	}
-	return r.Timing.validate()
+	return r.Timing.Validate()
 }
 
 // Deliver sends the message, and schedules its redaction when asked.
@@ -207,9 +202,9 @@ func (r *Send) Deliver(ctx context.Context, d *Delivery) (any, error) {
 	return r.sendLive(ctx, d)
 }
 
-// sendMessage sends an m.room.message to the delivery's room, and schedules its redaction
+// SendMessage sends an m.room.message to the delivery's room, and schedules its redaction
 // when asked.
-func (t Timing) sendMessage(ctx context.Context, d *Delivery, content any) (any, error) {
+func (t Timing) SendMessage(ctx context.Context, d *Delivery, content any) (any, error) {
 	roomID, err := d.Room(ctx)
 	if err != nil {
 		return nil, err
@@ -240,29 +235,48 @@ func (r *Send) Content() *event.MessageEventContent {
 	case "emote":
 		content.MsgType = event.MsgEmote
 	}
-	// m.mentions holds the pills in the text (found by the format package) and the explicit
-	// mentions; it is always present, so clients do not guess mentions from the body.
-	if content.Mentions == nil {
-		content.Mentions = &event.Mentions{}
-	}
-	for _, m := range r.Mentions {
-		if m == "@room" {
-			content.Mentions.Room = true
-		} else if !slices.Contains(content.Mentions.UserIDs, id.UserID(m)) {
-			content.Mentions.UserIDs = append(content.Mentions.UserIDs, id.UserID(m))
-		}
-	}
+	content.Mentions = WithMentions(content.Mentions, r.Mentions)
 	if r.Edit != "" && r.Edit != EditLast {
 		content.SetEdit(r.Edit)
 	} else if r.Edit == "" {
-		content.RelatesTo = replyOrThread(r.ReplyTo, r.Thread)
+		content.RelatesTo = ReplyOrThread(r.ReplyTo, r.Thread)
 	}
 	return &content
 }
 
-// replyOrThread relates a message to replyTo and/or puts it into the thread of root (with the
+// CheckMentions checks a `mentions` field: user IDs, or "@room".
+func CheckMentions(list []string) *wire.Error {
+	for _, m := range list {
+		if m == "@room" {
+			continue
+		}
+		if _, _, err := id.UserID(m).ParseAndValidateRelaxed(); err != nil || !strings.HasPrefix(m, "@") {
+			return wire.Errorf(wire.CodeInvalidRequest, "field 'mentions' must hold user IDs or \"@room\", not %q", m)
+		}
+	}
+	return nil
+}
+
+// WithMentions is the m.mentions of a message: the pills in the text (found by the format package)
+// and the explicit mentions. It is always present, so clients do not guess mentions from the
+// body.
+func WithMentions(found *event.Mentions, explicit []string) *event.Mentions {
+	if found == nil {
+		found = &event.Mentions{}
+	}
+	for _, m := range explicit {
+		if m == "@room" {
+			found.Room = true
+		} else if !slices.Contains(found.UserIDs, id.UserID(m)) {
+			found.UserIDs = append(found.UserIDs, id.UserID(m))
+		}
+	}
+	return found
+}
+
+// ReplyOrThread relates a message to replyTo and/or puts it into the thread of root (with the
 // reply fallback that clients without threads show); nil when both are empty.
-func replyOrThread(replyTo, root id.EventID) *event.RelatesTo {
+func ReplyOrThread(replyTo, root id.EventID) *event.RelatesTo {
 	switch {
 	case root != "":
 		rel := &event.RelatesTo{}
@@ -306,15 +320,15 @@ func (r *SendLocation) Validate(t Targets) *wire.Error {
 	if len(r.Description) > MaxBodyBytes/4 {
 		return wire.Errorf(wire.CodeTooLarge, "field 'description' is %d bytes; at most %d fit in a Matrix event", len(r.Description), MaxBodyBytes/4)
 	}
-	if err := checkEventIDs([]eventField{{"reply_to", r.ReplyTo}, {"thread", r.Thread}}); err != nil {
+	if err := CheckEventIDs([]EventField{{"reply_to", r.ReplyTo}, {"thread", r.Thread}}); err != nil {
 		return err
 	}
-	return r.Timing.validate()
+	return r.Timing.Validate()
 }
 
 // Deliver sends the pin, and schedules its redaction when asked.
 func (r *SendLocation) Deliver(ctx context.Context, d *Delivery) (any, error) {
-	return r.Timing.sendMessage(ctx, d, r.Content())
+	return r.Timing.SendMessage(ctx, d, r.Content())
 }
 
 // content is an m.location message as Element sends a pinned location: geo_uri for every
@@ -326,7 +340,7 @@ func (r *SendLocation) Content() *event.Content {
 		body = r.Description + " (" + geo + ")"
 	}
 	msg := &event.MessageEventContent{MsgType: event.MsgLocation, Body: body, GeoURI: geo,
-		Mentions: &event.Mentions{}, RelatesTo: replyOrThread(r.ReplyTo, r.Thread)}
+		Mentions: &event.Mentions{}, RelatesTo: ReplyOrThread(r.ReplyTo, r.Thread)}
 	location := map[string]any{"uri": geo}
 	if r.Description != "" {
 		location["description"] = r.Description
@@ -463,16 +477,16 @@ func (r *ReadReceipt) Run(ctx context.Context, env *Env) (any, error) {
 	return RoomResult{RoomID: roomID}, env.Matrix.ReadReceipt(ctx, roomID, r.EventID)
 }
 
-// eventField is an optional event ID field and its value.
-type eventField struct {
-	name  string
-	value id.EventID
+// EventField is an optional event ID field and its value.
+type EventField struct {
+	Name  string
+	Value id.EventID
 }
 
-// checkEventIDs checks optional event ID fields.
-func checkEventIDs(fields []eventField) *wire.Error {
+// CheckEventIDs checks optional event ID fields.
+func CheckEventIDs(fields []EventField) *wire.Error {
 	for _, f := range fields {
-		if err := CheckEventID(f.name, f.value, false); err != nil {
+		if err := CheckEventID(f.Name, f.Value, false); err != nil {
 			return err
 		}
 	}

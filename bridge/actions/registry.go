@@ -73,6 +73,9 @@ type Spec struct {
 	Scheduled bool
 	// Local actions need no Matrix login.
 	Local bool
+	// LargePayload actions carry a file: their payload may be as large as MEDIA_MAX_BYTES
+	// allows (base64 included) instead of MAX_PAYLOAD_BYTES.
+	LargePayload bool
 	// Shortcut, when set, takes `<base>/<name>/<target>`: it makes a request of the payload.
 	Shortcut func(target string, payload []byte) (Request, *wire.Error)
 }
@@ -104,9 +107,7 @@ func NewRegistry(families ...[]Spec) *Registry {
 }
 
 // Planned are actions of the design's contract not built yet: a request for one is told so.
-var Planned = []string{
-	"send_media",
-}
+var Planned = []string{}
 
 // Spec returns the spec of action.
 func (r *Registry) Spec(action string) (Spec, bool) {
@@ -182,6 +183,17 @@ func (r *Registry) Stored(action string, raw json.RawMessage) (Durable, error) {
 		return nil, fmt.Errorf("failed to decode stored %s request: %w", action, err)
 	}
 	return req, nil
+}
+
+// Preparer is a durable request with work to do after Validate and before it is committed,
+// such as keeping the file it carries.
+type Preparer interface {
+	Prepare(env *Env) *wire.Error
+}
+
+// Finisher is a durable request that cleans up once it was answered and left the outbox.
+type Finisher interface {
+	Finished(env *Env) error
 }
 
 // isJSONObject tells a JSON object payload from plain text.

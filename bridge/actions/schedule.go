@@ -50,7 +50,7 @@ func (s Schedule) Due(received time.Time) (time.Time, *wire.Error) {
 	if at.Before(received.Add(-PastTolerance)) {
 		return time.Time{}, wire.Errorf(wire.CodeInvalidRequest, "field 'at' (%s) is %s in the past", s.At, received.Sub(at).Round(time.Second))
 	}
-	if at.After(received.Add(maxDelayS * time.Second)) {
+	if at.After(received.Add(MaxDelayS * time.Second)) {
 		return time.Time{}, wire.Errorf(wire.CodeInvalidRequest, "field 'at' (%s) is more than a year ahead", s.At)
 	}
 	return at, nil

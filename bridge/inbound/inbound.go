@@ -33,6 +33,8 @@ type Dedupe interface {
 // Queue commits durable work to the outbox.
 type Queue interface {
 	Enqueue(ctx context.Context, jobs ...outbox.Job) error
+	// Seen tells whether work with this key was queued before (held events carry one).
+	Seen(ctx context.Context, key string) (bool, error)
 }
 
 // Keys gives each room its topic key.
@@ -67,6 +69,12 @@ func (o *Output) Topics() wire.Topics { return o.topics }
 // the sync token is saved.
 func (o *Output) Queue(j outbox.Job) { o.jobs = append(o.jobs, j) }
 
+// Holder takes over the publishing of some events (a media message, published once its file
+// was downloaded): it returns the durable work that will publish the event.
+type Holder interface {
+	Hold(ev matrix.Event, topic string) (outbox.Job, bool)
+}
+
 // Deps are what Inbound works with.
 type Deps struct {
 	Topics  wire.Topics
@@ -78,6 +86,8 @@ type Deps struct {
 	Filters []Filter
 	// Metrics counts the events and notices published (nil counts nothing).
 	Metrics *metrics.Metrics
+	// Holder, when set, may hold events back from the immediate publish.
+	Holder Holder
 }
 
 // Inbound hands sync batches to MQTT; it is the Matrix client's Handler.
@@ -110,6 +120,7 @@ func (in *Inbound) HandleSync(ctx context.Context, batch *matrix.Batch) error {
 	}}
 	published := 0
 	kinds := map[wire.Kind]int{}
+	var held []outbox.Job // events published later by durable work
 	for _, ev := range batch.Events {
 		if !fresh[ev.ID] {
 			log.Debug().Stringer("event_id", ev.ID).Msg("Skipping inbound event published before")
@@ -119,7 +130,9 @@ func (in *Inbound) HandleSync(ctx context.Context, batch *matrix.Batch) error {
 		kinds[ev.Kind]++
 		key := in.Keys.Key(ev.RoomID)
 		out.Command, out.Callback = nil, nil
-		if ev.Kind != "" {
+		if j, ok := in.hold(ev, key); ok {
+			held = append(held, j)
+		} else if ev.Kind != "" {
 			out.Publish(in.Topics.Room(key, ev.Kind), ev.Payload)
 		}
 		for _, f := range in.Filters {
@@ -139,6 +152,16 @@ func (in *Inbound) HandleSync(ctx context.Context, batch *matrix.Batch) error {
 	for _, wait := range waits {
 		if err := wait(ctx); err != nil {
 			return fmt.Errorf("failed to publish inbound events: %w", err)
+		}
+	}
+	if held, err = in.unqueued(ctx, held); err != nil {
+		return err
+	}
+	if len(held) > 0 {
+		// These events are published only by this work: without it they would be lost, so
+		// the batch is handed over again instead.
+		if err := in.Queue.Enqueue(ctx, held...); err != nil {
+			return fmt.Errorf("failed to queue inbound events: %w", err)
 		}
 	}
 	if len(out.jobs) > 0 {
@@ -161,6 +184,30 @@ func (in *Inbound) HandleSync(ctx context.Context, batch *matrix.Batch) error {
 		in.Metrics.Notice(n.Type)
 	}
 	return nil
+}
+
+// hold asks the Holder whether it publishes ev later.
+func (in *Inbound) hold(ev matrix.Event, key string) (outbox.Job, bool) {
+	if in.Holder == nil {
+		return outbox.Job{}, false
+	}
+	return in.Holder.Hold(ev, in.Topics.Room(key, ev.Kind))
+}
+
+// unqueued drops the held events whose work was queued already: by the same batch, handed
+// over again after a crash that came before it was marked published.
+func (in *Inbound) unqueued(ctx context.Context, jobs []outbox.Job) ([]outbox.Job, error) {
+	out := jobs[:0]
+	for _, j := range jobs {
+		seen, err := in.Queue.Seen(ctx, j.MQTTKey)
+		if err != nil {
+			return nil, fmt.Errorf("failed to queue inbound events: %w", err)
+		}
+		if !seen {
+			out = append(out, j)
+		}
+	}
+	return out, nil
 }
 
 // HandleNotice publishes a notice for the operator on `<base>/bridge/event`.

@@ -24,6 +24,7 @@ type recorder struct {
 	log       []string
 	published map[id.EventID]bool
 	failAcks  bool
+	keys      map[string]bool // keys of queued jobs
 }
 
 func (r *recorder) add(s string) {
@@ -67,6 +68,12 @@ func (r *recorder) MarkPublished(_ context.Context, ids []id.EventID) error {
 func (r *recorder) Enqueue(_ context.Context, jobs ...outbox.Job) error {
 	for _, j := range jobs {
 		r.add("queued " + j.Action)
+		r.mu.Lock()
+		if r.keys == nil {
+			r.keys = map[string]bool{}
+		}
+		r.keys[j.MQTTKey] = true
+		r.mu.Unlock()
 	}
 	return nil
 }

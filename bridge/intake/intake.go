@@ -5,6 +5,7 @@ package intake
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"sync"
@@ -66,7 +67,9 @@ type Deps struct {
 	// Ready is closed once Matrix is logged in; immediate actions that need Matrix wait for it.
 	Ready           <-chan struct{}
 	MaxPayloadBytes int
-	RequestTimeout  time.Duration
+	// MaxFileBytes is MEDIA_MAX_BYTES, the limit of actions with LargePayload.
+	MaxFileBytes   int64
+	RequestTimeout time.Duration
 	// Metrics counts the requests answered here (nil counts nothing).
 	Metrics *metrics.Metrics
 }
@@ -235,15 +238,21 @@ func (in *Intake) accept(ctx context.Context, m mqtt.Message, received time.Time
 		}
 		return nil
 	}
-	if len(m.Payload) > in.MaxPayloadBytes {
+	if limit, setting := in.payloadLimit(action, target); len(m.Payload) > limit {
 		in.reject(received, action, wire.RequestID(m.Payload), m, wire.Errorf(wire.CodeTooLarge,
-			"the payload is %d bytes; MAX_PAYLOAD_BYTES is %d", len(m.Payload), in.MaxPayloadBytes))
+			"the payload is %d bytes; %s allows %d", len(m.Payload), setting, limit))
 		return nil
 	}
 	req, err := in.Registry.Parse(action, target, m.Payload, in.Env.Targets)
 	if err != nil {
 		in.reject(received, action, wire.RequestID(m.Payload), m, err)
 		return nil
+	}
+	if p, ok := req.(actions.Preparer); ok {
+		if err := p.Prepare(&in.Env); err != nil {
+			in.reject(received, action, req.RequestID(), m, err)
+			return nil
+		}
 	}
 	switch r := req.(type) {
 	case actions.Durable:
@@ -364,6 +373,20 @@ func (in *Intake) decodeKept(id string, response json.RawMessage) (any, *wire.Er
 		return nil, kept.Error
 	}
 	return kept.Data, kept.Error
+}
+
+// payloadLimit is the largest payload action takes, and the setting that says so: a file as
+// large as MEDIA_MAX_BYTES for actions that carry one (base64 in a JSON request), else
+// MAX_PAYLOAD_BYTES.
+func (in *Intake) payloadLimit(action, target string) (int, string) {
+	spec, _ := in.Registry.Spec(action)
+	if !spec.LargePayload || in.MaxFileBytes == 0 {
+		return in.MaxPayloadBytes, "MAX_PAYLOAD_BYTES"
+	}
+	if target != "" {
+		return int(in.MaxFileBytes), "MEDIA_MAX_BYTES"
+	}
+	return int(base64.StdEncoding.EncodedLen(int(in.MaxFileBytes))) + in.MaxPayloadBytes, "MEDIA_MAX_BYTES (in base64, with MAX_PAYLOAD_BYTES for the other fields)"
 }
 
 // alreadyCommitted reports whether a redelivered message was taken already: the bridge

@@ -275,7 +275,25 @@ func (o *Outbox) finish(ctx context.Context, e *Entry, requestID string, data an
 	delete(o.live, e.ID)
 	o.liveMu.Unlock()
 	o.Metrics.Delivered(e.Action, deliveryResult(err))
+	o.cleanUp(e)
 	o.Start(next)
+}
+
+// cleanUp lets a request that keeps something outside its row (a spooled file) clean up.
+func (o *Outbox) cleanUp(e *Entry) {
+	if e.spec.New == nil {
+		return
+	}
+	if _, ok := e.spec.New().(actions.Finisher); !ok {
+		return
+	}
+	req, err := o.Registry.Stored(e.Action, e.Request)
+	if err != nil {
+		return
+	}
+	if err := req.(actions.Finisher).Finished(&o.Env); err != nil {
+		o.log.Warn().Err(err).Int64("outbox_id", e.ID).Msg("Failed to clean up after a request")
+	}
 }
 
 // storedRequestID reads the "id" of a stored request that does not decode as its action's.

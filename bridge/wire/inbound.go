@@ -1,6 +1,7 @@
 package wire
 
 import (
+	"maunium.net/go/mautrix/crypto/attachment"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 )
@@ -30,6 +31,10 @@ type Media struct {
 	Width     int                 `json:"width,omitempty"`
 	Height    int                 `json:"height,omitempty"`
 	Encrypted bool                `json:"encrypted"`
+	// Path is where MEDIA_DOWNLOAD_DIR holds the downloaded (and decrypted) file.
+	Path string `json:"path,omitempty"`
+	// File is the key and hash of an encrypted file; never published.
+	File *attachment.EncryptedFile `json:"-"`
 }
 
 // Message is the payload of `<base>/room/<key>/message`: an m.room.message (or its edit).

@@ -192,6 +192,31 @@ func (c *Client) Redact(ctx context.Context, roomID, eventID, reason string) (st
 	return res.EventID, err
 }
 
+// Attachment is a downloaded file: its SHA-256 (hex), size and bytes.
+type Attachment struct {
+	SHA256 string `json:"sha256"`
+	Size   int    `json:"size"`
+	Data   []byte `json:"data"`
+}
+
+// DownloadAttachment downloads an mxc through the authenticated media API; given file (an
+// event's `file`), it checks the ciphertext's hash and decrypts it as Element does.
+func (c *Client) DownloadAttachment(ctx context.Context, url string, file map[string]any) (*Attachment, error) {
+	var res Attachment
+	err := c.Call(ctx, "download_attachment", map[string]any{"url": url, "file": file}, &res)
+	return &res, err
+}
+
+// UploadAttachment encrypts data as Element does, uploads it, and returns the `file` of an
+// encrypted media event.
+func (c *Client) UploadAttachment(ctx context.Context, data []byte) (map[string]any, error) {
+	var res struct {
+		File map[string]any `json:"file"`
+	}
+	err := c.Call(ctx, "upload_attachment", map[string]any{"data": data}, &res)
+	return res.File, err
+}
+
 // EventFilter selects the event that WaitEvent waits for; every set field must match.
 // Events seen before the call count too.
 type EventFilter struct {

@@ -105,6 +105,8 @@ func mediaOf(content *event.MessageEventContent) *wire.Media {
 	if content.File != nil {
 		m.MXC = content.File.URL
 		m.Encrypted = true
+		file := content.File.EncryptedFile
+		m.File = &file
 	}
 	if info := content.Info; info != nil {
 		m.Mimetype, m.Size, m.Width, m.Height = info.MimeType, info.Size, info.Width, info.Height

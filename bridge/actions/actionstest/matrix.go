@@ -3,6 +3,7 @@ package actionstest
 
 import (
 	"context"
+	"fmt"
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/wire"
 	"sync"
 	"time"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/actions"
 	"github.com/matrix2mqtt/matrix2mqtt/matrix"
+	mxmedia "github.com/matrix2mqtt/matrix2mqtt/matrix/media"
 )
 
 // Matrix plays the homeserver and the sync loop: each send or redaction takes the next
@@ -41,6 +43,8 @@ type Matrix struct {
 	Admin       Admin
 	// MemberList are the joined members that Members returns.
 	MemberList []id.UserID
+	// Uploads holds the uploaded files, in order; the mxc of the n-th is mxc://fake/n.
+	Uploads [][]byte
 }
 
 func (f *Matrix) next() error {
@@ -98,6 +102,17 @@ func (f *Matrix) Send(_ context.Context, _ id.RoomID, _ event.Type, content any,
 	f.Sent = append(f.Sent, txnID)
 	f.Contents = append(f.Contents, content)
 	return id.EventID("$" + txnID), nil
+}
+
+// Upload records the file.
+func (f *Matrix) Upload(_ context.Context, _ id.RoomID, data []byte, _, _ string) (mxmedia.Ref, error) {
+	if err := f.next(); err != nil {
+		return mxmedia.Ref{}, err
+	}
+	f.Mu.Lock()
+	defer f.Mu.Unlock()
+	f.Uploads = append(f.Uploads, data)
+	return mxmedia.Ref{URL: id.ContentURIString(fmt.Sprintf("mxc://fake/%d", len(f.Uploads)-1))}, nil
 }
 
 // Redact records the redaction.

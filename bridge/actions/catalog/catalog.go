@@ -5,6 +5,7 @@ import (
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/actions"
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/actions/polls"
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/actions/rooms"
+	"github.com/matrix2mqtt/matrix2mqtt/bridge/actions/sendmedia"
 )
 
 // Default is the registry of every action the bridge has.
@@ -13,5 +14,6 @@ func Default() *actions.Registry {
 		actions.Messages, actions.LiveMessages, actions.Lookups, actions.Outbox, actions.Internal,
 		rooms.Rooms, rooms.Admin, rooms.Create, rooms.Broadcasts,
 		polls.Polls,
+		sendmedia.Media,
 	).WithPlanned(actions.Planned...)
 }

@@ -55,7 +55,21 @@ func TestParse(t *testing.T) {
 		{"location text field", "send_location", "", `{"to":"k","lat":1,"lon":2,"text":"x"}`, wire.CodeInvalidRequest, "'text'"},
 		{"location negative expiry", "send_location", "", `{"to":"k","lat":1,"lon":2,"expire_s":-5}`, wire.CodeInvalidRequest, "'expire_s'"},
 		{"location description too long", "send_location", "", `{"to":"k","lat":1,"lon":2,"description":"` + strings.Repeat("x", actions.MaxBodyBytes/4+1) + `"}`, wire.CodeTooLarge, "15000"},
-		{"planned action", "send_media", "", `{"to":"k"}`, wire.CodeUnknownAction, "planned"},
+		{"media data", "send_media", "", `{"to":"k","data":"aGk=","caption":"hi","kind":"file"}`, "", ""},
+		{"media unpadded base64", "send_media", "", `{"to":"k","data":"aGk"}`, "", ""},
+		{"media binary shortcut", "send_media", "k", "\xff\xd8\xff raw", "", ""},
+		{"media empty shortcut", "send_media", "k", "", wire.CodeInvalidRequest, "empty"},
+		{"media no source", "send_media", "", `{"to":"k"}`, wire.CodeInvalidRequest, "exactly one"},
+		{"media two sources", "send_media", "", `{"to":"k","data":"aGk=","url":"http://x/"}`, wire.CodeInvalidRequest, "exactly one"},
+		{"media broken base64", "send_media", "", `{"to":"k","data":"***"}`, wire.CodeInvalidRequest, "base64"},
+		{"media bad mxc", "send_media", "", `{"to":"k","mxc":"http://x/y"}`, wire.CodeInvalidRequest, "'mxc'"},
+		{"media unknown kind", "send_media", "", `{"to":"k","data":"aGk=","kind":"hologram"}`, wire.CodeInvalidRequest, "'kind'"},
+		{"media bad mimetype", "send_media", "", `{"to":"k","data":"aGk=","mimetype":"jpeg"}`, wire.CodeInvalidRequest, "'mimetype'"},
+		{"media filename with directory", "send_media", "", `{"to":"k","data":"aGk=","filename":"../x.jpg"}`, wire.CodeInvalidRequest, "'filename'"},
+		{"media two captions", "send_media", "", `{"to":"k","data":"aGk=","caption":"a","caption_html":"b"}`, wire.CodeInvalidRequest, "at most one"},
+		{"media spooled from outside", "send_media", "", `{"to":"k","data":"aGk=","spooled":"0123456789abcdef01234567"}`, wire.CodeInvalidRequest, "'spooled'"},
+		{"media bad waveform", "send_media", "", `{"to":"k","data":"aGk=","kind":"voice","waveform":[2000]}`, wire.CodeInvalidRequest, "'waveform'"},
+		{"media bad mention", "send_media", "", `{"to":"k","data":"aGk=","mentions":["bob"]}`, wire.CodeInvalidRequest, "'mentions'"},
 		{"react", "react", "", `{"to":"k","event_id":"$e","key":"👍"}`, "", ""},
 		{"react no key", "react", "", `{"to":"k","event_id":"$e"}`, wire.CodeInvalidRequest, "'key'"},
 		{"redact bad id", "redact", "", `{"to":"k","event_id":"e"}`, wire.CodeInvalidRequest, "'event_id'"},
@@ -298,7 +312,7 @@ func TestPublicActions(t *testing.T) {
 			}
 		}
 	}
-	if got := strings.Join(Default().Shortcuts(), ","); got != "send" {
+	if got := strings.Join(Default().Shortcuts(), ","); got != "send,send_media" {
 		t.Errorf("shortcuts = %s", got)
 	}
 }

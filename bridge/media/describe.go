@@ -1,0 +1,173 @@
+package media
+
+import (
+	"bytes"
+	"image"
+	"image/jpeg"
+	"mime"
+	"net/http"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	// Decoders for image.DecodeConfig and image.Decode.
+	_ "image/gif"
+	_ "image/png"
+
+	"github.com/buckket/go-blurhash"
+	"golang.org/x/image/draw"
+	_ "golang.org/x/image/webp"
+
+	"github.com/matrix2mqtt/matrix2mqtt/bridge/wire"
+)
+
+// maxPixels bounds the images that are decoded for a thumbnail (a decompression bomb would
+// take gigabytes).
+const maxPixels = 64 << 20
+
+// blurhashPx is the size of the image the blurhash is computed from.
+const blurhashPx = 64
+
+// Kinds are the values of `kind`.
+var Kinds = []string{"image", "video", "audio", "voice", "file"}
+
+// File is what a message says about its file.
+type File struct {
+	Kind     string
+	Mimetype string
+	Filename string
+	Size     int
+	Width    int
+	Height   int
+	Blurhash string
+	// Thumbnail is a JPEG of an image larger than MEDIA_THUMBNAIL_PX, nil otherwise.
+	Thumbnail       []byte
+	ThumbnailWidth  int
+	ThumbnailHeight int
+}
+
+// Describe finds out what data is: its mimetype (given, else sniffed, else from the filename's
+// extension), its kind (given, else from the mimetype), a filename with the right extension,
+// and for images the dimensions, a blurhash and a thumbnail when larger than thumbPx.
+func Describe(data []byte, kind, mimetype, filename string, thumbPx int) (File, *wire.Error) {
+	f := File{Kind: kind, Mimetype: mimetype, Size: len(data)}
+	if f.Mimetype == "" {
+		f.Mimetype = sniff(data, filename)
+	}
+	if f.Kind == "" {
+		f.Kind = kindOf(f.Mimetype)
+	}
+	if !slices.Contains(Kinds, f.Kind) {
+		return f, wire.Errorf(wire.CodeInvalidRequest, "field 'kind' must be one of %s, not %q", strings.Join(Kinds, ", "), f.Kind)
+	}
+	if (f.Kind == "audio" || f.Kind == "voice") && f.Mimetype == "application/ogg" {
+		f.Mimetype = "audio/ogg" // what the sniffer calls any Ogg; clients play audio/ogg
+	}
+	f.Filename = nameWithExtension(filename, f.Kind, f.Mimetype)
+	if f.Kind == "image" {
+		describeImage(&f, data, thumbPx)
+	}
+	return f, nil
+}
+
+// sniff finds the mimetype from the content (the WHATWG algorithm of net/http), and from the
+// filename's extension when the content says nothing specific.
+func sniff(data []byte, filename string) string {
+	sniffed, _, _ := strings.Cut(http.DetectContentType(data), ";")
+	if sniffed != "application/octet-stream" && sniffed != "text/plain" {
+		return sniffed
+	}
+	if byExt, _, _ := strings.Cut(mime.TypeByExtension(filepath.Ext(filename)), ";"); byExt != "" {
+		return byExt
+	}
+	if sniffed == "text/plain" {
+		return "text/plain"
+	}
+	return "application/octet-stream"
+}
+
+func kindOf(mimetype string) string {
+	major, _, _ := strings.Cut(mimetype, "/")
+	switch major {
+	case "image", "video", "audio":
+		return major
+	}
+	return "file"
+}
+
+// nameWithExtension keeps a given filename that has an extension, adds the mimetype's extension
+// to one without, and makes one from the kind when none is given.
+func nameWithExtension(filename, kind, mimetype string) string {
+	filename = filepath.Base(strings.ReplaceAll(filename, "\\", "/"))
+	if filename == "." || filename == "/" {
+		filename = ""
+	}
+	if filename != "" && filepath.Ext(filename) != "" {
+		return filename
+	}
+	if filename == "" {
+		filename = kind
+	}
+	return filename + extension(mimetype)
+}
+
+// extension is the usual extension of mimetype ("" when it has none).
+func extension(mimetype string) string {
+	exts, _ := mime.ExtensionsByType(mimetype)
+	for _, common := range []string{".jpg", ".png", ".gif", ".webp", ".mp4", ".ogg", ".mp3", ".pdf", ".txt"} {
+		if slices.Contains(exts, common) {
+			return common
+		}
+	}
+	if len(exts) > 0 {
+		return exts[0]
+	}
+	return ""
+}
+
+// describeImage fills the dimensions, and when it can decode the image, the blurhash and the
+// thumbnail. An image it cannot decode is still sent, without them.
+func describeImage(f *File, data []byte, thumbPx int) {
+	cfg, _, err := image.DecodeConfig(bytes.NewReader(data))
+	if err != nil {
+		return
+	}
+	f.Width, f.Height = cfg.Width, cfg.Height
+	if cfg.Width*cfg.Height > maxPixels || cfg.Width == 0 || cfg.Height == 0 {
+		return
+	}
+	img, _, err := image.Decode(bytes.NewReader(data))
+	if err != nil {
+		return
+	}
+	if hash, err := blurhash.Encode(4, 3, scale(img, blurhashPx)); err == nil {
+		f.Blurhash = hash
+	}
+	if cfg.Width <= thumbPx && cfg.Height <= thumbPx {
+		return
+	}
+	thumb := scale(img, thumbPx)
+	var buf bytes.Buffer
+	if err := jpeg.Encode(&buf, thumb, &jpeg.Options{Quality: 80}); err != nil {
+		return
+	}
+	f.Thumbnail = buf.Bytes()
+	f.ThumbnailWidth, f.ThumbnailHeight = thumb.Bounds().Dx(), thumb.Bounds().Dy()
+}
+
+// scale fits img into px×px, keeping its aspect ratio.
+func scale(img image.Image, px int) image.Image {
+	b := img.Bounds()
+	w, h := b.Dx(), b.Dy()
+	if w <= px && h <= px {
+		return img
+	}
+	if w >= h {
+		w, h = px, max(1, h*px/w)
+	} else {
+		w, h = max(1, w*px/h), px
+	}
+	dst := image.NewRGBA(image.Rect(0, 0, w, h))
+	draw.CatmullRom.Scale(dst, dst.Bounds(), img, b, draw.Src, nil)
+	return dst
+}

@@ -1,0 +1,559 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"database/sql"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"image"
+	"image/color"
+	"image/png"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/matrix2mqtt/matrix2mqtt/internal/jsclient"
+)
+
+// testPNG draws a w×h PNG (a gradient, so that it does not compress to nothing).
+func testPNG(t *testing.T, w, h int) []byte {
+	t.Helper()
+	img := image.NewRGBA(image.Rect(0, 0, w, h))
+	for y := range h {
+		for x := range w {
+			img.Set(x, y, color.RGBA{uint8(x), uint8(y), uint8(x + y), 255})
+		}
+	}
+	var buf bytes.Buffer
+	if err := png.Encode(&buf, img); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// mediaEvent fetches a media message as alice sees it.
+func (h *harness) mediaEvent(t *testing.T, room id.RoomID, data map[string]any) *event.MessageEventContent {
+	t.Helper()
+	return h.alice.event(t, room, id.EventID(data["event_id"].(string))).Content.AsMessage()
+}
+
+// download fetches an mxc as alice.
+func (u *user) download(t *testing.T, uri id.ContentURIString) []byte {
+	t.Helper()
+	parsed, err := uri.Parse()
+	if err != nil {
+		t.Fatalf("bad mxc %q: %v", uri, err)
+	}
+	data, err := u.cli.DownloadBytes(context.Background(), parsed)
+	if err != nil {
+		t.Fatalf("download %s: %v", uri, err)
+	}
+	return data
+}
+
+// uploadsBy counts the files user uploaded, from the homeserver's media database.
+func uploadsBy(t *testing.T, user id.UserID) int {
+	t.Helper()
+	db, err := sql.Open("sqlite3", "file:"+filepath.Join(env.Dir, "dendrite", "mediaapi.db")+"?mode=ro")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var n int
+	if err := db.QueryRow("SELECT COUNT(*) FROM mediaapi_media_repository WHERE user_id = $1", user).Scan(&n); err != nil {
+		t.Fatalf("failed to count uploads: %v", err)
+	}
+	return n
+}
+
+// mediaServer serves files on 127.0.0.1, with /slow answering late and /redirect?to= redirecting.
+func mediaServer(t *testing.T, files map[string][]byte, wantAuth string) *httptest.Server {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case r.URL.Path == "/slow":
+			time.Sleep(3 * time.Second)
+		case strings.HasPrefix(r.URL.Path, "/redirect"):
+			http.Redirect(w, r, r.URL.Query().Get("to"), http.StatusFound)
+			return
+		}
+		if wantAuth != "" && r.Header.Get("Authorization") != wantAuth {
+			http.Error(w, "unauthorized", http.StatusUnauthorized)
+			return
+		}
+		data, ok := files[r.URL.Path]
+		if !ok {
+			http.NotFound(w, r)
+			return
+		}
+		_, _ = w.Write(data)
+	}))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+// TestSendMediaSources: each source lands in the room with its bytes and Element X's integer
+// info; a large image gets a thumbnail that is a smaller image.
+func TestSendMediaSources(t *testing.T) {
+	dir := t.TempDir()
+	small := testPNG(t, 64, 48)
+	big := testPNG(t, 1200, 900)
+	if err := os.WriteFile(filepath.Join(dir, "snap.png"), small, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cam := mediaServer(t, map[string][]byte{"/api/camera_proxy/camera.door": big}, "Bearer ha-token")
+	camHost := strings.TrimPrefix(cam.URL, "http://")
+	h := newHarness(t, map[string]string{
+		"MEDIA_DIRS":         dir,
+		"MEDIA_HOSTS":        camHost,
+		"MEDIA_HEADERS":      camHost + "=Authorization: Bearer ha-token",
+		"MEDIA_THUMBNAIL_PX": "320",
+	})
+	room := h.sharedRoom(nil)
+	to := room.String()
+
+	check := func(t *testing.T, c *event.MessageEventContent, want []byte, msgtype event.MessageType, mimetype string) {
+		t.Helper()
+		if c.MsgType != msgtype || c.Info == nil || c.Info.MimeType != mimetype || c.Info.Size != len(want) {
+			t.Fatalf("content = %+v info %+v", c, c.Info)
+		}
+		if c.File != nil || c.URL == "" {
+			t.Fatalf("unencrypted room: want url and no file, got %+v", c)
+		}
+		if got := h.alice.download(t, c.URL); !bytes.Equal(got, want) {
+			t.Fatalf("downloaded %d bytes, want %d (sha %x vs %x)", len(got), len(want), sha256.Sum256(got), sha256.Sum256(want))
+		}
+	}
+
+	t.Run("data", func(t *testing.T) {
+		data := h.ok(h.request("send_media", map[string]any{"to": to, "data": base64.StdEncoding.EncodeToString(small), "caption": "front door"}))
+		c := h.mediaEvent(t, room, data)
+		check(t, c, small, event.MsgImage, "image/png")
+		if c.Body != "front door" || c.FileName != "image.png" || c.Info.Width != 64 || c.Info.Height != 48 || c.Info.AnoaBlurhash == "" {
+			t.Fatalf("caption/filename/dimensions: %+v info %+v", c, c.Info)
+		}
+		if c.Info.ThumbnailURL != "" {
+			t.Fatalf("small image got a thumbnail: %+v", c.Info)
+		}
+	})
+	t.Run("path", func(t *testing.T) {
+		data := h.ok(h.request("send_media", map[string]any{"to": to, "path": filepath.Join(dir, "snap.png"), "caption_markdown": "**motion**"}))
+		c := h.mediaEvent(t, room, data)
+		check(t, c, small, event.MsgImage, "image/png")
+		if c.FileName != "snap.png" || c.Format != event.FormatHTML || !strings.Contains(c.FormattedBody, "<strong>motion</strong>") {
+			t.Fatalf("content = %+v", c)
+		}
+	})
+	t.Run("url with headers and thumbnail", func(t *testing.T) {
+		data := h.ok(h.request("send_media", map[string]any{"to": to, "url": cam.URL + "/api/camera_proxy/camera.door", "filename": "door"}))
+		c := h.mediaEvent(t, room, data)
+		check(t, c, big, event.MsgImage, "image/png")
+		if c.FileName != "door.png" || c.Body != "door.png" || c.FormattedBody != "" || c.Info.Width != 1200 || c.Info.Height != 900 {
+			t.Fatalf("content = %+v info %+v", c, c.Info)
+		}
+		ti := c.Info.ThumbnailInfo
+		if c.Info.ThumbnailURL == "" || ti == nil || ti.Width != 320 || ti.Height != 240 || ti.MimeType != "image/jpeg" {
+			t.Fatalf("thumbnail: %+v %+v", c.Info, ti)
+		}
+		thumb, _, err := image.DecodeConfig(bytes.NewReader(h.alice.download(t, c.Info.ThumbnailURL)))
+		if err != nil || thumb.Width != 320 || thumb.Height != 240 {
+			t.Fatalf("thumbnail decodes to %+v, %v", thumb, err)
+		}
+	})
+	t.Run("mxc", func(t *testing.T) {
+		first := h.mediaEvent(t, room, h.ok(h.request("send_media", map[string]any{"to": to, "data": base64.StdEncoding.EncodeToString([]byte("%PDF-1.4 a report")), "filename": "report.pdf"})))
+		data := h.ok(h.request("send_media", map[string]any{"to": to, "mxc": string(first.URL), "filename": "again.pdf"}))
+		c := h.mediaEvent(t, room, data)
+		check(t, c, []byte("%PDF-1.4 a report"), event.MsgFile, "application/pdf")
+		if c.FileName != "again.pdf" {
+			t.Fatalf("content = %+v", c)
+		}
+	})
+	t.Run("binary shortcut", func(t *testing.T) {
+		h.rec.publish(h.base+"/send_media/"+to, 1, string(small))
+		resp := h.rec.wait(30*time.Second, "shortcut response", func(m message) bool {
+			return m.Topic == h.base+"/bridge/response/send_media" && !strings.Contains(string(m.Payload), `"id":"req-`)
+		}).json(t)
+		c := h.mediaEvent(t, room, h.ok(resp))
+		check(t, c, small, event.MsgImage, "image/png")
+	})
+	t.Run("voice", func(t *testing.T) {
+		ogg := append([]byte("OggS\x00\x02"), bytes.Repeat([]byte{1}, 200)...)
+		data := h.ok(h.request("send_media", map[string]any{"to": to, "data": base64.StdEncoding.EncodeToString(ogg), "kind": "voice", "duration_ms": 1500, "waveform": []int{0, 512, 1024}}))
+		raw := h.alice.event(t, room, id.EventID(data["event_id"].(string))).Content.Raw
+		audio, _ := raw["org.matrix.msc1767.audio"].(map[string]any)
+		if raw["msgtype"] != "m.audio" || raw["org.matrix.msc3245.voice"] == nil || audio["duration"] != float64(1500) || fmt.Sprint(audio["waveform"]) != "[0 512 1024]" {
+			t.Fatalf("voice content = %v", raw)
+		}
+		if info := raw["info"].(map[string]any); info["duration"] != float64(1500) || info["mimetype"] != "audio/ogg" {
+			t.Fatalf("voice info = %v", info)
+		}
+	})
+	// One upload per file, two for the image with a thumbnail (mxc re-sends upload again).
+	if n := uploadsBy(t, h.bot.id()); n != 8 {
+		t.Fatalf("the bot uploaded %d files, want 8", n)
+	}
+}
+
+// TestSendMediaRefusals: bad sources are answered with a clear error before anything is
+// uploaded.
+func TestSendMediaRefusals(t *testing.T) {
+	dir, outside := t.TempDir(), t.TempDir()
+	if err := os.WriteFile(filepath.Join(outside, "secret.txt"), []byte("secret"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(outside, "secret.txt"), filepath.Join(dir, "link.txt")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "empty.txt"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	allowed := mediaServer(t, map[string][]byte{"/slow": []byte("late")}, "")
+	other := mediaServer(t, map[string][]byte{"/x.png": []byte("x")}, "")
+	allowedHost := strings.TrimPrefix(allowed.URL, "http://")
+	h := newHarness(t, map[string]string{
+		"MEDIA_DIRS": dir, "MEDIA_HOSTS": allowedHost, "MEDIA_MAX_BYTES": "2048", "MEDIA_FETCH_TIMEOUT": "1s",
+	})
+	room := h.sharedRoom(nil)
+	to := room.String()
+	b64 := func(b []byte) string { return base64.StdEncoding.EncodeToString(b) }
+	for _, tc := range []struct {
+		name   string
+		fields map[string]any
+		code   string
+		says   string
+	}{
+		{"path outside", map[string]any{"path": filepath.Join(outside, "secret.txt")}, "not_allowed", "not under MEDIA_DIRS"},
+		{"symlink escaping", map[string]any{"path": filepath.Join(dir, "link.txt")}, "not_allowed", "not under MEDIA_DIRS"},
+		{"dot dot", map[string]any{"path": dir + "/../" + filepath.Base(outside) + "/secret.txt"}, "not_allowed", "not under MEDIA_DIRS"},
+		{"empty file", map[string]any{"path": filepath.Join(dir, "empty.txt")}, "invalid_request", "empty"},
+		{"host not allowed", map[string]any{"url": other.URL + "/x.png"}, "not_allowed", "MEDIA_HOSTS"},
+		{"redirect to a host not allowed", map[string]any{"url": allowed.URL + "/redirect?to=" + url.QueryEscape(other.URL+"/x.png")}, "not_allowed", "MEDIA_HOSTS"},
+		{"url times out", map[string]any{"url": allowed.URL + "/slow"}, "timeout", "MEDIA_FETCH_TIMEOUT"},
+		{"data over the limit", map[string]any{"data": b64(make([]byte, 4096))}, "too_large", "MEDIA_MAX_BYTES"},
+		{"broken base64", map[string]any{"data": "not base64!"}, "invalid_request", "base64"},
+		{"unknown kind", map[string]any{"data": b64([]byte("hi")), "kind": "hologram"}, "invalid_request", "kind"},
+		{"two sources", map[string]any{"data": b64([]byte("hi")), "path": filepath.Join(dir, "empty.txt")}, "invalid_request", "exactly one"},
+		{"typo", map[string]any{"data": b64([]byte("hi")), "captoin": "x"}, "invalid_request", "captoin"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.fields["to"] = to
+			msg := h.fail(h.request("send_media", tc.fields), tc.code)
+			if !strings.Contains(msg, tc.says) {
+				t.Fatalf("message %q does not say %q", msg, tc.says)
+			}
+		})
+	}
+	t.Run("shortcut over the limit", func(t *testing.T) {
+		h.rec.publish(h.base+"/send_media/"+to, 1, string(make([]byte, 4096)))
+		resp := h.rec.wait(30*time.Second, "shortcut response", func(m message) bool {
+			return m.Topic == h.base+"/bridge/response/send_media" && strings.Contains(string(m.Payload), "too_large")
+		}).json(t)
+		h.fail(resp, "too_large")
+	})
+	// Nothing was uploaded and nothing is left in the spool.
+	if left, _ := filepath.Glob(filepath.Join(h.env["DATA_DIR"], "spool", "*")); len(left) != 0 {
+		t.Fatalf("spool holds %v", left)
+	}
+	if n := uploadsBy(t, h.bot.id()); n != 0 {
+		t.Fatalf("the bot uploaded %d files", n)
+	}
+}
+
+// TestSendMediaEncrypted: in an encrypted room the js client (Element's crypto) gets the file
+// as `file` without `url`, downloads and decrypts it to the input's SHA-256, and decrypts the
+// separately encrypted thumbnail to a smaller image.
+func TestSendMediaEncrypted(t *testing.T) {
+	s := newE2EESetup(t)
+	h, alice, room := s.h, s.alice, s.room.String()
+	ctx := jsCtx(t)
+	big := testPNG(t, 1200, 900)
+	data := h.ok(h.request("send_media", map[string]any{"to": room, "data": base64.StdEncoding.EncodeToString(big), "caption": "camera"}))
+	evt := alice.wait(t, jsclient.EventFilter{RoomID: room, EventID: data["event_id"].(string)})
+	c := evt.Content
+	if !evt.Encrypted || c["msgtype"] != "m.image" || c["body"] != "camera" || c["filename"] != "image.png" {
+		t.Fatalf("event = %+v", evt)
+	}
+	if _, ok := c["url"]; ok {
+		t.Fatalf("encrypted room, but the event has a url: %v", c)
+	}
+	file, _ := c["file"].(map[string]any)
+	key, _ := file["key"].(map[string]any)
+	if file == nil || file["v"] != "v2" || key["kty"] != "oct" || key["alg"] != "A256CTR" || key["ext"] != true ||
+		fmt.Sprint(key["key_ops"]) != "[encrypt decrypt]" || file["iv"] == "" || file["hashes"].(map[string]any)["sha256"] == "" {
+		t.Fatalf("file = %v", file)
+	}
+	got, err := alice.DownloadAttachment(ctx, "", file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := fmt.Sprintf("%x", sha256.Sum256(big)); got.SHA256 != want {
+		t.Fatalf("decrypted sha256 %s, want %s", got.SHA256, want)
+	}
+	info, _ := c["info"].(map[string]any)
+	if info["w"] != float64(1200) || info["h"] != float64(900) || info["size"] != float64(len(big)) || info["mimetype"] != "image/png" {
+		t.Fatalf("info = %v", info)
+	}
+	if _, ok := info["thumbnail_url"]; ok {
+		t.Fatalf("encrypted room, but the thumbnail has a url: %v", info)
+	}
+	thumbFile, _ := info["thumbnail_file"].(map[string]any)
+	if thumbFile == nil || thumbFile["url"] == file["url"] {
+		t.Fatalf("thumbnail_file = %v", thumbFile)
+	}
+	thumb, err := alice.DownloadAttachment(ctx, "", thumbFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, _, err := image.DecodeConfig(bytes.NewReader(thumb.Data))
+	if err != nil || cfg.Width != 800 || cfg.Height != 600 {
+		t.Fatalf("thumbnail decrypts to %+v, %v", cfg, err)
+	}
+}
+
+// TestInboundMediaDownloaded: with MEDIA_DOWNLOAD_DIR, an encrypted image from the js client
+// and a plain file from alice's mautrix client are published once each, with media.path naming
+// the decrypted file (0600) that has the sent bytes.
+func TestInboundMediaDownloaded(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "downloads")
+	s := newE2EESetupWith(t, map[string]string{"MEDIA_DOWNLOAD_DIR": dir})
+	h, alice, room := s.h, s.alice, s.room.String()
+	ctx := jsCtx(t)
+
+	checkFile := func(t *testing.T, msg map[string]any, evtID string, want []byte, ext string) {
+		t.Helper()
+		m, _ := msg["media"].(map[string]any)
+		path, _ := m["path"].(string)
+		if filepath.Dir(path) != dir || filepath.Ext(path) != ext || !strings.Contains(path, strings.TrimPrefix(evtID, "$")[:8]) {
+			t.Fatalf("media = %v", m)
+		}
+		got, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sha256.Sum256(got) != sha256.Sum256(want) {
+			t.Fatalf("%s holds %d bytes, not the %d sent", path, len(got), len(want))
+		}
+		if st, _ := os.Stat(path); st.Mode().Perm() != 0o600 {
+			t.Fatalf("%s has mode %v", path, st.Mode())
+		}
+	}
+	published := func(evtID string) int {
+		n := 0
+		for _, m := range h.rec.all(h.base + "/room/" + room + "/message") {
+			if strings.Contains(string(m.Payload), evtID) {
+				n++
+			}
+		}
+		return n
+	}
+
+	t.Run("encrypted from js", func(t *testing.T) {
+		pic := testPNG(t, 300, 200)
+		file, err := alice.UploadAttachment(ctx, pic)
+		if err != nil {
+			t.Fatal(err)
+		}
+		evtID, err := alice.Send(ctx, jsclient.SendArgs{RoomID: room, Type: "m.room.message", Content: map[string]any{
+			"msgtype": "m.image", "body": "garden.png", "file": file,
+			"info": map[string]any{"mimetype": "image/png", "size": len(pic), "w": 300, "h": 200},
+		}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		msg := s.inbound(t, "message", evtID)
+		if m, _ := msg["media"].(map[string]any); m["encrypted"] != true || msg["encrypted"] != true {
+			t.Fatalf("message = %v", msg)
+		}
+		checkFile(t, msg, evtID, pic, ".png")
+		time.Sleep(500 * time.Millisecond)
+		if n := published(evtID); n != 1 {
+			t.Fatalf("published %d times", n)
+		}
+	})
+	t.Run("plain file from mautrix", func(t *testing.T) {
+		plainRoom := h.sharedRoom(nil)
+		report := []byte("%PDF-1.4 inbound report")
+		up, err := h.alice.cli.UploadBytesWithName(context.Background(), report, "application/pdf", "report.pdf")
+		if err != nil {
+			t.Fatal(err)
+		}
+		evtID := h.alice.send(t, plainRoom, &event.MessageEventContent{MsgType: event.MsgFile, Body: "report.pdf",
+			URL: up.ContentURI.CUString(), Info: &event.FileInfo{MimeType: "application/pdf", Size: len(report)}})
+		msg := h.rec.wait(30*time.Second, "file message", func(m message) bool {
+			return strings.HasSuffix(m.Topic, "/message") && strings.Contains(string(m.Payload), evtID.String())
+		}).json(t)
+		checkFile(t, msg, evtID.String(), report, ".pdf")
+	})
+}
+
+// gateProxy passes requests to the homeserver, except that while hold is set, requests whose
+// method and path match it hang (unforwarded) until the client goes away; held is signalled
+// for each.
+type gateProxy struct {
+	*httptest.Server
+	mu      sync.Mutex
+	hold    func(r *http.Request) bool
+	held    chan struct{}
+	release chan struct{} // closed at the end: held requests fail with 502
+}
+
+func newGateProxy(t *testing.T) *gateProxy {
+	t.Helper()
+	target, _ := url.Parse(env.HomeserverURL)
+	rp := httputil.NewSingleHostReverseProxy(target)
+	rp.FlushInterval = -1
+	g := &gateProxy{held: make(chan struct{}, 16), release: make(chan struct{})}
+	g.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		g.mu.Lock()
+		hold := g.hold != nil && g.hold(r)
+		g.mu.Unlock()
+		if hold {
+			select {
+			case g.held <- struct{}{}:
+			default:
+			}
+			select {
+			case <-r.Context().Done():
+			case <-g.release:
+				w.WriteHeader(http.StatusBadGateway)
+			}
+			return
+		}
+		rp.ServeHTTP(w, r)
+	}))
+	t.Cleanup(g.Close)
+	t.Cleanup(func() { close(g.release) })
+	return g
+}
+
+func (g *gateProxy) setHold(fn func(r *http.Request) bool) {
+	g.mu.Lock()
+	g.hold = fn
+	g.mu.Unlock()
+}
+
+func (g *gateProxy) waitHeld(t *testing.T) {
+	t.Helper()
+	select {
+	case <-g.held:
+	case <-time.After(30 * time.Second):
+		t.Fatal("no request was held")
+	}
+}
+
+// roomImages counts the m.image events of sender in room, from alice's view of the timeline.
+func (u *user) roomImages(t *testing.T, room id.RoomID, sender id.UserID) int {
+	t.Helper()
+	resp, err := u.cli.Messages(context.Background(), room, "", "", mautrix.DirectionBackward, nil, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, evt := range resp.Chunk {
+		_ = evt.Content.ParseRaw(evt.Type)
+		if evt.Sender == sender && evt.Type == event.EventMessage && evt.Content.AsMessage().MsgType == event.MsgImage {
+			n++
+		}
+	}
+	return n
+}
+
+// TestSendMediaCrashBetweenUploadAndSend: the bridge is killed (SIGKILL) after the upload, while
+// its send hangs; after the restart it sends the saved event with the same transaction ID
+// without uploading again, and answers ok. One image, one upload.
+func TestSendMediaCrashBetweenUploadAndSend(t *testing.T) {
+	proxy := newGateProxy(t)
+	h := newHarness(t, map[string]string{"MATRIX_HOMESERVER": proxy.URL})
+	room := h.sharedRoom(nil)
+	h.stop()
+	h.startProcess()
+	proxy.setHold(func(r *http.Request) bool {
+		return r.Method == http.MethodPut && strings.Contains(r.URL.Path, "/send/m.room.message/")
+	})
+	pic := testPNG(t, 64, 64)
+	reqID := fmt.Sprintf("crash-%d", time.Now().UnixNano())
+	payload, _ := json.Marshal(map[string]any{"id": reqID, "to": room.String(), "data": base64.StdEncoding.EncodeToString(pic)})
+	h.rec.publish(h.base+"/bridge/request/send_media", 1, string(payload))
+	proxy.waitHeld(t)
+	if n := uploadsBy(t, h.bot.id()); n != 1 {
+		t.Fatalf("uploads before the crash = %d", n)
+	}
+	h.kill()
+	proxy.setHold(nil)
+	h.startProcess()
+	c := h.mediaEvent(t, room, h.ok(h.response("send_media", reqID)))
+	if !bytes.Equal(h.alice.download(t, c.URL), pic) {
+		t.Fatal("the image has other bytes")
+	}
+	if n := uploadsBy(t, h.bot.id()); n != 1 {
+		t.Fatalf("uploads = %d, want 1", n)
+	}
+	if n := h.alice.roomImages(t, room, h.bot.id()); n != 1 {
+		t.Fatalf("images in the room = %d, want 1", n)
+	}
+	if left, _ := filepath.Glob(filepath.Join(h.env["DATA_DIR"], "spool", "*")); len(left) != 0 {
+		t.Fatalf("spool holds %v", left)
+	}
+}
+
+// TestInboundMediaRestartDuringDownload: the bridge is killed while it downloads an inbound
+// file; after the restart the message is published once, with its file.
+func TestInboundMediaRestartDuringDownload(t *testing.T) {
+	proxy := newGateProxy(t)
+	dir := filepath.Join(t.TempDir(), "downloads")
+	h := newHarness(t, map[string]string{"MATRIX_HOMESERVER": proxy.URL, "MEDIA_DOWNLOAD_DIR": dir})
+	room := h.sharedRoom(nil)
+	h.stop()
+	h.startProcess()
+	proxy.setHold(func(r *http.Request) bool { return strings.Contains(r.URL.Path, "/media/download/") })
+	pic := testPNG(t, 50, 40)
+	up, err := h.alice.cli.UploadBytesWithName(context.Background(), pic, "image/png", "cat.png")
+	if err != nil {
+		t.Fatal(err)
+	}
+	evtID := h.alice.send(t, room, &event.MessageEventContent{MsgType: event.MsgImage, Body: "cat.png",
+		URL: up.ContentURI.CUString(), Info: &event.FileInfo{MimeType: "image/png", Size: len(pic)}})
+	proxy.waitHeld(t)
+	topic := h.base + "/room/" + room.String() + "/message"
+	published := func() []message {
+		var out []message
+		for _, m := range h.rec.all(topic) {
+			if strings.Contains(string(m.Payload), evtID.String()) {
+				out = append(out, m)
+			}
+		}
+		return out
+	}
+	if n := len(published()); n != 0 {
+		t.Fatalf("published %d times before its file was there", n)
+	}
+	h.kill()
+	proxy.setHold(nil)
+	h.startProcess()
+	msg := h.rec.wait(60*time.Second, "message with its file", func(m message) bool {
+		return m.Topic == topic && strings.Contains(string(m.Payload), evtID.String())
+	}).json(t)
+	path, _ := msg["media"].(map[string]any)["path"].(string)
+	if got, err := os.ReadFile(path); err != nil || !bytes.Equal(got, pic) {
+		t.Fatalf("file %q: %v", path, err)
+	}
+	time.Sleep(2 * time.Second)
+	if n := len(published()); n != 1 {
+		t.Fatalf("published %d times", n)
+	}
+}
