@@ -103,8 +103,10 @@ func (b *bench) e2ee(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// The recipients are made later, on this homeserver: the bridge accepts their invites (it
+	// declines the invites AUTO_JOIN does not cover).
 	env := b.bridgeEnv("e2ee", b.hs, bot.userID, bot.password, filepath.Join(b.dir, "data-e2ee"), map[string]string{
-		"E2EE": "true", "E2EE_PICKLE_KEY": "matrix2mqtt-bench-pickle-key",
+		"E2EE": "true", "E2EE_PICKLE_KEY": "matrix2mqtt-bench-pickle-key", "AUTO_JOIN": ":" + id.UserID(bot.userID).Homeserver(),
 	})
 	r, err := b.startBridge("e2ee", env)
 	if err != nil {
