@@ -277,6 +277,8 @@ const (
 	tplConnected = "{{ 'None' if value_json.matrix_connected is not defined else ('ON' if value_json.matrix_connected else 'OFF') }}"
 	tplLastError = "{{ (value_json.last_error | default('None', true))[:255] }}"
 	tplE2EE      = "{{ value_json.e2ee.status if value_json.e2ee is defined and value_json.e2ee.status is defined else 'None' }}"
+	// tplRoomCount counts the joined rooms of `<base>/bridge/rooms` (a JSON list).
+	tplRoomCount = "{{ value_json | count }}"
 	// tplNotify sends the message as a JSON send request, so that a message that happens to
 	// start with "{" is still sent as text.
 	tplNotify = "{{ {'text': value} | to_json }}"
@@ -360,6 +362,8 @@ func build(b Bridge) (*message, error) {
 			StateClass: "total_increasing", StateTopic: stats, ValueTemplate: statsField("inbound")}},
 		{"last_error", &component{Platform: "sensor", Name: "Last error", Icon: "mdi:alert-circle",
 			EntityCategory: "diagnostic", StateTopic: stats, ValueTemplate: tplLastError}},
+		{"joined_rooms", &component{Platform: "sensor", Name: "Joined rooms", Icon: "mdi:forum",
+			StateClass: "measurement", StateTopic: topics.Rooms(), ValueTemplate: tplRoomCount}},
 		{"e2ee_status", &component{Platform: "sensor", Name: "E2EE status", Icon: "mdi:lock",
 			EntityCategory: "diagnostic", StateTopic: topics.Info(), ValueTemplate: tplE2EE}},
 		{"flush_outbox", &component{Platform: "button", Name: "Flush outbox", EntityCategory: "config",

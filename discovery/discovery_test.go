@@ -95,6 +95,7 @@ func TestPayloadContent(t *testing.T) {
 		"inbound":        {"p": "sensor", "stat_cla": "total_increasing", "val_tpl": "{{ value_json.inbound }}"},
 		"last_error":     {"p": "sensor", "ent_cat": "diagnostic", "stat_t": "matrix2mqtt/bridge/stats"},
 		"e2ee_status":    {"p": "sensor", "ent_cat": "diagnostic", "stat_t": "matrix2mqtt/bridge/info"},
+		"joined_rooms":   {"p": "sensor", "stat_cla": "measurement", "stat_t": "matrix2mqtt/bridge/rooms", "val_tpl": "{{ value_json | count }}"},
 		"flush_outbox": {"p": "button", "cmd_t": "matrix2mqtt/bridge/request/outbox_flush",
 			"pl_prs": `{"id":"ha_flush"}`},
 		"notify_alice": {"p": "notify", "cmd_t": "matrix2mqtt/send/alice",
@@ -136,8 +137,8 @@ func TestPayloadContent(t *testing.T) {
 		!regexp.MustCompile(`^notify_kitchen_display_[0-9a-f]{8}=matrix2mqtt/send/kitchen\.display$`).MatchString(weird[1]) {
 		t.Errorf("sanitised targets = %v", weird)
 	}
-	if len(c) != 10+3+2+2+2 {
-		t.Errorf("%d components, want 19", len(c))
+	if len(c) != 11+3+2+2+2 {
+		t.Errorf("%d components, want 20", len(c))
 	}
 }
 

@@ -128,6 +128,17 @@ func ExamplePayload() {
 	//       "val_tpl": "{{ value_json.inbound }}",
 	//       "qos": 1
 	//     },
+	//     "joined_rooms": {
+	//       "p": "sensor",
+	//       "name": "Joined rooms",
+	//       "uniq_id": "matrix2mqtt_bot_example_org_joined_rooms",
+	//       "def_ent_id": "sensor.matrix2mqtt_bot_example_org_joined_rooms",
+	//       "stat_cla": "measurement",
+	//       "ic": "mdi:forum",
+	//       "stat_t": "matrix2mqtt/bridge/rooms",
+	//       "val_tpl": "{{ value_json | count }}",
+	//       "qos": 1
+	//     },
 	//     "last_error": {
 	//       "p": "sensor",
 	//       "name": "Last error",

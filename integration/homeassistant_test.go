@@ -82,7 +82,7 @@ func TestHADiscovery(t *testing.T) {
 	})
 	cmps := h.waitConfig("device config", func(map[string]any) bool { return true })
 	for _, id := range []string{"connectivity", "outbox_pending", "oldest_pending_age", "sent", "failed", "expired",
-		"inbound", "last_error", "e2ee_status", "flush_outbox", "notify_alice", "room_alice", "command_lights", "command_alarm"} {
+		"inbound", "last_error", "joined_rooms", "e2ee_status", "flush_outbox", "notify_alice", "room_alice", "command_lights", "command_alarm"} {
 		if _, ok := cmps[id]; !ok {
 			t.Errorf("component %s missing; have %v", id, slices.Sorted(func(yield func(string) bool) {
 				for k := range cmps {
