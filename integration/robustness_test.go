@@ -43,7 +43,7 @@ func TestBadInput(t *testing.T) {
 		{"text too large", "send", `{"id":"big","to":"` + to + `","text":"` + strings.Repeat("a", 61000) + `"}`, "too_large", "60000"},
 		{"payload too large", "send", `{"id":"huge","to":"` + to + `","text":"` + strings.Repeat("a", 71000) + `"}`, "too_large", "MAX_PAYLOAD_BYTES"},
 		{"unknown action", "sned", `{"id":"typo"}`, "unknown_action", "sned"},
-		{"planned action", "send_media", `{"id":"media","to":"` + to + `","url":"http://x/a.png"}`, "unknown_action", "not in this version yet"},
+		{"media host not allowed", "send_media", `{"id":"media","to":"` + to + `","url":"http://x/a.png"}`, "not_allowed", "MEDIA_HOSTS"},
 		{"location out of range", "send_location", `{"id":"far","to":"` + to + `","lat":95,"lon":0}`, "invalid_request", "'lat'"},
 		{"react without key", "react", `{"id":"nokey","to":"` + to + `","event_id":"$x"}`, "invalid_request", "'key'"},
 		{"redact without event", "redact", `{"id":"noev","to":"` + to + `"}`, "invalid_request", "'event_id'"},

@@ -82,14 +82,7 @@ type Spec struct {
 
 // Registry maps action names to their specs.
 type Registry struct {
-	specs   map[string]Spec
-	planned []string
-}
-
-// WithPlanned names actions of the design that are not built yet: a request for one is told so.
-func (r *Registry) WithPlanned(names ...string) *Registry {
-	r.planned = append(r.planned, names...)
-	return r
+	specs map[string]Spec
 }
 
 // NewRegistry registers the given families of actions.
@@ -105,9 +98,6 @@ func NewRegistry(families ...[]Spec) *Registry {
 	}
 	return r
 }
-
-// Planned are actions of the design's contract not built yet: a request for one is told so.
-var Planned = []string{}
 
 // Spec returns the spec of action.
 func (r *Registry) Spec(action string) (Spec, bool) {
@@ -143,9 +133,6 @@ func (r *Registry) Shortcuts() []string {
 func (r *Registry) Parse(action, target string, payload []byte, t Targets) (Request, *wire.Error) {
 	spec, ok := r.specs[action]
 	if !ok || spec.Internal {
-		if slices.Contains(r.planned, action) {
-			return nil, wire.Errorf(wire.CodeUnknownAction, "action %q is planned but not in this version yet; see docs/mqtt-api.md", action)
-		}
 		return nil, wire.Errorf(wire.CodeUnknownAction, "action %q is not known; see docs/mqtt-api.md", action)
 	}
 	var req Request

@@ -15,5 +15,5 @@ func Default() *actions.Registry {
 		rooms.Rooms, rooms.Admin, rooms.Create, rooms.Broadcasts,
 		polls.Polls,
 		sendmedia.Media,
-	).WithPlanned(actions.Planned...)
+	)
 }
