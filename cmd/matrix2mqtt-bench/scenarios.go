@@ -19,6 +19,7 @@ type phase struct {
 	seen          latencies     // publish (or PUT) → event in the watcher's /sync
 	seenDur       time.Duration // first request → last event seen
 	types         map[string]int
+	lastID        string // the event of the last successful request
 }
 
 func (p *phase) merge(q phase) {
@@ -28,6 +29,9 @@ func (p *phase) merge(q phase) {
 		p.firstErr = q.firstErr
 	}
 	p.dur += q.dur
+	if q.lastID != "" {
+		p.lastID = q.lastID
+	}
 	p.seenDur += q.seenDur
 	p.resp = append(p.resp, q.resp...)
 	p.seen = append(p.seen, q.seen...)
