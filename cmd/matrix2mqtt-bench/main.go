@@ -333,6 +333,10 @@ func run(o *options) error {
 	fmt.Println("reference: direct = a Go net/http client doing PUT /send with the same concurrency on the same Dendrite;")
 	fmt.Println("sync client = a Go client long-polling /sync; stand-in = the benchmark's in-process HTTP server that")
 	fmt.Println("answers /send at once (not a homeserver). ratio = bridge / reference, measured alternately in one run.")
+	if o.scenarios["media"] {
+		fmt.Println("media: direct = the bot on its own mautrix crypto device encrypting, uploading and sending the same")
+		fmt.Println("JPEG; + thumbnail = also the bridge's image work (bridge/media.Describe: thumbnail, blurhash) and upload.")
+	}
 	if o.jsonOut != "" {
 		if err := b.rep.writeJSON(o.jsonOut); err != nil {
 			return err

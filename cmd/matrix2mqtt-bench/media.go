@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/matrix2mqtt/matrix2mqtt/bridge/media"
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/crypto/attachment"
 	"maunium.net/go/mautrix/crypto/cryptohelper"
@@ -91,19 +92,40 @@ func (b *bench) newCryptoClient(ctx context.Context, acc *account, name string, 
 	return &cryptoClient{cli: cli, helper: helper}, nil
 }
 
-// sendImage encrypts data (mautrix crypto/attachment), uploads it, and sends an encrypted
-// m.image event referring to it: what a Matrix client does for a photo in an encrypted room.
-func (c *cryptoClient) sendImage(ctx context.Context, room string, data []byte) (string, error) {
+// upload encrypts data (mautrix crypto/attachment) and uploads it.
+func (c *cryptoClient) upload(ctx context.Context, data []byte) (*event.EncryptedFileInfo, error) {
 	file := attachment.NewEncryptedFile()
 	up, err := c.cli.UploadBytes(ctx, file.Encrypt(data), "application/octet-stream")
 	if err != nil {
-		return "", fmt.Errorf("failed to upload: %w", err)
+		return nil, fmt.Errorf("failed to upload: %w", err)
 	}
-	content := &event.MessageEventContent{
-		MsgType: event.MsgImage, Body: "bench.jpg", FileName: "bench.jpg",
-		Info: &event.FileInfo{MimeType: "image/jpeg", Size: len(data), Width: mediaWidth, Height: mediaHeight},
-		File: &event.EncryptedFileInfo{EncryptedFile: *file, URL: up.ContentURI.CUString()},
+	return &event.EncryptedFileInfo{EncryptedFile: *file, URL: up.ContentURI.CUString()}, nil
+}
+
+// sendImage encrypts and uploads data and sends an encrypted m.image event referring to it:
+// what a Matrix client does for a photo in an encrypted room. With thumbnail it first does the
+// bridge's own image work (bridge/media.Describe: dimensions, blurhash, a JPEG thumbnail within
+// MEDIA_THUMBNAIL_PX's default) and uploads the thumbnail too, as the bridge does.
+func (c *cryptoClient) sendImage(ctx context.Context, room string, data []byte, thumbnail bool) (string, error) {
+	info := &event.FileInfo{MimeType: "image/jpeg", Size: len(data), Width: mediaWidth, Height: mediaHeight}
+	if thumbnail {
+		f, werr := media.Describe(data, "", "", "bench.jpg", 800)
+		if werr != nil {
+			return "", fmt.Errorf("failed to describe the image: %s", werr.Message)
+		}
+		th, err := c.upload(ctx, f.Thumbnail)
+		if err != nil {
+			return "", err
+		}
+		info.Width, info.Height, info.AnoaBlurhash = f.Width, f.Height, f.Blurhash
+		info.ThumbnailFile = th
+		info.ThumbnailInfo = &event.FileInfo{MimeType: "image/jpeg", Size: len(f.Thumbnail), Width: f.ThumbnailWidth, Height: f.ThumbnailHeight}
 	}
+	file, err := c.upload(ctx, data)
+	if err != nil {
+		return "", err
+	}
+	content := &event.MessageEventContent{MsgType: event.MsgImage, Body: "bench.jpg", FileName: "bench.jpg", Info: info, File: file}
 	resp, err := c.cli.SendMessageEvent(ctx, id.RoomID(room), event.EventMessage, content)
 	if err != nil {
 		return "", fmt.Errorf("failed to send: %w", err)
@@ -113,7 +135,8 @@ func (c *cryptoClient) sendImage(ctx context.Context, room string, data []byte) 
 
 // media is scenario 5: a ~1 MB JPEG to an encrypted room, as send_media with base64 data
 // through the bridge, alternating one by one with a direct client (the bot on its own crypto
-// device) that encrypts, uploads and sends the same file.
+// device) that encrypts, uploads and sends the same file — once as is, once with the thumbnail
+// and blurhash the bridge adds.
 func (b *bench) media(ctx context.Context) error {
 	if b.env == nil {
 		b.rep.skip("5 media", "skipped: "+errNeedsStack.Error())
@@ -173,42 +196,50 @@ func (b *bench) media(ctx context.Context) error {
 		}
 		return t0, resp.At, resp.EventID, err
 	}
-	viaDirect := func() (time.Time, time.Time, string, error) {
-		t0 := time.Now()
-		evID, err := direct.sendImage(ctx, rooms[0], img)
-		return t0, time.Now(), evID, err
+	viaDirect := func(thumbnail bool) func() (time.Time, time.Time, string, error) {
+		return func() (time.Time, time.Time, string, error) {
+			t0 := time.Now()
+			evID, err := direct.sendImage(ctx, rooms[0], img, thumbnail)
+			return t0, time.Now(), evID, err
+		}
 	}
 	// The first of each creates and shares a Megolm session; not measured.
 	var warm phase
 	warm.merge(b.mediaPhase(w, viaBridge, 1))
-	warm.merge(b.mediaPhase(w, viaDirect, 1))
+	warm.merge(b.mediaPhase(w, viaDirect(false), 1))
+	warm.merge(b.mediaPhase(w, viaDirect(true), 1))
 	if warm.errors > 0 {
 		return fmt.Errorf("warm-up: %d errors (first: %s)", warm.errors, warm.firstErr)
 	}
-	var bridged, ref phase
+	var bridged, ref, refThumb phase
 	for range b.o.mediaN {
 		bridged.merge(b.mediaPhase(w, viaBridge, 1))
-		ref.merge(b.mediaPhase(w, viaDirect, 1))
+		ref.merge(b.mediaPhase(w, viaDirect(false), 1))
+		refThumb.merge(b.mediaPhase(w, viaDirect(true), 1))
 	}
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
-	if bridged.errors+ref.errors > 0 {
-		return fmt.Errorf("%d bridge and %d direct errors (first: %s%s)", bridged.errors, ref.errors, bridged.firstErr, ref.firstErr)
-	}
-	if bridged.types["m.room.encrypted"] != len(bridged.seen) || ref.types["m.room.encrypted"] != len(ref.seen) {
-		return fmt.Errorf("the recipient saw %v (bridge) and %v (direct), not only m.room.encrypted", bridged.types, ref.types)
+	for _, p := range []phase{bridged, ref, refThumb} {
+		if p.errors > 0 {
+			return fmt.Errorf("%d of %d images failed (first: %s)", p.errors, p.count, p.firstErr)
+		}
+		if p.types["m.room.encrypted"] != len(p.seen) {
+			return fmt.Errorf("the recipient saw %v, not only m.room.encrypted", p.types)
+		}
 	}
 	// The recipient's device decrypts the last image of each side.
-	for _, evID := range []string{bridged.lastID, ref.lastID} {
+	for _, evID := range []string{bridged.lastID, ref.lastID, refThumb.lastID} {
 		if err := rec.decryptOne(ctx, rooms[0], evID); err != nil {
 			return err
 		}
 	}
 	sec := fmt.Sprintf("5 media, %d KB JPEG, encrypted", len(img)/1024)
-	b.mediaRows(sec, bridged, ref)
+	b.mediaRows(sec, bridged, ref, "direct, upload only")
+	b.mediaRows(sec, bridged, refThumb, "direct, + thumbnail")
 	b.rep.detail("media", "result", map[string]any{
-		"bytes": len(img), "width": mediaWidth, "height": mediaHeight, "bridge": phaseJSON(bridged), "direct": phaseJSON(ref),
+		"bytes": len(img), "width": mediaWidth, "height": mediaHeight,
+		"bridge": phaseJSON(bridged), "direct": phaseJSON(ref), "direct_thumbnail": phaseJSON(refThumb),
 		"check": "the recipient's device decrypted an image of each side",
 	})
 	return nil
@@ -244,10 +275,9 @@ func (b *bench) mediaPhase(w *watcher, send func() (time.Time, time.Time, string
 	return p
 }
 
-// mediaRows adds the rows of the media scenario; the rates are one image at a time, so they
-// are 1 / the mean latency.
-func (b *bench) mediaRows(sec string, a, ref phase) {
-	refName := "direct, encrypted"
+// mediaRows adds the rows comparing the bridge to one reference of the media scenario; the
+// rates are one image at a time, so they are 1 / the mean latency.
+func (b *bench) mediaRows(sec string, a, ref phase, refName string) {
 	b.rep.add(row{Section: sec, Measure: "images/s, publish → response", Bridge: a.rate(), Reference: ref.rate(), RefName: refName})
 	b.rep.add(row{Section: sec, Measure: "images/s, publish → seen in /sync", Bridge: a.seenRate(), Reference: ref.seenRate(), RefName: refName})
 	for _, p := range []float64{50, 95} {
