@@ -133,13 +133,13 @@ func (c *cryptoClient) sendImage(ctx context.Context, room string, data []byte, 
 	return resp.EventID.String(), nil
 }
 
-// media is scenario 5: a ~1 MB JPEG to an encrypted room, as send_media with base64 data
+// media is scenario 6: a ~1 MB JPEG to an encrypted room, as send_media with base64 data
 // through the bridge, alternating one by one with a direct client (the bot on its own crypto
 // device) that encrypts, uploads and sends the same file — once as is, once with the thumbnail
 // and blurhash the bridge adds.
 func (b *bench) media(ctx context.Context) error {
 	if b.env == nil {
-		b.rep.skip("5 media", "skipped: "+errNeedsStack.Error())
+		b.rep.skip("6 media", "skipped: "+errNeedsStack.Error())
 		return nil
 	}
 	img, err := benchJPEG(mediaWidth, mediaHeight, 1)
@@ -161,7 +161,7 @@ func (b *bench) media(ctx context.Context) error {
 	}
 	defer b.closeBridge(r)
 	if !r.info.E2EE.Enabled {
-		b.rep.skip("5 media", "skipped: E2EE not available (bridge/info e2ee.enabled is false)")
+		b.rep.skip("6 media", "skipped: E2EE not available (bridge/info e2ee.enabled is false)")
 		return nil
 	}
 	rec, err := b.newRecipient(ctx, "mediarecipient", 1)
@@ -234,7 +234,7 @@ func (b *bench) media(ctx context.Context) error {
 			return err
 		}
 	}
-	sec := fmt.Sprintf("5 media, %d KB JPEG, encrypted", len(img)/1024)
+	sec := fmt.Sprintf("6 media, %d KB JPEG, encrypted", len(img)/1024)
 	b.mediaRows(sec, bridged, ref, "direct, upload only")
 	b.mediaRows(sec, bridged, refThumb, "direct, + thumbnail")
 	b.rep.detail("media", "result", map[string]any{
