@@ -29,7 +29,7 @@ func TestShortDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if o.n != 60 || len(o.concurrency) != 1 || o.concurrency[0] != 4 || o.roomCounts[1] != 30 || len(o.scenarios) != len(allScenarios) {
+	if o.n != 60 || len(o.concurrency) != 1 || o.concurrency[0] != 4 || o.roomCounts[1] != 30 || o.mediaN != 3 || len(o.scenarios) != len(allScenarios) {
 		t.Fatalf("%+v", o)
 	}
 	if _, err := parseFlags([]string{"-scenarios", "delivered,nope"}); err == nil {
