@@ -36,3 +36,12 @@ func (c *Client) Download(ctx context.Context, uri id.ContentURIString, file *at
 	})
 	return data, err
 }
+
+// IsEncrypted tells whether the room is encrypted, as far as the bot's state store knows.
+func (c *Client) IsEncrypted(ctx context.Context, roomID id.RoomID) (bool, error) {
+	encrypted, err := c.state.IsEncrypted(ctx, roomID)
+	if err != nil {
+		return false, fmt.Errorf("failed to tell whether %s is encrypted: %w", roomID, err)
+	}
+	return encrypted, nil
+}

@@ -1,0 +1,96 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+)
+
+// roomAvatar reads a room's avatar as u sees it and downloads it.
+func roomAvatar(t *testing.T, u *user, room id.RoomID) []byte {
+	t.Helper()
+	var content event.RoomAvatarEventContent
+	if err := u.cli.StateEvent(context.Background(), room, event.StateRoomAvatar, "", &content); err != nil {
+		t.Fatalf("failed to read the avatar of %s: %v", room, err)
+	}
+	return u.download(t, content.URL)
+}
+
+// TestRoomAvatarFromMedia: set_room takes an avatar from data and from a url of MEDIA_HOSTS,
+// create_room from data; alice downloads the m.room.avatar of each to the same bytes. A path
+// outside MEDIA_DIRS, a host outside MEDIA_HOSTS and a non-image are refused with a clear
+// error and upload nothing.
+func TestRoomAvatarFromMedia(t *testing.T) {
+	dir, outside := t.TempDir(), t.TempDir()
+	first, second, third := testPNG(t, 32, 32), testPNG(t, 40, 30), testPNG(t, 24, 24)
+	if err := os.WriteFile(filepath.Join(outside, "a.png"), first, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "notes.txt"), []byte("not a picture at all"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	srv := mediaServer(t, map[string][]byte{"/avatar.png": second}, "")
+	other := mediaServer(t, map[string][]byte{"/avatar.png": second}, "")
+	h := newHarness(t, map[string]string{"E2EE": "false", "MEDIA_DIRS": dir, "MEDIA_HOSTS": strings.TrimPrefix(srv.URL, "http://")})
+	room := h.sharedRoom(&mautrix.ReqCreateRoom{Preset: "private_chat", PowerLevelOverride: &event.PowerLevelsEventContent{
+		Users: map[id.UserID]int{h.alice.id(): 100, h.bot.id(): 100},
+	}})
+	r := room.String()
+	b64 := base64.StdEncoding.EncodeToString
+
+	t.Run("refusals upload nothing", func(t *testing.T) {
+		for _, tc := range []struct {
+			name   string
+			avatar map[string]any
+			code   string
+			says   string
+		}{
+			{"path outside MEDIA_DIRS", map[string]any{"path": filepath.Join(outside, "a.png")}, "not_allowed", "not under MEDIA_DIRS"},
+			{"host not allowed", map[string]any{"url": other.URL + "/avatar.png"}, "not_allowed", "MEDIA_HOSTS"},
+			{"not an image", map[string]any{"path": filepath.Join(dir, "notes.txt")}, "invalid_request", "must be an image"},
+			{"two sources", map[string]any{"data": b64(first), "url": srv.URL + "/avatar.png"}, "invalid_request", "exactly one"},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				msg := h.fail(h.request("set_room", map[string]any{"room": r, "avatar": tc.avatar}), tc.code)
+				if !strings.Contains(msg, tc.says) {
+					t.Fatalf("message %q does not say %q", msg, tc.says)
+				}
+			})
+		}
+		if n := uploadsBy(t, h.bot.id()); n != 0 {
+			t.Fatalf("the bot uploaded %d files", n)
+		}
+	})
+	t.Run("set_room from data", func(t *testing.T) {
+		data := h.ok(h.request("set_room", map[string]any{"room": r, "avatar": map[string]any{"data": b64(first)}}))
+		if ids, _ := data["event_ids"].(map[string]any); ids["avatar"] == nil {
+			t.Fatalf("data = %v", data)
+		}
+		if got := roomAvatar(t, h.alice, room); !bytes.Equal(got, first) {
+			t.Fatalf("alice downloads %d bytes, not the %d sent", len(got), len(first))
+		}
+	})
+	t.Run("set_room from a url", func(t *testing.T) {
+		h.ok(h.request("set_room", map[string]any{"room": r, "avatar": map[string]any{"url": srv.URL + "/avatar.png"}}))
+		if got := roomAvatar(t, h.alice, room); !bytes.Equal(got, second) {
+			t.Fatalf("alice downloads %d bytes, not the %d served", len(got), len(second))
+		}
+	})
+	t.Run("create_room from data", func(t *testing.T) {
+		data := h.ok(h.request("create_room", map[string]any{"name": "With a face", "invite": []string{h.alice.UserID},
+			"avatar": map[string]any{"data": b64(third)}}))
+		created := id.RoomID(data["room_id"].(string))
+		h.alice.join(t, created)
+		if got := roomAvatar(t, h.alice, created); !bytes.Equal(got, third) {
+			t.Fatalf("alice downloads %d bytes, not the %d sent", len(got), len(third))
+		}
+	})
+}
