@@ -3,7 +3,9 @@ package integration
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/base64"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,6 +14,8 @@ import (
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
+
+	"github.com/matrix2mqtt/matrix2mqtt/internal/jsclient"
 )
 
 // roomAvatar reads a room's avatar as u sees it and downloads it.
@@ -93,4 +97,74 @@ func TestRoomAvatarFromMedia(t *testing.T) {
 			t.Fatalf("alice downloads %d bytes, not the %d sent", len(got), len(third))
 		}
 	})
+}
+
+// timelineCount counts the events of type typ that sender sent to room, as u sees them.
+func timelineCount(t *testing.T, u *user, room id.RoomID, sender id.UserID, typ event.Type) int {
+	t.Helper()
+	resp, err := u.cli.Messages(context.Background(), room, "", "", mautrix.DirectionBackward, nil, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, evt := range resp.Chunk {
+		if evt.Sender == sender && evt.Type == typ {
+			n++
+		}
+	}
+	return n
+}
+
+// TestBroadcastMedia: an image broadcast to two plain rooms and one encrypted room (the js
+// client's) reaches each exactly once with the sent bytes, from two uploads: one in the clear
+// for both plain rooms, one encrypted for the encrypted room.
+func TestBroadcastMedia(t *testing.T) {
+	s := newE2EESetup(t)
+	h, alice := s.h, s.alice
+	img := testPNG(t, 64, 48)
+	plain := []id.RoomID{h.sharedRoom(nil), h.sharedRoom(nil)}
+	rooms := []id.RoomID{plain[0], s.room, plain[1]}
+	data := h.ok(h.request("broadcast", map[string]any{"to": roomStrings(rooms),
+		"media": map[string]any{"data": base64.StdEncoding.EncodeToString(img), "caption": "the garden", "filename": "garden.png"}}))
+	if data["sent"] != 3.0 || data["failed"] != 0.0 {
+		t.Fatalf("data = %v", data)
+	}
+	results := data["results"].([]any)
+	for i, room := range rooms {
+		evtID, _ := results[i].(map[string]any)["event_id"].(string)
+		if room == s.room {
+			evt := alice.wait(t, jsclient.EventFilter{RoomID: room.String(), EventID: evtID})
+			file, _ := evt.Content["file"].(map[string]any)
+			if !evt.Encrypted || evt.Content["msgtype"] != "m.image" || evt.Content["body"] != "the garden" || file == nil {
+				t.Fatalf("encrypted room's event = %+v", evt)
+			}
+			got, err := alice.DownloadAttachment(jsCtx(t), "", file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := fmt.Sprintf("%x", sha256.Sum256(img)); got.SHA256 != want {
+				t.Fatalf("decrypted sha256 %s, want %s", got.SHA256, want)
+			}
+			if n := timelineCount(t, h.alice, room, h.bot.id(), event.EventEncrypted); n != 1 {
+				t.Fatalf("the encrypted room has %d events from the bot, want 1", n)
+			}
+			continue
+		}
+		c := h.mediaEvent(t, room, results[i].(map[string]any))
+		if c.MsgType != event.MsgImage || c.Body != "the garden" || c.FileName != "garden.png" || c.URL == "" {
+			t.Fatalf("plain room's event = %+v", c)
+		}
+		if got := h.alice.download(t, c.URL); !bytes.Equal(got, img) {
+			t.Fatalf("alice downloads %d bytes, not the %d sent", len(got), len(img))
+		}
+		if n := h.alice.roomImages(t, room, h.bot.id()); n != 1 {
+			t.Fatalf("room %s has %d images, want 1", room, n)
+		}
+	}
+	if n := uploadsBy(t, h.bot.id()); n != 2 {
+		t.Fatalf("the bot uploaded %d files, want 2 (one plain, one encrypted)", n)
+	}
+	if left, _ := filepath.Glob(filepath.Join(h.env["DATA_DIR"], "spool", "*")); len(left) != 0 {
+		t.Fatalf("spool holds %v", left)
+	}
 }
