@@ -120,7 +120,8 @@ func timelineCount(t *testing.T, u *user, room id.RoomID, sender id.UserID, typ 
 
 // TestBroadcastMedia: an image broadcast to two plain rooms and one encrypted room (the js
 // client's) reaches each exactly once with the sent bytes, from two uploads: one in the clear
-// for both plain rooms, one encrypted for the encrypted room.
+// for both plain rooms, one encrypted for the encrypted room. A room avatar set in the
+// encrypted room is uploaded unencrypted (public state).
 func TestBroadcastMedia(t *testing.T) {
 	s := newE2EESetup(t)
 	h, alice := s.h, s.alice
@@ -170,6 +171,28 @@ func TestBroadcastMedia(t *testing.T) {
 	if left, _ := filepath.Glob(filepath.Join(h.env["DATA_DIR"], "spool", "*")); len(left) != 0 {
 		t.Fatalf("spool holds %v", left)
 	}
+
+	t.Run("an encrypted room's avatar is uploaded in the clear", func(t *testing.T) {
+		var pl event.PowerLevelsEventContent
+		if err := h.alice.cli.StateEvent(context.Background(), s.room, event.StatePowerLevels, "", &pl); err != nil {
+			t.Fatal(err)
+		}
+		pl.SetUserLevel(h.bot.id(), 100)
+		if _, err := h.alice.cli.SendStateEvent(context.Background(), s.room, event.StatePowerLevels, "", &pl); err != nil {
+			t.Fatal(err)
+		}
+		face := testPNG(t, 16, 16)
+		eventually(t, 20*time.Second, func() error { // until the bot has seen its new level
+			resp := h.request("set_room", map[string]any{"room": s.room.String(), "avatar": map[string]any{"data": base64.StdEncoding.EncodeToString(face)}})
+			if resp["status"] != "ok" {
+				return fmt.Errorf("set_room: %v", resp)
+			}
+			return nil
+		})
+		if got := roomAvatar(t, h.alice, s.room); !bytes.Equal(got, face) {
+			t.Fatalf("alice downloads %d bytes without a key, not the %d sent", len(got), len(face))
+		}
+	})
 }
 
 // TestBroadcastMediaSurvivesKill: the bridge is killed (SIGKILL) while an image broadcast to
