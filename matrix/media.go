@@ -12,7 +12,7 @@ import (
 
 // Upload uploads a file for a message to roomID: encrypted when the room is, so that the
 // message refers to it by `file` instead of `url`. It refuses a room the bridge cannot encrypt
-// for.
+// for. With no roomID the file is uploaded unencrypted (public state such as a room avatar).
 func (c *Client) Upload(ctx context.Context, roomID id.RoomID, data []byte, mimetype, filename string) (media.Ref, error) {
 	encrypted, _ := c.state.IsEncrypted(ctx, roomID)
 	if encrypted && c.crypto == nil {
@@ -35,4 +35,13 @@ func (c *Client) Download(ctx context.Context, uri id.ContentURIString, file *at
 		return err
 	})
 	return data, err
+}
+
+// IsEncrypted tells whether the room is encrypted, as far as the bot's state store knows.
+func (c *Client) IsEncrypted(ctx context.Context, roomID id.RoomID) (bool, error) {
+	encrypted, err := c.state.IsEncrypted(ctx, roomID)
+	if err != nil {
+		return false, fmt.Errorf("failed to tell whether %s is encrypted: %w", roomID, err)
+	}
+	return encrypted, nil
 }

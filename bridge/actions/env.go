@@ -43,6 +43,8 @@ type Matrix interface {
 	// Media (media.go).
 	Upload(ctx context.Context, roomID id.RoomID, data []byte, mimetype, filename string) (mxmedia.Ref, error)
 	Download(ctx context.Context, uri id.ContentURIString, file *attachment.EncryptedFile, maxBytes int64) ([]byte, error)
+	// IsEncrypted tells whether the bot knows the room to be encrypted (broadcast's uploads).
+	IsEncrypted(ctx context.Context, roomID id.RoomID) (bool, error)
 }
 
 // OutboxControl is what the outbox actions need from the outbox.

@@ -45,6 +45,8 @@ type Matrix struct {
 	MemberList []id.UserID
 	// Uploads holds the uploaded files, in order; the mxc of the n-th is mxc://fake/n.
 	Uploads [][]byte
+	// Encrypted are the rooms IsEncrypted reports; their uploads come back with a `file`.
+	Encrypted map[id.RoomID]bool
 }
 
 func (f *Matrix) next() error {
@@ -104,15 +106,26 @@ func (f *Matrix) Send(_ context.Context, _ id.RoomID, _ event.Type, content any,
 	return id.EventID("$" + txnID), nil
 }
 
-// Upload records the file.
-func (f *Matrix) Upload(_ context.Context, _ id.RoomID, data []byte, _, _ string) (mxmedia.Ref, error) {
+// Upload records the file; for an Encrypted room it answers with a `file` instead of a `url`.
+func (f *Matrix) Upload(_ context.Context, roomID id.RoomID, data []byte, _, _ string) (mxmedia.Ref, error) {
 	if err := f.next(); err != nil {
 		return mxmedia.Ref{}, err
 	}
 	f.Mu.Lock()
 	defer f.Mu.Unlock()
 	f.Uploads = append(f.Uploads, data)
-	return mxmedia.Ref{URL: id.ContentURIString(fmt.Sprintf("mxc://fake/%d", len(f.Uploads)-1))}, nil
+	uri := id.ContentURIString(fmt.Sprintf("mxc://fake/%d", len(f.Uploads)-1))
+	if f.Encrypted[roomID] {
+		return mxmedia.Ref{File: &event.EncryptedFileInfo{URL: uri}}, nil
+	}
+	return mxmedia.Ref{URL: uri}, nil
+}
+
+// IsEncrypted reports the Encrypted rooms.
+func (f *Matrix) IsEncrypted(_ context.Context, roomID id.RoomID) (bool, error) {
+	f.Mu.Lock()
+	defer f.Mu.Unlock()
+	return f.Encrypted[roomID], nil
 }
 
 // Redact records the redaction.

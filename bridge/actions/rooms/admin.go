@@ -22,7 +22,8 @@ var Admin = []actions.Spec{
 	{Name: "ban", Help: "bans a user from a room", New: func() actions.Request { return &Ban{} }},
 	{Name: "unban", Help: "lifts a user's ban from a room", New: func() actions.Request { return &Unban{} }},
 	{Name: "set_power_level", Help: "sets a user's power level (or role) in a room", New: func() actions.Request { return &SetPowerLevel{} }},
-	{Name: "set_room", Help: "sets a room's name, topic or avatar", New: func() actions.Request { return &SetRoom{} }},
+	{Name: "set_room", Help: "sets a room's name, topic or avatar (an mxc:// URI or any send_media source)",
+		New: func() actions.Request { return &SetRoom{} }, LargePayload: true},
 	{Name: "members", Help: "lists a room's members with their membership and power level", New: func() actions.Request { return &Members{} }},
 }
 
@@ -210,14 +211,14 @@ type SetRoom struct {
 	Room
 	Name  *string `json:"name,omitempty"`
 	Topic *string `json:"topic,omitempty"`
-	// Avatar is an mxc:// URI (an upload of any send_media source once send_media exists).
-	Avatar *string `json:"avatar,omitempty"`
+	// Avatar is an mxc:// URI or a send_media source, uploaded before it is set.
+	Avatar *Avatar `json:"avatar,omitempty"`
 }
 
 // maxRoomText bounds a room's name and topic.
 const maxRoomText = 10000
 
-// Validate checks that something is set and the avatar is an mxc URI.
+// Validate checks that something is set and the avatar's shape.
 func (r *SetRoom) Validate(t actions.Targets) *wire.Error {
 	if err := r.Room.Check(t); err != nil {
 		return err
@@ -234,7 +235,7 @@ func (r *SetRoom) Validate(t actions.Targets) *wire.Error {
 		}
 	}
 	if r.Avatar != nil {
-		return checkMXC("avatar", *r.Avatar)
+		return r.Avatar.Check()
 	}
 	return nil
 }
@@ -273,13 +274,21 @@ func (r *SetRoom) Run(ctx context.Context, env *actions.Env) (any, error) {
 		changes = append(changes, change{"topic", event.StateTopic, &event.TopicEventContent{Topic: *r.Topic}})
 	}
 	if r.Avatar != nil {
-		changes = append(changes, change{"avatar", event.StateRoomAvatar, &event.RoomAvatarEventContent{URL: id.ContentURIString(*r.Avatar)}})
+		changes = append(changes, change{"avatar", event.StateRoomAvatar, &event.RoomAvatarEventContent{}})
 	}
 	bot := pl.GetUserLevel(env.Matrix.UserID())
 	for _, c := range changes {
 		if need := pl.GetEventLevel(c.typ); bot < need {
 			return nil, wire.Errorf(wire.CodeNotAllowed, "the bot's power level in %s is %d; setting the %s needs %d", roomID, bot, c.field, need)
 		}
+	}
+	if r.Avatar != nil {
+		// Uploaded only once the bot is known to be allowed to set it.
+		uri, err := r.Avatar.Upload(ctx, env)
+		if err != nil {
+			return nil, err
+		}
+		changes[len(changes)-1].content = &event.RoomAvatarEventContent{URL: uri}
 	}
 	result := AdminResult{RoomID: roomID, EventIDs: map[string]id.EventID{}}
 	for _, c := range changes {

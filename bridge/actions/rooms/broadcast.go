@@ -17,7 +17,7 @@ import (
 // Broadcasts is the broadcast action, in a family of its own.
 var Broadcasts = []actions.Spec{
 	{Name: "broadcast", Help: "sends one message to many rooms (a list, a GROUPS name or \"*\"), one result per room",
-		New: func() actions.Request { return &Broadcast{} }},
+		New: func() actions.Request { return &Broadcast{} }, LargePayload: true},
 }
 
 // BroadcastLane is the one lane of every broadcast: broadcasts keep their order among
@@ -84,6 +84,10 @@ type Broadcast struct {
 	HTML     string      `json:"html,omitempty"`
 	MsgType  string      `json:"msgtype,omitempty"`
 	Mentions []string    `json:"mentions,omitempty"`
+	// Media is a file to send instead of a text (broadcastmedia.go).
+	Media *BroadcastMedia `json:"media,omitempty"`
+	// Spooled names the media's file kept for the outbox (set by Prepare, never from MQTT).
+	Spooled string `json:"spooled,omitempty"`
 }
 
 // BroadcastResult is the outcome in one room.
@@ -108,15 +112,29 @@ type BroadcastData struct {
 type broadcastProgress struct {
 	Targets []string          `json:"targets"`
 	Results []BroadcastResult `json:"results"`
+	// Uploads are the media's uploads by mode (plain, encrypted).
+	Uploads map[string]mediaUpload `json:"uploads,omitempty"`
 }
 
 // Lane is the broadcast lane.
 func (r *Broadcast) Lane() string { return BroadcastLane }
 
-// Validate checks the targets (expanding a group) and the message.
+// Validate checks the targets (expanding a group) and the message: a text or a media file.
 func (r *Broadcast) Validate(t actions.Targets) *wire.Error {
 	if _, err := r.targets(t); err != nil {
 		return err
+	}
+	if r.Spooled != "" {
+		return wire.Errorf(wire.CodeInvalidRequest, "field 'spooled' is the bridge's own")
+	}
+	if r.Media != nil {
+		if r.Text != "" || r.Markdown != "" || r.HTML != "" || r.MsgType != "" {
+			return wire.Errorf(wire.CodeInvalidRequest, "'media' goes without 'text', 'markdown', 'html' and 'msgtype': its caption is 'media.caption'")
+		}
+		if err := actions.CheckMentions(r.Mentions); err != nil {
+			return err
+		}
+		return r.file().ValidateFile()
 	}
 	body := &actions.Send{Text: r.Text, Markdown: r.Markdown, HTML: r.HTML, MsgType: r.MsgType, Mentions: r.Mentions}
 	return body.ValidateMessage()
@@ -176,13 +194,22 @@ func (r *Broadcast) Deliver(ctx context.Context, d *actions.Delivery) (any, erro
 			return nil, err
 		}
 	}
-	content := (&actions.Send{Text: r.Text, Markdown: r.Markdown, HTML: r.HTML, MsgType: r.MsgType, Mentions: r.Mentions}).Content()
+	var content any
+	if r.Media == nil {
+		content = (&actions.Send{Text: r.Text, Markdown: r.Markdown, HTML: r.HTML, MsgType: r.MsgType, Mentions: r.Mentions}).Content()
+	}
+	var file []byte // the media's file, loaded at most once per attempt
 	var retry error
 	for i, target := range p.Targets {
 		if p.Results[i].done() {
 			continue
 		}
-		res, err := r.sendOne(ctx, d, target, content, d.StepTxnID(i))
+		res, err := r.sendOne(ctx, d, target, func(roomID id.RoomID) (any, error) {
+			if content != nil {
+				return content, nil
+			}
+			return r.mediaContent(ctx, d, &p, roomID, &file)
+		}, d.StepTxnID(i))
 		if err != nil {
 			out := actions.Classify(err)
 			if out.Retry {
@@ -233,8 +260,9 @@ func (r *Broadcast) start(ctx context.Context, d *actions.Delivery) (broadcastPr
 	return p, nil
 }
 
-// sendOne sends to one target; rooms of "*" go through ALLOWED_TARGETS here.
-func (r *Broadcast) sendOne(ctx context.Context, d *actions.Delivery, target string, content any, txnID string) (BroadcastResult, error) {
+// sendOne sends to one target the content made for its room; rooms of "*" go through
+// ALLOWED_TARGETS here.
+func (r *Broadcast) sendOne(ctx context.Context, d *actions.Delivery, target string, content func(id.RoomID) (any, error), txnID string) (BroadcastResult, error) {
 	res := BroadcastResult{To: target}
 	if strings.HasPrefix(target, "!") {
 		if _, werr := d.Targets.Check("to", target); werr != nil {
@@ -246,6 +274,10 @@ func (r *Broadcast) sendOne(ctx context.Context, d *actions.Delivery, target str
 		return res, err
 	}
 	res.RoomID = roomID
-	res.EventID, err = d.Matrix.Send(ctx, roomID, event.EventMessage, content, txnID)
+	c, err := content(roomID)
+	if err != nil {
+		return res, err
+	}
+	res.EventID, err = d.Matrix.Send(ctx, roomID, event.EventMessage, c, txnID)
 	return res, err
 }

@@ -19,7 +19,8 @@ import (
 // Create is the create_room action, in a family of its own: it needs the templates and the
 // store of room keys besides actions.Matrix.
 var Create = []actions.Spec{
-	{Name: "create_room", Help: "creates a room (from a template), invites people and raises moderators", New: func() actions.Request { return &CreateRoom{} }},
+	{Name: "create_room", Help: "creates a room (from a template), invites people and raises moderators",
+		New: func() actions.Request { return &CreateRoom{} }, LargePayload: true},
 }
 
 // ModeratorLevel is the power level a template's or request's moderators get.
@@ -32,6 +33,9 @@ type CreateRoom struct {
 	TemplateName string `json:"template,omitempty"`
 	// Key is a friendly name for the new room, remembered across restarts.
 	Key string `json:"key,omitempty"`
+	// Avatar is an mxc:// URI or a send_media source, uploaded before the room is created; it
+	// overrides the template's (an mxc:// URI).
+	Avatar *Avatar `json:"avatar,omitempty"`
 	roomconf.Template
 }
 
@@ -46,6 +50,11 @@ type CreateResult struct {
 func (r *CreateRoom) Validate(t actions.Targets) *wire.Error {
 	if err := r.Template.Check(); err != nil {
 		return wire.Errorf(wire.CodeInvalidRequest, "%v", err)
+	}
+	if r.Avatar != nil {
+		if err := r.Avatar.Check(); err != nil {
+			return err
+		}
 	}
 	for _, f := range r.Template.Users() {
 		if _, err := t.CheckUser(f.Name, f.Value); err != nil {
@@ -78,6 +87,13 @@ func (r *CreateRoom) Run(ctx context.Context, env *actions.Env) (any, error) {
 		if werr := env.Targets.CheckKey("key", r.Key); werr != nil {
 			return nil, werr
 		}
+	}
+	if r.Avatar != nil {
+		uri, err := r.Avatar.Upload(ctx, env)
+		if err != nil {
+			return nil, err
+		}
+		setAvatar(req, uri)
 	}
 	roomID, err := env.Matrix.CreateRoom(ctx, req, spec.Encrypted)
 	if err != nil {
@@ -151,9 +167,18 @@ func (r *CreateRoom) request(spec roomconf.Template, env *actions.Env) (*mautrix
 		req.PowerLevelOverride.Users = users
 	}
 	if spec.Avatar != "" {
-		req.InitialState = append(req.InitialState, &event.Event{
-			Type: event.StateRoomAvatar, Content: event.Content{Parsed: &event.RoomAvatarEventContent{URL: id.ContentURIString(spec.Avatar)}},
-		})
+		setAvatar(req, id.ContentURIString(spec.Avatar))
 	}
 	return req, nil
+}
+
+// setAvatar puts the avatar into the room's initial state, replacing a template's; an empty
+// URI leaves the room without one.
+func setAvatar(req *mautrix.ReqCreateRoom, uri id.ContentURIString) {
+	req.InitialState = slices.DeleteFunc(req.InitialState, func(e *event.Event) bool { return e.Type == event.StateRoomAvatar })
+	if uri != "" {
+		req.InitialState = append(req.InitialState, &event.Event{
+			Type: event.StateRoomAvatar, Content: event.Content{Parsed: &event.RoomAvatarEventContent{URL: uri}},
+		})
+	}
 }

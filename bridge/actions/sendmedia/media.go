@@ -84,6 +84,21 @@ func (r *SendMedia) Validate(t actions.Targets) *wire.Error {
 	if r.Spooled != "" {
 		return wire.Errorf(wire.CodeInvalidRequest, "field 'spooled' is the bridge's own")
 	}
+	if err := r.ValidateFile(); err != nil {
+		return err
+	}
+	if err := actions.CheckEventIDs([]actions.EventField{{Name: "reply_to", Value: r.ReplyTo}, {Name: "thread", Value: r.Thread}}); err != nil {
+		return err
+	}
+	if err := actions.CheckMentions(r.Mentions); err != nil {
+		return err
+	}
+	return r.Timing.Validate()
+}
+
+// ValidateFile checks the source, the description of the file and its caption (broadcast's
+// media uses it too).
+func (r *SendMedia) ValidateFile() *wire.Error {
 	sources := 0
 	for _, set := range []bool{r.Data != "", r.Path != "", r.URL != "", r.MXC != "", r.raw != nil} {
 		if set {
@@ -133,13 +148,7 @@ func (r *SendMedia) Validate(t actions.Targets) *wire.Error {
 	if len(r.Waveform) > maxWaveform || slices.ContainsFunc(r.Waveform, func(v int) bool { return v < 0 || v > 1024 }) {
 		return wire.Errorf(wire.CodeInvalidRequest, "field 'waveform' takes at most %d values between 0 and 1024", maxWaveform)
 	}
-	if err := actions.CheckEventIDs([]actions.EventField{{Name: "reply_to", Value: r.ReplyTo}, {Name: "thread", Value: r.Thread}}); err != nil {
-		return err
-	}
-	if err := actions.CheckMentions(r.Mentions); err != nil {
-		return err
-	}
-	return r.Timing.Validate()
+	return nil
 }
 
 // Prepare checks the source against MEDIA_DIRS, MEDIA_HOSTS and MEDIA_MAX_BYTES, and keeps a
@@ -201,7 +210,11 @@ func (r *SendMedia) Deliver(ctx context.Context, d *actions.Delivery) (any, erro
 		return nil, err
 	}
 	if !ok || saved.Content == nil {
-		if saved.Content, err = r.upload(ctx, d, roomID); err != nil {
+		data, err := r.Load(ctx, d)
+		if err != nil {
+			return nil, err
+		}
+		if saved.Content, err = r.Upload(ctx, d, roomID, data); err != nil {
 			return nil, err
 		}
 		if err := d.Progress.Save(ctx, saved); err != nil {
@@ -211,15 +224,9 @@ func (r *SendMedia) Deliver(ctx context.Context, d *actions.Delivery) (any, erro
 	return r.Timing.SendMessage(ctx, d, saved.Content)
 }
 
-// upload loads, describes and uploads the file, and returns the message that refers to it.
-func (r *SendMedia) upload(ctx context.Context, d *actions.Delivery, roomID id.RoomID) (*event.MessageEventContent, error) {
-	if d.Media == nil {
-		return nil, wire.Errorf(wire.CodeNotAllowed, "media is not set up in this bridge")
-	}
-	data, err := r.load(ctx, d)
-	if err != nil {
-		return nil, err
-	}
+// Upload describes and uploads the file (encrypted when roomID is), and returns the message
+// that refers to it.
+func (r *SendMedia) Upload(ctx context.Context, d *actions.Delivery, roomID id.RoomID, data []byte) (*event.MessageEventContent, error) {
 	if werr := d.Media.CheckSize(int64(len(data))); werr != nil {
 		return nil, werr
 	}
@@ -249,8 +256,11 @@ func (r *SendMedia) upload(ctx context.Context, d *actions.Delivery, roomID id.R
 	return content, nil
 }
 
-// load reads the file from the spool, its URL or its mxc.
-func (r *SendMedia) load(ctx context.Context, d *actions.Delivery) ([]byte, error) {
+// Load reads the file from the spool, its URL or its mxc.
+func (r *SendMedia) Load(ctx context.Context, d *actions.Delivery) ([]byte, error) {
+	if d.Media == nil {
+		return nil, wire.Errorf(wire.CodeNotAllowed, "media is not set up in this bridge")
+	}
 	switch {
 	case r.Spooled != "":
 		return d.Media.ReadSpool(r.Spooled)
