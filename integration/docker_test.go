@@ -35,7 +35,7 @@ func lastLines(s string, n int) string {
 }
 
 // requireDocker skips the test where no Docker engine answers, unless
-// MATRIX2MQTT_REQUIRE_DOCKER=1 (scripts/test.sh sets it in CI), where it fails.
+// MATRIX2MQTT_REQUIRE_DOCKER=1 (scripts/test.sh sets it, like MATRIX2MQTT_REQUIRE_POSTGRES), where it fails.
 func requireDocker(t *testing.T) {
 	t.Helper()
 	_, err := exec.LookPath("docker")
