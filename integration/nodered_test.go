@@ -79,14 +79,11 @@ func startNodeRED(t *testing.T, flowFile string) string {
 	return base
 }
 
-// TestNodeREDSendAndWait runs configs/node-red/send-and-wait.json in a real Node-RED against
-// the bridge: a send request goes in over HTTP, and the HTTP answer is the bridge's response
-// with the same id.
-func TestNodeREDSendAndWait(t *testing.T) {
-	h := newHarness(t, nil)
-	room := h.sharedRoom(nil)
-
-	flow, err := os.ReadFile("../configs/node-red/send-and-wait.json")
+// startFlow runs the example flow in file in a real Node-RED, pointed at the test broker and at
+// h's base topic, and returns Node-RED's URL.
+func startFlow(t *testing.T, h *harness, file string) string {
+	t.Helper()
+	flow, err := os.ReadFile(file)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,7 +97,11 @@ func TestNodeREDSendAndWait(t *testing.T) {
 		case "mqtt-broker":
 			n["broker"], n["port"] = "127.0.0.1", port
 		case "mqtt in", "mqtt out":
-			n["topic"] = strings.Replace(n["topic"].(string), "matrix2mqtt/", h.base+"/", 1)
+			if topic, ok := n["topic"].(string); ok {
+				n["topic"] = strings.Replace(topic, "matrix2mqtt/", h.base+"/", 1)
+			}
+		case "function":
+			n["func"] = strings.Replace(n["func"].(string), `const base = "matrix2mqtt";`, fmt.Sprintf("const base = %q;", h.base), 1)
 		}
 	}
 	patched, _ := json.Marshal(nodes)
@@ -108,7 +109,17 @@ func TestNodeREDSendAndWait(t *testing.T) {
 	if err := os.WriteFile(flowFile, patched, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	base := startNodeRED(t, flowFile)
+	return startNodeRED(t, flowFile)
+}
+
+// TestNodeREDSendAndWait runs configs/node-red/send-and-wait.json in a real Node-RED against
+// the bridge: a send request goes in over HTTP, and the HTTP answer is the bridge's response
+// with the same id.
+func TestNodeREDSendAndWait(t *testing.T) {
+	h := newHarness(t, nil)
+	room := h.sharedRoom(nil)
+
+	base := startFlow(t, h, "../configs/node-red/send-and-wait.json")
 
 	post := func(body string) (int, map[string]any) {
 		t.Helper()
@@ -203,31 +214,7 @@ func (b *lockedBuffer) String() string {
 func TestNodeREDSendMediaBuffer(t *testing.T) {
 	h := newHarness(t, nil)
 	room := h.sharedRoom(nil)
-	flow, err := os.ReadFile("../configs/node-red/send-media-buffer.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var nodes []map[string]any
-	if err := json.Unmarshal(flow, &nodes); err != nil {
-		t.Fatalf("the flow is not JSON: %v", err)
-	}
-	_, port, _ := net.SplitHostPort(env.MQTTAddr)
-	for _, n := range nodes {
-		switch n["type"] {
-		case "mqtt-broker":
-			n["broker"], n["port"] = "127.0.0.1", port
-		case "mqtt in":
-			n["topic"] = strings.Replace(n["topic"].(string), "matrix2mqtt/", h.base+"/", 1)
-		case "function":
-			n["func"] = strings.Replace(n["func"].(string), `const base = "matrix2mqtt";`, fmt.Sprintf("const base = %q;", h.base), 1)
-		}
-	}
-	patched, _ := json.Marshal(nodes)
-	flowFile := filepath.Join(t.TempDir(), "flows.json")
-	if err := os.WriteFile(flowFile, patched, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	base := startNodeRED(t, flowFile)
+	base := startFlow(t, h, "../configs/node-red/send-media-buffer.json")
 
 	pic := testPNG(t, 120, 90)
 	resp, err := http.Post(base+"/matrix2mqtt/send_media/"+room.String(), "image/png", bytes.NewReader(pic))
