@@ -87,6 +87,9 @@ type Client struct {
 	syncMu       sync.Mutex
 	nextSync     chan struct{} // closed when the next sync response was handed over
 	crypto       *e2ee.Crypto  // nil when E2EE is off
+	// encryptionChecked holds the rooms whose encryption state was asked of the homeserver
+	// (see roomEncrypted).
+	encryptionChecked sync.Map
 	// e2eeBroken is why E2EE is enabled but not running (the identity is locked), or "".
 	e2eeBroken string
 	media      *media.Transfer

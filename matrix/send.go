@@ -54,7 +54,11 @@ var ErrEncryptionUnavailable = errors.New("the room is encrypted and end-to-end 
 // It refuses to send plaintext into an encrypted room.
 func (c *Client) Send(ctx context.Context, roomID id.RoomID, evtType event.Type, content any, txnID string) (id.EventID, error) {
 	if c.cli.Crypto == nil && evtType != event.EventReaction {
-		if encrypted, _ := c.state.IsEncrypted(ctx, roomID); encrypted {
+		encrypted, err := c.roomEncrypted(ctx, roomID)
+		if err != nil {
+			return "", fmt.Errorf("failed to send to %s: %w", roomID, err)
+		}
+		if encrypted {
 			return "", fmt.Errorf("failed to send to %s: %w", roomID, ErrEncryptionUnavailable)
 		}
 	}
@@ -223,4 +227,31 @@ func (c *Client) GetEvent(ctx context.Context, roomID id.RoomID, eventID id.Even
 	}
 	c.fillNames(ctx, ev)
 	return ev, nil
+}
+
+// roomEncrypted tells whether roomID is encrypted, for a client that cannot encrypt. The state
+// store knows only what sync brought so far: after a start on an empty DATA_DIR a send can come
+// before the room's state, so the first time a room is asked about the homeserver is asked too.
+// Later changes come through sync into the state store.
+func (c *Client) roomEncrypted(ctx context.Context, roomID id.RoomID) (bool, error) {
+	if encrypted, err := c.state.IsEncrypted(ctx, roomID); err != nil || encrypted {
+		return encrypted, err
+	}
+	if _, checked := c.encryptionChecked.Load(roomID); checked {
+		return false, nil
+	}
+	var content event.EncryptionEventContent
+	err := c.retryAuth(ctx, func() error { return c.cli.StateEvent(ctx, roomID, event.StateEncryption, "", &content) })
+	switch {
+	case errors.Is(err, mautrix.MNotFound):
+	case err != nil:
+		return false, fmt.Errorf("failed to read the encryption state: %w", err)
+	case content.Algorithm != "":
+		if err := c.state.SetEncryptionEvent(ctx, roomID, &content); err != nil {
+			return false, fmt.Errorf("failed to record the encryption state: %w", err)
+		}
+		return true, nil
+	}
+	c.encryptionChecked.Store(roomID, true)
+	return false, nil
 }
