@@ -71,6 +71,10 @@ func newStandIn(rooms int) *standIn {
 		writeJSON(w, 200, map[string]any{"event_id": "$" + r.PathValue("txn")})
 	})
 	mux.HandleFunc("GET /_matrix/client/v3/sync", s.sync)
+	// The stand-in's rooms are not encrypted: a bridge that cannot encrypt asks once per room.
+	mux.HandleFunc("GET /_matrix/client/v3/rooms/{room}/state/m.room.encryption/", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, 404, map[string]any{"errcode": "M_NOT_FOUND", "error": "Event not found."})
+	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.mu.Lock()
 		s.unknown[r.Method+" "+r.URL.Path]++
