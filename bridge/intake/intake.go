@@ -115,9 +115,10 @@ type rejection struct {
 	err        *wire.Error
 }
 
-// Offer is the MQTT message callback: it only hands the message over. Unacknowledged QoS 1
-// messages are bounded by the broker's in-flight window, so the queue cannot overflow with them;
-// QoS 0 messages that do not fit are dropped with a warning.
+// Offer is the MQTT message callback: it only hands the message over. A QoS 1 message waits
+// for room in the queue, which holds paho's reader and so the broker (a broker without an
+// in-flight limit may send its whole queue at once); QoS 0 messages that do not fit are dropped
+// with a warning.
 func (in *Intake) Offer(m mqtt.Message) {
 	in.mu.RLock()
 	defer in.mu.RUnlock()

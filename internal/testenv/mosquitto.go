@@ -42,6 +42,9 @@ func (e *Env) setupMosquitto() error {
 		// Without it the broker's Nagle algorithm waits for the client's delayed ACK (40 ms)
 		// before it forwards a message: every request/response round trip took ~44 ms.
 		"set_tcp_nodelay true",
+		// As configs/mosquitto/mosquitto.conf: Mosquitto 2.0.11 (Debian bookworm) otherwise can
+		// let a new message overtake its session queue (docs/delivery.md, "Brokers").
+		"max_inflight_messages 0",
 		"log_dest file " + filepath.Join(e.logDir, "mosquitto.log"),
 		"log_type all",
 		"log_timestamp_format %Y-%m-%dT%H:%M:%S",
