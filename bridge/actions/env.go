@@ -12,6 +12,7 @@ import (
 
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/media"
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/roomconf"
+	"github.com/matrix2mqtt/matrix2mqtt/bridge/store"
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/wire"
 	"github.com/matrix2mqtt/matrix2mqtt/matrix"
 	mxmedia "github.com/matrix2mqtt/matrix2mqtt/matrix/media"
@@ -127,6 +128,7 @@ type Delivery struct {
 	Progress Progress
 
 	followUps []FollowUp
+	sent      []store.Sent
 }
 
 // Room resolves the delivery's target.
@@ -148,3 +150,12 @@ func (d *Delivery) Schedule(f FollowUp) { d.followUps = append(d.followUps, f) }
 
 // FollowUps returns the scheduled follow-ups.
 func (d *Delivery) FollowUps() []FollowUp { return d.followUps }
+
+// RecordSent keeps a message the request sent (for read receipts and as the room's last
+// message), recorded in the transaction that finishes the request.
+func (d *Delivery) RecordSent(roomID id.RoomID, evtID id.EventID, requestID string) {
+	d.sent = append(d.sent, store.Sent{RoomID: roomID, EventID: evtID, RequestID: requestID, SentAt: d.Now})
+}
+
+// Sent returns the messages kept by RecordSent.
+func (d *Delivery) Sent() []store.Sent { return d.sent }

@@ -29,10 +29,9 @@ const maxTagLen = 64
 // lastTag names the bridge's last message in a room (TagStore.Tag).
 const lastTag = ""
 
-// TagStore remembers the bot's messages: the request that sent each (for read receipts and
-// `"edit": "last"`) and the message of each tag.
+// TagStore remembers the message of each tag, and finds the bot's last message in a room
+// (recorded with Delivery.RecordSent).
 type TagStore interface {
-	RecordSent(ctx context.Context, roomID id.RoomID, evtID id.EventID, requestID string, sentAt time.Time) error
 	// Tag returns the message of tag in roomID; the empty tag is the last message sent there.
 	Tag(ctx context.Context, roomID id.RoomID, tag string) (store.Tagged, bool, error)
 	SetTag(ctx context.Context, roomID id.RoomID, tag string, evtID id.EventID, sentAt time.Time) error
@@ -206,9 +205,7 @@ func (r *Send) sendLive(ctx context.Context, d *Delivery) (any, error) {
 // remember keeps a new message as sent by its request (so also as the room's last one) and,
 // with a tag, as the tag's.
 func (r *Send) remember(ctx context.Context, d *Delivery, roomID id.RoomID, evtID id.EventID) error {
-	if err := d.Tags.RecordSent(ctx, roomID, evtID, r.ID, d.Now); err != nil {
-		return err
-	}
+	d.RecordSent(roomID, evtID, r.ID)
 	if r.Tag == "" {
 		return nil
 	}

@@ -83,7 +83,11 @@ func (e *liveEnv) deliver(action, payload string) (any, error) {
 	e.n++
 	d := &actions.Delivery{Env: actions.Env{Matrix: e.hs, Targets: optionTargets, Options: e.mem, Tags: e.mem, Live: e.live},
 		Target: req.(actions.Durable).Lane(), TxnID: "t" + string(rune('0'+e.n)), Now: e.now, Progress: &memProgress{}}
-	return req.(actions.Durable).Deliver(context.Background(), d)
+	data, err := req.(actions.Durable).Deliver(context.Background(), d)
+	for _, sent := range d.Sent() { // as the outbox's Finish does
+		_ = e.mem.RecordSent(context.Background(), sent.RoomID, sent.EventID, sent.RequestID, sent.SentAt)
+	}
+	return data, err
 }
 
 func (e *liveEnv) lastContent() *event.MessageEventContent {

@@ -73,6 +73,7 @@ func (o *Outbox) deliver(ctx context.Context, e *Entry) {
 		d.Matrix = onceMatrix{Matrix: o.Env.Matrix, o: o, e: e}
 		data, err := req.Deliver(ctx, d)
 		if err == nil {
+			e.Sent = d.Sent()
 			o.finish(ctx, e, req.RequestID(), data, nil, d.FollowUps())
 			return
 		}

@@ -3,7 +3,6 @@ package store
 import (
 	"context"
 	"fmt"
-	"strings"
 	"time"
 )
 
@@ -24,17 +23,8 @@ func (s *Store) Seen(ctx context.Context, mqttKey string) (bool, error) {
 
 // insertDone remembers the keys of done messages, in the caller's transaction.
 func (s *Store) insertDone(ctx context.Context, keys []string, now time.Time) error {
-	if len(keys) == 0 {
-		return nil
-	}
-	args := make([]any, 0, 2*len(keys))
-	values := make([]string, len(keys))
-	for i, k := range keys {
-		args = append(args, k, now.UnixMilli())
-		values[i] = fmt.Sprintf("($%d, $%d)", 2*i+1, 2*i+2)
-	}
-	_, err := s.db.Exec(ctx, "INSERT INTO matrix2mqtt_done (mqtt_key, done_at) VALUES "+strings.Join(values, ", ")+" ON CONFLICT (mqtt_key) DO NOTHING", args...)
-	return err
+	return s.insertRows(ctx, "matrix2mqtt_done (mqtt_key, done_at)", "ON CONFLICT (mqtt_key) DO NOTHING", 2, len(keys),
+		func(i int, args []any) []any { return append(args, keys[i], now.UnixMilli()) })
 }
 
 func (s *Store) pruneDone(ctx context.Context, before time.Time) error {

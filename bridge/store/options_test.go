@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -93,14 +94,12 @@ func TestReadUpTo(t *testing.T) {
 	eachDB(t, func(t *testing.T, s *Store, clk *clock.Fake) {
 		ctx := context.Background()
 		base := clk.Now()
+		var sent []Sent
 		for i, evt := range []id.EventID{"$1", "$2", "$3"} {
-			if err := s.RecordSent(ctx, "!r:hs", evt, "q"+string(evt[1:]), base.Add(time.Duration(i)*time.Minute)); err != nil {
-				t.Fatal(err)
-			}
+			sent = append(sent, Sent{RoomID: "!r:hs", EventID: evt, RequestID: "q" + string(evt[1:]), SentAt: base.Add(time.Duration(i) * time.Minute)})
 		}
-		if err := s.RecordSent(ctx, "!other:hs", "$4", "", base); err != nil {
-			t.Fatal(err)
-		}
+		finishSending(t, s, sent...)
+		finishSending(t, s, Sent{RoomID: "!other:hs", EventID: "$4", SentAt: base})
 		if last, ok, err := s.Tag(ctx, "!r:hs", ""); err != nil || !ok || last.EventID != "$3" {
 			t.Fatalf("the last message sent = %+v, %v, %v", last, ok, err)
 		}
@@ -183,4 +182,18 @@ func TestPollVotes(t *testing.T) {
 			t.Fatalf("poll %+v %v %v", got, ok, err)
 		}
 	})
+}
+
+// finishSending adds an outbox entry and finishes it as having sent sent.
+func finishSending(t *testing.T, s *Store, sent ...Sent) {
+	t.Helper()
+	ctx := context.Background()
+	e := &Entry{Action: "send", Lane: "!r:hs", Request: []byte(`{}`), TxnID: fmt.Sprintf("sent-%s", sent[0].EventID), CreatedAt: s.clock.Now()}
+	if err := s.Add(ctx, []*Entry{e}); err != nil {
+		t.Fatal(err)
+	}
+	e.Sent = sent
+	if err := s.Finish(ctx, e, nil); err != nil {
+		t.Fatal(err)
+	}
 }

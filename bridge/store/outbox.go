@@ -32,6 +32,8 @@ type Entry struct {
 	RequestID string
 	// Response is the response (JSON) Finish keeps for RequestID, so a repeat gets it.
 	Response json.RawMessage
+	// Sent are the messages the request sent, which Finish records (matrix2mqtt_sent).
+	Sent []Sent
 }
 
 // insertChunk is the number of entries stored by one INSERT statement.
@@ -124,8 +126,8 @@ func (s *Store) SaveProgress(ctx context.Context, id int64, progress json.RawMes
 	return nil
 }
 
-// Finish deletes a done entry, remembers its MQTT key and its response, and adds its follow-ups
-// (a scheduled redaction), in one transaction. On SQLite, where write transactions run one at a time anyway,
+// Finish deletes a done entry, remembers its MQTT key, its response and the messages it sent,
+// and adds its follow-ups (a scheduled redaction), in one transaction. On SQLite, where write transactions run one at a time anyway,
 // entries that finish while another's transaction runs are committed together in the next one
 // (group commit): one transaction and two statements for all of them instead of per entry.
 func (s *Store) Finish(ctx context.Context, e *Entry, followUps []*Entry) error {
@@ -177,15 +179,20 @@ func (s *Store) finishTxn(ctx context.Context, batch []*finishing) error {
 				return err
 			}
 		}
+		if err := s.saveResponses(ctx, batch); err != nil {
+			return err
+		}
+		var sent []Sent
+		var followUps []*Entry
 		for _, f := range batch {
-			if err := s.saveResponse(ctx, f.e); err != nil {
-				return err
-			}
-			if len(f.followUps) > 0 {
-				if err := s.insert(ctx, f.followUps); err != nil {
-					return err
-				}
-			}
+			sent = append(sent, f.e.Sent...)
+			followUps = append(followUps, f.followUps...)
+		}
+		if err := s.insertSent(ctx, sent); err != nil {
+			return err
+		}
+		if len(followUps) > 0 {
+			return s.insert(ctx, followUps)
 		}
 		return nil
 	})

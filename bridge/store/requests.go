@@ -49,27 +49,39 @@ func (s *Store) Accepted(ctx context.Context, action string, ids []string) (map[
 
 // insertRequestIDs remembers the ids of entries that have one, in the caller's transaction.
 func (s *Store) insertRequestIDs(ctx context.Context, entries []*Entry) error {
+	withID := make([]*Entry, 0, len(entries))
 	for _, e := range entries {
-		if e.RequestID == "" {
-			continue
+		if e.RequestID != "" {
+			withID = append(withID, e)
 		}
-		_, err := s.db.Exec(ctx, `INSERT INTO matrix2mqtt_requests (action, request_id, accepted_at) VALUES ($1, $2, $3)
-			ON CONFLICT (action, request_id) DO NOTHING`, e.Action, e.RequestID, millis(e.CreatedAt))
-		if err != nil {
-			return fmt.Errorf("failed to remember request id: %w", err)
-		}
+	}
+	err := s.insertRows(ctx, "matrix2mqtt_requests (action, request_id, accepted_at)", "ON CONFLICT (action, request_id) DO NOTHING", 3, len(withID),
+		func(i int, args []any) []any {
+			return append(args, withID[i].Action, withID[i].RequestID, millis(withID[i].CreatedAt))
+		})
+	if err != nil {
+		return fmt.Errorf("failed to remember request ids: %w", err)
 	}
 	return nil
 }
 
-// saveResponse records the response of a done entry that has an id, in the caller's transaction.
-func (s *Store) saveResponse(ctx context.Context, e *Entry) error {
-	if e.RequestID == "" || len(e.Response) == 0 {
-		return nil
+// saveResponses records the responses of done entries that have an id, in the caller's
+// transaction.
+func (s *Store) saveResponses(ctx context.Context, batch []*finishing) error {
+	answered := make([]*Entry, 0, len(batch))
+	for _, f := range batch {
+		if f.e.RequestID != "" && len(f.e.Response) > 0 {
+			answered = append(answered, f.e)
+		}
 	}
-	_, err := s.db.Exec(ctx, "UPDATE matrix2mqtt_requests SET response=$1 WHERE action=$2 AND request_id=$3", string(e.Response), e.Action, e.RequestID)
+	err := s.insertRows(ctx, "matrix2mqtt_requests (action, request_id, accepted_at, response)",
+		"ON CONFLICT (action, request_id) DO UPDATE SET response=excluded.response", 4, len(answered),
+		func(i int, args []any) []any {
+			e := answered[i]
+			return append(args, e.Action, e.RequestID, millis(e.CreatedAt), string(e.Response))
+		})
 	if err != nil {
-		return fmt.Errorf("failed to save the response of request %s: %w", e.RequestID, err)
+		return fmt.Errorf("failed to save the responses of %d requests: %w", len(answered), err)
 	}
 	return nil
 }

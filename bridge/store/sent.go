@@ -21,13 +21,22 @@ type SentMessage struct {
 	SentAt    time.Time
 }
 
-// RecordSent remembers that the request requestID sent evtID to roomID at sentAt.
-func (s *Store) RecordSent(ctx context.Context, roomID id.RoomID, evtID id.EventID, requestID string, sentAt time.Time) error {
-	defer s.lockWrites()()
-	_, err := s.db.Exec(ctx, `INSERT INTO matrix2mqtt_sent (event_id, room_id, request_id, sent_at) VALUES ($1, $2, $3, $4)
-		ON CONFLICT (event_id) DO NOTHING`, evtID, roomID, requestID, sentAt.UnixMilli())
+// Sent is a message a request sent, recorded when the request is finished (Entry.Sent).
+type Sent struct {
+	RoomID    id.RoomID
+	EventID   id.EventID
+	RequestID string
+	SentAt    time.Time
+}
+
+// insertSent records sent messages, in the caller's transaction.
+func (s *Store) insertSent(ctx context.Context, sent []Sent) error {
+	err := s.insertRows(ctx, "matrix2mqtt_sent (event_id, room_id, request_id, sent_at)", "ON CONFLICT (event_id) DO NOTHING", 4, len(sent),
+		func(i int, args []any) []any {
+			return append(args, sent[i].EventID, sent[i].RoomID, sent[i].RequestID, sent[i].SentAt.UnixMilli())
+		})
 	if err != nil {
-		return fmt.Errorf("failed to record a sent message: %w", err)
+		return fmt.Errorf("failed to record %d sent messages: %w", len(sent), err)
 	}
 	return nil
 }

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -94,7 +95,7 @@ func Open(ctx context.Context, dataDir, databaseURL string, clk clock.Clock) (*S
 		if err := os.Chmod(location, 0o600); err != nil {
 			return nil, fmt.Errorf("failed to restrict database file: %w", err)
 		}
-		uri = "file:" + filepath.ToSlash(location) + "?_txlock=immediate"
+		uri = "file:" + filepath.ToSlash(location) + "?_txlock=immediate&_stmt_cache_size=128"
 	}
 	db, err := dbutil.NewWithDialect(uri, driver)
 	if err != nil {
@@ -193,6 +194,34 @@ func fromMillis(ms int64) time.Time {
 	return time.UnixMilli(ms)
 }
 
+// insertRows runs "INSERT INTO <into> VALUES (…), (…) <suffix>" for n rows of columns values
+// each, sqlChunk rows per statement; row appends the values of row i to args.
+func (s *Store) insertRows(ctx context.Context, into, suffix string, columns, n int, row func(i int, args []any) []any) error {
+	for start := 0; start < n; start += sqlChunk {
+		count := min(sqlChunk, n-start)
+		var query strings.Builder
+		query.WriteString("INSERT INTO ")
+		query.WriteString(into)
+		query.WriteString(" VALUES ")
+		args := make([]any, 0, count*columns)
+		for i := range count {
+			if i > 0 {
+				query.WriteString(", ")
+			}
+			query.WriteByte('(')
+			query.WriteString(marks(i*columns+1, columns))
+			query.WriteByte(')')
+			args = row(start+i, args)
+		}
+		query.WriteByte(' ')
+		query.WriteString(suffix)
+		if _, err := s.db.Exec(ctx, query.String(), args...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // marks returns "$from, $from+1, …" for n placeholders.
 func marks(from, n int) string {
 	var b strings.Builder
@@ -200,7 +229,8 @@ func marks(from, n int) string {
 		if i > 0 {
 			b.WriteString(", ")
 		}
-		fmt.Fprintf(&b, "$%d", from+i)
+		b.WriteByte('$')
+		b.WriteString(strconv.Itoa(from + i))
 	}
 	return b.String()
 }
