@@ -63,7 +63,7 @@ type options struct {
 	verbose     bool
 }
 
-var allScenarios = []string{"delivered", "ceiling", "inbound", "e2ee", "memory", "media"}
+var allScenarios = []string{"delivered", "ceiling", "inbound", "e2ee", "memory", "media", "e2ee-ceiling"}
 
 func intList(s string) ([]int, error) {
 	var out []int
@@ -104,7 +104,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.StringVar(&o.jsonOut, "json", "", "write the results as JSON to this file")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the bridge during the -profile scenario to this file")
 	fs.StringVar(&o.memProfile, "memprofile", "", "write the bridge's allocation profile after the -profile scenario to this file")
-	fs.StringVar(&o.profileOf, "profile", "ceiling", "scenario the profiles cover: delivered, ceiling or inbound (the stand-in part)")
+	fs.StringVar(&o.profileOf, "profile", "ceiling", "scenario the profiles cover: delivered, ceiling, inbound (the stand-in part) or e2ee-ceiling")
 	fs.StringVar(&o.mqttURL, "mqtt-url", "", "use this broker instead of starting Mosquitto (with -homeserver)")
 	fs.StringVar(&o.homeserver, "homeserver", "", "use this homeserver instead of starting Dendrite; needs -bot-user, -bot-password, -peer-user, -peer-password")
 	fs.StringVar(&o.botUser, "bot-user", "", "with -homeserver: the bridge's account")
@@ -297,6 +297,7 @@ func run(o *options) error {
 		{"e2ee", b.e2ee},
 		{"memory", b.memory},
 		{"media", b.media},
+		{"e2ee-ceiling", b.e2eeCeiling},
 	}
 	var failed []string
 	for _, s := range steps {
