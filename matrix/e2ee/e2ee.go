@@ -93,6 +93,7 @@ func Start(ctx context.Context, cfg Config, opts Options) (*Crypto, error) {
 		return nil, fmt.Errorf("failed to start encryption: %w", err)
 	}
 	c.helper, c.mach = helper, helper.Machine()
+	c.mach.CryptoStore = newSessionCache(c.mach.CryptoStore)
 	if cfg.ShareKeysWith == "cross-signed" {
 		c.mach.SendKeysMinTrust = id.TrustStateCrossSignedTOFU
 	}
