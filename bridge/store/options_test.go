@@ -129,6 +129,14 @@ func TestReadUpTo(t *testing.T) {
 				t.Fatalf("%s up to %s/%s: %q, want %q", tc.user, tc.evt, tc.until, g, tc.want)
 			}
 		}
+		// @a has read everything (ReadUpTo remembers that); a message sent since is new to them.
+		finishSending(t, s, Sent{RoomID: "!r:hs", EventID: "$5", RequestID: "q5", SentAt: base.Add(3 * time.Minute)})
+		for _, want := range []string{"$5/q5", ""} {
+			got, err := s.ReadUpTo(ctx, "!r:hs", "@a:hs", "", base.Add(time.Hour))
+			if g := strings.Join(ids(got), " "); err != nil || g != want {
+				t.Fatalf("@a after a new message: %q, %v; want %q", g, err, want)
+			}
+		}
 		clk.Advance(ReadRetention + time.Hour)
 		if err := s.Prune(ctx); err != nil {
 			t.Fatal(err)

@@ -202,6 +202,9 @@ func (s *Store) finishTxn(ctx context.Context, batch []*finishing) error {
 		}
 		return fmt.Errorf("failed to finish %d outbox entries: %w", len(batch), err)
 	}
+	for _, f := range batch {
+		s.reads.recorded(f.e.Sent)
+	}
 	return nil
 }
 

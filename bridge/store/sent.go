@@ -48,9 +48,19 @@ func (s *Store) insertSent(ctx context.Context, sent []Sent) error {
 // It only reads unless a message is covered, so the inbound path does not write for every
 // message of every room. The inbound path calls it from one goroutine.
 func (s *Store) ReadUpTo(ctx context.Context, roomID id.RoomID, user id.UserID, evtID id.EventID, until time.Time) ([]SentMessage, error) {
-	out, err := s.unread(ctx, roomID, user, evtID, until)
-	if err != nil || len(out) == 0 {
+	gen := s.reads.generation(roomID)
+	if s.reads.readAll(roomID, user, gen) {
+		return nil, nil
+	}
+	out, bound, err := s.unread(ctx, roomID, user, evtID, until)
+	if err != nil {
 		return nil, err
+	}
+	if err := s.noteAllRead(ctx, roomID, user, bound, gen); err != nil {
+		return nil, err
+	}
+	if len(out) == 0 {
+		return nil, nil
 	}
 	defer s.lockWrites()()
 	now := s.clock.Now().UnixMilli()
@@ -69,8 +79,23 @@ func (s *Store) ReadUpTo(ctx context.Context, roomID id.RoomID, user id.UserID, 
 	return out, nil
 }
 
-// unread returns the messages that a read up to evtID (or until) covers and user has not read.
-func (s *Store) unread(ctx context.Context, roomID id.RoomID, user id.UserID, evtID id.EventID, until time.Time) ([]SentMessage, error) {
+// noteAllRead remembers (for ReadUpTo) that user has read everything sent into roomID as of
+// generation gen, when nothing was sent there after bound, the end of the read just recorded.
+func (s *Store) noteAllRead(ctx context.Context, roomID id.RoomID, user id.UserID, bound int64, gen uint64) error {
+	var later bool
+	err := s.db.QueryRow(ctx, "SELECT EXISTS(SELECT 1 FROM matrix2mqtt_sent WHERE room_id=$1 AND sent_at > $2)", roomID, bound).Scan(&later)
+	if err != nil {
+		return fmt.Errorf("failed to look up reads: %w", err)
+	}
+	if !later {
+		s.reads.markAllRead(roomID, user, gen)
+	}
+	return nil
+}
+
+// unread returns the messages that a read up to evtID (or until) covers and user has not read,
+// and the end of that read (sent_at, Unix ms).
+func (s *Store) unread(ctx context.Context, roomID id.RoomID, user id.UserID, evtID id.EventID, until time.Time) ([]SentMessage, int64, error) {
 	bound := until.UnixMilli()
 	if evtID != "" {
 		var sentAt int64
@@ -83,7 +108,7 @@ func (s *Store) unread(ctx context.Context, roomID id.RoomID, user id.UserID, ev
 		AND NOT EXISTS (SELECT 1 FROM matrix2mqtt_reads r WHERE r.event_id=matrix2mqtt_sent.event_id AND r.user_id=$3)
 		ORDER BY sent_at`, roomID, bound, user)
 	if err != nil {
-		return nil, fmt.Errorf("failed to look up reads: %w", err)
+		return nil, 0, fmt.Errorf("failed to look up reads: %w", err)
 	}
 	defer rows.Close()
 	var out []SentMessage
@@ -91,15 +116,15 @@ func (s *Store) unread(ctx context.Context, roomID id.RoomID, user id.UserID, ev
 		var m SentMessage
 		var sentAt int64
 		if err := rows.Scan(&m.EventID, &m.RequestID, &sentAt); err != nil {
-			return nil, fmt.Errorf("failed to look up reads: %w", err)
+			return nil, 0, fmt.Errorf("failed to look up reads: %w", err)
 		}
 		m.SentAt = fromMillis(sentAt)
 		out = append(out, m)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("failed to look up reads: %w", err)
+		return nil, 0, fmt.Errorf("failed to look up reads: %w", err)
 	}
-	return out, nil
+	return out, bound, nil
 }
 
 func (s *Store) pruneSent(ctx context.Context, before time.Time) error {

@@ -55,6 +55,8 @@ type Store struct {
 	// finishing holds the entries waiting in Finish for the next group commit (SQLite).
 	finishMu  sync.Mutex
 	finishing []*finishing
+	// reads lets ReadUpTo skip its query when there is nothing new to read.
+	reads *readCache
 }
 
 // Location returns the database driver and where the database is: a PostgreSQL URL, or the
@@ -112,7 +114,7 @@ func Open(ctx context.Context, dataDir, databaseURL string, clk clock.Clock) (*S
 		db.Close()
 		return nil, fmt.Errorf("failed to upgrade outbox tables: %w", err)
 	}
-	s := &Store{Root: db, db: own, clock: clk}
+	s := &Store{Root: db, db: own, clock: clk, reads: newReadCache()}
 	if sqlite {
 		s.writes = &sync.Mutex{}
 	}
