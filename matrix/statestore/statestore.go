@@ -1,5 +1,5 @@
-// Package statestore is mautrix's SQL state store with the rooms' encryption settings cached in
-// memory.
+// Package statestore is mautrix's SQL state store with the rooms' encryption settings and the
+// members' profiles cached in memory.
 package statestore
 
 import (
@@ -23,6 +23,9 @@ type Store struct {
 	mu         sync.RWMutex
 	generation uint64 // bumped by every SetEncryptionEvent
 	encryption map[id.RoomID]*event.EncryptionEventContent
+	// memberGeneration is bumped by every change of members, which clears members.
+	memberGeneration uint64
+	members          map[memberKey]*event.MemberEventContent
 }
 
 // New opens the state store in db, upgrading its tables. It logs with the context's logger.
@@ -31,7 +34,8 @@ func New(ctx context.Context, db *dbutil.Database) (*Store, error) {
 	if err := store.Upgrade(ctx); err != nil {
 		return nil, fmt.Errorf("failed to upgrade Matrix state store: %w", err)
 	}
-	return &Store{SQLStateStore: store, encryption: map[id.RoomID]*event.EncryptionEventContent{}}, nil
+	return &Store{SQLStateStore: store, encryption: map[id.RoomID]*event.EncryptionEventContent{},
+		members: map[memberKey]*event.MemberEventContent{}}, nil
 }
 
 // SetEncryptionEvent stores the room's encryption settings and forgets the cached ones.

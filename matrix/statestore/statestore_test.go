@@ -49,3 +49,57 @@ func TestStateStoreCachesEncryption(t *testing.T) {
 		t.Fatal("the cached content was changed through a returned pointer")
 	}
 }
+
+// TestStateStoreCachesMembers: a member's profile is read from the database once; each way a
+// member changes (a member event through the sync handler's path, a member list replaced or
+// cleared) is seen at once.
+func TestStateStoreCachesMembers(t *testing.T) {
+	ctx := context.Background()
+	db, err := dbutil.NewWithDialect("file:"+filepath.Join(t.TempDir(), "state.db")+"?_txlock=immediate", "sqlite3-fk-wal")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	store, err := New(ctx, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const room, user = id.RoomID("!room:example.org"), id.UserID("@a:example.org")
+	memberEvent := func(name string) *event.Event {
+		stateKey := user.String()
+		return &event.Event{Type: event.StateMember, RoomID: room, StateKey: &stateKey,
+			Content: event.Content{Parsed: &event.MemberEventContent{Membership: event.MembershipJoin, Displayname: name}}}
+	}
+	name := func() string {
+		member, err := store.TryGetMember(ctx, room, user)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if member == nil {
+			return "(none)"
+		}
+		return member.Displayname
+	}
+	steps := []struct {
+		name   string
+		change func()
+		want   string
+	}{
+		{"unknown member", func() {}, "(none)"},
+		{"member event", func() { mautrix.UpdateStateStore(ctx, store, memberEvent("Alice")) }, "Alice"},
+		{"changed behind the cache: the cache answers", func() {
+			_ = store.SQLStateStore.SetMember(ctx, room, user, &event.MemberEventContent{Membership: event.MembershipJoin, Displayname: "Stale"})
+		}, "Alice"},
+		{"member list replaced", func() {
+			_ = store.ReplaceCachedMembers(ctx, room, []*event.Event{memberEvent("Alicia")})
+		}, "Alicia"},
+		{"member list cleared", func() { _ = store.ClearCachedMembers(ctx, room) }, "(none)"},
+		{"membership set", func() { _ = store.SetMembership(ctx, room, user, event.MembershipJoin) }, ""},
+	}
+	for _, step := range steps {
+		step.change()
+		if got := name(); got != step.want {
+			t.Fatalf("%s: display name %q, want %q", step.name, got, step.want)
+		}
+	}
+}
