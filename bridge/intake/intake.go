@@ -46,7 +46,7 @@ type Queue interface {
 	Accepted(ctx context.Context, action string, ids []string) (map[string]json.RawMessage, error)
 	Watch(fn func(ctx context.Context, action, requestID string, response json.RawMessage))
 	NewEntry(j outbox.Job) (*outbox.Entry, error)
-	Add(ctx context.Context, entries []*outbox.Entry) error
+	Add(ctx context.Context, entries []*outbox.Entry) ([]outbox.Repeat, error)
 	Start(entries []*outbox.Entry)
 }
 
@@ -197,12 +197,13 @@ func (in *Intake) process(ctx context.Context, batch []mqtt.Message) {
 		durable = append(durable, e)
 		acks = append(acks, m)
 	}
-	durable, acks = in.skipRepeats(ctx, durable, acks)
 	if len(durable) == 0 {
 		return
 	}
+	var repeats []outbox.Repeat
 	for {
-		err := in.Queue.Add(ctx, durable)
+		var err error
+		repeats, err = in.Queue.Add(ctx, durable)
 		if err == nil {
 			break
 		}
@@ -216,7 +217,8 @@ func (in *Intake) process(ctx context.Context, batch []mqtt.Message) {
 	for _, m := range acks {
 		m.Ack()
 	}
-	in.Queue.Start(durable)
+	in.answerRepeats(ctx, repeats, durable, acks)
+	in.Queue.Start(outbox.WithoutRepeats(durable, repeats))
 }
 
 // accept validates one message. It answers bad requests and starts immediate actions
@@ -269,43 +271,22 @@ func (in *Intake) accept(ctx context.Context, m mqtt.Message, received time.Time
 	return nil
 }
 
-// skipRepeats takes out of a batch the durable requests whose action and id were accepted
-// already (within store.RequestRetention) or earlier in the batch, and acknowledges them: a
-// repeat of a done one is answered with its kept response, a repeat of a pending one when the
-// first is done (by finished). It returns
-// the others with their messages.
-func (in *Intake) skipRepeats(ctx context.Context, durable []*outbox.Entry, acks []mqtt.Message) ([]*outbox.Entry, []mqtt.Message) {
-	ids := map[string][]string{} // action → ids
-	for _, e := range durable {
-		if e.RequestID != "" {
-			ids[e.Action] = append(ids[e.Action], e.RequestID)
-		}
+// answerRepeats answers the durable requests Add did not commit because their action and id
+// were accepted already (within store.RequestRetention) or earlier in the batch: a repeat of a
+// done one with its kept response, a repeat of a pending one when the first is done (by
+// finished). durable and acks are the batch's entries and their messages.
+func (in *Intake) answerRepeats(ctx context.Context, repeats []outbox.Repeat, durable []*outbox.Entry, acks []mqtt.Message) {
+	if len(repeats) == 0 {
+		return
 	}
-	if len(ids) == 0 {
-		return durable, acks
-	}
-	known := map[string]map[string]json.RawMessage{}
-	for action, list := range ids {
-		found, err := in.Queue.Accepted(ctx, action, list)
-		if err != nil {
-			in.log.Warn().Err(err).Msg("Failed to look up request ids; taking the requests as new")
-			return durable, acks
-		}
-		known[action] = found
-	}
-	inBatch := map[[2]string]bool{}
-	keep, keepAcks := make([]*outbox.Entry, 0, len(durable)), make([]mqtt.Message, 0, len(acks))
+	messages := make(map[*outbox.Entry]mqtt.Message, len(durable))
 	for i, e := range durable {
-		key := [2]string{e.Action, e.RequestID}
-		response, found := known[e.Action][e.RequestID]
-		if e.RequestID == "" || (!found && !inBatch[key]) {
-			inBatch[key] = e.RequestID != ""
-			keep, keepAcks = append(keep, e), append(keepAcks, acks[i])
-			continue
-		}
-		m := acks[i]
-		m.Ack()
+		messages[e] = acks[i]
+	}
+	for _, r := range repeats {
+		e, m := r.Entry, messages[r.Entry]
 		log := in.log.Info().Str("action", e.Action).Str("request_id", e.RequestID).Uint16("packet_id", m.PacketID).Bool("redelivery", m.Duplicate)
+		response := r.Response
 		if len(response) == 0 {
 			response = in.awaitFirst(ctx, e.Action, e.RequestID)
 		}
@@ -317,7 +298,6 @@ func (in *Intake) skipRepeats(ctx context.Context, durable []*outbox.Entry, acks
 		data, err := in.decodeKept(e.RequestID, response)
 		in.answer(rejection{action: e.Action, id: e.RequestID, data: data, err: err})
 	}
-	return keep, keepAcks
 }
 
 // awaitFirst registers a repeat of a pending request, to be answered by finished, and returns

@@ -67,19 +67,24 @@ func (q *fakeQueue) NewEntry(j outbox.Job) (*outbox.Entry, error) {
 	return e, nil
 }
 
-func (q *fakeQueue) Add(_ context.Context, entries []*outbox.Entry) error {
+func (q *fakeQueue) Add(_ context.Context, entries []*outbox.Entry) ([]outbox.Repeat, error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	var repeats []outbox.Repeat
 	for _, e := range entries {
-		q.add("add " + e.Action + " " + e.Lane)
 		if e.RequestID != "" && q.accepted != nil { // as the store remembers it, pending
-			q.mu.Lock()
+			if response, ok := q.accepted[e.Action][e.RequestID]; ok {
+				repeats = append(repeats, outbox.Repeat{Entry: e, Response: response})
+				continue
+			}
 			if q.accepted[e.Action] == nil {
 				q.accepted[e.Action] = map[string]json.RawMessage{}
 			}
 			q.accepted[e.Action][e.RequestID] = json.RawMessage{}
-			q.mu.Unlock()
 		}
+		q.log = append(q.log, "add "+e.Action+" "+e.Lane)
 	}
-	return nil
+	return repeats, nil
 }
 
 func (q *fakeQueue) Start(entries []*outbox.Entry) {

@@ -31,7 +31,7 @@ func TestBroadcastProgress(t *testing.T) {
 		if e.Lane != rooms.BroadcastLane {
 			t.Fatalf("lane = %s", e.Lane)
 		}
-		if err := to.Add(context.Background(), []*Entry{e}); err != nil {
+		if _, err := to.Add(context.Background(), []*Entry{e}); err != nil {
 			t.Fatal(err)
 		}
 		done := to.run(e)

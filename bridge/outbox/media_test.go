@@ -43,7 +43,7 @@ func TestSendMediaUploadsOnce(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := to.Add(context.Background(), []*Entry{e}); err != nil {
+		if _, err := to.Add(context.Background(), []*Entry{e}); err != nil {
 			t.Fatal(err)
 		}
 		done := to.run(e)

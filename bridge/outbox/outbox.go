@@ -211,13 +211,32 @@ func (o *Outbox) NewEntry(j Job) (*Entry, error) {
 	return e, nil
 }
 
-// Add commits entries to the outbox in one transaction; Start then delivers them.
-func (o *Outbox) Add(ctx context.Context, entries []*Entry) error {
+// Repeat is an entry Add did not commit: a request with its action and id was accepted within
+// store.RequestRetention, or comes earlier in the same call.
+type Repeat struct {
+	Entry *Entry
+	// Response is the first request's kept response, empty while it is pending.
+	Response json.RawMessage
+}
+
+// Add commits entries to the outbox in one transaction, but for the repeats it returns; Start
+// then delivers the others.
+func (o *Outbox) Add(ctx context.Context, entries []*Entry) ([]Repeat, error) {
 	rows := make([]*store.Entry, len(entries))
+	byRow := make(map[*store.Entry]*Entry, len(entries))
 	for i, e := range entries {
 		rows[i] = &e.Entry
+		byRow[rows[i]] = e
 	}
-	return o.Store.Add(ctx, rows)
+	stored, err := o.Store.Add(ctx, rows)
+	if err != nil {
+		return nil, err
+	}
+	repeats := make([]Repeat, len(stored))
+	for i, r := range stored {
+		repeats[i] = Repeat{Entry: byRow[r.Entry], Response: r.Response}
+	}
+	return repeats, nil
 }
 
 // Start hands committed entries to their lanes.
@@ -247,11 +266,30 @@ func (o *Outbox) Enqueue(ctx context.Context, jobs ...Job) error {
 		}
 		entries = append(entries, e)
 	}
-	if err := o.Add(ctx, entries); err != nil {
+	repeats, err := o.Add(ctx, entries)
+	if err != nil {
 		return err
 	}
-	o.Start(entries)
+	o.Start(WithoutRepeats(entries, repeats))
 	return nil
+}
+
+// WithoutRepeats returns entries without the repeats Add returned for them.
+func WithoutRepeats(entries []*Entry, repeats []Repeat) []*Entry {
+	if len(repeats) == 0 {
+		return entries
+	}
+	skip := make(map[*Entry]bool, len(repeats))
+	for _, r := range repeats {
+		skip[r.Entry] = true
+	}
+	fresh := make([]*Entry, 0, len(entries)-len(repeats))
+	for _, e := range entries {
+		if !skip[e] {
+			fresh = append(fresh, e)
+		}
+	}
+	return fresh
 }
 
 // Flush makes every lane that waits to retry try again now.

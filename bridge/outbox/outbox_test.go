@@ -91,7 +91,7 @@ func (to *testOutbox) enqueue(t *testing.T, req *actions.Send) *Entry {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := to.Add(context.Background(), []*Entry{e}); err != nil {
+	if _, err := to.Add(context.Background(), []*Entry{e}); err != nil {
 		t.Fatal(err)
 	}
 	return e
@@ -560,7 +560,7 @@ func TestProgressKeepsFinishedSteps(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := to.Add(context.Background(), []*Entry{e}); err != nil {
+		if _, err := to.Add(context.Background(), []*Entry{e}); err != nil {
 			t.Fatal(err)
 		}
 		done := to.run(e)
@@ -585,7 +585,7 @@ func TestUndecodableEntryIsAnswered(t *testing.T) {
 	e := &Entry{spec: actions.Spec{Name: "send"}}
 	e.Action, e.Lane, e.TxnID, e.CreatedAt = "send", "!room:hs", "m2mbroken", to.clock.Now()
 	e.Request = []byte(`{"id":"old","to":5}`)
-	if err := to.Add(context.Background(), []*Entry{e}); err != nil {
+	if _, err := to.Add(context.Background(), []*Entry{e}); err != nil {
 		t.Fatal(err)
 	}
 	<-to.run(e)

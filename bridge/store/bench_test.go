@@ -51,7 +51,7 @@ func BenchmarkOutboxAdd(b *testing.B) {
 				b.StopTimer()
 				batch := benchEntries(size, &seq)
 				b.StartTimer()
-				if err := s.Add(ctx, batch); err != nil {
+				if _, err := s.Add(ctx, batch); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -70,7 +70,7 @@ func BenchmarkOutboxFinish(b *testing.B) {
 	for b.Loop() {
 		b.StopTimer()
 		batch := benchEntries(1, &seq)
-		if err := s.Add(ctx, batch); err != nil {
+		if _, err := s.Add(ctx, batch); err != nil {
 			b.Fatal(err)
 		}
 		b.StartTimer()
@@ -86,7 +86,7 @@ func BenchmarkOutboxFinishParallel(b *testing.B) {
 	ctx := context.Background()
 	seq := 0
 	batch := benchEntries(b.N+64, &seq)
-	if err := s.Add(ctx, batch); err != nil {
+	if _, err := s.Add(ctx, batch); err != nil {
 		b.Fatal(err)
 	}
 	var next atomic.Int64

@@ -197,7 +197,7 @@ func finishSending(t *testing.T, s *Store, sent ...Sent) {
 	t.Helper()
 	ctx := context.Background()
 	e := &Entry{Action: "send", Lane: "!r:hs", Request: []byte(`{}`), TxnID: fmt.Sprintf("sent-%s", sent[0].EventID), CreatedAt: s.clock.Now()}
-	if err := s.Add(ctx, []*Entry{e}); err != nil {
+	if _, err := s.Add(ctx, []*Entry{e}); err != nil {
 		t.Fatal(err)
 	}
 	e.Sent = sent

@@ -39,15 +39,31 @@ type Entry struct {
 // insertChunk is the number of entries stored by one INSERT statement.
 const insertChunk = 64
 
-// Add stores entries in one transaction and sets their IDs; it remembers their request ids.
-func (s *Store) Add(ctx context.Context, entries []*Entry) error {
+// Repeat is an entry Add did not store: a request with the same action and id was accepted
+// within RequestRetention, or comes earlier in the same call.
+type Repeat struct {
+	Entry *Entry
+	// Response is the first request's kept response, empty while it is pending.
+	Response json.RawMessage
+}
+
+// Add stores entries in one transaction and sets their IDs, remembering their request ids; it
+// returns the repeats, which it does not store.
+func (s *Store) Add(ctx context.Context, entries []*Entry) ([]Repeat, error) {
 	defer s.lockWrites()()
-	return s.db.DoTxn(ctx, nil, func(ctx context.Context) error {
-		if err := s.insert(ctx, entries); err != nil {
+	var repeats []Repeat
+	err := s.db.DoTxn(ctx, nil, func(ctx context.Context) error {
+		fresh, r, err := s.claimRequestIDs(ctx, entries)
+		if err != nil {
 			return err
 		}
-		return s.insertRequestIDs(ctx, entries)
+		repeats = r
+		return s.insert(ctx, fresh)
 	})
+	if err != nil {
+		return nil, err
+	}
+	return repeats, nil
 }
 
 // insert is Add, in the caller's transaction if there is one.

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"slices"
 	"time"
+
+	"go.mau.fi/util/dbutil"
 )
 
 // The matrix2mqtt_requests table: the ids of requests taken into the outbox lately, with their
@@ -47,22 +49,74 @@ func (s *Store) Accepted(ctx context.Context, action string, ids []string) (map[
 	return found, nil
 }
 
-// insertRequestIDs remembers the ids of entries that have one, in the caller's transaction.
-func (s *Store) insertRequestIDs(ctx context.Context, entries []*Entry) error {
-	withID := make([]*Entry, 0, len(entries))
+// requestKey is a request's action and id.
+type requestKey struct{ action, id string }
+
+// claimRequestIDs remembers the request ids of entries, in the caller's transaction, and sorts
+// out the repeats: fresh are the entries to store, in their order.
+func (s *Store) claimRequestIDs(ctx context.Context, entries []*Entry) (fresh []*Entry, repeats []Repeat, err error) {
+	first := map[requestKey]*Entry{}
+	var claims []*Entry
 	for _, e := range entries {
-		if e.RequestID != "" {
-			withID = append(withID, e)
+		if e.RequestID == "" {
+			continue
+		}
+		key := requestKey{e.Action, e.RequestID}
+		if first[key] == nil {
+			first[key] = e
+			claims = append(claims, e)
 		}
 	}
-	err := s.insertRows(ctx, "matrix2mqtt_requests (action, request_id, accepted_at)", "ON CONFLICT (action, request_id) DO NOTHING", 3, len(withID),
+	claimed := make(map[requestKey]bool, len(claims))
+	err = s.insertRowsReturning(ctx, "matrix2mqtt_requests (action, request_id, accepted_at)",
+		"ON CONFLICT (action, request_id) DO NOTHING RETURNING action, request_id", 3, len(claims),
 		func(i int, args []any) []any {
-			return append(args, withID[i].Action, withID[i].RequestID, millis(withID[i].CreatedAt))
+			return append(args, claims[i].Action, claims[i].RequestID, millis(claims[i].CreatedAt))
+		},
+		func(row dbutil.Scannable) error {
+			var key requestKey
+			err := row.Scan(&key.action, &key.id)
+			claimed[key] = true
+			return err
 		})
 	if err != nil {
-		return fmt.Errorf("failed to remember request ids: %w", err)
+		return nil, nil, fmt.Errorf("failed to remember request ids: %w", err)
 	}
-	return nil
+	known, err := s.keptResponses(ctx, claims, claimed)
+	if err != nil {
+		return nil, nil, err
+	}
+	fresh = make([]*Entry, 0, len(entries))
+	for _, e := range entries {
+		key := requestKey{e.Action, e.RequestID}
+		if e.RequestID == "" || (first[key] == e && claimed[key]) {
+			fresh = append(fresh, e)
+			continue
+		}
+		repeats = append(repeats, Repeat{Entry: e, Response: known[key]})
+	}
+	return fresh, repeats, nil
+}
+
+// keptResponses reads the responses of the claims that were accepted before (not in claimed).
+func (s *Store) keptResponses(ctx context.Context, claims []*Entry, claimed map[requestKey]bool) (map[requestKey]json.RawMessage, error) {
+	byAction := map[string][]string{}
+	for _, e := range claims {
+		if !claimed[requestKey{e.Action, e.RequestID}] {
+			byAction[e.Action] = append(byAction[e.Action], e.RequestID)
+		}
+	}
+	known := map[requestKey]json.RawMessage{}
+	for action, ids := range byAction {
+		found, err := s.Accepted(ctx, action, ids)
+		if err != nil {
+			return nil, err
+		}
+		for id, response := range found {
+			known[requestKey{action, id}] = response
+		}
+	}
+	return known, nil
 }
 
 // saveResponses records the responses of done entries that have an id, in the caller's

@@ -17,7 +17,7 @@ func TestRequestIDsAreKeptWithTheirResponse(t *testing.T) {
 		a, b, anon := entry("send", "l"), entry("send", "l"), entry("send", "l")
 		a.RequestID, b.RequestID = "a", "b"
 		a.CreatedAt, b.CreatedAt, anon.CreatedAt = clk.Now(), clk.Now(), clk.Now()
-		if err := s.Add(ctx, []*Entry{a, b, anon}); err != nil {
+		if _, err := s.Add(ctx, []*Entry{a, b, anon}); err != nil {
 			t.Fatal(err)
 		}
 		got, err := s.Accepted(ctx, "send", []string{"a", "b", "c"})
@@ -44,6 +44,59 @@ func TestRequestIDsAreKeptWithTheirResponse(t *testing.T) {
 		}
 		if got, _ = s.Accepted(ctx, "send", []string{"a", "b"}); len(got) != 0 {
 			t.Fatalf("ids kept after the retention: %v", got)
+		}
+	})
+}
+
+// TestAddSortsOutRepeats: Add stores a request whose action and id are new and returns, without
+// storing them, the repeats of one accepted earlier (with its kept response, empty while it is
+// pending) or earlier in the same call; requests without an id are always stored.
+func TestAddSortsOutRepeats(t *testing.T) {
+	eachDB(t, func(t *testing.T, s *Store, clk *clock.Fake) {
+		ctx := context.Background()
+		withID := func(action, id string) *Entry {
+			e := entry(action, "l")
+			e.RequestID, e.CreatedAt = id, clk.Now()
+			return e
+		}
+		done, pending := withID("send", "done"), withID("send", "pending")
+		if _, err := s.Add(ctx, []*Entry{done, pending}); err != nil {
+			t.Fatal(err)
+		}
+		done.Response = json.RawMessage(`{"id":"done","status":"ok"}`)
+		if err := s.Finish(ctx, done, nil); err != nil {
+			t.Fatal(err)
+		}
+		batch := []struct {
+			name     string
+			entry    *Entry
+			repeat   bool
+			response string
+		}{
+			{"new id", withID("send", "new"), false, ""},
+			{"repeat of a done request", withID("send", "done"), true, `{"id":"done","status":"ok"}`},
+			{"repeat of a pending request", withID("send", "pending"), true, ""},
+			{"repeat earlier in the call", withID("send", "new"), true, ""},
+			{"same id, other action", withID("react", "done"), false, ""},
+			{"no id", withID("send", ""), false, ""},
+		}
+		entries := make([]*Entry, len(batch))
+		for i, b := range batch {
+			entries[i] = b.entry
+		}
+		repeats, err := s.Add(ctx, entries)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := map[*Entry]string{}
+		for _, r := range repeats {
+			got[r.Entry] = string(r.Response)
+		}
+		for _, b := range batch {
+			response, repeat := got[b.entry]
+			if repeat != b.repeat || response != b.response || (b.entry.ID != 0) == b.repeat {
+				t.Errorf("%s: repeat %v (response %q, row %d), want repeat %v (response %q)", b.name, repeat, response, b.entry.ID, b.repeat, b.response)
+			}
 		}
 	})
 }

@@ -199,6 +199,11 @@ func fromMillis(ms int64) time.Time {
 // insertRows runs "INSERT INTO <into> VALUES (…), (…) <suffix>" for n rows of columns values
 // each, sqlChunk rows per statement; row appends the values of row i to args.
 func (s *Store) insertRows(ctx context.Context, into, suffix string, columns, n int, row func(i int, args []any) []any) error {
+	return s.insertRowsReturning(ctx, into, suffix, columns, n, row, nil)
+}
+
+// insertRowsReturning is insertRows for a suffix with RETURNING: scan reads each returned row.
+func (s *Store) insertRowsReturning(ctx context.Context, into, suffix string, columns, n int, row func(i int, args []any) []any, scan func(dbutil.Scannable) error) error {
 	for start := 0; start < n; start += sqlChunk {
 		count := min(sqlChunk, n-start)
 		var query strings.Builder
@@ -217,7 +222,25 @@ func (s *Store) insertRows(ctx context.Context, into, suffix string, columns, n 
 		}
 		query.WriteByte(' ')
 		query.WriteString(suffix)
-		if _, err := s.db.Exec(ctx, query.String(), args...); err != nil {
+		if scan == nil {
+			if _, err := s.db.Exec(ctx, query.String(), args...); err != nil {
+				return err
+			}
+			continue
+		}
+		rows, err := s.db.Query(ctx, query.String(), args...)
+		if err != nil {
+			return err
+		}
+		for rows.Next() {
+			if err := scan(rows); err != nil {
+				rows.Close()
+				return err
+			}
+		}
+		err = rows.Err()
+		rows.Close()
+		if err != nil {
 			return err
 		}
 	}

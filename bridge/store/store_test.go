@@ -68,7 +68,7 @@ func TestFinishConcurrently(t *testing.T) {
 			e.MQTTKey = fmt.Sprintf("%d:key", i)
 			entries = append(entries, e)
 		}
-		if err := s.Add(ctx, entries); err != nil {
+		if _, err := s.Add(ctx, entries); err != nil {
 			t.Fatal(err)
 		}
 		followUps := make([]*Entry, n)
@@ -121,7 +121,7 @@ func TestAddInChunks(t *testing.T) {
 			e.CreatedAt, e.MQTTKey = time.UnixMilli(int64(1000+i)), fmt.Sprintf("%d:key", i)
 			entries = append(entries, e)
 		}
-		if err := s.Add(ctx, entries); err != nil {
+		if _, err := s.Add(ctx, entries); err != nil {
 			t.Fatal(err)
 		}
 		for i := 1; i < n; i++ {
@@ -151,7 +151,7 @@ func TestProgressIsKept(t *testing.T) {
 	eachDB(t, func(t *testing.T, s *Store, _ *clock.Fake) {
 		ctx := context.Background()
 		e := entry("broadcast", "lane")
-		if err := s.Add(ctx, []*Entry{e}); err != nil {
+		if _, err := s.Add(ctx, []*Entry{e}); err != nil {
 			t.Fatal(err)
 		}
 		if err := s.SaveProgress(ctx, e.ID, json.RawMessage(`{"mxc":"mxc://hs/abc"}`)); err != nil {
@@ -212,7 +212,7 @@ func TestPruningOfASendOnlyBridge(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		e := entry("send", "!r:hs")
 		e.MQTTKey = "1:abc"
-		if err := s.Add(ctx, []*Entry{e}); err != nil {
+		if _, err := s.Add(ctx, []*Entry{e}); err != nil {
 			t.Fatal(err)
 		}
 		if err := s.Finish(ctx, e, nil); err != nil {
