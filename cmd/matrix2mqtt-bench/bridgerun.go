@@ -123,6 +123,8 @@ type bridgeProc struct {
 	env     map[string]string
 	inproc  bool
 	logPath string
+	// cpus, when set, confines the subprocess to that many CPUs (-cpus; see childCmd).
+	cpus int
 
 	started time.Time
 	pid     int
@@ -171,8 +173,7 @@ func (b *bridgeProc) start() error {
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command(self, childArg)
-	cmd.Env = append(os.Environ(), b.environ()...)
+	cmd := b.childCmd(self)
 	cmd.Stderr = logFile
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {

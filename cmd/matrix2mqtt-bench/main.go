@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -61,9 +62,13 @@ type options struct {
 	keep        bool
 	bridgeEnv   map[string]string
 	verbose     bool
+
+	backlogN      int
+	backlogStatus int
+	cpus          int // 0: all
 }
 
-var allScenarios = []string{"delivered", "ceiling", "inbound", "e2ee", "memory", "media", "e2ee-ceiling"}
+var allScenarios = []string{"delivered", "ceiling", "inbound", "e2ee", "memory", "media", "e2ee-ceiling", "backlog"}
 
 func intList(s string) ([]int, error) {
 	var out []int
@@ -98,6 +103,9 @@ func parseFlags(args []string) (*options, error) {
 	fs.IntVar(&o.burstSize, "burst-size", 50, "inbound on the stand-in: events per room per sync response (the bridge's filter limit is 50)")
 	fs.IntVar(&o.e2eeN, "e2ee-n", 0, "e2ee: messages per side (default 300, -short 30)")
 	fs.IntVar(&o.mediaN, "media-n", 0, "media: ~1 MB images per side, alternating one by one (default 20, -short 3)")
+	fs.IntVar(&o.backlogN, "backlog-n", 0, "backlog: send requests queued during the outage (default 100000, -short 2000)")
+	fs.IntVar(&o.backlogStatus, "backlog-status", 429, "backlog: HTTP status of /send during the outage: 429 (M_LIMIT_EXCEEDED, not sent) or 503 (M_UNKNOWN, may have arrived: each lane's head waits for a sync)")
+	fs.IntVar(&o.cpus, "cpus", 0, "run the bridges with GOMAXPROCS=N, pinned to the first N CPUs with taskset (0: all CPUs)")
 	devs := fs.String("devices", "1,10", "e2ee: recipient device counts")
 	rooms := fs.String("rooms", "", "memory: joined room counts (default 100,1000; -short 10,30)")
 	fs.BoolVar(&o.inproc, "inproc", false, "run the bridge in this process (bridge.Run) instead of a subprocess; RSS, CPU and allocations then include the benchmark's own")
@@ -133,6 +141,7 @@ func parseFlags(args []string) (*options, error) {
 	pick(&o.singles, 100, 20)
 	pick(&o.e2eeN, 300, 30)
 	pick(&o.mediaN, 20, 3)
+	pick(&o.backlogN, 100000, 2000)
 	var err error
 	if *conc == "" {
 		*conc = map[bool]string{false: "1,8", true: "4"}[o.short]
@@ -180,6 +189,12 @@ func parseFlags(args []string) (*options, error) {
 	}
 	if o.rounds < 1 || o.window < 1 || o.lanes < 1 {
 		return nil, errors.New("-rounds, -window and -lanes must be positive")
+	}
+	if o.backlogN < 1 || (o.backlogStatus != http.StatusTooManyRequests && o.backlogStatus != http.StatusServiceUnavailable) {
+		return nil, errors.New("-backlog-n must be positive and -backlog-status 429 or 503")
+	}
+	if o.cpus < 0 || o.cpus > runtime.NumCPU() || (o.cpus > 0 && o.inproc) {
+		return nil, fmt.Errorf("-cpus must be between 0 (all) and %d, and needs the bridge as a subprocess", runtime.NumCPU())
 	}
 	return o, nil
 }
@@ -256,7 +271,7 @@ func run(o *options) error {
 		"short": o.short, "n": o.n, "concurrency": o.concurrency, "rounds": o.rounds, "ceiling_n": o.ceilingN,
 		"window": o.window, "lanes": o.lanes, "inbound_n": o.inboundN, "bursts": o.bursts,
 		"burst_events": o.burstRooms * o.burstSize, "e2ee_n": o.e2eeN, "media_n": o.mediaN, "devices": o.devices, "rooms": o.roomCounts,
-		"bridge": map[bool]string{false: "subprocess", true: "in-process"}[o.inproc],
+		"backlog_n": o.backlogN, "backlog_status": o.backlogStatus, "bridge_cpus": o.cpus, "bridge": bridgeMode(o),
 	}
 	m := b.rep.Machine
 	b.logf("machine: %d CPUs (%s), %d MB; bridge as %s", m.CPUs, m.CPUModel, m.MemoryMB, b.rep.Settings["bridge"])
@@ -294,6 +309,7 @@ func run(o *options) error {
 		{"delivered", b.delivered},
 		{"inbound", b.inbound},
 		{"ceiling", b.ceiling},
+		{"backlog", b.backlog},
 		{"e2ee", b.e2ee},
 		{"memory", b.memory},
 		{"media", b.media},

@@ -96,7 +96,7 @@ func (b *bench) startBridge(name string, env map[string]string) (*running, error
 		return nil, err
 	}
 	r := &running{mon: mon, base: base}
-	r.proc = &bridgeProc{name: name, env: env, inproc: b.o.inproc, logPath: filepath.Join(b.dir, "bridge-"+name+".log")}
+	r.proc = &bridgeProc{name: name, env: env, inproc: b.o.inproc, cpus: b.o.cpus, logPath: filepath.Join(b.dir, "bridge-"+name+".log")}
 	if err := b.restart(r); err != nil {
 		mon.close()
 		return nil, err
