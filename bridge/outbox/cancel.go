@@ -86,21 +86,19 @@ func (s *entryState) cancel() bool {
 
 // Cancel answers the waiting requests with this id `expired` ("cancelled") and removes them
 // from the outbox. A request whose attempt is under way cannot be cancelled.
-func (o *Outbox) Cancel(_ context.Context, reqID string) (int, error) {
-	o.liveMu.Lock()
-	var found []*Entry
-	for _, e := range o.live {
-		if !e.spec.Internal && storedRequestID(e.Request) == reqID {
-			found = append(found, e)
-		}
+func (o *Outbox) Cancel(ctx context.Context, reqID string) (int, error) {
+	o.loadMu.Lock()
+	defer o.loadMu.Unlock()
+	found, err := o.waiting(ctx, reqID)
+	if err != nil {
+		return 0, wire.Errorf(wire.CodeInvalidRequest, "failed to look up the request: %v", err)
 	}
-	o.liveMu.Unlock()
 	if len(found) == 0 {
 		return 0, wire.Errorf(wire.CodeInvalidRequest, "no scheduled or pending request has the id %q (it may be done already)", reqID)
 	}
 	n := 0
 	for _, e := range found {
-		if !e.state.cancel() {
+		if e.spec.Internal || !e.state.cancel() {
 			continue
 		}
 		n++
@@ -111,4 +109,25 @@ func (o *Outbox) Cancel(_ context.Context, reqID string) (int, error) {
 		return 0, wire.Errorf(wire.CodeInvalidRequest, "the request with the id %q is being delivered now: too late to cancel", reqID)
 	}
 	return n, nil
+}
+
+// waiting returns the entries of the requests with this id in the store: those started, and
+// those only in the store (their lane did not keep them, and cannot read them while loadMu is
+// held). The look-up holds liveMu, so no entry is started or finished meanwhile.
+func (o *Outbox) waiting(ctx context.Context, reqID string) ([]*Entry, error) {
+	o.liveMu.Lock()
+	defer o.liveMu.Unlock()
+	rows, err := o.Store.Waiting(ctx, reqID)
+	if err != nil {
+		return nil, err
+	}
+	entries := make([]*Entry, len(rows))
+	for i, row := range rows {
+		if entries[i] = o.live[row.ID]; entries[i] == nil {
+			e := &Entry{Entry: *row}
+			e.spec, _ = o.Registry.Spec(e.Action)
+			entries[i] = e
+		}
+	}
+	return entries, nil
 }

@@ -81,9 +81,13 @@ type Outbox struct {
 	flushMu sync.Mutex
 	flushCh chan struct{} // closed and replaced by Flush
 
-	// live are the entries started and not finished, for outbox_cancel.
+	// live are the entries started and not finished, for outbox_cancel; those a lane did not
+	// keep in memory are only in the store until it reads them (loadLane).
 	liveMu sync.Mutex
 	live   map[int64]*Entry
+	// loadMu keeps outbox_cancel and the lanes' reads of the store apart: an entry is either
+	// read by its lane or cancelled in the store, never both.
+	loadMu sync.Mutex
 
 	watchMu sync.Mutex
 	watch   func(ctx context.Context, action, requestID string, response json.RawMessage)
@@ -127,7 +131,7 @@ type Entry struct {
 func New(d Deps) *Outbox {
 	o := &Outbox{Deps: d, flushCh: make(chan struct{}), live: map[int64]*Entry{}}
 	o.Env.Outbox = o
-	o.lanes = newLanes(o.deliver)
+	o.lanes = newLanes(o.deliver, o.loadLane)
 	return o
 }
 
@@ -239,7 +243,8 @@ func (o *Outbox) Add(ctx context.Context, entries []*Entry) ([]Repeat, error) {
 	return repeats, nil
 }
 
-// Start hands committed entries to their lanes.
+// Start hands committed entries to their lanes. A lane keeps maxQueued entries in memory; it
+// reads the others from the store when it gets to them (loadLane).
 func (o *Outbox) Start(entries []*Entry) {
 	o.liveMu.Lock()
 	for _, e := range entries {
@@ -252,8 +257,33 @@ func (o *Outbox) Start(entries []*Entry) {
 		} else {
 			o.Counters.Enqueued(e.ID, e.CreatedAt, e.spec.Scheduled)
 		}
-		o.lanes.push(o.work, e)
+		if !o.lanes.push(o.work, e) {
+			o.liveMu.Lock()
+			delete(o.live, e.ID)
+			o.liveMu.Unlock()
+		}
 	}
+}
+
+// loadLane reads the next entries of a lane from the store, for a lane that did not keep them.
+func (o *Outbox) loadLane(ctx context.Context, lane string, limit int) ([]*Entry, error) {
+	o.loadMu.Lock()
+	defer o.loadMu.Unlock()
+	rows, err := o.Store.Lane(ctx, lane, limit)
+	if err != nil {
+		o.log.Error().Err(err).Str("lane", lane).Msg("Failed to read the outbox; retrying")
+		return nil, err
+	}
+	entries := make([]*Entry, len(rows))
+	o.liveMu.Lock()
+	defer o.liveMu.Unlock()
+	for i, row := range rows {
+		e := &Entry{Entry: *row}
+		e.spec, _ = o.Registry.Spec(e.Action)
+		entries[i] = e
+		o.live[e.ID] = e
+	}
+	return entries, nil
 }
 
 // Enqueue makes entries of jobs, commits and starts them.

@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/actions/catalog"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -313,6 +315,9 @@ func TestLanesKeepOrderPerTarget(t *testing.T) {
 		mu.Lock()
 		seen[e.Lane] = append(seen[e.Lane], int(e.ID))
 		mu.Unlock()
+	}, func(context.Context, string, int) ([]*Entry, error) {
+		t.Error("a lane of fewer than maxQueued entries read the store")
+		return nil, nil
 	})
 	ctx := context.Background()
 	for i := range 50 {
@@ -337,6 +342,112 @@ func TestLanesKeepOrderPerTarget(t *testing.T) {
 	}
 	if len(seen["slow"]) != 17 {
 		t.Fatalf("slow lane = %v", seen["slow"])
+	}
+}
+
+// laneStore is the outbox table for lanes: committed entries by ID, removed when run.
+type laneStore struct {
+	mu        sync.Mutex
+	rows      map[int64]*Entry
+	delivered []int64
+}
+
+func (s *laneStore) commit(from, to int64) []*Entry {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []*Entry
+	for id := from; id <= to; id++ {
+		e := &Entry{}
+		e.ID, e.Lane = id, "room"
+		s.rows[id] = e
+		out = append(out, e)
+	}
+	return out
+}
+
+func (s *laneStore) run(_ context.Context, e *Entry) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.delivered = append(s.delivered, e.ID)
+	delete(s.rows, e.ID)
+}
+
+func (s *laneStore) load(_ context.Context, _ string, limit int) ([]*Entry, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ids := slices.Sorted(maps.Keys(s.rows))
+	var out []*Entry
+	for _, id := range ids[:min(limit, len(ids))] {
+		e := &Entry{}
+		e.ID, e.Lane = id, "room"
+		out = append(out, e)
+	}
+	return out, nil
+}
+
+func (s *laneStore) deliveredCount() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.delivered)
+}
+
+// TestLongLanesStayInTheStore: a lane keeps maxQueued entries in memory and reads the others
+// from the store when it gets to them; an entry it read before its push came is not run twice;
+// every entry is run once, in order.
+func TestLongLanesStayInTheStore(t *testing.T) {
+	st := &laneStore{rows: map[int64]*Entry{}}
+	started, release := make(chan struct{}), make(chan struct{})
+	first := true
+	l := newLanes(func(ctx context.Context, e *Entry) {
+		if first { // the lane's worker holds the first entry until released
+			first = false
+			close(started)
+			<-release
+		}
+		st.run(ctx, e)
+	}, st.load)
+	ctx := context.Background()
+	push := func(entries []*Entry) (kept int) {
+		for _, e := range entries {
+			if l.push(ctx, e) {
+				kept++
+			}
+		}
+		return kept
+	}
+	steps := []struct {
+		name     string
+		do       func() int // returns how many pushes were kept in memory
+		wantKept int
+	}{
+		{"a long queue keeps maxQueued besides the one being run", func() int {
+			entries := st.commit(1, 300)
+			kept := push(entries[:1])
+			<-started
+			return kept + push(entries[1:])
+		}, maxQueued + 1},
+		{"committed, pushed later", func() int {
+			late := st.commit(301, 310)
+			close(release)
+			actionstest.WaitFor(t, func() bool { return st.deliveredCount() == 310 })
+			return push(late)
+		}, 0},
+		{"caught up: pushes are kept again", func() int {
+			kept := push(st.commit(311, 311))
+			actionstest.WaitFor(t, func() bool { return st.deliveredCount() == 311 })
+			return kept
+		}, 1},
+	}
+	for _, step := range steps {
+		if kept := step.do(); kept != step.wantKept {
+			t.Fatalf("%s: %d pushes kept in memory, want %d", step.name, kept, step.wantKept)
+		}
+	}
+	l.wait()
+	for i, id := range st.delivered {
+		if id != int64(i+1) {
+			t.Fatalf("delivered out of order or twice at %d: %v", i, st.delivered)
+		}
 	}
 }
 

@@ -2,6 +2,7 @@ package outbox
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -99,4 +100,40 @@ func TestScheduleValidation(t *testing.T) {
 			t.Fatalf("expire_s does not count from the scheduled time: %s", e.ExpiresAt)
 		}
 	})
+}
+
+// TestCancelWhereTheLaneDidNotKeepIt: a request behind more than maxQueued others is only in the
+// store; outbox_cancel finds it there, and its lane does not send it later.
+func TestCancelWhereTheLaneDidNotKeepIt(t *testing.T) {
+	to := newTestOutbox(t, "", nil)
+	to.hs.Errs = []error{errNetwork} // the lane's first send fails: it waits to retry
+	const n = maxQueued + 10
+	for i := range n {
+		to.Start([]*Entry{to.enqueue(t, send(fmt.Sprintf("q%d", i), "!room:hs", fmt.Sprintf("m%d", i)))})
+	}
+	to.sleeps(t)
+	last := fmt.Sprintf("q%d", n-1)
+	to.liveMu.Lock()
+	_, kept := to.live[to.pending(t)[n-1].ID]
+	to.liveMu.Unlock()
+	if kept {
+		t.Fatal("the lane kept more than maxQueued entries in memory")
+	}
+	if c, err := to.Cancel(context.Background(), last); c != 1 || err != nil {
+		t.Fatalf("cancel = %d, %v", c, err)
+	}
+	if r := to.responses.Next(t); r.ID != last || r.Error == nil || r.Error.Code != wire.CodeExpired {
+		t.Fatalf("response %+v", r)
+	}
+	to.clock.Advance(time.Minute) // the retry
+	for range n - 1 {
+		if r := to.responses.Next(t); r.Status != "ok" || r.ID == last {
+			t.Fatalf("response %+v", r)
+		}
+	}
+	to.hs.Mu.Lock()
+	defer to.hs.Mu.Unlock()
+	if len(to.hs.Sent) != n-1 {
+		t.Fatalf("%d sent, want %d", len(to.hs.Sent), n-1)
+	}
 }

@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"go.mau.fi/util/dbutil"
 )
 
 // The matrix2mqtt_outbox table: requests acknowledged to the broker and not yet answered.
@@ -28,7 +30,8 @@ type Entry struct {
 	MQTTKey string
 	// Progress is what the request's steps have done so far (JSON), empty before the first.
 	Progress json.RawMessage
-	// RequestID is the request's `id`: Add remembers it (not a column of the outbox).
+	// RequestID is the request's `id`: Add remembers it (matrix2mqtt_requests) and keeps it
+	// with the entry, for outbox_cancel.
 	RequestID string
 	// Response is the response (JSON) Finish keeps for RequestID, so a repeat gets it.
 	Response json.RawMessage
@@ -85,9 +88,9 @@ func (s *Store) insert(ctx context.Context, entries []*Entry) error {
 // insertChunk stores entries with one multi-row INSERT and sets their IDs, which it matches by
 // transaction ID: the order of RETURNING rows is not defined.
 func (s *Store) insertChunk(ctx context.Context, entries []*Entry) error {
-	const columns = 9
+	const columns = 10
 	var query strings.Builder
-	query.WriteString("INSERT INTO matrix2mqtt_outbox (action, lane, request, txn_id, created_at, expires_at, not_before, mqtt_key, progress) VALUES ")
+	query.WriteString("INSERT INTO matrix2mqtt_outbox (action, lane, request, txn_id, created_at, expires_at, not_before, mqtt_key, progress, request_id) VALUES ")
 	args := make([]any, 0, len(entries)*columns)
 	byTxn := make(map[string]*Entry, len(entries))
 	for i, e := range entries {
@@ -104,7 +107,7 @@ func (s *Store) insertChunk(ctx context.Context, entries []*Entry) error {
 		}
 		query.WriteByte(')')
 		args = append(args, e.Action, e.Lane, string(e.Request), e.TxnID, millis(e.CreatedAt), millis(e.ExpiresAt),
-			millis(e.NotBefore), e.MQTTKey, string(e.Progress))
+			millis(e.NotBefore), e.MQTTKey, string(e.Progress), e.RequestID)
 		byTxn[e.TxnID] = e
 	}
 	query.WriteString(" RETURNING id, txn_id")
@@ -224,21 +227,45 @@ func (s *Store) finishTxn(ctx context.Context, batch []*finishing) error {
 	return nil
 }
 
+// entryColumns are the columns scanned into an Entry, in scanEntries' order.
+const entryColumns = "id, action, lane, request, txn_id, created_at, expires_at, not_before, mqtt_key, progress, request_id"
+
 // Pending returns every entry, oldest first.
 func (s *Store) Pending(ctx context.Context) ([]*Entry, error) {
-	rows, err := s.db.Query(ctx, `
-		SELECT id, action, lane, request, txn_id, created_at, expires_at, not_before, mqtt_key, progress
-		FROM matrix2mqtt_outbox ORDER BY id`)
+	rows, err := s.db.Query(ctx, "SELECT "+entryColumns+" FROM matrix2mqtt_outbox ORDER BY id")
 	if err != nil {
 		return nil, fmt.Errorf("failed to load the outbox: %w", err)
 	}
+	return scanEntries(rows)
+}
+
+// Lane returns up to limit entries of lane, oldest first.
+func (s *Store) Lane(ctx context.Context, lane string, limit int) ([]*Entry, error) {
+	rows, err := s.db.Query(ctx, "SELECT "+entryColumns+" FROM matrix2mqtt_outbox WHERE lane=$1 ORDER BY id LIMIT $2", lane, limit)
+	if err != nil {
+		return nil, fmt.Errorf("failed to load the outbox: %w", err)
+	}
+	return scanEntries(rows)
+}
+
+// Waiting returns the entries of requests with this id, oldest first.
+func (s *Store) Waiting(ctx context.Context, requestID string) ([]*Entry, error) {
+	rows, err := s.db.Query(ctx, "SELECT "+entryColumns+" FROM matrix2mqtt_outbox WHERE request_id=$1 ORDER BY id", requestID)
+	if err != nil {
+		return nil, fmt.Errorf("failed to load the outbox: %w", err)
+	}
+	return scanEntries(rows)
+}
+
+// scanEntries reads outbox rows of entryColumns and closes them.
+func scanEntries(rows dbutil.Rows) ([]*Entry, error) {
 	defer rows.Close()
 	var out []*Entry
 	for rows.Next() {
 		var e Entry
 		var request, progress string
 		var created, expires, notBefore int64
-		if err := rows.Scan(&e.ID, &e.Action, &e.Lane, &request, &e.TxnID, &created, &expires, &notBefore, &e.MQTTKey, &progress); err != nil {
+		if err := rows.Scan(&e.ID, &e.Action, &e.Lane, &request, &e.TxnID, &created, &expires, &notBefore, &e.MQTTKey, &progress, &e.RequestID); err != nil {
 			return nil, fmt.Errorf("failed to load the outbox: %w", err)
 		}
 		e.Request = json.RawMessage(request)

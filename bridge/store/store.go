@@ -97,7 +97,7 @@ func Open(ctx context.Context, dataDir, databaseURL string, clk clock.Clock) (*S
 		if err := os.Chmod(location, 0o600); err != nil {
 			return nil, fmt.Errorf("failed to restrict database file: %w", err)
 		}
-		uri = "file:" + filepath.ToSlash(location) + "?_txlock=immediate&_stmt_cache_size=128"
+		uri = "file:" + filepath.ToSlash(location) + "?_txlock=immediate&_stmt_cache_size=128&_cache_size=-512"
 	}
 	db, err := dbutil.NewWithDialect(uri, driver)
 	if err != nil {

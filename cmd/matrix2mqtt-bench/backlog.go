@@ -185,6 +185,7 @@ func (b *bench) emptyOutbox(ctx context.Context, r *running, rooms []string) (ph
 type outageRun struct {
 	waits   []<-chan response
 	took    time.Duration // first publish → every request in the outbox
+	before  int64         // RSS before the outage, after the empty-outbox run
 	rss     int64         // while they wait, settled
 	peak    int64         // sampled from the first publish until then
 	heap    uint64
@@ -199,6 +200,7 @@ func (b *bench) queueDuringOutage(ctx context.Context, bl *backlogSetup, rooms [
 	if err != nil {
 		return nil, err
 	}
+	before, _ := bl.r.proc.rss()
 	bl.gate.status.Store(int32(b.o.backlogStatus))
 	meter := startMeter(bl.r.proc)
 	start := time.Now()
@@ -207,7 +209,7 @@ func (b *bench) queueDuringOutage(ctx context.Context, bl *backlogSetup, rooms [
 		meter.stop()
 		return nil, err
 	}
-	q := &outageRun{waits: waits, took: time.Since(start)}
+	q := &outageRun{waits: waits, took: time.Since(start), before: before}
 	cpu0, idleFrom := bl.r.proc.cpu(), time.Now()
 	select {
 	case <-ctx.Done():
@@ -219,6 +221,7 @@ func (b *bench) queueDuringOutage(ctx context.Context, bl *backlogSetup, rooms [
 	if mem, err := bl.r.proc.memStats(); err == nil {
 		q.heap = mem.HeapInuse
 	}
+	b.profile("backlog", bl.r.proc)() // -memprofile: what the bridge holds while they wait
 	q.refused = bl.gate.refused.Load()
 	if n, first := earlyAnswers(waits); n > 0 {
 		return nil, fmt.Errorf("%d requests were answered during the outage instead of waiting (first: %s %s)", n, first.Status, first.Error)
@@ -421,6 +424,7 @@ func (b *bench) backlogRows(ref phase, refUse usage, q *outageRun, d *drainRun) 
 	n := b.o.backlogN
 	sec := "7 backlog, stand-in"
 	b.rep.add(row{Section: sec, Measure: fmt.Sprintf("s to commit %d requests during the outage (publish → outbox)", n), Bridge: q.took.Seconds()})
+	b.rep.add(row{Section: sec, Measure: "RSS MB before the outage (after the empty-outbox run)", Bridge: mb(q.before)})
 	b.rep.add(row{Section: sec, Measure: fmt.Sprintf("RSS MB while %d wait", n), Bridge: mb(q.rss), Goal: "≤ 60"})
 	b.rep.add(row{Section: sec, Measure: fmt.Sprintf("peak RSS MB while %d were queued", n), Bridge: mb(q.peak)})
 	b.rep.add(row{Section: sec, Measure: fmt.Sprintf("%% of a CPU while %d wait", n), Bridge: q.idleCPU * 100})

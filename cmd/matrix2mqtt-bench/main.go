@@ -112,7 +112,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.StringVar(&o.jsonOut, "json", "", "write the results as JSON to this file")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the bridge during the -profile scenario to this file")
 	fs.StringVar(&o.memProfile, "memprofile", "", "write the bridge's allocation profile after the -profile scenario to this file")
-	fs.StringVar(&o.profileOf, "profile", "ceiling", "scenario the profiles cover: delivered, ceiling, inbound (the stand-in part) or e2ee-ceiling")
+	fs.StringVar(&o.profileOf, "profile", "ceiling", "scenario the profiles cover: delivered, ceiling, inbound (the stand-in part), e2ee-ceiling, or backlog (memory while the backlog waits)")
 	fs.StringVar(&o.mqttURL, "mqtt-url", "", "use this broker instead of starting Mosquitto (with -homeserver)")
 	fs.StringVar(&o.homeserver, "homeserver", "", "use this homeserver instead of starting Dendrite; needs -bot-user, -bot-password, -peer-user, -peer-password")
 	fs.StringVar(&o.botUser, "bot-user", "", "with -homeserver: the bridge's account")

@@ -1,4 +1,4 @@
--- v0 -> v5: Latest revision
+-- v0 -> v6: Latest revision
 
 CREATE TABLE matrix2mqtt_outbox (
 	-- only: postgres
@@ -16,10 +16,14 @@ CREATE TABLE matrix2mqtt_outbox (
 	mqtt_key   TEXT    NOT NULL DEFAULT '',
 	-- what a request made of several Matrix steps has done so far (JSON), so a retry after a
 	-- crash does not do a finished step again
-	progress   TEXT    NOT NULL DEFAULT ''
+	progress   TEXT    NOT NULL DEFAULT '',
+	-- the request's `id`, to cancel it while it waits
+	request_id TEXT    NOT NULL DEFAULT ''
 );
 
 CREATE INDEX matrix2mqtt_outbox_mqtt_key_idx ON matrix2mqtt_outbox (mqtt_key);
+CREATE INDEX matrix2mqtt_outbox_lane_idx ON matrix2mqtt_outbox (lane, id);
+CREATE INDEX matrix2mqtt_outbox_request_id_idx ON matrix2mqtt_outbox (request_id);
 
 -- MQTT messages whose requests are done. The broker may deliver a message again after a crash
 -- even when the bridge acknowledged it (the PUBACK was still in the client's send queue), so
