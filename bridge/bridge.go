@@ -4,6 +4,7 @@
 package bridge
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -357,13 +358,14 @@ func (b *Bridge) roomUpgraded(ctx context.Context, oldRoom, newRoom id.RoomID) {
 
 // pruneSpool removes the spooled files of send_media requests that never reached the outbox.
 func pruneSpool(ctx context.Context, st *store.Store, m *media.Media) error {
-	rows, err := st.Pending(ctx)
+	var requests []json.RawMessage
+	err := st.EachPending(ctx, func(e *store.Entry) {
+		if bytes.Contains(e.Request, []byte(`"spooled"`)) { // only the requests that keep a file name it
+			requests = append(requests, e.Request)
+		}
+	})
 	if err != nil {
 		return err
-	}
-	requests := make([]json.RawMessage, len(rows))
-	for i, r := range rows {
-		requests[i] = r.Request
 	}
 	return m.PruneSpool(requests)
 }

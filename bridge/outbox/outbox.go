@@ -140,25 +140,24 @@ func New(d Deps) *Outbox {
 func (o *Outbox) Open(ctx context.Context) error {
 	o.work = ctx
 	o.log = zerolog.Ctx(ctx).With().Str("component", "outbox").Logger()
-	rows, err := o.Store.Pending(ctx)
-	if err != nil {
-		return err
-	}
 	resumeAt := o.Clock.Now().Add(resumeDelay)
-	entries := make([]*Entry, 0, len(rows))
-	for _, row := range rows {
+	count := 0
+	err := o.Store.EachPending(ctx, func(row *store.Entry) {
 		e := &Entry{Entry: *row}
 		e.spec, _ = o.Registry.Spec(e.Action)
 		if e.NotBefore.Before(resumeAt) {
 			e.NotBefore = resumeAt
 		}
 		e.inDoubt = o.Sync.NextSync()
-		entries = append(entries, e)
+		o.Start([]*Entry{e}) // a long lane keeps the first ones and reads the rest later
+		count++
+	})
+	if err != nil {
+		return err
 	}
-	if len(entries) > 0 {
-		o.log.Info().Int("count", len(entries)).Msg("Resuming requests from the outbox")
+	if count > 0 {
+		o.log.Info().Int("count", count).Msg("Resuming requests from the outbox")
 	}
-	o.Start(entries)
 	return nil
 }
 

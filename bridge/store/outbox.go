@@ -232,11 +232,30 @@ const entryColumns = "id, action, lane, request, txn_id, created_at, expires_at,
 
 // Pending returns every entry, oldest first.
 func (s *Store) Pending(ctx context.Context) ([]*Entry, error) {
+	var out []*Entry
+	err := s.EachPending(ctx, func(e *Entry) { out = append(out, e) })
+	return out, err
+}
+
+// EachPending hands every entry to fn, oldest first, one row at a time: an outbox of many
+// entries is not read into memory at once.
+func (s *Store) EachPending(ctx context.Context, fn func(*Entry)) error {
 	rows, err := s.db.Query(ctx, "SELECT "+entryColumns+" FROM matrix2mqtt_outbox ORDER BY id")
 	if err != nil {
-		return nil, fmt.Errorf("failed to load the outbox: %w", err)
+		return fmt.Errorf("failed to load the outbox: %w", err)
 	}
-	return scanEntries(rows)
+	defer rows.Close()
+	for rows.Next() {
+		e, err := scanEntry(rows)
+		if err != nil {
+			return err
+		}
+		fn(e)
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("failed to load the outbox: %w", err)
+	}
+	return nil
 }
 
 // Lane returns up to limit entries of lane, oldest first.
@@ -262,21 +281,30 @@ func scanEntries(rows dbutil.Rows) ([]*Entry, error) {
 	defer rows.Close()
 	var out []*Entry
 	for rows.Next() {
-		var e Entry
-		var request, progress string
-		var created, expires, notBefore int64
-		if err := rows.Scan(&e.ID, &e.Action, &e.Lane, &request, &e.TxnID, &created, &expires, &notBefore, &e.MQTTKey, &progress, &e.RequestID); err != nil {
-			return nil, fmt.Errorf("failed to load the outbox: %w", err)
+		e, err := scanEntry(rows)
+		if err != nil {
+			return nil, err
 		}
-		e.Request = json.RawMessage(request)
-		if progress != "" {
-			e.Progress = json.RawMessage(progress)
-		}
-		e.CreatedAt, e.ExpiresAt, e.NotBefore = fromMillis(created), fromMillis(expires), fromMillis(notBefore)
-		out = append(out, &e)
+		out = append(out, e)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("failed to load the outbox: %w", err)
 	}
 	return out, nil
+}
+
+// scanEntry reads one outbox row of entryColumns.
+func scanEntry(row dbutil.Scannable) (*Entry, error) {
+	var e Entry
+	var request, progress string
+	var created, expires, notBefore int64
+	if err := row.Scan(&e.ID, &e.Action, &e.Lane, &request, &e.TxnID, &created, &expires, &notBefore, &e.MQTTKey, &progress, &e.RequestID); err != nil {
+		return nil, fmt.Errorf("failed to load the outbox: %w", err)
+	}
+	e.Request = json.RawMessage(request)
+	if progress != "" {
+		e.Progress = json.RawMessage(progress)
+	}
+	e.CreatedAt, e.ExpiresAt, e.NotBefore = fromMillis(created), fromMillis(expires), fromMillis(notBefore)
+	return &e, nil
 }
