@@ -18,6 +18,8 @@ type lanes struct {
 	run func(ctx context.Context, e *Entry)
 	// load reads up to limit committed entries of a lane, oldest first.
 	load func(ctx context.Context, lane string, limit int) ([]*Entry, error)
+	// kept is told of a pushed entry the lane keeps, before its worker can take it.
+	kept func(e *Entry)
 
 	mu      sync.Mutex
 	states  map[string]*laneState
@@ -38,14 +40,14 @@ type laneState struct {
 	awaited map[int64]bool
 }
 
-func newLanes(run func(ctx context.Context, e *Entry), load func(ctx context.Context, lane string, limit int) ([]*Entry, error)) *lanes {
-	return &lanes{run: run, load: load, states: map[string]*laneState{}}
+func newLanes(run func(ctx context.Context, e *Entry), load func(ctx context.Context, lane string, limit int) ([]*Entry, error), kept func(e *Entry)) *lanes {
+	return &lanes{run: run, load: load, kept: kept, states: map[string]*laneState{}}
 }
 
-// push appends a committed entry to its lane, starting the lane's worker when it is idle. It
-// reports whether the entry is kept in memory: not when the lane holds maxQueued already (the
-// worker reads it from the store when it gets to it), or read it from the store already.
-func (l *lanes) push(ctx context.Context, e *Entry) bool {
+// push appends a committed entry to its lane, starting the lane's worker when it is idle. The
+// lane keeps it in memory (and tells kept) unless it holds maxQueued already (the worker reads
+// it from the store when it gets to it) or read it from the store already.
+func (l *lanes) push(ctx context.Context, e *Entry) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	st := l.states[e.Lane]
@@ -53,14 +55,15 @@ func (l *lanes) push(ctx context.Context, e *Entry) bool {
 		st = &laneState{dropped: map[int64]bool{}, awaited: map[int64]bool{}}
 		l.states[e.Lane] = st
 	}
-	kept := st.take(e)
+	if st.take(e) {
+		l.kept(e)
+	}
 	if !st.working && (len(st.queue) > 0 || st.spilled) {
 		st.working = true
 		l.wg.Add(1)
 		l.workers.Add(1)
 		go l.work(ctx, e.Lane, st)
 	}
-	return kept
 }
 
 // take adds e to the queue unless the lane read it already or is full; l.mu is held.

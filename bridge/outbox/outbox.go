@@ -131,7 +131,7 @@ type Entry struct {
 func New(d Deps) *Outbox {
 	o := &Outbox{Deps: d, flushCh: make(chan struct{}), live: map[int64]*Entry{}}
 	o.Env.Outbox = o
-	o.lanes = newLanes(o.deliver, o.loadLane)
+	o.lanes = newLanes(o.deliver, o.loadLane, o.track)
 	return o
 }
 
@@ -245,23 +245,21 @@ func (o *Outbox) Add(ctx context.Context, entries []*Entry) ([]Repeat, error) {
 // Start hands committed entries to their lanes. A lane keeps maxQueued entries in memory; it
 // reads the others from the store when it gets to them (loadLane).
 func (o *Outbox) Start(entries []*Entry) {
-	o.liveMu.Lock()
-	for _, e := range entries {
-		o.live[e.ID] = e
-	}
-	o.liveMu.Unlock()
 	for _, e := range entries {
 		if isTimed(e.Lane) {
 			o.Counters.EnqueuedTimed(e.ID)
 		} else {
 			o.Counters.Enqueued(e.ID, e.CreatedAt, e.spec.Scheduled)
 		}
-		if !o.lanes.push(o.work, e) {
-			o.liveMu.Lock()
-			delete(o.live, e.ID)
-			o.liveMu.Unlock()
-		}
+		o.lanes.push(o.work, e)
 	}
+}
+
+// track records an entry its lane holds in memory, for outbox_cancel.
+func (o *Outbox) track(e *Entry) {
+	o.liveMu.Lock()
+	defer o.liveMu.Unlock()
+	o.live[e.ID] = e
 }
 
 // loadLane reads the next entries of a lane from the store, for a lane that did not keep them.
@@ -274,13 +272,11 @@ func (o *Outbox) loadLane(ctx context.Context, lane string, limit int) ([]*Entry
 		return nil, err
 	}
 	entries := make([]*Entry, len(rows))
-	o.liveMu.Lock()
-	defer o.liveMu.Unlock()
 	for i, row := range rows {
 		e := &Entry{Entry: *row}
 		e.spec, _ = o.Registry.Spec(e.Action)
 		entries[i] = e
-		o.live[e.ID] = e
+		o.track(e)
 	}
 	return entries, nil
 }

@@ -318,7 +318,7 @@ func TestLanesKeepOrderPerTarget(t *testing.T) {
 	}, func(context.Context, string, int) ([]*Entry, error) {
 		t.Error("a lane of fewer than maxQueued entries read the store")
 		return nil, nil
-	})
+	}, func(*Entry) {})
 	ctx := context.Background()
 	for i := range 50 {
 		e := &Entry{}
@@ -350,6 +350,7 @@ type laneStore struct {
 	mu        sync.Mutex
 	rows      map[int64]*Entry
 	delivered []int64
+	kept      int // pushes the lane kept in memory
 }
 
 func (s *laneStore) commit(from, to int64) []*Entry {
@@ -385,6 +386,18 @@ func (s *laneStore) load(_ context.Context, _ string, limit int) ([]*Entry, erro
 	return out, nil
 }
 
+func (s *laneStore) keep(*Entry) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.kept++
+}
+
+func (s *laneStore) keptCount() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.kept
+}
+
 func (s *laneStore) deliveredCount() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -405,15 +418,14 @@ func TestLongLanesStayInTheStore(t *testing.T) {
 			<-release
 		}
 		st.run(ctx, e)
-	}, st.load)
+	}, st.load, st.keep)
 	ctx := context.Background()
-	push := func(entries []*Entry) (kept int) {
+	push := func(entries []*Entry) int {
+		before := st.keptCount()
 		for _, e := range entries {
-			if l.push(ctx, e) {
-				kept++
-			}
+			l.push(ctx, e)
 		}
-		return kept
+		return st.keptCount() - before
 	}
 	steps := []struct {
 		name     string
