@@ -45,6 +45,8 @@ type options struct {
 	burstSize   int
 	e2eeN       int
 	mediaN      int
+	faultsN     int
+	faultsSeed  uint64
 	devices     []int
 	roomCounts  []int
 	inproc      bool
@@ -63,7 +65,7 @@ type options struct {
 	verbose     bool
 }
 
-var allScenarios = []string{"delivered", "ceiling", "inbound", "e2ee", "memory", "media"}
+var allScenarios = []string{"delivered", "ceiling", "inbound", "e2ee", "memory", "media", "faults"}
 
 func intList(s string) ([]int, error) {
 	var out []int
@@ -98,6 +100,8 @@ func parseFlags(args []string) (*options, error) {
 	fs.IntVar(&o.burstSize, "burst-size", 50, "inbound on the stand-in: events per room per sync response (the bridge's filter limit is 50)")
 	fs.IntVar(&o.e2eeN, "e2ee-n", 0, "e2ee: messages per side (default 300, -short 30)")
 	fs.IntVar(&o.mediaN, "media-n", 0, "media: ~1 MB images per side, alternating one by one (default 20, -short 3)")
+	fs.IntVar(&o.faultsN, "faults-n", 0, "faults: sends per run, with faults and without (default 300, -short 60)")
+	fs.Uint64Var(&o.faultsSeed, "faults-seed", 1, "faults: seed of the fault proxy's random draws")
 	devs := fs.String("devices", "1,10", "e2ee: recipient device counts")
 	rooms := fs.String("rooms", "", "memory: joined room counts (default 100,1000; -short 10,30)")
 	fs.BoolVar(&o.inproc, "inproc", false, "run the bridge in this process (bridge.Run) instead of a subprocess; RSS, CPU and allocations then include the benchmark's own")
@@ -133,6 +137,7 @@ func parseFlags(args []string) (*options, error) {
 	pick(&o.singles, 100, 20)
 	pick(&o.e2eeN, 300, 30)
 	pick(&o.mediaN, 20, 3)
+	pick(&o.faultsN, 300, 60)
 	var err error
 	if *conc == "" {
 		*conc = map[bool]string{false: "1,8", true: "4"}[o.short]
@@ -255,7 +260,7 @@ func run(o *options) error {
 	b.rep.Settings = map[string]any{
 		"short": o.short, "n": o.n, "concurrency": o.concurrency, "rounds": o.rounds, "ceiling_n": o.ceilingN,
 		"window": o.window, "lanes": o.lanes, "inbound_n": o.inboundN, "bursts": o.bursts,
-		"burst_events": o.burstRooms * o.burstSize, "e2ee_n": o.e2eeN, "media_n": o.mediaN, "devices": o.devices, "rooms": o.roomCounts,
+		"burst_events": o.burstRooms * o.burstSize, "e2ee_n": o.e2eeN, "media_n": o.mediaN, "faults_n": o.faultsN, "faults_seed": o.faultsSeed, "devices": o.devices, "rooms": o.roomCounts,
 		"bridge": map[bool]string{false: "subprocess", true: "in-process"}[o.inproc],
 	}
 	m := b.rep.Machine
@@ -297,6 +302,7 @@ func run(o *options) error {
 		{"e2ee", b.e2ee},
 		{"memory", b.memory},
 		{"media", b.media},
+		{"faults", b.faults},
 	}
 	var failed []string
 	for _, s := range steps {
