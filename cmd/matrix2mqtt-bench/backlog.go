@@ -123,16 +123,6 @@ func (bl *backlogSetup) pending(ctx context.Context, hc *http.Client) (int, erro
 	return st.Pending, nil
 }
 
-// expect registers a waiter for the response to reqID, for a request published without
-// waiting for it (request publishes and waits).
-func (m *monitor) expect(reqID string) <-chan response {
-	ch := make(chan response, 1)
-	m.mu.Lock()
-	m.waiters[reqID] = ch
-	m.mu.Unlock()
-	return ch
-}
-
 // backlog is scenario 7: the bridge on the stand-in while it refuses every /send. The
 // benchmark commits N send requests to the outbox, measures the bridge while they wait, lets
 // the stand-in take sends again and measures the drain. The reference is the same number of

@@ -46,6 +46,8 @@ type options struct {
 	burstSize   int
 	e2eeN       int
 	mediaN      int
+	faultsN     int
+	faultsSeed  uint64
 	devices     []int
 	roomCounts  []int
 	inproc      bool
@@ -68,7 +70,7 @@ type options struct {
 	cpus          int // 0: all
 }
 
-var allScenarios = []string{"delivered", "ceiling", "inbound", "e2ee", "memory", "media", "e2ee-ceiling", "backlog"}
+var allScenarios = []string{"delivered", "ceiling", "inbound", "e2ee", "memory", "media", "e2ee-ceiling", "backlog", "faults"}
 
 func intList(s string) ([]int, error) {
 	var out []int
@@ -106,6 +108,8 @@ func parseFlags(args []string) (*options, error) {
 	fs.IntVar(&o.backlogN, "backlog-n", 0, "backlog: send requests queued during the outage (default 100000, -short 2000)")
 	fs.IntVar(&o.backlogStatus, "backlog-status", 429, "backlog: HTTP status of /send during the outage: 429 (M_LIMIT_EXCEEDED, not sent) or 503 (M_UNKNOWN, may have arrived: each lane's head waits for a sync)")
 	fs.IntVar(&o.cpus, "cpus", 0, "run the bridges with GOMAXPROCS=N, pinned to the first N CPUs with taskset (0: all CPUs)")
+	fs.IntVar(&o.faultsN, "faults-n", 0, "faults: sends per run, with faults and without (default 300, -short 60)")
+	fs.Uint64Var(&o.faultsSeed, "faults-seed", 1, "faults: seed of the fault proxy's random draws")
 	devs := fs.String("devices", "1,10", "e2ee: recipient device counts")
 	rooms := fs.String("rooms", "", "memory: joined room counts (default 100,1000; -short 10,30)")
 	fs.BoolVar(&o.inproc, "inproc", false, "run the bridge in this process (bridge.Run) instead of a subprocess; RSS, CPU and allocations then include the benchmark's own")
@@ -142,6 +146,7 @@ func parseFlags(args []string) (*options, error) {
 	pick(&o.e2eeN, 300, 30)
 	pick(&o.mediaN, 20, 3)
 	pick(&o.backlogN, 100000, 2000)
+	pick(&o.faultsN, 300, 60)
 	var err error
 	if *conc == "" {
 		*conc = map[bool]string{false: "1,8", true: "4"}[o.short]
@@ -270,7 +275,7 @@ func run(o *options) error {
 	b.rep.Settings = map[string]any{
 		"short": o.short, "n": o.n, "concurrency": o.concurrency, "rounds": o.rounds, "ceiling_n": o.ceilingN,
 		"window": o.window, "lanes": o.lanes, "inbound_n": o.inboundN, "bursts": o.bursts,
-		"burst_events": o.burstRooms * o.burstSize, "e2ee_n": o.e2eeN, "media_n": o.mediaN, "devices": o.devices, "rooms": o.roomCounts,
+		"burst_events": o.burstRooms * o.burstSize, "e2ee_n": o.e2eeN, "media_n": o.mediaN, "faults_n": o.faultsN, "faults_seed": o.faultsSeed, "devices": o.devices, "rooms": o.roomCounts,
 		"backlog_n": o.backlogN, "backlog_status": o.backlogStatus, "bridge_cpus": o.cpus, "bridge": bridgeMode(o),
 	}
 	m := b.rep.Machine
@@ -314,6 +319,7 @@ func run(o *options) error {
 		{"memory", b.memory},
 		{"media", b.media},
 		{"e2ee-ceiling", b.e2eeCeiling},
+		{"faults", b.faults},
 	}
 	var failed []string
 	for _, s := range steps {

@@ -275,3 +275,13 @@ func (m *monitor) roomCount(since time.Time) int {
 	}
 	return 0
 }
+
+// expect registers a waiter for the response to reqID, for a request published without
+// waiting for it (request publishes and waits).
+func (m *monitor) expect(reqID string) <-chan response {
+	ch := make(chan response, 1)
+	m.mu.Lock()
+	m.waiters[reqID] = ch
+	m.mu.Unlock()
+	return ch
+}
