@@ -3,12 +3,9 @@ package outbox
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"net"
 	"time"
 
-	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
@@ -18,25 +15,18 @@ import (
 	"github.com/matrix2mqtt/matrix2mqtt/matrix"
 )
 
-// retryBase and retryLimit bound the backoff between delivery attempts.
+// retryBase and retryLimit bound the backoff between delivery attempts. A request in doubt
+// waits for sync as well (waitInDoubt), however short its backoff.
 const (
-	retryBase  = time.Second
+	retryBase  = 100 * time.Millisecond
 	retryLimit = 5 * time.Minute
 )
 
-// inDoubtWait bounds the wait for a sync before a request in doubt is sent again, and
-// inDoubtMaxWait that wait while sync is down.
-const (
-	inDoubtWait    = 30 * time.Second
-	inDoubtMaxWait = 2 * time.Minute
-)
-
-// inDoubtGrace is how long after sync works again a request in doubt waits for its echo.
-const inDoubtGrace = 5 * time.Second
-
 // deliver works on one entry until it is answered or ctx ends (then it stays in the outbox for
 // the next start): it waits for Matrix, for a scheduled time, retries what may pass with
-// backoff, and answers expired requests.
+// backoff, and answers expired requests. An entry left in flight by the last run, or whose
+// attempt may have reached the homeserver, is sent again only once sync tells it was not
+// delivered (waitInDoubt); when sync shows it was, it is answered with the echoed event.
 func (o *Outbox) deliver(ctx context.Context, e *Entry) {
 	select {
 	case <-o.Ready:
@@ -50,10 +40,14 @@ func (o *Outbox) deliver(ctx context.Context, e *Entry) {
 		}
 		return
 	}
-	for attempt := 0; ; attempt++ {
-		if e.inDoubt != nil && !o.waitInDoubt(ctx, e) {
+	var dbt *doubt
+	if e.inDoubt != nil { // left by the last run, maybe in flight when it stopped
+		dbt = &doubt{txn: e.TxnID, since: o.Clock.Now(), restart: true, sampled: true}
+		if !o.waitInDoubt(ctx, e, dbt) {
 			return
 		}
+	}
+	for attempt := 0; ; attempt++ {
 		now := o.Clock.Now()
 		if wait := e.NotBefore.Sub(now); wait > 0 {
 			if !o.sleepEntry(ctx, e, wait, false) {
@@ -69,8 +63,10 @@ func (o *Outbox) deliver(ctx context.Context, e *Entry) {
 			o.finish(ctx, e, req.RequestID(), nil, wire.Errorf(wire.CodeExpired, "not delivered within %s of being received", deadline.Sub(e.CreatedAt).Round(time.Second)), nil)
 			return
 		}
+		syncHealthy := o.Sync.Healthy()
 		d := &actions.Delivery{Env: o.Env, Target: deliveryTarget(e.Lane), TxnID: e.TxnID, Now: now, Progress: &progress{o: o, e: e}}
-		d.Matrix = onceMatrix{Matrix: o.Env.Matrix, o: o, e: e}
+		var failedTxn string
+		d.Matrix = onceMatrix{Matrix: o.Env.Matrix, o: o, e: e, failed: &failedTxn}
 		data, err := req.Deliver(ctx, d)
 		if err == nil {
 			e.Sent = d.Sent()
@@ -85,98 +81,61 @@ func (o *Outbox) deliver(ctx context.Context, e *Entry) {
 			o.finish(ctx, e, req.RequestID(), nil, out.Err, nil)
 			return
 		}
-		if mayHaveArrived(err) {
-			e.inDoubt = o.Sync.NextSync()
+		failedAt := o.Clock.Now()
+		if failedTxn == "" {
+			failedTxn = e.TxnID
 		}
+		dbt = o.doubtAfter(e, dbt, err, newDoubt(err, failedTxn, now, failedAt, syncHealthy))
 		wait := max(out.RetryWait, matrix.Backoff(attempt, retryBase, retryLimit))
-		if until := o.deadline(e).Sub(o.Clock.Now()); until < wait {
+		if until := o.deadline(e).Sub(failedAt); until < wait {
 			wait = max(until, 0) + time.Millisecond
 		}
 		o.Counters.Failed(out.Err)
 		o.Metrics.Retry(e.Action, out.Err.Code)
-		o.log.Warn().Err(err).Int64("outbox_id", e.ID).Str("action", e.Action).Dur("retry_in", wait).Msg("Delivery failed, will retry")
+		o.log.Warn().Err(err).Int64("outbox_id", e.ID).Str("action", e.Action).Dur("retry_in", wait).Bool("in_doubt", dbt != nil).Msg("Delivery failed, will retry")
 		e.state.end()
-		if !o.sleepEntry(ctx, e, wait, true) {
+		if !o.pause(ctx, e, dbt, failedAt.Add(wait)) {
 			return
 		}
 	}
 }
 
-// waitInDoubt waits until sync can tell whether an entry in doubt was sent: a homeserver that
-// forgot the transaction ID (Dendrite after a restart, or after an interrupted request) would
-// take the retry for a new message. It waits for the next sync, and, when sync had failed, for
-// inDoubtGrace after it works again, watching each sync for the entry's echo: a homeserver that
-// was stopped in the middle of the request may store it only when it is back (Dendrite replays
-// its input queue). The wait is bounded by inDoubtWait, counted again while sync is down (a
-// retry then would fail or be unconfirmed) up to inDoubtMaxWait. It reports false when ctx ended.
-func (o *Outbox) waitInDoubt(ctx context.Context, e *Entry) bool {
-	var bound <-chan time.Time // inDoubtWait from the first wait on
-	var started time.Time
-	arm := func() {
-		if bound == nil {
-			started = o.Clock.Now()
-			bound = o.Clock.After(inDoubtWait)
+// doubtAfter is what is in doubt after an attempt failed with err: the attempt itself (next)
+// when it may have reached the homeserver (see doubt.followedBy); the earlier attempt, now a
+// possible restart, when the homeserver refused the connection (it is down, and may store that
+// attempt only when it is back); otherwise the earlier one, if any.
+func (o *Outbox) doubtAfter(e *Entry, prev *doubt, err error, next *doubt) *doubt {
+	switch {
+	case mayHaveArrived(err):
+		if prev != nil {
+			next = prev.followedBy(next)
 		}
-	}
-	// expired reports whether the bound fired for good; while sync is down it re-arms it.
-	expired := func() bool {
-		if o.Sync.Healthy() || o.Clock.Now().Sub(started) >= inDoubtMaxWait {
-			return true
-		}
-		bound = o.Clock.After(inDoubtWait)
-		return false
-	}
-	for {
-		select {
-		case <-e.inDoubt:
-		default:
-			arm()
-			select {
-			case <-e.inDoubt:
-			case <-bound:
-				if expired() {
-					return true
-				}
-				continue
-			case <-ctx.Done():
-				return false
-			}
-		}
-		if _, sent := o.Sync.SentWithTxn(ctx, e.TxnID); sent {
-			return true
-		}
-		grace := o.Sync.HealthySince().Add(inDoubtGrace).Sub(o.Clock.Now())
-		if grace <= 0 {
-			return true
-		}
-		arm()
 		e.inDoubt = o.Sync.NextSync()
-		select {
-		case <-e.inDoubt:
-		case <-o.Clock.After(grace):
-			return true
-		case <-bound:
-			if expired() {
-				return true
-			}
-		case <-ctx.Done():
-			return false
-		}
+		return next
+	case prev != nil && refused(err):
+		prev.restart = true
+		e.inDoubt = o.Sync.NextSync()
 	}
+	return prev
 }
 
-// mayHaveArrived tells a failure after which the homeserver may have taken the request (the
-// connection broke, a gateway or server error) from one it answered without acting on it.
-func mayHaveArrived(err error) bool {
-	var httpErr mautrix.HTTPError
-	if errors.As(err, &httpErr) && httpErr.Response != nil {
-		return httpErr.Response.StatusCode >= 500
+// pause waits before the next attempt: for an attempt in doubt, until sync tells whether it was
+// delivered (no longer when it was: the next attempt answers with the echoed event), then until
+// retryAt. It reports false when ctx ended or the entry was cancelled.
+func (o *Outbox) pause(ctx context.Context, e *Entry, d *doubt, retryAt time.Time) bool {
+	if d != nil {
+		if !o.waitInDoubt(ctx, e, d) {
+			return false
+		}
+		if _, sent := o.Sync.SentWithTxn(ctx, d.txn); sent {
+			return true
+		}
 	}
-	var opErr *net.OpError
-	if errors.As(err, &opErr) && opErr.Op == "dial" { // no connection, so no request
-		return false
+	wait := retryAt.Sub(o.Clock.Now())
+	if wait <= 0 {
+		return true
 	}
-	return actions.Classify(err).Err.Code != wire.CodeUnknownTarget
+	return o.sleepEntry(ctx, e, wait, true)
 }
 
 // deadline is when the entry expires: its own expiry, or OUTBOX_MAX_AGE after it was received
@@ -307,11 +266,13 @@ func storedRequestID(raw json.RawMessage) string {
 }
 
 // onceMatrix is the Matrix of a delivery: for an entry in doubt, a send whose transaction ID
-// sync already echoed is not sent again, and its event ID is the answer.
+// sync already echoed is not sent again, and its event ID is the answer. It notes the
+// transaction ID of a send or redaction that failed, and when the homeserver last answered one.
 type onceMatrix struct {
 	actions.Matrix
-	o *Outbox
-	e *Entry
+	o      *Outbox
+	e      *Entry
+	failed *string
 }
 
 func (m onceMatrix) sentBefore(ctx context.Context, txnID string) (id.EventID, bool) {
@@ -320,7 +281,7 @@ func (m onceMatrix) sentBefore(ctx context.Context, txnID string) (id.EventID, b
 	}
 	evtID, ok := m.o.Sync.SentWithTxn(ctx, txnID)
 	if ok {
-		m.o.log.Info().Int64("outbox_id", m.e.ID).Stringer("event_id", evtID).Msg("Request was sent before the restart; not sending it again")
+		m.o.log.Info().Int64("outbox_id", m.e.ID).Stringer("event_id", evtID).Msg("Sync shows the request was delivered; not sending it again")
 	}
 	return evtID, ok
 }
@@ -329,14 +290,30 @@ func (m onceMatrix) Send(ctx context.Context, roomID id.RoomID, evtType event.Ty
 	if evtID, ok := m.sentBefore(ctx, txnID); ok {
 		return evtID, nil
 	}
-	return m.Matrix.Send(ctx, roomID, evtType, content, txnID)
+	sent := m.o.Clock.Now()
+	evtID, err := m.Matrix.Send(ctx, roomID, evtType, content, txnID)
+	m.note(txnID, sent, err)
+	return evtID, err
 }
 
 func (m onceMatrix) Redact(ctx context.Context, roomID id.RoomID, eventID id.EventID, reason, txnID string) (id.EventID, error) {
 	if evtID, ok := m.sentBefore(ctx, txnID); ok {
 		return evtID, nil
 	}
-	return m.Matrix.Redact(ctx, roomID, eventID, reason, txnID)
+	sent := m.o.Clock.Now()
+	evtID, err := m.Matrix.Redact(ctx, roomID, eventID, reason, txnID)
+	m.note(txnID, sent, err)
+	return evtID, err
+}
+
+// note records the outcome of a send made at sent: the homeserver was up then, or the send of
+// txnID failed.
+func (m onceMatrix) note(txnID string, sent time.Time, err error) {
+	if err != nil {
+		*m.failed = txnID
+	} else {
+		m.o.noteAnswered(sent)
+	}
 }
 
 // progress keeps an entry's progress in its outbox row.

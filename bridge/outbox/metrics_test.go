@@ -3,6 +3,7 @@ package outbox
 import (
 	"io"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -41,7 +42,7 @@ func TestDeliveryIsCounted(t *testing.T) {
 		},
 		{
 			name:    "expired",
-			errs:    []error{errNetwork, errNetwork, errNetwork, errNetwork, errNetwork},
+			errs:    slices.Repeat([]error{errNetwork}, 8), // backoffs of 100 ms doubling: 25 s
 			expireS: 5,
 			want: []string{
 				`matrix2mqtt_requests_total{action="send",outcome="expired"} 1`,

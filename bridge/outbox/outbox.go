@@ -77,6 +77,9 @@ type Outbox struct {
 	// asleep counts lanes that wait for a retry or a scheduled time, which a shutdown need not
 	// wait for.
 	asleep atomic.Int64
+	// answered is when the latest request that the homeserver answered was sent (Unix ns):
+	// evidence that it did not go down then (doubt.go).
+	answered atomic.Int64
 
 	flushMu sync.Mutex
 	flushCh chan struct{} // closed and replaced by Flush
