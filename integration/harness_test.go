@@ -7,6 +7,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -341,7 +342,7 @@ func (h *harness) start() {
 	if err != nil {
 		h.t.Fatalf("config: %v", err)
 	}
-	log := zerolog.New(zerolog.NewTestWriter(h.t)).Level(zerolog.InfoLevel).With().Timestamp().Str("bridge", h.base).Logger()
+	log := zerolog.New(testLogWriter(h.t)).Level(zerolog.InfoLevel).With().Timestamp().Str("bridge", h.base).Logger()
 	ctx, cancel := context.WithCancel(log.WithContext(context.Background()))
 	done := make(chan error, 1)
 	opts := bridge.Options{Version: "test", BirthDelay: func() time.Duration { return 100 * time.Millisecond }}
@@ -495,4 +496,32 @@ func report(t *testing.T, format string, args ...any) {
 			f.Close()
 		}
 	}
+}
+
+// testLogWriter writes log lines to the test's log until the test ends, and drops them after:
+// mautrix's background work (a room key request, say) can log after the bridge stopped, and a
+// test log written after its test completed panics the whole test binary.
+func testLogWriter(t *testing.T) io.Writer {
+	w := &endingWriter{w: zerolog.NewTestWriter(t)}
+	t.Cleanup(func() {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		w.ended = true
+	})
+	return w
+}
+
+type endingWriter struct {
+	mu    sync.Mutex
+	ended bool
+	w     io.Writer
+}
+
+func (e *endingWriter) Write(p []byte) (int, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.ended {
+		return len(p), nil
+	}
+	return e.w.Write(p)
 }

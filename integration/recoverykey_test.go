@@ -33,7 +33,7 @@ func TestRecoveryKeyWrittenBeforeUpload(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(zerolog.New(zerolog.NewTestWriter(t)).WithContext(context.Background()), time.Minute)
+	ctx, cancel := context.WithTimeout(zerolog.New(testLogWriter(t)).WithContext(context.Background()), time.Minute)
 	defer cancel()
 	err = bridge.Run(ctx, cfg, bridge.Options{Version: "test"})
 	if err == nil || errors.Is(err, context.DeadlineExceeded) {

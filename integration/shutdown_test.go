@@ -54,7 +54,7 @@ func TestShutdownWhileBrokerIsGone(t *testing.T) {
 		t.Fatalf("failed to subscribe: %v", tok.Error())
 	}
 
-	runCtx, stop := context.WithCancel(zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel).WithContext(ctx))
+	runCtx, stop := context.WithCancel(zerolog.New(testLogWriter(t)).Level(zerolog.WarnLevel).WithContext(ctx))
 	defer stop()
 	done := make(chan error, 1)
 	go func() { done <- bridge.Run(runCtx, cfg, bridge.Options{Version: "test"}) }()
