@@ -29,8 +29,8 @@ import (
 //   - a gateway's 502 or 503: the gateway got no answer from the homeserver, which therefore
 //     did not take the request, unless it went down with it; sent again after the backoff
 //     (100 ms, then 200 ms…), sooner than a homeserver restarts, so that the attempt fails the
-//     same way while it is down. gatewaysDown such answers in a row are taken for the homeserver
-//     down;
+//     same way while it is down. gatewaysDown such answers in a row while sync broke, begun
+//     while it worked, are taken for the homeserver gone down with the first;
 //   - a connection that broke after the request was sent, a gateway's 504, a timeout, the
 //     homeserver's own 500: the homeserver may have been interrupted in the middle of it and
 //     store it a moment later; sent again after inDoubtSettle and a sync since the failure, and
@@ -59,8 +59,8 @@ const inDoubtGrace = 5 * time.Second
 // not go down with the request, and a sync that breaks within it broke with the request.
 const restartWindow = 250 * time.Millisecond
 
-// gatewaysDown is how many gateway answers in a row for one send are taken for the homeserver
-// down (with the backoff in between, unreachable for at least 0.3 s).
+// gatewaysDown is how many gateway answers in a row for one send, while sync broke, are taken
+// for the homeserver down (with the backoff in between, unreachable for at least 0.3 s).
 const gatewaysDown = 3
 
 // doubt is an attempt that may have reached the homeserver without the bridge learning of it.
@@ -69,19 +69,21 @@ type doubt struct {
 	txn string
 	// since is when the attempt failed (for an entry left by the last run: when it resumed).
 	since time.Time
-	// sentAt is when the attempt began, if sync worked then; zero otherwise.
-	sentAt time.Time
+	// sentAt is when the attempt began, if sync worked then; zero otherwise. firstSent is that
+	// of the first attempt of a row of gateway answers.
+	sentAt, firstSent time.Time
 	// gateways counts the gateway answers (502, 503) in a row for this send: the gateway got
 	// no answer from the homeserver, which did not take the request if it stayed up.
 	gateways int
 	// restart is set when the homeserver may have stopped with the request in it, whatever
 	// sample finds: the bridge restarted (the entry was left by the last run), an earlier
-	// attempt of the same send was a possible restart, the homeserver refused a later
-	// connection, or gatewaysDown gateway answers came in a row.
+	// attempt of the same send was a possible restart, or the homeserver refused a later
+	// connection.
 	restart bool
-	// down is set by sample when sync broke between the attempt and restartWindow after its
-	// failure (or did not work when it was sent): the homeserver may have gone down with a
-	// request that it was working on. It does not count for a gateway's answer.
+	// down is set by sample when the homeserver may have gone down with the request: sync broke
+	// between the attempt and restartWindow after its failure (or did not work when it was sent);
+	// for a gateway's answer, only after gatewaysDown of them in a row, the first sent while
+	// sync worked, and sync broke since.
 	down bool
 	// upAfter is set by sample when the homeserver answered a request sent within
 	// restartWindow after the failure: it did not go down then.
@@ -98,7 +100,7 @@ func newDoubt(err error, txn string, sentAt, now time.Time, syncHealthy bool) *d
 		d.gateways = 1
 	}
 	if syncHealthy {
-		d.sentAt = sentAt
+		d.sentAt, d.firstSent = sentAt, sentAt
 	}
 	return d
 }
@@ -111,16 +113,15 @@ func (d *doubt) gateway() bool { return d.gateways > 0 }
 func (d *doubt) restarting() bool { return d.restart || d.down && !d.upAfter }
 
 // followedBy is the doubt of the next attempt of the same send, which failed too: a possible
-// restart still if this was one, or if the gateway answered for the homeserver gatewaysDown
-// times in a row.
+// restart still if this was one, and counting the gateway answers in a row.
 func (d *doubt) followedBy(next *doubt) *doubt {
 	if d.txn != next.txn {
 		return next
 	}
-	if next.gateway() {
-		next.gateways = d.gateways + 1
+	if next.gateway() && d.gateway() {
+		next.gateways, next.firstSent = d.gateways+1, d.firstSent
 	}
-	next.restart = d.restarting() || next.gateways >= gatewaysDown
+	next.restart = d.restarting()
 	return next
 }
 
@@ -155,12 +156,17 @@ func refused(err error) bool {
 // last came back, showed no echo.
 func (d *doubt) needsSync() bool { return !d.gateway() || d.restarting() }
 
-// sample looks, restartWindow after the failure, at whether sync broke with the attempt and
-// whether the homeserver answered a request sent since the failure.
+// sample looks, restartWindow after the failure, at whether sync broke with the attempt (see
+// down) and whether the homeserver answered a request sent since the failure.
 func (d *doubt) sample(o *Outbox) {
 	d.sampled = true
 	s := o.Sync
-	d.down = !d.gateway() && (d.sentAt.IsZero() || !s.Healthy() || s.HealthySince().After(d.sentAt))
+	brokeSince := func(t time.Time) bool { return !s.Healthy() || s.HealthySince().After(t) }
+	if d.gateway() {
+		d.down = d.gateways >= gatewaysDown && !d.firstSent.IsZero() && brokeSince(d.firstSent)
+	} else {
+		d.down = d.sentAt.IsZero() || brokeSince(d.sentAt)
+	}
 	d.upAfter = o.answeredWithin(d.since, d.since.Add(restartWindow))
 }
 
@@ -186,8 +192,10 @@ func (o *Outbox) answeredWithin(from, to time.Time) bool {
 func (d *doubt) settledAt(s Syncer) time.Time {
 	restarting := d.restarting()
 	switch {
-	case !restarting && d.gateway():
+	case !restarting && d.gateway() && d.gateways < gatewaysDown:
 		return d.since
+	case !restarting && d.gateway(): // after sample
+		return d.since.Add(restartWindow)
 	case !restarting:
 		return d.since.Add(inDoubtSettle)
 	case !s.Healthy():

@@ -99,6 +99,7 @@ func TestSample(t *testing.T) {
 	tests := []struct {
 		name        string
 		err         error
+		gateways    int           // in a row, the first sent at the same time as this one
 		syncHealthy bool          // when the attempt was sent
 		down        bool          // sync now
 		since       time.Duration // sync healthy since, from the failure
@@ -106,14 +107,17 @@ func TestSample(t *testing.T) {
 		wantDown    bool
 		wantUp      bool
 	}{
-		{"sync kept working", errBroken, true, false, -time.Minute, 0, false, false},
-		{"sync is down", errBroken, true, true, -time.Minute, 0, true, false},
-		{"sync broke and came back", errBroken, true, false, 100 * time.Millisecond, 0, true, false},
-		{"sent while sync was down", errBroken, false, false, 100 * time.Millisecond, 0, true, false},
-		{"a gateway's answer", httpError(502, "", nil), true, true, -time.Minute, 0, false, false},
-		{"answered a request sent after the failure", errBroken, true, true, -time.Minute, 100 * time.Millisecond, true, true},
-		{"answered a request sent before the failure", errBroken, true, true, -time.Minute, -10 * time.Millisecond, true, false},
-		{"answered a request sent too late to tell", errBroken, true, true, -time.Minute, restartWindow + time.Millisecond, true, false},
+		{"sync kept working", errBroken, 0, true, false, -time.Minute, 0, false, false},
+		{"sync is down", errBroken, 0, true, true, -time.Minute, 0, true, false},
+		{"sync broke and came back", errBroken, 0, true, false, 100 * time.Millisecond, 0, true, false},
+		{"sent while sync was down", errBroken, 0, false, false, 100 * time.Millisecond, 0, true, false},
+		{"a gateway's answer", httpError(502, "", nil), 1, true, true, -time.Minute, 0, false, false},
+		{"gateway answers in a row, sync broke", httpError(502, "", nil), gatewaysDown, true, true, -time.Minute, 0, true, false},
+		{"gateway answers in a row, sync kept working", httpError(502, "", nil), gatewaysDown, true, false, -time.Minute, 0, false, false},
+		{"gateway answers in a row, the first sent while sync was down", httpError(502, "", nil), gatewaysDown, false, false, 100 * time.Millisecond, 0, false, false},
+		{"answered a request sent after the failure", errBroken, 0, true, true, -time.Minute, 100 * time.Millisecond, true, true},
+		{"answered a request sent before the failure", errBroken, 0, true, true, -time.Minute, -10 * time.Millisecond, true, false},
+		{"answered a request sent too late to tell", errBroken, 0, true, true, -time.Minute, restartWindow + time.Millisecond, true, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -123,6 +127,9 @@ func TestSample(t *testing.T) {
 				to.noteAnswered(failed.Add(tt.answered))
 			}
 			d := newDoubt(tt.err, "txn", sent, failed, tt.syncHealthy)
+			if tt.gateways > 0 {
+				d.gateways = tt.gateways
+			}
 			d.sample(to.Outbox)
 			if d.down != tt.wantDown || d.upAfter != tt.wantUp {
 				t.Fatalf("down %v, up after %v; want %v, %v", d.down, d.upAfter, tt.wantDown, tt.wantUp)
@@ -147,7 +154,8 @@ func TestSettledAt(t *testing.T) {
 		{"gateway, sync down", doubt{gateways: 1}, true, -time.Minute, 0, false},
 		{"interrupted", doubt{}, false, -time.Minute, inDoubtSettle, true},
 		{"interrupted, sync down", doubt{}, true, -time.Minute, inDoubtSettle, true},
-		{"gateways in a row, sync back 2 s after", doubt{gateways: gatewaysDown, restart: true}, false, 2 * time.Second, 2*time.Second + inDoubtGrace, true},
+		{"gateway answers in a row", doubt{gateways: gatewaysDown}, false, -time.Minute, restartWindow, false},
+		{"gateway answers in a row, sync broke, back 2 s after", doubt{gateways: gatewaysDown, down: true}, false, 2 * time.Second, 2*time.Second + inDoubtGrace, true},
 		{"went down with sync, back at once", doubt{down: true}, false, 0, inDoubtGrace, true},
 		{"went down with sync, sync down", doubt{down: true}, true, -time.Minute, -1, true},
 		{"left by the last run, sync long fine", doubt{restart: true}, false, -time.Minute, inDoubtSettle, true},
@@ -216,7 +224,7 @@ func TestDoubtAfter(t *testing.T) {
 		{"first gateway answer", nil, gw, true, false, false},
 		{"first failure not in doubt", nil, errNetwork, false, false, false},
 		{"a second gateway answer", &doubt{gateways: 1}, gw, true, false, false},
-		{"a third gateway answer in a row", &doubt{gateways: gatewaysDown - 1}, gw, true, false, true},
+		{"a third gateway answer in a row (restarting if sample finds sync broke)", &doubt{gateways: gatewaysDown - 1}, gw, true, false, false},
 		{"a gateway answer after a broken connection", &doubt{}, gw, true, false, false},
 		{"in doubt again after a possible restart", &doubt{down: true}, errBroken, true, false, true},
 		{"in doubt again after a disproved restart", &doubt{down: true, upAfter: true}, errBroken, true, false, false},
@@ -390,38 +398,51 @@ func (to *testOutbox) answer(t *testing.T) wire.Response {
 	}
 }
 
-// TestGatewayErrorsInARow: gatewaysDown gateway answers in a row make the request a possible
-// restart (the homeserver may be down with the first attempt in it), which waits for sync to
-// work for inDoubtGrace; after fewer it is sent again after the backoff.
+// TestGatewayErrorsInARow: gatewaysDown gateway answers in a row while sync broke make the
+// request a possible restart (the homeserver may be down with the first attempt in it), which
+// waits for sync to work for inDoubtGrace; fewer, or with sync working, are sent again after the
+// backoff (after the sample restartWindow after the last, for gatewaysDown).
 func TestGatewayErrorsInARow(t *testing.T) {
-	for _, n := range []int{gatewaysDown - 1, gatewaysDown} {
-		t.Run(fmt.Sprintf("%d", n), func(t *testing.T) {
+	tests := []struct {
+		n         int
+		syncBroke bool
+		wantWait  bool
+	}{
+		{gatewaysDown - 1, true, false},
+		{gatewaysDown, false, false},
+		{gatewaysDown, true, true},
+	}
+	for _, tt := range tests {
+		t.Run(fmt.Sprintf("%d, sync broke %v", tt.n, tt.syncBroke), func(t *testing.T) {
 			to := newTestOutbox(t, "", nil)
-			for range n {
+			for range tt.n {
 				to.hs.Errs = append(to.hs.Errs, httpError(502, "", nil))
 			}
 			to.hs.Sync = make(chan struct{})
 			e := to.enqueue(t, send("row", "!room:hs", "gateway errors"))
 			done := to.run(e)
-			d := to.advanceUntilSends(t, n) // the backoffs between the gateway answers
-			if n == gatewaysDown {
-				if d != restartWindow {
-					t.Fatalf("waits %s after %d gateway answers, want the sample after %s", d, n, restartWindow)
-				}
-				to.setSync(true, time.Time{})
-				to.clock.Advance(restartWindow)
-				to.expectWaits(t, inDoubtWait) // for sync to come back
+			d := to.advanceUntilSends(t, tt.n) // the backoffs between the gateway answers
+			to.setSync(tt.syncBroke, time.Time{})
+			switch {
+			case tt.wantWait:
+				to.clock.Advance(restartWindow) // the sample
+				to.expectWaits(t, inDoubtWait)  // for sync to come back
 				to.setSync(false, to.clock.Now())
 				to.handOverSync(nil)
 				to.expectWaits(t, inDoubtGrace)
-				if to.hs.Calls != n {
+				if to.hs.Calls != tt.n {
 					t.Fatalf("sent again before the grace: %d sends", to.hs.Calls)
 				}
 				to.clock.Advance(inDoubtGrace)
-			} else {
+			case tt.n == gatewaysDown:
+				if d != restartWindow {
+					t.Fatalf("waits %s after %d gateway answers, want the sample after %s", d, tt.n, restartWindow)
+				}
+				to.clock.Advance(d)
+			default:
 				to.clock.Advance(d)
 			}
-			if r := to.answer(t); r.Status != "ok" || to.hs.Calls != n+1 {
+			if r := to.answer(t); r.Status != "ok" || to.hs.Calls != tt.n+1 {
 				t.Fatalf("response %+v after %d sends", r, to.hs.Calls)
 			}
 			<-done

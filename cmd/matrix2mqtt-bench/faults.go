@@ -39,14 +39,14 @@ type faultRun struct {
 	proxy    faultCounts
 }
 
-// faults is scenario 7: the bridge's homeserver URL is a proxy in front of Dendrite that
+// faults is scenario 9: the bridge's homeserver URL is a proxy in front of Dendrite that
 // fails a quarter of the sends (502 before forwarding, 504 or a cut connection after it),
 // holds 1 in 100 for 3 s and fails 5 % of the syncs (defaultFaults). The same burst of sends
 // goes through it with faults off and on; each room is read back as its other member sees it.
 // Before that, txnprobe.go measures what Dendrite does with a repeated transaction ID.
 func (b *bench) faults(ctx context.Context) error {
 	if b.env == nil {
-		b.rep.skip("7 faults", "skipped: "+errNeedsStack.Error())
+		b.rep.skip("9 faults", "skipped: "+errNeedsStack.Error())
 		return nil
 	}
 	fs, err := b.faultBridge(ctx)
@@ -123,7 +123,7 @@ func (b *bench) faultProbe(ctx context.Context, fs *faultSetup) error {
 	if err != nil {
 		return err
 	}
-	sec := "7 faults, txn ID on Dendrite"
+	sec := "9 faults, txn ID on Dendrite"
 	b.rep.add(row{Section: sec, Measure: fmt.Sprintf("same txn repeated after the first returned: duplicated (of %d)", tries), Bridge: float64(p.AfterCompletion)})
 	b.rep.add(row{Section: sec, Measure: fmt.Sprintf("same txn sent twice at once: duplicated (of %d)", tries), Bridge: float64(p.WhileInFlight)})
 	b.rep.add(row{Section: sec, Measure: fmt.Sprintf("same txn repeated after the client cut the first (%d cut before the answer): duplicated (of %d)", p.Cancelled, tries), Bridge: float64(p.AfterCancel)})
@@ -229,7 +229,7 @@ func (b *bench) readBack(ctx context.Context, fs *faultSetup, tag string, events
 
 // faultRows adds the rows of the faults scenario.
 func (b *bench) faultRows(clean, faulty faultRun) {
-	sec := fmt.Sprintf("7 faults, seed %d", b.o.faultsSeed)
+	sec := fmt.Sprintf("9 faults, seed %d", b.o.faultsSeed)
 	n := faulty.sent
 	b.rep.add(row{Section: sec, Measure: fmt.Sprintf("s, %d sends over %d rooms, publish → last answer", n, faultRooms), Bridge: faulty.dur.Seconds(), Reference: clean.dur.Seconds(), RefName: "no faults", Goal: "≤ 3×"})
 	b.rep.add(row{Section: sec, Measure: "msg/s", Bridge: float64(faulty.answered) / faulty.dur.Seconds(), Reference: float64(clean.answered) / clean.dur.Seconds(), RefName: "no faults"})
