@@ -14,15 +14,7 @@ import (
 
 func TestStateStoreCachesEncryption(t *testing.T) {
 	ctx := context.Background()
-	db, err := dbutil.NewWithDialect("file:"+filepath.Join(t.TempDir(), "state.db")+"?_txlock=immediate", "sqlite3-fk-wal")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	store, err := New(ctx, db)
-	if err != nil {
-		t.Fatal(err)
-	}
+	store := newTestStore(t)
 	const room = id.RoomID("!room:example.org")
 
 	if encrypted, err := store.IsEncrypted(ctx, room); err != nil || encrypted {
@@ -55,15 +47,7 @@ func TestStateStoreCachesEncryption(t *testing.T) {
 // cleared) is seen at once.
 func TestStateStoreCachesMembers(t *testing.T) {
 	ctx := context.Background()
-	db, err := dbutil.NewWithDialect("file:"+filepath.Join(t.TempDir(), "state.db")+"?_txlock=immediate", "sqlite3-fk-wal")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	store, err := New(ctx, db)
-	if err != nil {
-		t.Fatal(err)
-	}
+	store := newTestStore(t)
 	const room, user = id.RoomID("!room:example.org"), id.UserID("@a:example.org")
 	memberEvent := func(name string) *event.Event {
 		stateKey := user.String()
@@ -102,4 +86,19 @@ func TestStateStoreCachesMembers(t *testing.T) {
 			t.Fatalf("%s: display name %q, want %q", step.name, got, step.want)
 		}
 	}
+}
+
+// newTestStore opens a state store in a new SQLite database.
+func newTestStore(t *testing.T) *Store {
+	t.Helper()
+	db, err := dbutil.NewWithDialect("file:"+filepath.Join(t.TempDir(), "state.db")+"?_txlock=immediate", "sqlite3-fk-wal")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	store, err := New(context.Background(), db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return store
 }
