@@ -10,10 +10,6 @@ cd "$(dirname "$0")/.."
 if [[ ${SKIP_INSTALL:-} != 1 ]]; then
 	scripts/install-deps.sh
 fi
-export MATRIX2MQTT_REQUIRE_POSTGRES=1
-# The Docker image test must run, not skip: install-deps.sh installs and starts the engine, as
-# it installs PostgreSQL.
-export MATRIX2MQTT_REQUIRE_DOCKER=1
 MATRIX2MQTT_REPORT=$(mktemp)
 export MATRIX2MQTT_REPORT
 

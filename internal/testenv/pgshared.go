@@ -19,9 +19,8 @@ var sharedPostgres struct {
 }
 
 // PostgresDatabase returns the URL of a fresh database on a PostgreSQL server started once for
-// the test binary (stop it with StopSharedPostgres from TestMain). Without PostgreSQL installed
-// the test is skipped, unless MATRIX2MQTT_REQUIRE_POSTGRES is set (scripts/test.sh sets it),
-// where it fails.
+// the test binary (stop it with StopSharedPostgres from TestMain). Without PostgreSQL the test
+// fails (scripts/install-deps.sh installs it): it never skips.
 func PostgresDatabase(t testing.TB) string {
 	t.Helper()
 	s := &sharedPostgres
@@ -32,10 +31,7 @@ func PostgresDatabase(t testing.TB) string {
 		}
 	})
 	if s.err != nil {
-		if os.Getenv("MATRIX2MQTT_REQUIRE_POSTGRES") == "" {
-			t.Skipf("PostgreSQL not available (scripts/install-deps.sh installs it): %v", s.err)
-		}
-		t.Fatalf("failed to start PostgreSQL: %v", s.err)
+		t.Fatalf("failed to start PostgreSQL (scripts/install-deps.sh installs it): %v", s.err)
 	}
 	url, err := s.pg.CreateDatabase(context.Background(), fmt.Sprintf("test%d", s.nextDB.Add(1)))
 	if err != nil {
