@@ -161,8 +161,7 @@ func (b *bench) media(ctx context.Context) error {
 	}
 	defer b.closeBridge(r)
 	if !r.info.E2EE.Enabled {
-		b.rep.skip("6 media", "skipped: E2EE not available (bridge/info e2ee.enabled is false)")
-		return nil
+		return errE2EEOff
 	}
 	rec, err := b.newRecipient(ctx, "mediarecipient", 1)
 	if err != nil {
