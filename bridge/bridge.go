@@ -4,7 +4,6 @@
 package bridge
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -358,14 +357,7 @@ func (b *Bridge) roomUpgraded(ctx context.Context, oldRoom, newRoom id.RoomID) {
 
 // pruneSpool removes the spooled files of send_media requests that never reached the outbox.
 func pruneSpool(ctx context.Context, st *store.Store, m *media.Media) error {
-	var requests []json.RawMessage
-	err := st.EachPending(ctx, func(e *store.Entry) {
-		if bytes.Contains(e.Request, []byte(`"spooled"`)) { // only the requests that keep a file name it
-			requests = append(requests, e.Request)
-		}
+	return m.PruneSpool(func(fn func(json.RawMessage)) error {
+		return st.EachPending(ctx, func(e *store.Entry) { fn(e.Request) })
 	})
-	if err != nil {
-		return err
-	}
-	return m.PruneSpool(requests)
 }

@@ -327,7 +327,14 @@ func TestPruneSpool(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := m.PruneSpool([]json.RawMessage{[]byte(`{"to":"x","spooled":"` + kept + `"}`), []byte(`{"to":"x","text":"hi"}`)}); err != nil {
+	outbox := []json.RawMessage{[]byte(`{"to":"x","spooled":"` + kept + `"}`), []byte(`{"to":"x","text":"hi"}`)}
+	each := func(fn func(json.RawMessage)) error {
+		for _, r := range outbox {
+			fn(r)
+		}
+		return nil
+	}
+	if err := m.PruneSpool(each); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := m.ReadSpool(kept); err != nil {

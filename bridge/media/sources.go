@@ -266,17 +266,20 @@ func (m *Media) RemoveSpool(name string) error {
 }
 
 // PruneSpool removes spooled files that no outbox request names (left by a crash between
-// spooling and committing); requests are the stored requests of the outbox, whose `spooled`
-// field names their file.
-func (m *Media) PruneSpool(requests []json.RawMessage) error {
+// spooling and committing). eachRequest hands every stored request of the outbox to fn, one at
+// a time; a request's `spooled` field names its file.
+func (m *Media) PruneSpool(eachRequest func(fn func(request json.RawMessage)) error) error {
 	inUse := map[string]bool{}
-	for _, raw := range requests {
+	err := eachRequest(func(raw json.RawMessage) {
 		var probe struct {
 			Spooled string `json:"spooled"`
 		}
 		if json.Unmarshal(raw, &probe) == nil && probe.Spooled != "" {
 			inUse[probe.Spooled] = true
 		}
+	})
+	if err != nil {
+		return fmt.Errorf("failed to prune the media spool: %w", err)
 	}
 	entries, err := os.ReadDir(m.spoolDir)
 	if err != nil {
