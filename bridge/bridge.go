@@ -347,12 +347,16 @@ func (b *Bridge) learnRooms() error {
 }
 
 // roomUpgraded runs when the Matrix client followed a room upgrade: requests, names and keys of
-// the old room go to the new one from now on, also after a restart.
+// the old room go to the new one from now on, also after a restart, and `<base>/bridge/rooms`
+// lists the new room in the old one's place.
 func (b *Bridge) roomUpgraded(ctx context.Context, oldRoom, newRoom id.RoomID) {
 	if err := b.store.SaveRoomUpgrade(ctx, oldRoom, newRoom); err != nil {
 		zerolog.Ctx(ctx).Error().Err(err).Msg("Failed to save room upgrade")
 	}
 	b.targets.Upgrade(oldRoom, newRoom)
+	if rooms, known := b.rooms.get(); known {
+		b.publishRooms(ctx, rooms)
+	}
 }
 
 // pruneSpool removes the spooled files of send_media requests that never reached the outbox.

@@ -60,6 +60,10 @@ func (f *Callbacks) Inbound(ctx context.Context, ev matrix.Event, key string, ou
 	switch {
 	case i < 0:
 		return
+	case r.RoomID != set.RoomID:
+		// A relation may name an event of any room: only the message's own room answers it.
+		log.Warn().Stringer("room_id", r.RoomID).Str("reason", "reaction from another room").Msg("Ignored answer")
+		return
 	case len(set.Allowed) > 0 && !slices.Contains(set.Allowed, r.Sender):
 		log.Info().Str("reason", "sender not in options_from").Msg("Ignored answer")
 		return

@@ -45,6 +45,8 @@ func TestCallbacks(t *testing.T) {
 			[]wire.Reaction{{EventID: "$1", Sender: "@a:hs", Key: "👍"}, {EventID: "$2", Sender: "@b:hs", Key: "👎"}}, []string{"$1", "$2"}, 0},
 		{"another key", store.OptionSet{}, false, []wire.Reaction{{EventID: "$1", Sender: "@a:hs", Key: "🎉"}}, nil, 0},
 		{"another message", store.OptionSet{EventID: "$other"}, false, []wire.Reaction{{EventID: "$1", Sender: "@a:hs", Key: "👍"}}, nil, 0},
+		{"a reaction from another room", store.OptionSet{}, false,
+			[]wire.Reaction{{EventID: "$1", RoomID: "!elsewhere:hs", Sender: "@a:hs", Key: "👍"}}, nil, 0},
 		{"options_from", store.OptionSet{Allowed: []id.UserID{"@a:hs"}}, false,
 			[]wire.Reaction{{EventID: "$1", Sender: "@b:hs", Key: "👍"}, {EventID: "$2", Sender: "@a:hs", Key: "👎"}}, []string{"$2"}, 0},
 		{"verified only", store.OptionSet{}, true,
@@ -70,8 +72,11 @@ func TestCallbacks(t *testing.T) {
 				got = append(got, v.(*wire.Callback).ReactionID.String())
 			}}
 			for _, r := range tc.reactions {
-				r.RelatesTo, r.RoomID = "$m", "!r:hs"
-				f.Inbound(context.Background(), matrix.Event{Kind: wire.KindReaction, RoomID: "!r:hs", ID: r.EventID, Payload: &r}, "r", out)
+				r.RelatesTo = "$m"
+				if r.RoomID == "" {
+					r.RoomID = "!r:hs"
+				}
+				f.Inbound(context.Background(), matrix.Event{Kind: wire.KindReaction, RoomID: r.RoomID, ID: r.EventID, Payload: &r}, "r", out)
 			}
 			if len(got) != len(tc.want) || len(got) > 0 && got[0] != tc.want[0] {
 				t.Fatalf("callbacks %v, want %v", got, tc.want)

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"maunium.net/go/mautrix/id"
+
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/actions"
 )
 
@@ -53,6 +55,43 @@ func TestBroadcastProgress(t *testing.T) {
 		}
 		if r.Status != "ok" || data.Sent != 2 || data.Failed != 1 || data.Results[1].Error.ErrCode != "M_FORBIDDEN" ||
 			string(data.Results[2].EventID) != "$"+e.TxnID+".2" {
+			t.Fatalf("response %+v data %s", r, raw)
+		}
+	})
+}
+
+// TestBroadcastOneCopyPerRoom: targets that name the same room (a room ID and its alias) send
+// it one copy, and each target gets that copy's result; a retry of the first also settles the
+// second.
+func TestBroadcastOneCopyPerRoom(t *testing.T) {
+	eachDB(t, func(t *testing.T, to *testOutbox) {
+		to.hs.Aliases = map[string]id.RoomID{"#a:hs": "!a:hs"}
+		to.hs.Errs = []error{errNetwork} // the first send to !a:hs fails, then passes
+		req, werr := catalog.Default().Parse("broadcast", "", []byte(`{"id":"b","to":["!a:hs","#a:hs","!b:hs"],"text":"hi"}`), to.Env.Targets)
+		if werr != nil {
+			t.Fatal(werr)
+		}
+		e, err := to.NewEntry(Job{Action: "broadcast", Request: req.(actions.Durable)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := to.Add(context.Background(), []*Entry{e}); err != nil {
+			t.Fatal(err)
+		}
+		done := to.run(e)
+		to.sleeps(t)
+		to.clock.Advance(2 * time.Second)
+		r := to.responses.Next(t)
+		<-done
+		if want := []string{e.TxnID + ".2", e.TxnID}; !slices.Equal(to.hs.Sent, want) {
+			t.Fatalf("sent %v, want %v (one copy per room)", to.hs.Sent, want)
+		}
+		raw, _ := json.Marshal(r.Data)
+		var data rooms.BroadcastData
+		if err := json.Unmarshal(raw, &data); err != nil {
+			t.Fatal(err)
+		}
+		if data.Sent != 3 || data.Results[0].EventID == "" || data.Results[1].EventID != data.Results[0].EventID || data.Results[1].RoomID != "!a:hs" {
 			t.Fatalf("response %+v data %s", r, raw)
 		}
 	})

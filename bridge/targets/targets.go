@@ -324,11 +324,16 @@ func (t *Targets) Name(roomID id.RoomID) (string, bool) {
 // Names returns the friendly names, sorted.
 func (t *Targets) Names() []string { return slices.Clone(t.names) }
 
-// Annotate adds the topic keys to rooms.
+// Annotate adds the topic keys to rooms, leaving out the rooms that were upgraded: the bot
+// stays in them to read stragglers, but their requests, key and place in the list belong to
+// the replacement room.
 func (t *Targets) Annotate(rooms []wire.Room) []wire.RoomInfo {
-	out := make([]wire.RoomInfo, len(rooms))
-	for i, r := range rooms {
-		out[i] = wire.RoomInfo{Room: r, Key: t.Key(r.ID)}
+	out := make([]wire.RoomInfo, 0, len(rooms))
+	for _, r := range rooms {
+		if t.Follow(r.ID) != r.ID {
+			continue
+		}
+		out = append(out, wire.RoomInfo{Room: r, Key: t.Key(r.ID)})
 	}
 	return out
 }

@@ -211,6 +211,10 @@ func TestUpgrade(t *testing.T) {
 	if room, _ := tg.RoomOf("garden"); room != "!new:hs" {
 		t.Fatalf("RoomOf(garden) = %s", room)
 	}
+	listed := tg.Annotate([]wire.Room{{ID: "!old:hs"}, {ID: "!mid:hs"}, {ID: "!new:hs"}, {ID: "!other:hs"}})
+	if len(listed) != 2 || listed[0].ID != "!new:hs" || listed[0].Key != "garden" || listed[1].ID != "!other:hs" {
+		t.Fatalf("rooms listed after the upgrades: %+v", listed)
+	}
 	tg.Upgrade("!new:hs", "!old:hs") // a cycle
 	_ = tg.Follow("!old:hs")
 

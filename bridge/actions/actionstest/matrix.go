@@ -40,7 +40,9 @@ type Matrix struct {
 	HealthyFrom time.Time
 	Unhealthy   bool // sync is down
 	RoomList    []wire.Room
-	Admin       Admin
+	// Aliases are the rooms that Resolve gives for these targets; any other target is a room ID.
+	Aliases map[string]id.RoomID
+	Admin   Admin
 	// MemberList are the joined members that Members returns.
 	MemberList []id.UserID
 	// Uploads holds the uploaded files, in order; the mxc of the n-th is mxc://fake/n.
@@ -89,8 +91,11 @@ func (f *Matrix) SentWithTxn(_ context.Context, txnID string) (id.EventID, bool)
 	return evtID, ok
 }
 
-// Resolve takes every target for a room ID.
+// Resolve gives the room of an alias in Aliases, and takes any other target for a room ID.
 func (f *Matrix) Resolve(_ context.Context, target string) (id.RoomID, error) {
+	if roomID, ok := f.Aliases[target]; ok {
+		return roomID, nil
+	}
 	return id.RoomID(target), nil
 }
 

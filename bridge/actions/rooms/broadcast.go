@@ -200,17 +200,36 @@ func (r *Broadcast) Deliver(ctx context.Context, d *actions.Delivery) (any, erro
 	}
 	var file []byte // the media's file, loaded at most once per attempt
 	var retry error
+	reached := make(map[id.RoomID]int, len(p.Targets)) // room → the first target that names it
+	for i, res := range p.Results {
+		if res.done() && res.RoomID != "" {
+			reached[res.RoomID] = i
+		}
+	}
 	for i, target := range p.Targets {
 		if p.Results[i].done() {
 			continue
 		}
-		res, err := r.sendOne(ctx, d, target, func(roomID id.RoomID) (any, error) {
+		claim := func(roomID id.RoomID) (int, bool) {
+			first, taken := reached[roomID]
+			if !taken {
+				reached[roomID] = i
+			}
+			return first, taken
+		}
+		res, first, err := r.sendOne(ctx, d, target, func(roomID id.RoomID) (any, error) {
 			if content != nil {
 				return content, nil
 			}
 			return r.mediaContent(ctx, d, &p, roomID, &file)
-		}, d.StepTxnID(i))
-		if err != nil {
+		}, d.StepTxnID(i), claim)
+		if first >= 0 {
+			// Another target names the same room: it gets one copy, and this target its result.
+			if !p.Results[first].done() {
+				continue
+			}
+			res.EventID, res.Error = p.Results[first].EventID, p.Results[first].Error
+		} else if err != nil {
 			out := actions.Classify(err)
 			if out.Retry {
 				retry = err
@@ -249,7 +268,7 @@ func (r *Broadcast) start(ctx context.Context, d *actions.Delivery) (broadcastPr
 			return broadcastProgress{}, err
 		}
 		targets = targets[:0]
-		for _, room := range rooms {
+		for _, room := range d.Targets.Annotate(rooms) { // without the rooms that were upgraded
 			targets = append(targets, room.ID.String())
 		}
 	}
@@ -261,23 +280,28 @@ func (r *Broadcast) start(ctx context.Context, d *actions.Delivery) (broadcastPr
 }
 
 // sendOne sends to one target the content made for its room; rooms of "*" go through
-// ALLOWED_TARGETS here.
-func (r *Broadcast) sendOne(ctx context.Context, d *actions.Delivery, target string, content func(id.RoomID) (any, error), txnID string) (BroadcastResult, error) {
-	res := BroadcastResult{To: target}
+// ALLOWED_TARGETS here. When claim reports that an earlier target of the broadcast names the
+// same room (an alias and a friendly name of one room, say), nothing is sent and first is that
+// target's index; otherwise first is -1.
+func (r *Broadcast) sendOne(ctx context.Context, d *actions.Delivery, target string, content func(id.RoomID) (any, error), txnID string, claim func(id.RoomID) (int, bool)) (res BroadcastResult, first int, err error) {
+	res, first = BroadcastResult{To: target}, -1
 	if strings.HasPrefix(target, "!") {
 		if _, werr := d.Targets.Check("to", target); werr != nil {
-			return res, werr
+			return res, first, werr
 		}
 	}
 	roomID, err := d.Resolve(ctx, target)
 	if err != nil {
-		return res, err
+		return res, first, err
 	}
 	res.RoomID = roomID
+	if earlier, taken := claim(roomID); taken {
+		return res, earlier, nil
+	}
 	c, err := content(roomID)
 	if err != nil {
-		return res, err
+		return res, first, err
 	}
 	res.EventID, err = d.Matrix.Send(ctx, roomID, event.EventMessage, c, txnID)
-	return res, err
+	return res, first, err
 }
