@@ -89,8 +89,9 @@ func New(ctx context.Context, cfg Config, opts Options) (*Bridge, error) {
 	}
 	registry := catalog.Default()
 	b.topics = wire.Topics{Base: cfg.MQTT.BaseTopic, Shortcuts: registry.Shortcuts()}
-	b.targets = targets.New(cfg.Targets, cfg.Commands.Rooms...)
-	b.targets.SetGroups(cfg.Rooms.Groups, cfg.Rooms.BroadcastAll)
+	targetsCfg := cfg.Targets
+	targetsCfg.Groups, targetsCfg.BroadcastAll = cfg.Rooms.Groups, cfg.Rooms.BroadcastAll
+	b.targets = targets.New(targetsCfg, cfg.Commands.Rooms...)
 	b.stats = stats.New(opts.Clock)
 	b.rooms = &roomList{}
 	b.metrics = metrics.New(metrics.Sources{
@@ -138,6 +139,10 @@ func New(ctx context.Context, cfg Config, opts Options) (*Bridge, error) {
 		MaxPayloadBytes: cfg.MaxPayloadBytes, RequestTimeout: cfg.RequestTimeout,
 		MaxFileBytes: cfg.Media.MaxBytes, Metrics: b.metrics,
 	})
+	var holder inbound.Holder // media messages wait for their download
+	if env.Media.Downloads() {
+		holder = inbound.MediaDownloads{}
+	}
 	b.inbound = inbound.New(inbound.Deps{
 		Topics: b.topics, Pub: b.mqtt, Dedupe: b.store, Queue: b.outbox, Keys: b.targets, Stats: b.stats,
 		Filters: []inbound.Filter{
@@ -147,11 +152,8 @@ func New(ctx context.Context, cfg Config, opts Options) (*Bridge, error) {
 			inbound.NewPolls(b.store),
 			inbound.EntityEvents{Names: b.targets},
 		},
-		Metrics: b.metrics,
+		Metrics: b.metrics, Holder: holder,
 	})
-	if env.Media.Downloads() {
-		b.inbound.Holder = inbound.MediaDownloads{}
-	}
 	b.ha = discovery.NewAnnouncer(cfg.Discovery, haDevice(cfg, opts.Version, b.targets.Names()), b.mqtt, opts.BirthDelay)
 	b.listen()
 	ok = true

@@ -22,6 +22,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/matrix2mqtt/matrix2mqtt/matrix/e2ee"
+	"github.com/matrix2mqtt/matrix2mqtt/matrix/echoes"
 	"github.com/matrix2mqtt/matrix2mqtt/matrix/media"
 	"github.com/matrix2mqtt/matrix2mqtt/matrix/statestore"
 )
@@ -83,7 +84,7 @@ type Client struct {
 	// roomsChanged holds a signal for the goroutine that calls Options.OnRoomsChanged.
 	roomsChanged chan struct{}
 	handler      Handler // set by Run before anything calls it
-	echoes       *echoes
+	echoes       *echoes.Echoes
 	syncMu       sync.Mutex
 	nextSync     chan struct{} // closed when the next sync response was handed over
 	crypto       *e2ee.Crypto  // nil when E2EE is off
@@ -137,7 +138,7 @@ func New(ctx context.Context, cfg Config, db *dbutil.Database, opts Options) (*C
 		state:        state,
 		log:          log,
 		syncer:       mautrix.NewDefaultSyncer(),
-		echoes:       newEchoes(own),
+		echoes:       echoes.New(own),
 		nextSync:     make(chan struct{}),
 		roomsChanged: make(chan struct{}, 1),
 	}

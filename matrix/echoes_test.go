@@ -9,6 +9,8 @@ import (
 	"go.mau.fi/util/dbutil"
 	_ "go.mau.fi/util/dbutil/litestream"
 	"maunium.net/go/mautrix/id"
+
+	"github.com/matrix2mqtt/matrix2mqtt/matrix/echoes"
 )
 
 // TestEchoesSurviveRestart checks that an echo saved with the sync token is found by a new
@@ -16,22 +18,22 @@ import (
 func TestEchoesSurviveRestart(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "echo.db")
-	open := func() *echoes { return newEchoes(openOwnDB(t, path)) }
+	open := func() *echoes.Echoes { return echoes.New(openOwnDB(t, path)) }
 	first := open()
-	first.add("m2m1", "$one")
+	first.Add("m2m1", "$one")
 	saved := 0
-	if err := first.saveWithToken(ctx, func(context.Context) error { saved++; return nil }); err != nil {
+	if err := first.SaveWithToken(ctx, func(context.Context) error { saved++; return nil }); err != nil {
 		t.Fatal(err)
 	}
-	first.add("m2m4", "$four")
-	if err := first.saveWithToken(ctx, func(context.Context) error { return errors.New("disk full") }); err == nil {
+	first.Add("m2m4", "$four")
+	if err := first.SaveWithToken(ctx, func(context.Context) error { return errors.New("disk full") }); err == nil {
 		t.Fatal("a failed token save was not reported")
 	}
-	first.add("m2m5", "$five")
-	if err := first.saveWithToken(ctx, func(context.Context) error { saved++; return nil }); err != nil {
+	first.Add("m2m5", "$five")
+	if err := first.SaveWithToken(ctx, func(context.Context) error { saved++; return nil }); err != nil {
 		t.Fatal(err)
 	}
-	first.add("m2m2", "$two") // seen, but its sync token was never saved
+	first.Add("m2m2", "$two") // seen, but its sync token was never saved
 	if saved != 2 {
 		t.Fatalf("token saved %d times", saved)
 	}
@@ -49,7 +51,7 @@ func TestEchoesSurviveRestart(t *testing.T) {
 		{"m2m5", "$five", true},
 	}
 	for _, tt := range tests {
-		got, found := second.get(ctx, tt.txnID)
+		got, found := second.Get(ctx, tt.txnID)
 		if got != tt.want || found != tt.found {
 			t.Errorf("get(%s) = %s, %v; want %s, %v", tt.txnID, got, found, tt.want, tt.found)
 		}

@@ -165,7 +165,7 @@ func (c *Client) NextSync() <-chan struct{} {
 // homeserver, which homeservers that forget transaction IDs of interrupted requests (Dendrite)
 // would otherwise duplicate.
 func (c *Client) SentWithTxn(ctx context.Context, txnID string) (id.EventID, bool) {
-	return c.echoes.get(ctx, txnID)
+	return c.echoes.Get(ctx, txnID)
 }
 
 // DirectRoom returns the existing DM with user, if there is one the bot is in.

@@ -145,7 +145,7 @@ func (c *Client) Run(ctx context.Context, h Handler, loggedIn func(context.Conte
 			_ = sleep(ctx, time.Second)
 			continue
 		}
-		if err := c.echoes.saveWithToken(handCtx, func(ctx context.Context) error {
+		if err := c.echoes.SaveWithToken(handCtx, func(ctx context.Context) error {
 			if c.crypto != nil {
 				if err := c.crypto.SaveWaiting(ctx, maps.Values(batch.undecrypted)); err != nil {
 					return err
@@ -313,7 +313,7 @@ func (c *Client) onEvent(ctx context.Context, evt *event.Event) {
 	case src&event.SourceTimeline != 0 && src&event.SourceJoin != 0:
 		if evt.Sender == c.cli.UserID {
 			if evt.Unsigned.TransactionID != "" {
-				c.echoes.add(evt.Unsigned.TransactionID, evt.ID)
+				c.echoes.Add(evt.Unsigned.TransactionID, evt.ID)
 			}
 			return
 		}

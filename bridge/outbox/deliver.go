@@ -225,7 +225,11 @@ func (o *Outbox) finish(ctx context.Context, e *Entry, requestID string, data an
 			break
 		}
 		o.log.Error().Err(ferr).Msg("Failed to update the outbox; retrying")
-		if !o.sleep(ctx, time.Second, false) {
+		// Not o.sleep: this is work a shutdown waits for, and the caller may be no lane at all
+		// (outbox_cancel), which the drain must not count as a sleeping one.
+		select {
+		case <-o.Clock.After(time.Second):
+		case <-ctx.Done():
 			return
 		}
 	}

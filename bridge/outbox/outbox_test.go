@@ -596,3 +596,20 @@ func TestUndecodableEntryIsAnswered(t *testing.T) {
 		t.Fatal("the broken entry was kept or sent")
 	}
 }
+
+// TestDrainWaitsForALaneRecordingItsOutcome: a lane that retries writing its outcome to a
+// failing store is working, not sleeping: a shutdown waits for it.
+func TestDrainWaitsForALaneRecordingItsOutcome(t *testing.T) {
+	to := newTestOutbox(t, "", nil)
+	e := to.enqueue(t, send("", "!room:hs", "sent, outcome not recorded yet"))
+	to.Store.Close() // every write fails from now on
+	to.Start([]*Entry{e})
+	if d := to.sleeps(t); d != time.Second {
+		t.Fatalf("waited %s, want the store retry's second", d)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	if to.Drain(ctx) {
+		t.Fatal("drain ended while a lane was still recording its outcome")
+	}
+}

@@ -21,6 +21,10 @@ type Config struct {
 	Names Names `env:"TARGETS"`
 	// Allowed, when set, limits which targets requests may reach.
 	Allowed []string `env:"ALLOWED_TARGETS"`
+	// Groups are broadcast's named lists of targets and BroadcastAll lets it take "*": GROUPS and
+	// BROADCAST_ALL, read with the room settings (roomconf) and handed over here.
+	Groups       map[string][]string
+	BroadcastAll bool
 }
 
 // Validate reports the first entry that cannot work, naming the setting.
@@ -105,9 +109,6 @@ type Targets struct {
 	cfg   Config
 	names []string // friendly names, sorted
 	watch []string // targets resolved on Learn besides the friendly names (COMMAND_ROOMS)
-
-	groups       map[string][]string // GROUPS, for broadcast; set before requests come
-	broadcastAll bool                // BROADCAST_ALL
 
 	mu       sync.Mutex
 	byRoom   map[id.RoomID]string    // room → friendly name (its topic key)
@@ -338,20 +339,14 @@ func (t *Targets) Annotate(rooms []wire.Room) []wire.RoomInfo {
 	return out
 }
 
-// SetGroups sets the broadcast groups (GROUPS) and whether broadcast may reach every joined
-// room (BROADCAST_ALL). It is called once, before requests come.
-func (t *Targets) SetGroups(groups map[string][]string, all bool) {
-	t.groups, t.broadcastAll = groups, all
-}
-
 // Group returns the members of a broadcast group.
 func (t *Targets) Group(name string) ([]string, bool) {
-	members, ok := t.groups[name]
+	members, ok := t.cfg.Groups[name]
 	return members, ok
 }
 
 // BroadcastAll tells whether broadcast may take "*".
-func (t *Targets) BroadcastAll() bool { return t.broadcastAll }
+func (t *Targets) BroadcastAll() bool { return t.cfg.BroadcastAll }
 
 // maxUpgrades bounds the chain of upgrades Follow walks (and so a cycle).
 const maxUpgrades = 16

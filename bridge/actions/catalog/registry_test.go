@@ -12,9 +12,8 @@ import (
 
 // testTargets has the friendly names the cases use.
 var testTargets = func() *targets.Targets {
-	t := targets.New(targets.Config{Names: targets.Names{"k": "!k:hs", "kitchen": "!kitchen:hs", "hall": "!hall:hs"}})
-	t.SetGroups(map[string][]string{"announce": {"kitchen", "hall"}}, false)
-	return t
+	return targets.New(targets.Config{Names: targets.Names{"k": "!k:hs", "kitchen": "!kitchen:hs", "hall": "!hall:hs"},
+		Groups: map[string][]string{"announce": {"kitchen", "hall"}}})
 }()
 
 func TestParse(t *testing.T) {

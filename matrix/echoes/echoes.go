@@ -1,4 +1,7 @@
-package matrix
+// Package echoes remembers the transaction IDs of the bot's own events seen in sync, in memory
+// and with the sync token in the database, so that a send in flight at a crash is still known as
+// sent.
+package echoes
 
 import (
 	"context"
@@ -20,10 +23,10 @@ const echoRetention = 7 * 24 * time.Hour
 // echoPruneEvery is how often echoes older than echoRetention are deleted.
 const echoPruneEvery = time.Hour
 
-// echoes maps the transaction IDs of the bot's own events, seen in sync, to their event IDs. They
+// Echoes maps the transaction IDs of the bot's own events, seen in sync, to their event IDs. They
 // are saved with the sync token that moves past them, so that after a crash a request that was in
 // flight is still known as sent even when the sync that echoed it will not come again.
-type echoes struct {
+type Echoes struct {
 	db *dbutil.Database
 
 	mu       sync.Mutex
@@ -33,11 +36,13 @@ type echoes struct {
 	prunedAt time.Time
 }
 
-func newEchoes(db *dbutil.Database) *echoes {
-	return &echoes{db: db, ids: map[string]id.EventID{}, unsaved: map[string]id.EventID{}}
+// New keeps echoes in db, whose matrix2mqtt_echo table the matrix package's schema creates.
+func New(db *dbutil.Database) *Echoes {
+	return &Echoes{db: db, ids: map[string]id.EventID{}, unsaved: map[string]id.EventID{}}
 }
 
-func (e *echoes) add(txnID string, evtID id.EventID) {
+// Add records that sync echoed txnID as evtID.
+func (e *Echoes) Add(txnID string, evtID id.EventID) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if _, ok := e.ids[txnID]; ok {
@@ -52,8 +57,8 @@ func (e *echoes) add(txnID string, evtID id.EventID) {
 	e.unsaved[txnID] = evtID
 }
 
-// get returns the event sync echoed for txnID, in this run or an earlier one.
-func (e *echoes) get(ctx context.Context, txnID string) (id.EventID, bool) {
+// Get returns the event sync echoed for txnID, in this run or an earlier one.
+func (e *Echoes) Get(ctx context.Context, txnID string) (id.EventID, bool) {
 	e.mu.Lock()
 	evtID, ok := e.ids[txnID]
 	e.mu.Unlock()
@@ -64,8 +69,8 @@ func (e *echoes) get(ctx context.Context, txnID string) (id.EventID, bool) {
 	return evtID, err == nil
 }
 
-// saveWithToken stores the echoes not saved yet and the sync token in one transaction.
-func (e *echoes) saveWithToken(ctx context.Context, save func(context.Context) error) error {
+// SaveWithToken stores the echoes not saved yet and the sync token (save) in one transaction.
+func (e *Echoes) SaveWithToken(ctx context.Context, save func(context.Context) error) error {
 	e.mu.Lock()
 	batch := e.unsaved
 	e.unsaved = map[string]id.EventID{}
