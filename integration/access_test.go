@@ -17,10 +17,13 @@ import (
 // in the list work.
 func TestAllowedTargets(t *testing.T) {
 	kitchen := fmt.Sprintf("kitchen%d", time.Now().UnixNano())
+	outside := fmt.Sprintf("#outside%d:localhost", time.Now().UnixNano()) // not in the list
 	h := newHarness(t, map[string]string{
 		"E2EE":            "false",
 		"TARGETS":         "kitchen=#" + kitchen + ":localhost",
 		"ALLOWED_TARGETS": "kitchen",
+		"GROUPS":          "announce=kitchen," + outside,
+		"BROADCAST_ALL":   "true",
 	})
 	allowed := h.sharedRoom(&mautrix.ReqCreateRoom{Preset: "private_chat", RoomAliasName: kitchen})
 	forbidden := h.sharedRoom(nil)
@@ -53,6 +56,14 @@ func TestAllowedTargets(t *testing.T) {
 		{"members", map[string]any{"room": room}},
 		{"create_room", map[string]any{"invite": []string{user}}},
 		{"broadcast", map[string]any{"to": []string{"kitchen", room}, "text": "must not arrive"}},
+		{"broadcast", map[string]any{"to": "announce", "text": "a group with a member outside the list"}},
+		{"send_media", map[string]any{"to": room, "data": "aGVsbG8=", "filename": "hello.txt"}},
+		{"send_poll", map[string]any{"to": room, "question": "must not arrive", "answers": []string{"a", "b"}}},
+		{"end_poll", map[string]any{"to": room, "event_id": evt}},
+		{"clear_tag", map[string]any{"to": room, "tag": "status"}},
+		{"send", map[string]any{"to": "kitchen", "text": "who may answer", "options": []map[string]string{{"key": "👍", "label": "Yes"}}, "options_from": []string{user}}},
+		{"create_room", map[string]any{"name": "must not exist", "moderators": []string{user}}},
+		{"create_room", map[string]any{"name": "must not exist", "power_levels": map[string]any{"users": map[string]int{user: 50}}}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.action+" "+strings.Join(keys(tc.fields), ","), func(t *testing.T) {
@@ -72,6 +83,25 @@ func TestAllowedTargets(t *testing.T) {
 			t.Fatalf("sent to %v, want %s", data["room_id"], allowed)
 		}
 		h.ok(h.request("typing", map[string]any{"to": "#" + kitchen + ":localhost", "typing": false}))
+	})
+	t.Run("every room of * goes through the list", func(t *testing.T) {
+		data := h.ok(h.request("broadcast", map[string]any{"to": "*", "text": "to every allowed room"}))
+		results, _ := data["results"].([]any)
+		var sent, refused int
+		for _, r := range results {
+			res := r.(map[string]any)
+			switch {
+			case res["room_id"] == allowed.String() && res["event_id"] != nil:
+				sent++
+			case res["error"] != nil && res["error"].(map[string]any)["code"] == "not_allowed":
+				refused++
+			default:
+				t.Fatalf("result %v", res)
+			}
+		}
+		if sent != 1 || refused < 1 {
+			t.Fatalf("results %v: want the kitchen sent and the other rooms refused", results)
+		}
 	})
 	t.Run("nothing reached the forbidden room", func(t *testing.T) {
 		msgs, err := h.alice.cli.Messages(context.Background(), forbidden, "", "", mautrix.DirectionBackward, nil, 50)

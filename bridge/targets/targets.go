@@ -230,15 +230,27 @@ func (t *Targets) allowed(target, expanded string) bool {
 			return true
 		}
 	}
-	// The replacement of an upgraded room is allowed where the old room was.
+	// A room ID is allowed when an allowed name or alias stands for that room, or for the room it
+	// replaced in an upgrade.
 	if strings.HasPrefix(expanded, "!") {
 		for _, a := range t.cfg.Allowed {
-			if v, _ := t.Expand(a); strings.HasPrefix(v, "!") && v != expanded && t.Follow(id.RoomID(v)) == id.RoomID(expanded) {
+			if room := t.roomOfAllowed(a); room != "" && t.Follow(room) == id.RoomID(expanded) {
 				return true
 			}
 		}
 	}
 	return false
+}
+
+// roomOfAllowed is the room an ALLOWED_TARGETS entry stands for, as far as it is known yet.
+func (t *Targets) roomOfAllowed(a string) id.RoomID {
+	v, _ := t.Expand(a)
+	if strings.HasPrefix(v, "!") {
+		return id.RoomID(v)
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.resolved[v]
 }
 
 // Remember records that target resolved to roomID: the room of a friendly name gets that name as

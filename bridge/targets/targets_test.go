@@ -61,6 +61,7 @@ func TestCheck(t *testing.T) {
 	open := New(Config{Names: Names{"kitchen": "!k:hs", "alice": "@alice:hs"}})
 	locked := New(Config{Names: Names{"kitchen": "!k:hs", "alice": "@alice:hs", "cellar": "!c:hs"},
 		Allowed: []string{"kitchen", "@alice:hs", "#hall:hs"}})
+	locked.Remember("#hall:hs", "!h:hs") // the alias was resolved
 	tests := []struct {
 		name     string
 		t        *Targets
@@ -86,6 +87,7 @@ func TestCheck(t *testing.T) {
 		{"allowed by what the name stands for", locked, func(t *Targets) (string, *wire.Error) { return t.Check("to", "!k:hs") }, "!k:hs", ""},
 		{"allowed user through its name", locked, func(t *Targets) (string, *wire.Error) { return t.Check("to", "alice") }, "@alice:hs", ""},
 		{"allowed alias", locked, func(t *Targets) (string, *wire.Error) { return t.CheckRoom("room", "#hall:hs") }, "#hall:hs", ""},
+		{"allowed by the room an alias resolved to", locked, func(t *Targets) (string, *wire.Error) { return t.Check("to", "!h:hs") }, "!h:hs", ""},
 		{"name not allowed", locked, func(t *Targets) (string, *wire.Error) { return t.Check("to", "cellar") }, "", wire.CodeNotAllowed},
 		{"room not allowed", locked, func(t *Targets) (string, *wire.Error) { return t.Check("to", "!c:hs") }, "", wire.CodeNotAllowed},
 		{"user not allowed", locked, func(t *Targets) (string, *wire.Error) {
