@@ -1,6 +1,7 @@
 package outbox
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -36,10 +37,11 @@ func (o *Outbox) deliver(ctx context.Context, e *Entry) {
 	req, err := o.Registry.Stored(e.Action, e.Request)
 	if err != nil {
 		if e.state.begin() {
-			o.finish(ctx, e, storedRequestID(e.Request), nil, &wire.Error{Code: wire.CodeInvalidRequest, Message: err.Error()}, nil)
+			o.finish(ctx, e, cmp.Or(e.RequestID, storedRequestID(e.Request)), nil, &wire.Error{Code: wire.CodeInvalidRequest, Message: err.Error()}, nil)
 		}
 		return
 	}
+	e.req = req
 	var dbt *doubt
 	if e.inDoubt != nil { // left by the last run, maybe in flight when it stopped
 		dbt = &doubt{txn: e.TxnID, since: o.Clock.Now(), restart: true, sampled: true}
@@ -251,9 +253,12 @@ func (o *Outbox) cleanUp(e *Entry) {
 	if _, ok := e.spec.New().(actions.Finisher); !ok {
 		return
 	}
-	req, err := o.Registry.Stored(e.Action, e.Request)
-	if err != nil {
-		return
+	req := e.req
+	if req == nil { // cancelled before its delivery decoded it
+		var err error
+		if req, err = o.Registry.Stored(e.Action, e.Request); err != nil {
+			return
+		}
 	}
 	if err := req.(actions.Finisher).Finished(&o.Env); err != nil {
 		o.log.Warn().Err(err).Int64("outbox_id", e.ID).Msg("Failed to clean up after a request")

@@ -128,6 +128,8 @@ type Entry struct {
 	inDoubt <-chan struct{}
 	// state tells an attempt under way from a cancelled entry.
 	state entryState
+	// req is the stored request, once deliver decoded it.
+	req actions.Request
 }
 
 // New prepares the outbox; Open starts it.
