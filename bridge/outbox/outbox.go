@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -191,8 +192,13 @@ func (o *Outbox) NewEntry(j Job) (*Entry, error) {
 		return nil, fmt.Errorf("failed to queue a request: unknown action %q", j.Action)
 	}
 	now := o.Clock.Now()
+	lane := j.Request.Lane()
+	if strings.HasPrefix(lane, "!") && o.Env.Targets != nil {
+		// An upgraded room's requests queue behind those for its replacement, and vice versa.
+		lane = o.Env.Targets.Follow(id.RoomID(lane)).String()
+	}
 	e := &Entry{spec: spec, Entry: store.Entry{
-		Action: j.Action, Lane: j.Request.Lane(), Request: raw, TxnID: j.TxnID, CreatedAt: now,
+		Action: j.Action, Lane: lane, Request: raw, TxnID: j.TxnID, CreatedAt: now,
 		NotBefore: j.NotBefore, ExpiresAt: j.ExpiresAt, MQTTKey: j.MQTTKey,
 	}}
 	if e.TxnID == "" {

@@ -613,3 +613,23 @@ func TestDrainWaitsForALaneRecordingItsOutcome(t *testing.T) {
 		t.Fatal("drain ended while a lane was still recording its outcome")
 	}
 }
+
+// TestUpgradedRoomSharesItsReplacementsLane: after a room upgrade, requests naming the old room
+// ID queue in the lane of the new room, so neither overtakes the other.
+func TestUpgradedRoomSharesItsReplacementsLane(t *testing.T) {
+	to := newTestOutbox(t, "", nil)
+	to.Env.Targets.(*targets.Targets).Upgrade("!old:hs", "!new:hs")
+	for _, target := range []string{"!old:hs", "!new:hs"} {
+		req := send("", target, "hi")
+		if werr := req.Validate(to.Env.Targets); werr != nil {
+			t.Fatal(werr)
+		}
+		e, err := to.NewEntry(Job{Action: "send", Request: req})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e.Lane != "!new:hs" {
+			t.Fatalf("a request to %s queues in lane %s, want !new:hs", target, e.Lane)
+		}
+	}
+}
