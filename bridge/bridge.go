@@ -137,7 +137,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*Bridge, error) {
 		Topics: b.topics, Registry: registry, Queue: b.outbox, Env: env, Responder: respond,
 		Stats: b.stats, Clock: opts.Clock, Ready: b.ready,
 		MaxPayloadBytes: cfg.MaxPayloadBytes, RequestTimeout: cfg.RequestTimeout,
-		MaxFileBytes: cfg.Media.MaxBytes, Metrics: b.metrics,
+		MaxFileBytes: cfg.Media.MaxBytes, Metrics: b.metrics, Requests: b.store,
 	})
 	var holder inbound.Holder // media messages wait for their download
 	if env.Media.Downloads() {

@@ -57,3 +57,57 @@ func waitAnswers(t *testing.T, h *harness, reqID string, n int) []map[string]any
 	})
 	return found
 }
+
+// TestRoomOperationRunsOncePerID: create_room published twice with one id (and once more after
+// a restart) creates one room; each repeat is answered with the first's room. Without an id,
+// each request runs.
+func TestRoomOperationRunsOncePerID(t *testing.T) {
+	h := newHarness(t, map[string]string{"E2EE": "false"})
+	name := fmt.Sprintf("Once %d", time.Now().UnixNano())
+	payload := `{"id":"room-once","name":"` + name + `","invite":["` + h.alice.UserID + `"]}`
+	h.rec.publish(h.base+"/bridge/request/create_room", 1, payload)
+	first := h.ok(h.response("create_room", "room-once"))["room_id"]
+	h.rec.publish(h.base+"/bridge/request/create_room", 1, payload)
+	h.stop()
+	h.start()
+	h.rec.publish(h.base+"/bridge/request/create_room", 1, payload)
+	eventually(t, 20*time.Second, func() error {
+		var rooms []any
+		for _, m := range h.rec.all(h.base + "/bridge/response/create_room") {
+			if resp := m.json(t); resp["id"] == "room-once" {
+				rooms = append(rooms, h.ok(resp)["room_id"])
+			}
+		}
+		if len(rooms) < 3 {
+			return fmt.Errorf("%d of 3 answers", len(rooms))
+		}
+		for _, r := range rooms {
+			if r != first {
+				t.Fatalf("a repeat was answered with another room: %v, first %v", rooms, first)
+			}
+		}
+		return nil
+	})
+	invited := 0
+	eventually(t, 20*time.Second, func() error {
+		invited = 0
+		resp, err := h.alice.cli.SyncRequest(t.Context(), 0, "", "", true, "")
+		if err != nil {
+			return err
+		}
+		for _, room := range resp.Rooms.Invite {
+			for _, ev := range room.State.Events {
+				if ev.Type.Type == "m.room.name" && ev.Content.Raw["name"] == name {
+					invited++
+				}
+			}
+		}
+		if invited == 0 {
+			return fmt.Errorf("alice has no invite to %s yet", name)
+		}
+		return nil
+	})
+	if invited != 1 {
+		t.Fatalf("alice was invited to %d rooms named %q, want 1", invited, name)
+	}
+}

@@ -73,6 +73,9 @@ type Spec struct {
 	Scheduled bool
 	// Local actions need no Matrix login.
 	Local bool
+	// Once marks an immediate action that changes Matrix (create_room, invite…): like a durable
+	// one, it runs once per request id within a day, and a repeat gets the first's response.
+	Once bool
 	// LargePayload actions carry a file: their payload may be as large as MEDIA_MAX_BYTES
 	// allows (base64 included) instead of MAX_PAYLOAD_BYTES.
 	LargePayload bool

@@ -50,6 +50,12 @@ type Queue interface {
 	Start(entries []*outbox.Entry)
 }
 
+// Requests remembers the ids of immediate requests whose action runs once per id (Spec.Once).
+type Requests interface {
+	ClaimRequest(ctx context.Context, action, id string, at time.Time) (claimed bool, response json.RawMessage, err error)
+	KeepResponse(ctx context.Context, action, id string, response json.RawMessage) error
+}
+
 // Responder answers requests on MQTT.
 type Responder interface {
 	Respond(ctx context.Context, action, requestID string, data any, err *wire.Error)
@@ -72,6 +78,8 @@ type Deps struct {
 	RequestTimeout time.Duration
 	// Metrics counts the requests answered here (nil counts nothing).
 	Metrics *metrics.Metrics
+	// Requests, when set, keeps Once actions from running twice for one id.
+	Requests Requests
 }
 
 // Intake takes the request messages.
@@ -436,6 +444,13 @@ func (in *Intake) startImmediate(ctx context.Context, action string, req actions
 		defer in.immediate.Done()
 		runCtx, cancel := context.WithTimeout(ctx, in.RequestTimeout)
 		defer cancel()
+		once, repeat := in.claimOnce(runCtx, action, req.RequestID(), received)
+		if repeat {
+			in.immediateQueued.Add(-1)
+			data, werr := in.awaitKept(runCtx, action, req.RequestID())
+			in.Responder.Respond(ctx, action, req.RequestID(), data, werr)
+			return
+		}
 		data, err := in.runImmediate(runCtx, action, req)
 		in.immediateQueued.Add(-1)
 		var werr *wire.Error
@@ -446,8 +461,56 @@ func (in *Intake) startImmediate(ctx context.Context, action string, req actions
 		default:
 			werr = actions.Classify(err).Err
 		}
+		if once {
+			in.keepResponse(ctx, action, req.RequestID(), data, werr)
+		}
 		in.finishImmediate(ctx, received, action, req, data, werr)
 	}()
+}
+
+// claimOnce claims the id of a request whose action runs once per id: once tells that its
+// response must be kept; repeat that an earlier request with this id was accepted.
+func (in *Intake) claimOnce(ctx context.Context, action, id string, received time.Time) (once, repeat bool) {
+	if spec, _ := in.Registry.Spec(action); !spec.Once || id == "" || in.Requests == nil {
+		return false, false
+	}
+	claimed, _, err := in.Requests.ClaimRequest(ctx, action, id, received)
+	if err != nil {
+		// Running it is better than refusing it: the homeserver refuses most repeats itself.
+		in.log.Error().Err(err).Str("action", action).Str("request_id", id).Msg("Failed to claim a request id; running the request")
+		return false, false
+	}
+	if !claimed {
+		in.log.Info().Str("action", action).Str("request_id", id).Msg("Request with this id was accepted already; answering with its response")
+	}
+	return claimed, !claimed
+}
+
+// awaitKept answers the repeat of a Once request with the first's response, waiting for it
+// while the first runs (until ctx ends).
+func (in *Intake) awaitKept(ctx context.Context, action, id string) (any, *wire.Error) {
+	for {
+		found, err := in.Queue.Accepted(ctx, action, []string{id})
+		if err == nil && len(found[id]) > 0 {
+			return in.decodeKept(id, found[id])
+		}
+		select {
+		case <-in.Clock.After(100 * time.Millisecond):
+		case <-ctx.Done():
+			return nil, wire.Errorf(wire.CodeInvalidRequest, "a request with the id %q is still running, or the bridge stopped while it ran; to run it again, use a new id", id)
+		}
+	}
+}
+
+// keepResponse keeps the response of a Once request for its repeats.
+func (in *Intake) keepResponse(ctx context.Context, action, id string, data any, werr *wire.Error) {
+	response, err := json.Marshal(wire.NewResponse(id, data, werr))
+	if err == nil {
+		err = in.Requests.KeepResponse(ctx, action, id, response)
+	}
+	if err != nil {
+		in.log.Error().Err(err).Str("action", action).Str("request_id", id).Msg("Failed to keep a response")
+	}
 }
 
 func (in *Intake) finishImmediate(ctx context.Context, received time.Time, action string, req actions.Request, data any, err *wire.Error) {

@@ -61,6 +61,27 @@ func (q *fakeQueue) Accepted(_ context.Context, action string, ids []string) (ma
 
 func (q *fakeQueue) Watch(func(context.Context, string, string, json.RawMessage)) {}
 
+// ClaimRequest and KeepResponse keep the ids of Once requests in accepted, as the store does.
+func (q *fakeQueue) ClaimRequest(_ context.Context, action, id string, _ time.Time) (bool, json.RawMessage, error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if response, ok := q.accepted[action][id]; ok {
+		return false, response, nil
+	}
+	if q.accepted[action] == nil {
+		q.accepted[action] = map[string]json.RawMessage{}
+	}
+	q.accepted[action][id] = json.RawMessage{}
+	return true, nil, nil
+}
+
+func (q *fakeQueue) KeepResponse(_ context.Context, action, id string, response json.RawMessage) error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.accepted[action][id] = response
+	return nil
+}
+
 func (q *fakeQueue) NewEntry(j outbox.Job) (*outbox.Entry, error) {
 	e := &outbox.Entry{}
 	e.Action, e.Lane, e.MQTTKey, e.RequestID = j.Action, j.Request.Lane(), j.MQTTKey, j.Request.RequestID()
@@ -111,7 +132,7 @@ func newTestIntake(t *testing.T) *testIntake {
 		Topics: wire.Topics{Base: "m2m", Shortcuts: []string{"send"}}, Registry: catalog.Default(), Queue: ti.queue,
 		Env:       actions.Env{Matrix: ti.hs, Targets: tg, Outbox: fakeOutbox{}},
 		Responder: ti.responses, Stats: stats.New(ti.clock), Clock: ti.clock, Ready: ti.ready,
-		MaxPayloadBytes: 1024, RequestTimeout: 2 * time.Second,
+		MaxPayloadBytes: 1024, RequestTimeout: 2 * time.Second, Requests: ti.queue,
 	})
 	ctx, cancel := context.WithCancel(zerolog.New(zerolog.NewTestWriter(t)).WithContext(context.Background()))
 	done := make(chan struct{})
@@ -289,5 +310,41 @@ func TestRepeatedRequestIDIsNotRunAgain(t *testing.T) {
 	case r := <-ti.responses:
 		t.Fatalf("answered a request that had no repeat: %+v", r)
 	case <-time.After(100 * time.Millisecond):
+	}
+}
+
+// TestOnceActionRunsOncePerID: an immediate action that changes Matrix (join) runs once per id;
+// a repeat gets the first's response, also while the first is still running; without an id,
+// and for other immediate actions, every request runs.
+func TestOnceActionRunsOncePerID(t *testing.T) {
+	ti := newTestIntake(t)
+	ti.queue.accepted = map[string]map[string]json.RawMessage{}
+	close(ti.ready)
+	for range 2 {
+		ti.offer("m2m/bridge/request/join", `{"id":"j1","room":"!a:hs"}`)
+		if r := ti.responses.Next(t); r.ID != "j1" || r.Status != "ok" || !strings.Contains(fmt.Sprint(r.Data), "!a:hs") {
+			t.Fatalf("response = %+v", r)
+		}
+	}
+	for range 2 {
+		ti.offer("m2m/bridge/request/join", `{"room":"!b:hs"}`)
+		ti.responses.Next(t)
+	}
+	if got := strings.Join(ti.hs.Joined, " "); got != "!a:hs !b:hs !b:hs" {
+		t.Fatalf("joined %s, want !a:hs once and !b:hs (no id) twice", got)
+	}
+
+	ti.queue.ClaimRequest(context.Background(), "join", "p", time.Time{}) // running elsewhere
+	ti.offer("m2m/bridge/request/join", `{"id":"p","room":"!c:hs"}`)
+	if d := <-ti.clock.Asked; d != 100*time.Millisecond { // the repeat waits for the first's response
+		t.Fatalf("waited %s", d)
+	}
+	ti.queue.KeepResponse(context.Background(), "join", "p", json.RawMessage(`{"id":"p","status":"ok","data":{"room_id":"!first:hs"}}`))
+	ti.clock.Advance(100 * time.Millisecond)
+	if r := ti.responses.Next(t); r.ID != "p" || !strings.Contains(fmt.Sprint(r.Data), "!first:hs") {
+		t.Fatalf("answer to the repeat of a running request = %+v", r)
+	}
+	if len(ti.hs.Joined) != 3 {
+		t.Fatalf("the repeat of a running request ran: joined %v", ti.hs.Joined)
 	}
 }

@@ -146,3 +146,31 @@ func (s *Store) pruneRequests(ctx context.Context, before time.Time) error {
 	}
 	return nil
 }
+
+// ClaimRequest remembers that a request of an action that runs once per id (an immediate one
+// that changes Matrix, such as create_room) was accepted at at. claimed is false for a repeat
+// within RequestRetention; response is then the first's, empty while the first runs (or if the
+// bridge stopped while it ran).
+func (s *Store) ClaimRequest(ctx context.Context, action, id string, at time.Time) (claimed bool, response json.RawMessage, err error) {
+	res, err := s.db.Exec(ctx, `INSERT INTO matrix2mqtt_requests (action, request_id, accepted_at) VALUES ($1, $2, $3)
+		ON CONFLICT (action, request_id) DO NOTHING`, action, id, millis(at))
+	if err != nil {
+		return false, nil, fmt.Errorf("failed to remember a request id: %w", err)
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return false, nil, fmt.Errorf("failed to remember a request id: %w", err)
+	} else if n == 1 {
+		return true, nil, nil
+	}
+	found, err := s.Accepted(ctx, action, []string{id})
+	return false, found[id], err
+}
+
+// KeepResponse records the response (JSON) of a request claimed with ClaimRequest.
+func (s *Store) KeepResponse(ctx context.Context, action, id string, response json.RawMessage) error {
+	if _, err := s.db.Exec(ctx, "UPDATE matrix2mqtt_requests SET response=$1 WHERE action=$2 AND request_id=$3",
+		string(response), action, id); err != nil {
+		return fmt.Errorf("failed to keep a response: %w", err)
+	}
+	return nil
+}

@@ -100,3 +100,41 @@ func TestAddSortsOutRepeats(t *testing.T) {
 		}
 	})
 }
+
+// TestClaimRequest: the first claim of an action and id wins, a repeat gets nothing while the
+// first runs and its response once kept, ids are per action, and pruning frees them.
+func TestClaimRequest(t *testing.T) {
+	eachDB(t, func(t *testing.T, s *Store, clk *clock.Fake) {
+		ctx := context.Background()
+		claim := func(action, id string) (bool, string) {
+			t.Helper()
+			claimed, response, err := s.ClaimRequest(ctx, action, id, clk.Now())
+			if err != nil {
+				t.Fatal(err)
+			}
+			return claimed, string(response)
+		}
+		if claimed, _ := claim("create_room", "c1"); !claimed {
+			t.Fatal("the first claim lost")
+		}
+		if claimed, response := claim("create_room", "c1"); claimed || response != "" {
+			t.Fatalf("repeat while running: claimed %v, response %q", claimed, response)
+		}
+		if claimed, _ := claim("invite", "c1"); !claimed {
+			t.Fatal("ids leak across actions")
+		}
+		if err := s.KeepResponse(ctx, "create_room", "c1", json.RawMessage(`{"id":"c1","status":"ok"}`)); err != nil {
+			t.Fatal(err)
+		}
+		if claimed, response := claim("create_room", "c1"); claimed || response != `{"id":"c1","status":"ok"}` {
+			t.Fatalf("repeat after the first: claimed %v, response %q", claimed, response)
+		}
+		clk.Advance(RequestRetention + time.Minute)
+		if err := s.Prune(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if claimed, _ := claim("create_room", "c1"); !claimed {
+			t.Fatal("an id is still claimed after the retention")
+		}
+	})
+}

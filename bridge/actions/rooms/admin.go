@@ -17,12 +17,12 @@ import (
 // and avatar. They run at once (not kept across a restart): each is one state change that the
 // caller sees answered, and the bot's power is checked before the homeserver is asked.
 var Admin = []actions.Spec{
-	{Name: "invite", Help: "invites a user to a room", New: func() actions.Request { return &Invite{} }},
-	{Name: "kick", Help: "removes a user from a room", New: func() actions.Request { return &Kick{} }},
-	{Name: "ban", Help: "bans a user from a room", New: func() actions.Request { return &Ban{} }},
-	{Name: "unban", Help: "lifts a user's ban from a room", New: func() actions.Request { return &Unban{} }},
-	{Name: "set_power_level", Help: "sets a user's power level (or role) in a room", New: func() actions.Request { return &SetPowerLevel{} }},
-	{Name: "set_room", Help: "sets a room's name, topic or avatar (an mxc:// URI or any send_media source)",
+	{Name: "invite", Once: true, Help: "invites a user to a room", New: func() actions.Request { return &Invite{} }},
+	{Name: "kick", Once: true, Help: "removes a user from a room", New: func() actions.Request { return &Kick{} }},
+	{Name: "ban", Once: true, Help: "bans a user from a room", New: func() actions.Request { return &Ban{} }},
+	{Name: "unban", Once: true, Help: "lifts a user's ban from a room", New: func() actions.Request { return &Unban{} }},
+	{Name: "set_power_level", Once: true, Help: "sets a user's power level (or role) in a room", New: func() actions.Request { return &SetPowerLevel{} }},
+	{Name: "set_room", Once: true, Help: "sets a room's name, topic or avatar (an mxc:// URI or any send_media source)",
 		New: func() actions.Request { return &SetRoom{} }, LargePayload: true},
 	{Name: "members", Help: "lists a room's members with their membership and power level", New: func() actions.Request { return &Members{} }},
 }

@@ -19,7 +19,7 @@ import (
 // Create is the create_room action, in a family of its own: it needs the templates and the
 // store of room keys besides actions.Matrix.
 var Create = []actions.Spec{
-	{Name: "create_room", Help: "creates a room (from a template), invites people and raises moderators",
+	{Name: "create_room", Once: true, Help: "creates a room (from a template), invites people and raises moderators",
 		New: func() actions.Request { return &CreateRoom{} }, LargePayload: true},
 }
 

@@ -11,10 +11,10 @@ import (
 
 // Rooms are the actions that change which rooms the bot is in and how they are set up.
 var Rooms = []actions.Spec{
-	{Name: "join", Help: "joins a room by ID or alias", New: func() actions.Request { return &Join{} }},
-	{Name: "leave", Help: "leaves a room", New: func() actions.Request { return &Leave{} }},
-	{Name: "ensure_dm", Help: "finds or creates the direct chat with a user", New: func() actions.Request { return &EnsureDM{} }},
-	{Name: "ensure_encrypted", Help: "turns encryption on in a room", New: func() actions.Request { return &EnsureEncrypted{} }},
+	{Name: "join", Once: true, Help: "joins a room by ID or alias", New: func() actions.Request { return &Join{} }},
+	{Name: "leave", Once: true, Help: "leaves a room", New: func() actions.Request { return &Leave{} }},
+	{Name: "ensure_dm", Once: true, Help: "finds or creates the direct chat with a user", New: func() actions.Request { return &EnsureDM{} }},
+	{Name: "ensure_encrypted", Once: true, Help: "turns encryption on in a room", New: func() actions.Request { return &EnsureEncrypted{} }},
 }
 
 // Room is the `room` field of requests that act on a room.
