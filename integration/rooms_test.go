@@ -439,9 +439,10 @@ func TestDeclinedInvite(t *testing.T) {
 	})
 }
 
-// TestMembershipTracking: joins, invites, kicks, bans, unbans and power level changes that
-// others make in a joined room are published on <base>/room/<key>/membership, and
-// <base>/bridge/rooms follows the member count and the bot's own power level.
+// TestMembershipTracking: joins, invites, kicks, bans, unbans, leaves and power level changes
+// that others make in a joined room are published on <base>/room/<key>/membership, and
+// <base>/bridge/rooms follows the member count and the bot's own power level, and drops the
+// rooms the bot leaves (by a leave request) or is kicked from.
 func TestMembershipTracking(t *testing.T) {
 	h := newHarness(t, map[string]string{"E2EE": "false"})
 	bob := newUser(t, "bob")
@@ -449,7 +450,7 @@ func TestMembershipTracking(t *testing.T) {
 	room := h.sharedRoom(nil)
 	r := room.String()
 	topic := h.base + "/room/" + mqtt.SafeSegment(r) + "/membership"
-	expect := func(change string, check func(p map[string]any) bool) {
+	expectFrom := func(sender *user, change string, check func(p map[string]any) bool) {
 		t.Helper()
 		m := h.rec.wait(20*time.Second, change+" on "+topic, func(m message) bool {
 			if m.Topic != topic || !strings.Contains(string(m.Payload), `"change":"`+change+`"`) {
@@ -459,9 +460,13 @@ func TestMembershipTracking(t *testing.T) {
 			return json.Unmarshal(m.Payload, &p) == nil && check(p)
 		})
 		p := m.json(t)
-		if p["room_id"] != r || p["sender"] != h.alice.UserID {
+		if p["room_id"] != r || p["sender"] != sender.UserID {
 			t.Fatalf("%s payload = %v", change, p)
 		}
+	}
+	expect := func(change string, check func(p map[string]any) bool) {
+		t.Helper()
+		expectFrom(h.alice, change, check)
 	}
 	isBob := func(membership string) func(p map[string]any) bool {
 		return func(p map[string]any) bool { return p["user"] == bob.UserID && p["membership"] == membership }
@@ -518,6 +523,31 @@ func TestMembershipTracking(t *testing.T) {
 		t.Fatal(err)
 	}
 	expect("unban", isBob("leave"))
+	if _, err := alice.InviteUser(ctx, room, &mautrix.ReqInviteUser{UserID: bob.id()}); err != nil {
+		t.Fatal(err)
+	}
+	bob.join(t, room)
+	if _, err := bob.cli.LeaveRoom(ctx, room); err != nil {
+		t.Fatal(err)
+	}
+	expectFrom(bob, "leave", isBob("leave"))
+
+	// <base>/bridge/rooms drops a room the bot left by request, and one it was kicked from.
+	other := h.sharedRoom(nil)
+	listed := func(room id.RoomID, want bool) func(map[id.RoomID]map[string]any) bool {
+		return func(rooms map[id.RoomID]map[string]any) bool { return (rooms[room] != nil) == want }
+	}
+	h.roomList(t, 0, "listing both rooms", func(rooms map[id.RoomID]map[string]any) bool {
+		return listed(room, true)(rooms) && listed(other, true)(rooms)
+	})
+	published := len(h.rec.all(h.base + "/bridge/rooms"))
+	h.ok(h.request("leave", map[string]any{"room": other.String()}))
+	h.roomList(t, published, "without the room left", listed(other, false))
+	published = len(h.rec.all(h.base + "/bridge/rooms"))
+	if _, err := alice.KickUser(ctx, room, &mautrix.ReqKickUser{UserID: h.bot.id(), Reason: "out"}); err != nil {
+		t.Fatal(err)
+	}
+	h.roomList(t, published, "without the room the bot was kicked from", listed(room, false))
 }
 
 // roomList waits until the latest <base>/bridge/rooms after the first skip messages on it
