@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -374,39 +375,43 @@ func TestBroadcast(t *testing.T) {
 	})
 }
 
-// TestBroadcastSurvivesKill: the bridge is killed (SIGKILL) while a broadcast to 20 rooms is
-// under way; after the restart every room has the message exactly once and the one response
-// comes.
+// TestBroadcastSurvivesKill: the bridge is killed (SIGKILL) in the middle of a broadcast to 20
+// rooms, while the homeserver holds the send to the eighth: the rooms before it have the message,
+// the rooms after it nothing yet. After the restart every room has the message exactly once and
+// the one response comes.
 func TestBroadcastSurvivesKill(t *testing.T) {
-	h := newHarness(t, map[string]string{"E2EE": "false"})
+	proxy := newGateProxy(t)
+	h := newHarness(t, map[string]string{"MATRIX_HOMESERVER": proxy.URL, "E2EE": "false"})
+	rooms := h.sharedRooms(20)
 	h.stop()
 	h.startProcess()
-	rooms := h.sharedRooms(20)
+	const held = 7
+	proxy.setHold(func(r *http.Request) bool {
+		return r.Method == http.MethodPut && strings.Contains(r.URL.Path, "/rooms/"+rooms[held].String()+"/send/m.room.message/")
+	})
 	body := fmt.Sprintf("kill test %d", time.Now().UnixNano())
 	payload, _ := json.Marshal(map[string]any{"id": "bk", "to": roomStrings(rooms), "text": body})
 	h.rec.publish(h.base+"/bridge/request/broadcast", 1, string(payload))
-	// Kill as soon as the first room has it.
-	deadline := time.Now().Add(30 * time.Second)
-	for copies(t, h, rooms[0], body) == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("the broadcast did not start")
+	proxy.waitHeld(t)
+	for i, room := range rooms {
+		want := 0
+		if i < held {
+			want = 1
 		}
-		time.Sleep(5 * time.Millisecond)
+		if n := copies(t, h, room, body); n != want {
+			t.Fatalf("before the kill, room %d has %d copies, want %d", i, n, want)
+		}
 	}
 	h.kill()
-	before := 0
-	for _, room := range rooms {
-		before += copies(t, h, room, body)
-	}
-	report(t, "killed with %d of %d rooms done", before, len(rooms))
+	proxy.setHold(nil)
 	h.startProcess()
 	data := h.ok(h.response("broadcast", "bk"))
 	if data["sent"] != 20.0 {
 		t.Fatalf("response after the restart = %v", data)
 	}
-	for _, room := range rooms {
+	for i, room := range rooms {
 		if n := copies(t, h, room, body); n != 1 {
-			t.Fatalf("room %s has %d copies", room, n)
+			t.Fatalf("room %d has %d copies", i, n)
 		}
 	}
 }
@@ -434,9 +439,10 @@ func TestDeclinedInvite(t *testing.T) {
 	})
 }
 
-// TestMembershipTracking: joins, invites, kicks, bans, unbans and power level changes that
-// others make in a joined room are published on <base>/room/<key>/membership, and
-// <base>/bridge/rooms follows the member count and the bot's own power level.
+// TestMembershipTracking: joins, invites, kicks, bans, unbans, leaves and power level changes
+// that others make in a joined room are published on <base>/room/<key>/membership, and
+// <base>/bridge/rooms follows the member count and the bot's own power level, and drops the
+// rooms the bot leaves (by a leave request) or is kicked from.
 func TestMembershipTracking(t *testing.T) {
 	h := newHarness(t, map[string]string{"E2EE": "false"})
 	bob := newUser(t, "bob")
@@ -444,7 +450,7 @@ func TestMembershipTracking(t *testing.T) {
 	room := h.sharedRoom(nil)
 	r := room.String()
 	topic := h.base + "/room/" + mqtt.SafeSegment(r) + "/membership"
-	expect := func(change string, check func(p map[string]any) bool) {
+	expectFrom := func(sender *user, change string, check func(p map[string]any) bool) {
 		t.Helper()
 		m := h.rec.wait(20*time.Second, change+" on "+topic, func(m message) bool {
 			if m.Topic != topic || !strings.Contains(string(m.Payload), `"change":"`+change+`"`) {
@@ -454,9 +460,13 @@ func TestMembershipTracking(t *testing.T) {
 			return json.Unmarshal(m.Payload, &p) == nil && check(p)
 		})
 		p := m.json(t)
-		if p["room_id"] != r || p["sender"] != h.alice.UserID {
+		if p["room_id"] != r || p["sender"] != sender.UserID {
 			t.Fatalf("%s payload = %v", change, p)
 		}
+	}
+	expect := func(change string, check func(p map[string]any) bool) {
+		t.Helper()
+		expectFrom(h.alice, change, check)
 	}
 	isBob := func(membership string) func(p map[string]any) bool {
 		return func(p map[string]any) bool { return p["user"] == bob.UserID && p["membership"] == membership }
@@ -513,6 +523,58 @@ func TestMembershipTracking(t *testing.T) {
 		t.Fatal(err)
 	}
 	expect("unban", isBob("leave"))
+	if _, err := alice.InviteUser(ctx, room, &mautrix.ReqInviteUser{UserID: bob.id()}); err != nil {
+		t.Fatal(err)
+	}
+	bob.join(t, room)
+	if _, err := bob.cli.LeaveRoom(ctx, room); err != nil {
+		t.Fatal(err)
+	}
+	expectFrom(bob, "leave", isBob("leave"))
+
+	// <base>/bridge/rooms drops a room the bot left by request, and one it was kicked from.
+	other := h.sharedRoom(nil)
+	listed := func(room id.RoomID, want bool) func(map[id.RoomID]map[string]any) bool {
+		return func(rooms map[id.RoomID]map[string]any) bool { return (rooms[room] != nil) == want }
+	}
+	h.roomList(t, 0, "listing both rooms", func(rooms map[id.RoomID]map[string]any) bool {
+		return listed(room, true)(rooms) && listed(other, true)(rooms)
+	})
+	published := len(h.rec.all(h.base + "/bridge/rooms"))
+	h.ok(h.request("leave", map[string]any{"room": other.String()}))
+	h.roomList(t, published, "without the room left", listed(other, false))
+	published = len(h.rec.all(h.base + "/bridge/rooms"))
+	if _, err := alice.KickUser(ctx, room, &mautrix.ReqKickUser{UserID: h.bot.id(), Reason: "out"}); err != nil {
+		t.Fatal(err)
+	}
+	h.roomList(t, published, "without the room the bot was kicked from", listed(room, false))
+}
+
+// roomList waits until the latest <base>/bridge/rooms after the first skip messages on it
+// satisfies ok, and returns it by room ID.
+func (h *harness) roomList(t *testing.T, skip int, what string, ok func(rooms map[id.RoomID]map[string]any) bool) map[id.RoomID]map[string]any {
+	t.Helper()
+	var last map[id.RoomID]map[string]any
+	eventually(t, 30*time.Second, func() error {
+		msgs := h.rec.all(h.base + "/bridge/rooms")
+		if len(msgs) <= skip {
+			return fmt.Errorf("no bridge/rooms yet for %s", what)
+		}
+		var list []map[string]any
+		if err := json.Unmarshal(msgs[len(msgs)-1].Payload, &list); err != nil {
+			return fmt.Errorf("bridge/rooms is not a list: %w", err)
+		}
+		last = make(map[id.RoomID]map[string]any, len(list))
+		for _, r := range list {
+			roomID, _ := r["room_id"].(string)
+			last[id.RoomID(roomID)] = r
+		}
+		if !ok(last) {
+			return fmt.Errorf("bridge/rooms is not %s: %s", what, msgs[len(msgs)-1].Payload)
+		}
+		return nil
+	})
+	return last
 }
 
 // upgradeRoom has u upgrade room (POST /rooms/{room}/upgrade) and returns the new room.
@@ -530,14 +592,21 @@ func upgradeRoom(t *testing.T, u *user, room id.RoomID) id.RoomID {
 
 // TestRoomUpgradeFollowed: when a room is upgraded, the bot joins the replacement, reports it,
 // and requests that name the old room (its key from create_room, its room ID, or a TARGETS name
-// of it, also after a restart) reach the new room.
+// of it, also after a restart) reach the new room. <base>/bridge/rooms (the Home Assistant
+// "Joined rooms" sensor counts it) and a broadcast to "*" have the new room in the old one's
+// place, ALLOWED_TARGETS allows the new room where it named the old one, and a replacement that
+// does not name the old room as its predecessor is not followed.
 func TestRoomUpgradeFollowed(t *testing.T) {
-	h := newHarness(t, map[string]string{"E2EE": "false"})
+	h := newHarness(t, map[string]string{"E2EE": "false", "BROADCAST_ALL": "true"})
+	ctx := context.Background()
 	key := fmt.Sprintf("garden%d", time.Now().UnixNano())
 	data := h.ok(h.request("create_room", map[string]any{"key": key, "preset": "public_chat", "name": "Garden",
 		"invite": []string{h.alice.UserID}, "power_levels": map[string]any{"users": map[string]any{h.alice.UserID: 100}}}))
 	oldRoom := id.RoomID(data["room_id"].(string))
 	h.alice.join(t, oldRoom)
+	before := h.roomList(t, 0, "listing the garden under its key", func(rooms map[id.RoomID]map[string]any) bool {
+		return rooms[oldRoom] != nil && rooms[oldRoom]["key"] == key
+	})
 
 	newRoom := upgradeRoom(t, h.alice, oldRoom)
 	m := h.rec.wait(30*time.Second, "room_upgraded notice", func(m message) bool {
@@ -546,13 +615,36 @@ func TestRoomUpgradeFollowed(t *testing.T) {
 	if n := m.json(t); n["room_id"] != oldRoom.String() || n["replacement_room"] != newRoom.String() || n["sender"] != h.alice.UserID {
 		t.Fatalf("notice = %v", n)
 	}
-	members, err := h.alice.cli.JoinedMembers(context.Background(), newRoom)
+	members, err := h.alice.cli.JoinedMembers(ctx, newRoom)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, in := members.Joined[h.bot.id()]; !in {
 		t.Fatal("the bot is not in the replacement room")
 	}
+	replaced := func(rooms map[id.RoomID]map[string]any) bool {
+		return rooms[oldRoom] == nil && rooms[newRoom] != nil && rooms[newRoom]["key"] == key
+	}
+	t.Run("bridge/rooms lists the new room with the old one's key, and not the old room", func(t *testing.T) {
+		after := h.roomList(t, 0, "the new room in the old one's place", replaced)
+		if len(after) != len(before) {
+			t.Fatalf("bridge/rooms counts %d rooms after the upgrade, %d before", len(after), len(before))
+		}
+	})
+	t.Run("a broadcast to * reaches the new room once and the old room not", func(t *testing.T) {
+		body := fmt.Sprintf("to all %d", time.Now().UnixNano())
+		data := h.ok(h.request("broadcast", map[string]any{"to": "*", "text": body}))
+		results, _ := data["results"].([]any)
+		if data["sent"] != 1.0 || data["failed"] != 0.0 || len(results) != 1 || results[0].(map[string]any)["room_id"] != newRoom.String() {
+			t.Fatalf("broadcast to * = %v, want one result, for the new room", data)
+		}
+		if n := copies(t, h, newRoom, body); n != 1 {
+			t.Fatalf("the new room has %d copies, want 1", n)
+		}
+		if n := copies(t, h, oldRoom, body); n != 0 {
+			t.Fatalf("the old room has %d copies, want none", n)
+		}
+	})
 	sendTo := func(t *testing.T, target, body string) {
 		t.Helper()
 		data := h.ok(h.request("send", map[string]any{"to": target, "text": body}))
@@ -566,10 +658,50 @@ func TestRoomUpgradeFollowed(t *testing.T) {
 	t.Run("the key", func(t *testing.T) { sendTo(t, key, "by key") })
 	t.Run("the old room ID", func(t *testing.T) { sendTo(t, oldRoom.String(), "by old ID") })
 	t.Run("a TARGETS name of the old room, after a restart", func(t *testing.T) {
+		published := len(h.rec.all(h.base + "/bridge/rooms"))
 		h.stop()
 		h.env["TARGETS"] += ",patio=" + oldRoom.String()
 		h.start()
 		sendTo(t, "patio", "by TARGETS name")
 		sendTo(t, key, "by key after the restart")
+		h.roomList(t, published, "the new room in the old one's place after the restart", replaced)
+	})
+	t.Run("ALLOWED_TARGETS naming the old room allows the new one", func(t *testing.T) {
+		h.stop()
+		h.env["ALLOWED_TARGETS"] = oldRoom.String()
+		h.start()
+		defer func() {
+			h.stop()
+			delete(h.env, "ALLOWED_TARGETS")
+			h.start()
+		}()
+		sendTo(t, newRoom.String(), "by new ID, allowed through the old one")
+		sendTo(t, key, "by key, allowed through the old one")
+		h.fail(h.request("send", map[string]any{"to": "alice", "text": "not allowed"}), "not_allowed")
+	})
+	t.Run("a replacement that does not name the old room is not followed", func(t *testing.T) {
+		room := h.sharedRoom(nil)
+		impostor := h.alice.createRoom(t, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+		if _, err := h.alice.cli.SendStateEvent(ctx, room, event.StateTombstone, "", &event.TombstoneEventContent{
+			Body: "moved", ReplacementRoom: impostor,
+		}); err != nil {
+			t.Fatalf("failed to send the tombstone: %v", err)
+		}
+		m := h.rec.wait(30*time.Second, "room_upgrade_failed notice", func(m message) bool {
+			return m.Topic == h.base+"/bridge/event" && strings.Contains(string(m.Payload), `"type":"room_upgrade_failed"`) &&
+				strings.Contains(string(m.Payload), room.String())
+		})
+		n := m.json(t)
+		if n["room_id"] != room.String() || n["replacement_room"] != impostor.String() || n["sender"] != h.alice.UserID {
+			t.Fatalf("notice = %v", n)
+		}
+		if msg, _ := n["message"].(string); !strings.Contains(msg, "predecessor") {
+			t.Fatalf("message %q does not say why", msg)
+		}
+		data := h.ok(h.request("send", map[string]any{"to": room.String(), "text": "still here"}))
+		if data["room_id"] != room.String() || copies(t, h, room, "still here") != 1 || copies(t, h, impostor, "still here") != 0 {
+			t.Fatalf("send after the failed upgrade = %v, want it in the old room only", data)
+		}
+		h.roomList(t, 0, "still listing the old room", func(rooms map[id.RoomID]map[string]any) bool { return rooms[room] != nil })
 	})
 }
