@@ -65,8 +65,27 @@ func MaskSetting(key, value string) string {
 		return masked
 	case urlSettings[key]:
 		return MaskURL(value)
+	case key == "MEDIA_HEADERS":
+		return maskHeaders(value)
 	}
 	return value
+}
+
+// maskHeaders masks the values in MEDIA_HEADERS (host=Name: value, comma-separated), which are
+// usually tokens, and keeps the hosts and header names; an entry of another shape is masked
+// whole.
+func maskHeaders(value string) string {
+	entries := strings.Split(value, ",")
+	for i, entry := range entries {
+		host, header, ok := strings.Cut(entry, "=")
+		name, _, ok2 := strings.Cut(header, ":")
+		if !ok || !ok2 {
+			entries[i] = masked
+			continue
+		}
+		entries[i] = host + "=" + name + ": " + masked
+	}
+	return strings.Join(entries, ",")
 }
 
 // MaskURL masks the password of a URL's user info and the values of query parameters that
