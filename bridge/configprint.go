@@ -11,8 +11,9 @@ import (
 // masked stands for a secret value in printed configuration.
 const masked = "********"
 
-// secretSetting matches the settings whose whole value is a secret.
-var secretSetting = regexp.MustCompile(`PASSWORD|TOKEN|SECRET|PICKLE_KEY|RECOVERY_KEY`)
+// secretSetting matches the settings whose whole value is a secret (MQTT_KEY is the PEM of the
+// client certificate's private key, also when read from MQTT_KEY_FILE).
+var secretSetting = regexp.MustCompile(`PASSWORD|TOKEN|SECRET|PICKLE_KEY|RECOVERY_KEY|^MQTT_KEY$`)
 
 // urlSettings are the settings that are URLs, which may hold a password (user:pass@host or a
 // password query parameter).

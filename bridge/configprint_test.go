@@ -30,7 +30,8 @@ func TestMaskSetting(t *testing.T) {
 			"ha.lan:8123=Authorization: " + masked + ",cam.lan=X-Api-Key: " + masked},
 		{"media headers of another shape", "MEDIA_HEADERS", "Bearer eyJ0", masked},
 		{"plain setting", "MQTT_BASE_TOPIC", "home/matrix", "home/matrix"},
-		{"file paths are not secrets", "MQTT_KEY", "/etc/mqtt/client.key", "/etc/mqtt/client.key"},
+		{"client key", "MQTT_KEY", "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----", masked},
+		{"client certificate is not a secret", "MQTT_CERT", "-----BEGIN CERTIFICATE-----", "-----BEGIN CERTIFICATE-----"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
