@@ -5,6 +5,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/matrix2mqtt/matrix2mqtt/bridge/actions"
 )
 
 // TestEveryActionIsDocumented holds docs/mqtt-api.md to the registry: each action that MQTT
@@ -34,6 +36,38 @@ func TestEveryActionIsDocumented(t *testing.T) {
 	for _, m := range regexp.MustCompile(`matrix2mqtt/bridge/request/([a-z_]+)`).FindAllStringSubmatch(doc, -1) {
 		if _, ok := Default().Spec(m[1]); !ok {
 			t.Errorf("docs/mqtt-api.md publishes to the unknown action %q", m[1])
+		}
+	}
+}
+
+// TestDurableActionsAreListed: the places of docs/mqtt-api.md that list the durable actions
+// (the idempotency key of request ids, the delivery table) name each durable action and no
+// immediate one.
+func TestDurableActionsAreListed(t *testing.T) {
+	raw, err := os.ReadFile("../../../docs/mqtt-api.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := string(raw)
+	lists := map[string]*regexp.Regexp{
+		"the request ids' idempotency key": regexp.MustCompile(`For every durable action \(([^)]*)\)`),
+		"the delivery table":               regexp.MustCompile(`(?m)^\| \| (.*) \(durable\) \|`),
+	}
+	for place, re := range lists {
+		m := re.FindStringSubmatch(doc)
+		if m == nil {
+			t.Errorf("docs/mqtt-api.md: %s does not list the durable actions", place)
+			continue
+		}
+		listed := map[string]bool{}
+		for _, name := range regexp.MustCompile("`([a-z_]+)`").FindAllStringSubmatch(m[1], -1) {
+			listed[name[1]] = true
+		}
+		for _, s := range Default().Public() {
+			_, durable := s.New().(actions.Durable)
+			if durable != listed[s.Name] {
+				t.Errorf("docs/mqtt-api.md: %s lists %s: %v; it is durable: %v", place, s.Name, listed[s.Name], durable)
+			}
 		}
 	}
 }
