@@ -169,6 +169,7 @@ func TestReadEnvFile(t *testing.T) {
 func TestConfigErrorsHideCredentials(t *testing.T) {
 	tests := []struct{ name, setting, value string }{
 		{"database", "DATABASE_URL", "mysql://admin:hunter2@db/m2m"},
+		{"malformed database URL", "DATABASE_URL", "postgres://admin:hunter2%zz@db/m2m"},
 		{"broker without host", "MQTT_URL", "tcp://admin:hunter2@"},
 		{"broker scheme", "MQTT_URL", "http://admin:hunter2@broker:1883"},
 	}

@@ -11,8 +11,9 @@ import (
 // masked stands for a secret value in printed configuration.
 const masked = "********"
 
-// secretSetting matches the settings whose whole value is a secret.
-var secretSetting = regexp.MustCompile(`PASSWORD|TOKEN|SECRET|PICKLE_KEY|RECOVERY_KEY`)
+// secretSetting matches the settings whose whole value is a secret (MQTT_KEY is the PEM of the
+// client certificate's private key, also when read from MQTT_KEY_FILE).
+var secretSetting = regexp.MustCompile(`PASSWORD|TOKEN|SECRET|PICKLE_KEY|RECOVERY_KEY|^MQTT_KEY$`)
 
 // urlSettings are the settings that are URLs, which may hold a password (user:pass@host or a
 // password query parameter).
@@ -65,8 +66,27 @@ func MaskSetting(key, value string) string {
 		return masked
 	case urlSettings[key]:
 		return MaskURL(value)
+	case key == "MEDIA_HEADERS":
+		return maskHeaders(value)
 	}
 	return value
+}
+
+// maskHeaders masks the values in MEDIA_HEADERS (host=Name: value, comma-separated), which are
+// usually tokens, and keeps the hosts and header names; an entry of another shape is masked
+// whole.
+func maskHeaders(value string) string {
+	entries := strings.Split(value, ",")
+	for i, entry := range entries {
+		host, header, ok := strings.Cut(entry, "=")
+		name, _, ok2 := strings.Cut(header, ":")
+		if !ok || !ok2 {
+			entries[i] = masked
+			continue
+		}
+		entries[i] = host + "=" + name + ": " + masked
+	}
+	return strings.Join(entries, ",")
 }
 
 // MaskURL masks the password of a URL's user info and the values of query parameters that

@@ -26,8 +26,12 @@ func TestMaskSetting(t *testing.T) {
 		{"database URL with password parameter", "DATABASE_URL", "postgres://db/m2m?password=s3cret&sslmode=disable", "postgres://db/m2m?password=" + masked + "&sslmode=disable"},
 		{"URL that does not parse", "DATABASE_URL", "postgres://u:p@[::1", masked},
 		{"homeserver with credentials", "MATRIX_HOMESERVER", "https://u:p@matrix.example.org", "https://u:" + masked + "@matrix.example.org"},
+		{"media headers", "MEDIA_HEADERS", "ha.lan:8123=Authorization: Bearer eyJ0,cam.lan=X-Api-Key: k3y",
+			"ha.lan:8123=Authorization: " + masked + ",cam.lan=X-Api-Key: " + masked},
+		{"media headers of another shape", "MEDIA_HEADERS", "Bearer eyJ0", masked},
 		{"plain setting", "MQTT_BASE_TOPIC", "home/matrix", "home/matrix"},
-		{"file paths are not secrets", "MQTT_KEY", "/etc/mqtt/client.key", "/etc/mqtt/client.key"},
+		{"client key", "MQTT_KEY", "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----", masked},
+		{"client certificate is not a secret", "MQTT_CERT", "-----BEGIN CERTIFICATE-----", "-----BEGIN CERTIFICATE-----"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -52,6 +56,7 @@ func TestPrintConfigMasksEverySecret(t *testing.T) {
 		"DATABASE_URL":        "postgres://m2m:db-pass-value@127.0.0.1/m2m",
 		"E2EE_RECOVERY_KEY":   "recovery-key-value",
 		"E2EE_PICKLE_KEY":     "pickle-key-value",
+		"MEDIA_HEADERS":       "ha.lan:8123=Authorization: Bearer header-token-value",
 	}
 	vars := minimalEnv()
 	for k, v := range secrets {
@@ -63,7 +68,7 @@ func TestPrintConfigMasksEverySecret(t *testing.T) {
 		t.Fatal(err)
 	}
 	printed := out.String()
-	for _, secret := range []string{"matrix-pass-value", "syt_token_value", "mqtt-pass-value", "url-pass-value", "db-pass-value", "recovery-key-value", "pickle-key-value", "file-token-value"} {
+	for _, secret := range []string{"matrix-pass-value", "syt_token_value", "mqtt-pass-value", "url-pass-value", "db-pass-value", "recovery-key-value", "pickle-key-value", "file-token-value", "header-token-value"} {
 		if strings.Contains(printed, secret) {
 			t.Errorf("the printed configuration shows %q:\n%s", secret, printed)
 		}
@@ -71,6 +76,7 @@ func TestPrintConfigMasksEverySecret(t *testing.T) {
 	for _, line := range []string{
 		"MQTT_URL=tcp://mqttuser:" + masked + "@127.0.0.1:1883\n",
 		"HTTP_TOKEN=" + masked + "  # from HTTP_TOKEN_FILE\n",
+		"MEDIA_HEADERS=ha.lan:8123=Authorization: " + masked + "\n",
 		"MQTT_BASE_TOPIC=matrix2mqtt  # default\n",
 		"MATRIX_USER_ID=@bot:example.org\n",
 	} {

@@ -158,7 +158,6 @@ func checkExactlyOnceInOrder(t *testing.T, got [][]int, rooms, n int) {
 // in publish order. Without, it reports how many are out of order.
 func checkExactlyOnce(t *testing.T, got [][]int, rooms, n int, ordered bool) {
 	t.Helper()
-	seen := map[int]int{}
 	for r, seqs := range got {
 		if !ordered {
 			if late := outOfOrder(seqs); late > 0 {
@@ -168,13 +167,25 @@ func checkExactlyOnce(t *testing.T, got [][]int, rooms, n int, ordered bool) {
 			t.Errorf("room %d: messages out of publish order: %v", r, seqs)
 		}
 		for _, s := range seqs {
-			seen[s]++
 			if s%rooms != r {
 				t.Errorf("message %d in room %d", s, r)
 			}
 		}
 	}
-	var missing, doubled []int
+	if missing, doubled := onceEach(got, n); len(missing) > 0 || len(doubled) > 0 {
+		t.Errorf("missing %d %v, doubled %d %v", len(missing), head(missing), len(doubled), head(doubled))
+	}
+}
+
+// onceEach returns the messages of 0..n-1 that are in no room, and those that are there more
+// than once.
+func onceEach(got [][]int, n int) (missing, doubled []int) {
+	seen := map[int]int{}
+	for _, seqs := range got {
+		for _, s := range seqs {
+			seen[s]++
+		}
+	}
 	for i := range n {
 		switch seen[i] {
 		case 0:
@@ -184,8 +195,16 @@ func checkExactlyOnce(t *testing.T, got [][]int, rooms, n int, ordered bool) {
 			doubled = append(doubled, i)
 		}
 	}
-	if len(missing) > 0 || len(doubled) > 0 {
-		t.Errorf("missing %d %v, doubled %d %v", len(missing), head(missing), len(doubled), head(doubled))
+	return missing, doubled
+}
+
+// checkStillOnce reads the rooms from Matrix again after settle, once every request was
+// answered: a copy sent after the responses (a late duplicate) shows up only then.
+func checkStillOnce(t *testing.T, alice *user, rooms []id.RoomID, tag string, n int, settle time.Duration) {
+	t.Helper()
+	time.Sleep(settle)
+	if missing, doubled := onceEach(delivered(t, alice, rooms, tag), n); len(missing) > 0 || len(doubled) > 0 {
+		t.Errorf("%s after the last response: missing %d %v, doubled %d %v", settle, len(missing), head(missing), len(doubled), head(doubled))
 	}
 }
 
@@ -246,7 +265,8 @@ func checkResponses(t *testing.T, h *harness, tag string, n int) {
 }
 
 // TestCrashDuringBurst kills the bridge with SIGKILL in the middle of 500 QoS 1 requests over 5
-// rooms and starts it again: every message is in Matrix once, in order per room.
+// rooms and starts it again: every message is in Matrix once, in order per room, and still once
+// when the rooms are read again a few seconds after the last response.
 func TestCrashDuringBurst(t *testing.T) {
 	t.Run("sqlite", func(t *testing.T) { crashDuringBurst(t, nil) })
 	t.Run("postgres", func(t *testing.T) {
@@ -299,6 +319,7 @@ func crashDuringBurst(t *testing.T, extra map[string]string) {
 	ordered := extra["MQTT_URL"] == ""
 	done := waitDeliveredOnce(t, h.alice, rooms, "crash", n, 2*time.Minute, ordered)
 	checkResponses(t, h, "crash", n)
+	checkStillOnce(t, h.alice, rooms, "crash", n, 5*time.Second)
 	report(t, "%d messages over %d rooms, killed once: all delivered exactly once (in order: %v) in %s (%.0f msg/s overall)",
 		n, len(rooms), ordered, done.Sub(started).Round(time.Millisecond), float64(n)/done.Sub(started).Seconds())
 }

@@ -436,7 +436,11 @@ func (in *Intake) publishRejects(ctx context.Context) {
 func (in *Intake) startImmediate(ctx context.Context, action string, req actions.Immediate, received time.Time) {
 	if in.immediateQueued.Add(1) > maxImmediateQueued {
 		in.immediateQueued.Add(-1)
-		in.finishImmediate(ctx, received, action, req, nil, wire.Errorf(wire.CodeTimeout, "too many requests waiting; try again later"))
+		// Answered through publishRejects, like a bad request: the intake's loop never waits
+		// for the broker.
+		werr := wire.Errorf(wire.CodeTimeout, "too many requests waiting; try again later")
+		in.countImmediate(received, action, req, werr)
+		in.answer(rejection{action: action, id: req.RequestID(), err: werr})
 		return
 	}
 	in.immediate.Add(1)
@@ -513,7 +517,14 @@ func (in *Intake) keepResponse(ctx context.Context, action, id string, data any,
 	}
 }
 
+// finishImmediate counts and answers an immediate request that ran, on its own goroutine.
 func (in *Intake) finishImmediate(ctx context.Context, received time.Time, action string, req actions.Request, data any, err *wire.Error) {
+	in.countImmediate(received, action, req, err)
+	in.Responder.Respond(ctx, action, req.RequestID(), data, err)
+}
+
+// countImmediate logs a failed immediate request and counts it in the stats and metrics.
+func (in *Intake) countImmediate(received time.Time, action string, req actions.Request, err *wire.Error) {
 	code := ""
 	if err != nil {
 		code = err.Code
@@ -521,7 +532,6 @@ func (in *Intake) finishImmediate(ctx context.Context, received time.Time, actio
 		in.log.Warn().Str("action", action).Str("request_id", req.RequestID()).Str("code", err.Code).Str("reason", err.Message).Msg("Request failed")
 	}
 	in.Metrics.Request(action, code, in.Clock.Now().Sub(received))
-	in.Responder.Respond(ctx, action, req.RequestID(), data, err)
 }
 
 // runImmediate waits for a slot and, for actions that need Matrix, for the login; then it runs

@@ -348,3 +348,73 @@ func TestOnceActionRunsOncePerID(t *testing.T) {
 		t.Fatalf("the repeat of a running request ran: joined %v", ti.hs.Joined)
 	}
 }
+
+// blockingResponder is a broker that is gone: each Respond reports its call and then waits
+// until release is closed.
+type blockingResponder struct {
+	calls   chan string
+	release chan struct{}
+}
+
+func (b *blockingResponder) Respond(_ context.Context, action, requestID string, _ any, err *wire.Error) {
+	code := ""
+	if err != nil {
+		code = err.Code
+	}
+	b.calls <- action + " " + requestID + " " + code
+	<-b.release
+}
+
+// TestOverloadAnswerDoesNotHoldUpClose: an immediate request beyond maxImmediateQueued is
+// acknowledged and answered with a timeout through the queue of answers to bad requests, so a
+// broker that does not take the answer holds up neither the intake's loop nor Close.
+func TestOverloadAnswerDoesNotHoldUpClose(t *testing.T) {
+	resp := &blockingResponder{calls: make(chan string, 8), release: make(chan struct{})}
+	clk := clock.NewFake()
+	in := New(Deps{
+		Topics: wire.Topics{Base: "m2m"}, Registry: catalog.Default(), Queue: &fakeQueue{committed: map[string]bool{}},
+		Env:       actions.Env{Matrix: &actionstest.Matrix{}, Targets: targets.New(targets.Config{}), Outbox: fakeOutbox{}},
+		Responder: resp, Stats: stats.New(clk), Clock: clk, Ready: make(chan struct{}),
+		MaxPayloadBytes: 1024, RequestTimeout: 2 * time.Second,
+	})
+	in.immediateQueued.Store(maxImmediateQueued) // as if 1024 immediate requests were waiting
+	ctx, cancel := context.WithCancel(zerolog.New(zerolog.NewTestWriter(t)).WithContext(context.Background()))
+	done := make(chan struct{})
+	go func() {
+		in.Run(ctx)
+		close(done)
+	}()
+	defer func() {
+		close(resp.release)
+		in.Close()
+		cancel()
+		in.Wait()
+		<-done
+	}()
+
+	acked := make(chan struct{})
+	in.Offer(mqtt.NewMessage("m2m/bridge/request/outbox_stats", []byte(`{"id":"over"}`), func() { close(acked) }))
+	select {
+	case call := <-resp.calls:
+		if call != "outbox_stats over "+wire.CodeTimeout {
+			t.Fatalf("answer = %q, want a timeout for over", call)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the request beyond the queue's capacity was not answered")
+	}
+	select {
+	case <-acked:
+	case <-time.After(2 * time.Second):
+		t.Fatal("the request was not acknowledged while the broker held its answer: the intake's loop waits for the broker")
+	}
+	closed := make(chan struct{})
+	go func() {
+		in.Close()
+		close(closed)
+	}()
+	select {
+	case <-closed:
+	case <-time.After(2 * time.Second):
+		t.Fatal("Close waited for the broker to take the answer")
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"embed"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -66,6 +67,11 @@ func Location(dataDir, databaseURL string) (driver, location string, err error) 
 	case databaseURL == "":
 		return "sqlite3-fk-wal", filepath.Join(dataDir, "matrix2mqtt.db"), nil
 	case strings.HasPrefix(databaseURL, "postgres://"), strings.HasPrefix(databaseURL, "postgresql://"):
+		// Parsed here, since lib/pq's parse error quotes the whole URL, password included.
+		if _, err := url.Parse(databaseURL); err != nil {
+			return "", "", errors.New("DATABASE_URL: not a valid URL (the value is not shown: it may hold a password; " +
+				"percent-encode reserved characters in the user name and password)")
+		}
 		return "postgres", databaseURL, nil
 	case strings.HasPrefix(databaseURL, "sqlite:"), strings.HasPrefix(databaseURL, "file:"):
 		return "sqlite3-fk-wal", strings.TrimPrefix(strings.TrimPrefix(databaseURL, "sqlite:"), "file:"), nil

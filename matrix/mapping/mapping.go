@@ -137,13 +137,16 @@ func PrevMembership(evt *event.Event) event.Membership {
 	return event.MembershipLeave
 }
 
-// PrevContent returns the parsed content the state event replaced, or nil.
+// PrevContent returns the parsed content the state event replaced, or nil (also when it does
+// not parse).
 func PrevContent(evt *event.Event) any {
 	prev := evt.Unsigned.PrevContent
 	if prev == nil {
 		return nil
 	}
 	if err := prev.ParseRaw(evt.Type); err != nil && !errors.Is(err, event.ErrContentAlreadyParsed) {
+		// ParseRaw keeps what it read before the error: the next look would take it as parsed.
+		prev.Parsed = nil
 		return nil
 	}
 	return prev.Parsed

@@ -53,3 +53,27 @@ func TestLevelChanges(t *testing.T) {
 		t.Fatalf("with prev_content parsed already: %+v", again)
 	}
 }
+
+// TestPrevContentThatDoesNotParse: previous content that does not parse counts as none, however
+// often and in whatever order it is looked at (mautrix's ParseRaw keeps what it half read, so a
+// second look found a "ban" there, and the leave became an unban).
+func TestPrevContentThatDoesNotParse(t *testing.T) {
+	raw := `{"type":"m.room.member","state_key":"@b:hs","event_id":"$e","room_id":"!r:hs","sender":"@b:hs",
+		"content":{"membership":"leave"},"unsigned":{"prev_content":{"membership":"ban","displayname":5}}}`
+	var evt event.Event
+	if err := json.Unmarshal([]byte(raw), &evt); err != nil {
+		t.Fatal(err)
+	}
+	_ = evt.Content.ParseRaw(evt.Type)
+	for i := range 2 {
+		if !MembershipChanged(&evt) {
+			t.Fatalf("look %d: a membership change read as a profile change", i+1)
+		}
+		if prev := PrevMembership(&evt); prev != event.MembershipLeave {
+			t.Fatalf("look %d: previous membership %q, want leave (none)", i+1, prev)
+		}
+		if change := MemberChange(evt.Sender, "@b:hs", PrevMembership(&evt), event.MembershipLeave); change != "leave" {
+			t.Fatalf("look %d: change %q, want leave", i+1, change)
+		}
+	}
+}
