@@ -46,7 +46,8 @@ func hostilePayloads() map[string]string {
 
 // TestHostileInput publishes a corpus of hostile payloads to every request topic (every
 // action, an unknown one, and the send shortcut): each gets exactly one error response with a
-// stable code; the bridge stays online, a request queued before them is delivered, and a valid
+// stable code; the bridge stays online, requests queued before them are delivered (one waits in
+// the outbox until the flood is under way), and a valid
 // request afterwards works.
 func TestHostileInput(t *testing.T) {
 	h := newHarness(t, nil)
@@ -54,8 +55,10 @@ func TestHostileInput(t *testing.T) {
 	stable := map[string]bool{"invalid_request": true, "unknown_action": true, "unknown_target": true, "not_allowed": true,
 		"too_large": true, "expired": true, "matrix_error": true, "timeout": true}
 
-	// Queued first: a durable request that must survive the flood.
+	// Queued first: durable requests that must survive the flood, one of them waiting in the
+	// outbox until the flood is under way.
 	h.rec.publish(h.base+"/bridge/request/send", 1, `{"id":"queued","to":"`+room.String()+`","text":"queued before the flood"}`)
+	h.rec.publish(h.base+"/bridge/request/send", 1, `{"id":"scheduled","to":"`+room.String()+`","text":"due during the flood","delay_s":3}`)
 
 	type topic struct{ publish, response string }
 	var topics []topic
@@ -90,12 +93,16 @@ func TestHostileInput(t *testing.T) {
 		}
 	}
 	h.ok(h.response("send", "queued"))
+	scheduled := h.ok(h.response("send", "scheduled"))
+	if body := h.alice.event(t, room, id.EventID(scheduled["event_id"].(string))).Content.AsMessage().Body; body != "due during the flood" {
+		t.Fatalf("wrong scheduled message: %q", body)
+	}
 	// Exactly one answer each: nothing more arrives.
 	time.Sleep(time.Second)
 	for response, n := range sent {
 		got := 0
 		for _, m := range h.rec.all(response) {
-			if !strings.Contains(string(m.Payload), `"queued"`) {
+			if !strings.Contains(string(m.Payload), `"queued"`) && !strings.Contains(string(m.Payload), `"scheduled"`) {
 				got++
 			}
 		}
