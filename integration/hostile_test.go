@@ -47,8 +47,7 @@ func hostilePayloads() map[string]string {
 // TestHostileInput publishes a corpus of hostile payloads to every request topic (every
 // action, an unknown one, and the send shortcut): each gets exactly one error response with a
 // stable code; the bridge stays online, requests queued before them are delivered (one waits in
-// the outbox until the flood is under way), and a valid
-// request afterwards works.
+// the outbox until the flood is under way), and a valid request afterwards works.
 func TestHostileInput(t *testing.T) {
 	h := newHarness(t, nil)
 	room := h.sharedRoom(nil)
