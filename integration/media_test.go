@@ -16,6 +16,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -556,4 +557,103 @@ func TestInboundMediaRestartDuringDownload(t *testing.T) {
 	if n := len(published()); n != 1 {
 		t.Fatalf("published %d times", n)
 	}
+}
+
+// testVideo makes a 2 s 320×240 MP4 with ffmpeg (scripts/install-deps.sh installs it).
+func testVideo(t *testing.T) []byte {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), "clip.mp4")
+	cmd := exec.Command("ffmpeg", "-v", "error", "-nostdin", "-f", "lavfi", "-i", "testsrc=duration=2:size=320x240:rate=10", "-pix_fmt", "yuv420p", out)
+	if msg, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("ffmpeg (scripts/install-deps.sh installs it): %v: %s", err, msg)
+	}
+	data, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
+
+// jsonInts reads the numbers of an event's JSON as Element X does: each must be an integer.
+func jsonInts(t *testing.T, raw []byte, path ...string) []int64 {
+	t.Helper()
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	var obj map[string]any
+	if err := dec.Decode(&obj); err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range path[:len(path)-1] {
+		obj, _ = obj[key].(map[string]any)
+	}
+	var out []int64
+	for _, key := range strings.Split(path[len(path)-1], ",") {
+		n, ok := obj[key].(json.Number)
+		v, err := n.Int64()
+		if !ok || err != nil {
+			t.Fatalf("%s.%s = %v: not a JSON integer (%s)", strings.Join(path[:len(path)-1], "."), key, obj[key], raw)
+		}
+		out = append(out, v)
+	}
+	return out
+}
+
+// TestSendMediaVideo: with ffprobe and ffmpeg on PATH a video gets its dimensions, duration and a
+// thumbnail of a frame, as JSON integers, in a plain and in an encrypted room; the request's
+// width, height and duration_ms win over what the file says.
+func TestSendMediaVideo(t *testing.T) {
+	clip := testVideo(t)
+	s := newE2EESetup(t)
+	h := s.h
+	plain := h.sharedRoom(nil)
+	b64 := base64.StdEncoding.EncodeToString(clip)
+
+	t.Run("plain room", func(t *testing.T) {
+		data := h.ok(h.request("send_media", map[string]any{"to": plain.String(), "data": b64, "caption": "driveway"}))
+		evt := h.alice.event(t, plain, id.EventID(data["event_id"].(string)))
+		c := evt.Content.AsMessage()
+		if c.MsgType != event.MsgVideo || c.Body != "driveway" || c.FileName != "video.mp4" || c.Info.MimeType != "video/mp4" || c.Info.Size != len(clip) {
+			t.Fatalf("content = %+v info %+v", c, c.Info)
+		}
+		got := jsonInts(t, evt.Content.VeryRaw, "info", "w,h,duration,size")
+		if got[0] != 320 || got[1] != 240 || got[2] < 1900 || got[2] > 2100 {
+			t.Fatalf("info w, h, duration = %v", got)
+		}
+		thumb := jsonInts(t, evt.Content.VeryRaw, "info", "thumbnail_info", "w,h,size")
+		if c.Info.ThumbnailURL == "" || c.Info.ThumbnailInfo.MimeType != "image/jpeg" || thumb[0] != 320 || thumb[1] != 240 || c.Info.AnoaBlurhash == "" {
+			t.Fatalf("thumbnail: %+v %+v", c.Info, c.Info.ThumbnailInfo)
+		}
+		cfg, _, err := image.DecodeConfig(bytes.NewReader(h.alice.download(t, c.Info.ThumbnailURL)))
+		if err != nil || cfg.Width != 320 || cfg.Height != 240 {
+			t.Fatalf("thumbnail decodes to %+v, %v", cfg, err)
+		}
+	})
+	t.Run("given in the request", func(t *testing.T) {
+		data := h.ok(h.request("send_media", map[string]any{"to": plain.String(), "data": b64, "width": 640, "height": 480, "duration_ms": 5000}))
+		evt := h.alice.event(t, plain, id.EventID(data["event_id"].(string)))
+		if got := jsonInts(t, evt.Content.VeryRaw, "info", "w,h,duration"); fmt.Sprint(got) != "[640 480 5000]" {
+			t.Fatalf("info w, h, duration = %v", got)
+		}
+	})
+	t.Run("encrypted room", func(t *testing.T) {
+		data := h.ok(h.request("send_media", map[string]any{"to": s.room.String(), "data": b64}))
+		evt := s.alice.wait(t, jsclient.EventFilter{RoomID: s.room.String(), EventID: data["event_id"].(string)})
+		info, _ := evt.Content["info"].(map[string]any)
+		if !evt.Encrypted || evt.Content["msgtype"] != "m.video" || info["w"] != float64(320) || info["h"] != float64(240) || info["mimetype"] != "video/mp4" {
+			t.Fatalf("event = %+v", evt)
+		}
+		if d, _ := info["duration"].(float64); d < 1900 || d > 2100 || d != float64(int(d)) {
+			t.Fatalf("duration = %v", info["duration"])
+		}
+		if _, ok := info["thumbnail_url"]; ok || info["thumbnail_file"] == nil {
+			t.Fatalf("encrypted room: want thumbnail_file and no thumbnail_url, got %v", info)
+		}
+		thumb, err := s.alice.DownloadAttachment(jsCtx(t), "", info["thumbnail_file"].(map[string]any))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg, _, err := image.DecodeConfig(bytes.NewReader(thumb.Data)); err != nil || cfg.Width != 320 {
+			t.Fatalf("thumbnail decrypts to %+v, %v", cfg, err)
+		}
+	})
 }

@@ -9,6 +9,9 @@ set -euo pipefail
 
 export DEBIAN_FRONTEND=noninteractive
 PACKAGES=(mosquitto mosquitto-clients gcc libc6-dev sqlite3 ca-certificates postgresql)
+# ffmpeg: the video tests make their clips with it, and the bridge measures videos with
+# ffprobe and ffmpeg when they are on PATH.
+PACKAGES+=(ffmpeg)
 PACKAGES+=(docker.io mmdebstrap)
 
 sudo=()

@@ -188,7 +188,7 @@ func TestDescribe(t *testing.T) {
 		{"unknown kind", pngBuf.Bytes(), "hologram", "", "", "", "", "", 0, 0, 0, "invalid_request"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			f, werr := Describe(tc.data, tc.kind, tc.mimetype, tc.filename, 400)
+			f, werr := Describe(context.Background(), tc.data, tc.kind, tc.mimetype, tc.filename, 400)
 			if tc.code != "" {
 				if werr == nil || werr.Code != tc.code {
 					t.Fatalf("got %v, want %s", werr, tc.code)
@@ -257,8 +257,11 @@ func FuzzDescribe(f *testing.F) {
 	_ = png.Encode(&buf, testImage(40, 30))
 	f.Add(buf.Bytes(), "", "")
 	f.Add([]byte("GIF89a"), "", "x")
+	// Without ffprobe and ffmpeg: a process per input would leave little fuzzing; FuzzParseProbe
+	// covers what the bridge reads from them.
+	f.Setenv("PATH", "")
 	f.Fuzz(func(t *testing.T, data []byte, kind, filename string) {
-		file, werr := Describe(data, kind, "", filename, 32)
+		file, werr := Describe(context.Background(), data, kind, "", filename, 32)
 		if werr != nil {
 			return
 		}
