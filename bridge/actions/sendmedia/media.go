@@ -20,6 +20,7 @@ import (
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/actions"
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/media"
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/wire"
+	mxmedia "github.com/matrix2mqtt/matrix2mqtt/matrix/media"
 )
 
 // Media are the actions that send files.
@@ -248,9 +249,14 @@ func (r *SendMedia) Upload(ctx context.Context, d *actions.Delivery, roomID id.R
 		return nil, werr
 	}
 	content := r.content(file)
-	ref, err := d.Matrix.Upload(ctx, roomID, data, file.Mimetype, file.Filename)
+	ref, err := r.reuse(ctx, d, roomID)
 	if err != nil {
 		return nil, err
+	}
+	if ref.URL == "" {
+		if ref, err = d.Matrix.Upload(ctx, roomID, data, file.Mimetype, file.Filename); err != nil {
+			return nil, err
+		}
 	}
 	content.URL, content.File = ref.URL, ref.File
 	if file.Thumbnail != nil {
@@ -263,6 +269,19 @@ func (r *SendMedia) Upload(ctx context.Context, d *actions.Delivery, roomID id.R
 			Width: file.ThumbnailWidth, Height: file.ThumbnailHeight}
 	}
 	return content, nil
+}
+
+// reuse refers to the `mxc` source as it is in an unencrypted room, where no new upload is
+// needed; elsewhere (and for other sources) it returns no reference.
+func (r *SendMedia) reuse(ctx context.Context, d *actions.Delivery, roomID id.RoomID) (mxmedia.Ref, error) {
+	if r.MXC == "" {
+		return mxmedia.Ref{}, nil
+	}
+	encrypted, err := d.Matrix.IsEncrypted(ctx, roomID)
+	if err != nil || encrypted {
+		return mxmedia.Ref{}, err
+	}
+	return mxmedia.Ref{URL: r.MXC}, nil
 }
 
 // Load reads the file from the spool, its URL or its mxc.
