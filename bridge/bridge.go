@@ -112,7 +112,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*Bridge, error) {
 		return nil, err
 	}
 	respond := responder{pub: b.mqtt, topics: b.topics}
-	env := actions.Env{Matrix: b.matrix, Targets: b.targets, Keys: b.store, Options: b.store,
+	env := actions.Env{Matrix: countedMedia{b.matrix, b.metrics}, Targets: b.targets, Keys: b.store, Options: b.store,
 		Tags: b.store, Live: cfg.Live, Polls: b.store}
 	if env.Templates, err = cfg.Rooms.Templates(cfg.Targets.Names); err != nil {
 		return nil, err

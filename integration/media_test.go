@@ -364,8 +364,10 @@ func TestInboundMediaDownloaded(t *testing.T) {
 		return n
 	}
 
+	downloaded := 0
 	t.Run("encrypted from js", func(t *testing.T) {
 		pic := testPNG(t, 300, 200)
+		downloaded += len(pic)
 		file, err := alice.UploadAttachment(ctx, pic)
 		if err != nil {
 			t.Fatal(err)
@@ -390,6 +392,7 @@ func TestInboundMediaDownloaded(t *testing.T) {
 	t.Run("plain file from mautrix", func(t *testing.T) {
 		plainRoom := h.sharedRoom(nil)
 		report := []byte("%PDF-1.4 inbound report")
+		downloaded += len(report)
 		up, err := h.alice.cli.UploadBytesWithName(context.Background(), report, "application/pdf", "report.pdf")
 		if err != nil {
 			t.Fatal(err)
@@ -401,6 +404,13 @@ func TestInboundMediaDownloaded(t *testing.T) {
 		}).json(t)
 		checkFile(t, msg, evtID.String(), report, ".pdf")
 	})
+	_, metrics := get(t, s.metricsURL, "")
+	if got := sample(metrics, `matrix2mqtt_media_bytes_total{direction="download"}`); got != float64(downloaded) {
+		t.Errorf("media bytes downloaded = %v, want %d", got, downloaded)
+	}
+	if got := sample(metrics, `matrix2mqtt_media_bytes_total{direction="upload"}`); got != 0 {
+		t.Errorf("media bytes uploaded = %v, want 0", got)
+	}
 }
 
 // gateProxy passes requests to the homeserver, except that while hold is set, requests whose
@@ -657,4 +667,12 @@ func TestSendMediaVideo(t *testing.T) {
 			t.Fatalf("thumbnail decrypts to %+v, %v", cfg, err)
 		}
 	})
+	// Three videos and their thumbnails went up; nothing came down.
+	_, metrics := get(t, s.metricsURL, "")
+	if got := sample(metrics, `matrix2mqtt_media_bytes_total{direction="upload"}`); got <= float64(3*len(clip)) {
+		t.Errorf("media bytes uploaded = %v, want more than the three videos' %d", got, 3*len(clip))
+	}
+	if got := sample(metrics, `matrix2mqtt_media_bytes_total{direction="download"}`); got != 0 {
+		t.Errorf("media bytes downloaded = %v, want 0", got)
+	}
 }
