@@ -3,6 +3,7 @@ package integration
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"database/sql"
 	"encoding/base64"
@@ -675,4 +676,71 @@ func TestSendMediaVideo(t *testing.T) {
 	if got := sample(metrics, `matrix2mqtt_media_bytes_total{direction="download"}`); got != 0 {
 		t.Errorf("media bytes downloaded = %v, want 0", got)
 	}
+}
+
+// TestSendMediaCaptionAndRelations: an HTML caption, a reply, a thread (and a reply in it) as
+// alice's client sees them; and a file whose request is larger than MAX_PAYLOAD_BYTES, which
+// only MEDIA_MAX_BYTES bounds.
+func TestSendMediaCaptionAndRelations(t *testing.T) {
+	h := newHarness(t, map[string]string{"MAX_PAYLOAD_BYTES": "65536"})
+	room := h.sharedRoom(nil)
+	to := room.String()
+	small := base64.StdEncoding.EncodeToString(testPNG(t, 32, 24))
+	root := h.alice.send(t, room, &event.MessageEventContent{MsgType: event.MsgText, Body: "doorbell thread"})
+	relates := func(t *testing.T, data map[string]any) map[string]any {
+		t.Helper()
+		raw := h.alice.event(t, room, id.EventID(data["event_id"].(string))).Content.Raw
+		rel, _ := raw["m.relates_to"].(map[string]any)
+		if rel == nil {
+			t.Fatalf("no m.relates_to: %v", raw)
+		}
+		return rel
+	}
+
+	t.Run("caption_html", func(t *testing.T) {
+		data := h.ok(h.request("send_media", map[string]any{"to": to, "data": small, "caption_html": "<b>Motion</b> at the door"}))
+		c := h.mediaEvent(t, room, data)
+		if c.Format != event.FormatHTML || c.FormattedBody != "<b>Motion</b> at the door" || c.Body != "**Motion** at the door" || c.FileName != "image.png" {
+			t.Fatalf("content = %+v", c)
+		}
+	})
+	t.Run("reply_to", func(t *testing.T) {
+		rel := relates(t, h.ok(h.request("send_media", map[string]any{"to": to, "data": small, "reply_to": root.String()})))
+		reply, _ := rel["m.in_reply_to"].(map[string]any)
+		if reply["event_id"] != root.String() || rel["rel_type"] != nil {
+			t.Fatalf("m.relates_to = %v", rel)
+		}
+	})
+	t.Run("thread", func(t *testing.T) {
+		rel := relates(t, h.ok(h.request("send_media", map[string]any{"to": to, "data": small, "thread": root.String()})))
+		if rel["rel_type"] != "m.thread" || rel["event_id"] != root.String() || rel["is_falling_back"] != true {
+			t.Fatalf("m.relates_to = %v", rel)
+		}
+	})
+	t.Run("reply in a thread", func(t *testing.T) {
+		inThread := h.alice.send(t, room, &event.MessageEventContent{MsgType: event.MsgText, Body: "in the thread",
+			RelatesTo: (&event.RelatesTo{}).SetThread(root, root)})
+		rel := relates(t, h.ok(h.request("send_media", map[string]any{"to": to, "data": small, "thread": root.String(), "reply_to": inThread.String()})))
+		reply, _ := rel["m.in_reply_to"].(map[string]any)
+		if rel["rel_type"] != "m.thread" || rel["event_id"] != root.String() || reply["event_id"] != inThread.String() || rel["is_falling_back"] == true {
+			t.Fatalf("m.relates_to = %v", rel)
+		}
+	})
+	t.Run("data beyond MAX_PAYLOAD_BYTES", func(t *testing.T) {
+		file := make([]byte, 200<<10)
+		if _, err := rand.Read(file); err != nil {
+			t.Fatal(err)
+		}
+		fields := map[string]any{"to": to, "data": base64.StdEncoding.EncodeToString(file), "filename": "noise.bin"}
+		if payload, _ := json.Marshal(fields); len(payload) <= 65536 {
+			t.Fatalf("the request is only %d bytes", len(payload))
+		}
+		c := h.mediaEvent(t, room, h.ok(h.request("send_media", fields)))
+		if c.MsgType != event.MsgFile || c.Info.Size != len(file) || c.FileName != "noise.bin" {
+			t.Fatalf("content = %+v info %+v", c, c.Info)
+		}
+		if got := h.alice.download(t, c.URL); !bytes.Equal(got, file) {
+			t.Fatalf("downloaded %d bytes that differ from the %d sent", len(got), len(file))
+		}
+	})
 }
