@@ -8,6 +8,8 @@ ARG VERSION=dev
 RUN CGO_ENABLED=1 go build -tags goolm -trimpath -ldflags "-s -w -X main.version=${VERSION}" \
     -o /out/matrix2mqtt ./cmd/matrix2mqtt
 
+# No ffmpeg/ffprobe here, to keep the image small: videos are sent without a measured size,
+# duration or thumbnail (docs/operations.md says how to add them).
 FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates \
     && rm -rf /var/lib/apt/lists/* \

@@ -62,6 +62,7 @@ type Bridge struct {
 	ha      *discovery.Announcer
 	rooms   *roomList
 	metrics *metrics.Metrics
+	media   *media.Media
 	// ready is closed once Matrix is logged in.
 	ready chan struct{}
 }
@@ -112,7 +113,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*Bridge, error) {
 		return nil, err
 	}
 	respond := responder{pub: b.mqtt, topics: b.topics}
-	env := actions.Env{Matrix: b.matrix, Targets: b.targets, Keys: b.store, Options: b.store,
+	env := actions.Env{Matrix: countedMedia{b.matrix, b.metrics}, Targets: b.targets, Keys: b.store, Options: b.store,
 		Tags: b.store, Live: cfg.Live, Polls: b.store}
 	if env.Templates, err = cfg.Rooms.Templates(cfg.Targets.Names); err != nil {
 		return nil, err
@@ -123,7 +124,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*Bridge, error) {
 	if env.Media, err = media.New(cfg.Media, cfg.DataDir); err != nil {
 		return nil, err
 	}
-	env.Publisher = b.mqtt
+	b.media, env.Publisher = env.Media, b.mqtt
 	if err := pruneSpool(b.work, b.store, env.Media); err != nil {
 		return nil, err
 	}
@@ -207,6 +208,7 @@ func (b *Bridge) Run(ctx context.Context) error {
 	run(func() { b.ha.Run(syncCtx) })
 	run(func() { b.watchMatrix(syncCtx) })
 	run(func() { b.store.RunPruning(syncCtx) })
+	run(func() { b.media.RunPruning(syncCtx, b.opts.Clock) })
 	stopHTTP, err := b.serveHTTP(work)
 	if err != nil {
 		stopSync()

@@ -1,6 +1,7 @@
 package matrix
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 
@@ -10,16 +11,15 @@ import (
 	"github.com/matrix2mqtt/matrix2mqtt/matrix/media"
 )
 
-// Upload uploads a file for a message to roomID: encrypted when the room is, so that the
-// message refers to it by `file` instead of `url`. It refuses a room the bridge cannot encrypt
-// for. With no roomID the file is uploaded unencrypted (public state such as a room avatar).
-func (c *Client) Upload(ctx context.Context, roomID id.RoomID, data []byte, mimetype, filename string) (media.Ref, error) {
-	encrypted, _ := c.state.IsEncrypted(ctx, roomID)
-	if encrypted && c.crypto == nil {
-		return media.Ref{}, fmt.Errorf("failed to upload for %s: %w", roomID, ErrEncryptionUnavailable)
+// Upload uploads a file for a message to roomID, encrypted (referred to by `file`, not `url`)
+// when the room is; a room the bridge cannot encrypt for, or whose state it cannot read, is
+// refused. With no roomID the file is uploaded unencrypted (e.g. a room avatar).
+func (c *Client) Upload(ctx context.Context, roomID id.RoomID, data []byte, mimetype, filename string) (ref media.Ref, err error) {
+	encrypted, err := c.IsEncrypted(ctx, roomID)
+	if err != nil || (encrypted && c.crypto == nil) {
+		return media.Ref{}, cmp.Or(err, fmt.Errorf("failed to upload for %s: %w", roomID, ErrEncryptionUnavailable))
 	}
-	var ref media.Ref
-	err := c.retryAuth(ctx, func() (err error) {
+	err = c.retryAuth(ctx, func() (err error) {
 		ref, err = c.media.Upload(ctx, data, mimetype, filename, encrypted)
 		return err
 	})

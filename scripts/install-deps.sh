@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the real-server tests and the demo need on Debian/Ubuntu: Mosquitto and its
-# clients, PostgreSQL, a C toolchain and SQLite (cgo for go-sqlite3), builds Dendrite
+# clients, PostgreSQL, a C toolchain and SQLite (cgo for go-sqlite3), ffmpeg, builds Dendrite
 # (scripts/build-dendrite.sh), and the Node test clients (matrix-js-sdk, Node-RED) with npm; and
 # for the Docker image test, Docker (Debian's docker.io, its engine started when none answers)
 # and the Dockerfile's base images (scripts/docker-base-images.sh, with mmdebstrap).
@@ -9,6 +9,9 @@ set -euo pipefail
 
 export DEBIAN_FRONTEND=noninteractive
 PACKAGES=(mosquitto mosquitto-clients gcc libc6-dev sqlite3 ca-certificates postgresql)
+# ffmpeg: the video tests make their clips with it, and the bridge measures videos with
+# ffprobe and ffmpeg when they are on PATH.
+PACKAGES+=(ffmpeg)
 PACKAGES+=(docker.io mmdebstrap)
 
 sudo=()

@@ -35,7 +35,7 @@ func BenchmarkAccept(b *testing.B) {
 			m := mqtt.NewMessage(c.topic, []byte(c.payload), nil)
 			b.ReportAllocs()
 			for b.Loop() {
-				if e := in.accept(ctx, m, time.Time{}); e == nil {
+				if e, _ := in.accept(ctx, m, time.Time{}); e == nil {
 					b.Fatal("not accepted")
 				}
 			}

@@ -191,19 +191,19 @@ func (in *Intake) Run(ctx context.Context) {
 func (in *Intake) process(ctx context.Context, batch []mqtt.Message) {
 	var durable []*outbox.Entry
 	var acks []mqtt.Message
+	var reqs []actions.Durable
 	received := in.Clock.Now()
 	for _, m := range batch {
 		if m.Duplicate && in.alreadyCommitted(ctx, m) {
 			m.Ack()
 			continue
 		}
-		e := in.accept(ctx, m, received)
+		e, req := in.accept(ctx, m, received)
 		if e == nil {
 			m.Ack()
 			continue
 		}
-		durable = append(durable, e)
-		acks = append(acks, m)
+		durable, acks, reqs = append(durable, e), append(acks, m), append(reqs, req)
 	}
 	if len(durable) == 0 {
 		return
@@ -218,6 +218,9 @@ func (in *Intake) process(ctx context.Context, batch []mqtt.Message) {
 		in.log.Error().Err(err).Msg("Failed to commit requests to the outbox; retrying")
 		select {
 		case <-ctx.Done():
+			for _, req := range reqs {
+				in.release(req)
+			}
 			return // not acknowledged: the broker delivers them again
 		case <-time.After(time.Second):
 		}
@@ -225,13 +228,13 @@ func (in *Intake) process(ctx context.Context, batch []mqtt.Message) {
 	for _, m := range acks {
 		m.Ack()
 	}
-	in.answerRepeats(ctx, repeats, durable, acks)
+	in.answerRepeats(ctx, repeats, durable, acks, reqs)
 	in.Queue.Start(outbox.WithoutRepeats(durable, repeats))
 }
 
 // accept validates one message. It answers bad requests and starts immediate actions
-// (returning nil), and returns the outbox entry of a durable one.
-func (in *Intake) accept(ctx context.Context, m mqtt.Message, received time.Time) *outbox.Entry {
+// (returning nil), and returns the outbox entry of a durable one with its request.
+func (in *Intake) accept(ctx context.Context, m mqtt.Message, received time.Time) (*outbox.Entry, actions.Durable) {
 	action, target, err := in.Topics.Route(m.Topic)
 	responseAction := action
 	if responseAction == "" {
@@ -239,7 +242,7 @@ func (in *Intake) accept(ctx context.Context, m mqtt.Message, received time.Time
 	}
 	if err != nil {
 		in.reject(received, responseAction, wire.RequestID(m.Payload), m, err)
-		return nil
+		return nil, nil
 	}
 	if m.Retained {
 		// A retained request would run again after every reconnect.
@@ -247,52 +250,67 @@ func (in *Intake) accept(ctx context.Context, m mqtt.Message, received time.Time
 			in.reject(received, action, wire.RequestID(m.Payload), m, wire.Errorf(wire.CodeInvalidRequest,
 				"retained requests are ignored: publish without the retain flag, and clear this one with an empty retained message"))
 		}
-		return nil
+		return nil, nil
 	}
 	if limit, setting := in.payloadLimit(action, target); len(m.Payload) > limit {
 		in.reject(received, action, wire.RequestID(m.Payload), m, wire.Errorf(wire.CodeTooLarge,
 			"the payload is %d bytes; %s allows %d", len(m.Payload), setting, limit))
-		return nil
+		return nil, nil
 	}
 	req, err := in.Registry.Parse(action, target, m.Payload, in.Env.Targets)
 	if err != nil {
 		in.reject(received, action, wire.RequestID(m.Payload), m, err)
-		return nil
+		return nil, nil
 	}
 	if p, ok := req.(actions.Preparer); ok {
 		if err := p.Prepare(&in.Env); err != nil {
 			in.reject(received, action, req.RequestID(), m, err)
-			return nil
+			return nil, nil
 		}
 	}
 	switch r := req.(type) {
 	case actions.Durable:
 		e, qerr := in.Queue.NewEntry(outbox.Job{Action: action, Request: r, MQTTKey: outbox.MQTTKey(m.PacketID, m.Topic, m.Payload)})
 		if qerr != nil {
+			in.release(r)
 			in.reject(received, action, r.RequestID(), m, wire.Errorf(wire.CodeInvalidRequest, "%v", qerr))
-			return nil
+			return nil, nil
 		}
-		return e
+		return e, r
 	case actions.Immediate:
 		in.startImmediate(ctx, action, r, received)
 	}
-	return nil
+	return nil, nil
+}
+
+// release lets a request that Prepare kept something for outside its row (a spooled file) clean
+// up when it is not committed: refused, a repeat, or left for the broker to deliver again.
+func (in *Intake) release(req actions.Request) {
+	f, ok := req.(actions.Finisher)
+	if !ok {
+		return
+	}
+	if err := f.Finished(&in.Env); err != nil {
+		in.log.Warn().Err(err).Msg("Failed to clean up after a request that was not committed")
+	}
 }
 
 // answerRepeats answers the durable requests Add did not commit because their action and id
 // were accepted already (within store.RequestRetention) or earlier in the batch: a repeat of a
 // done one with its kept response, a repeat of a pending one when the first is done (by
-// finished). durable and acks are the batch's entries and their messages.
-func (in *Intake) answerRepeats(ctx context.Context, repeats []outbox.Repeat, durable []*outbox.Entry, acks []mqtt.Message) {
+// finished); what the repeat's Prepare kept is released. durable, acks and reqs are the batch's
+// entries, their messages and their requests.
+func (in *Intake) answerRepeats(ctx context.Context, repeats []outbox.Repeat, durable []*outbox.Entry, acks []mqtt.Message, reqs []actions.Durable) {
 	if len(repeats) == 0 {
 		return
 	}
-	messages := make(map[*outbox.Entry]mqtt.Message, len(durable))
+	index := make(map[*outbox.Entry]int, len(durable))
 	for i, e := range durable {
-		messages[e] = acks[i]
+		index[e] = i
 	}
 	for _, r := range repeats {
-		e, m := r.Entry, messages[r.Entry]
+		e, m := r.Entry, acks[index[r.Entry]]
+		in.release(reqs[index[r.Entry]])
 		log := in.log.Info().Str("action", e.Action).Str("request_id", e.RequestID).Uint16("packet_id", m.PacketID).Bool("redelivery", m.Duplicate)
 		response := r.Response
 		if len(response) == 0 {

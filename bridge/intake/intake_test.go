@@ -29,6 +29,8 @@ type fakeQueue struct {
 	mu        sync.Mutex
 	log       []string
 	committed map[string]bool // MQTT keys
+	// refuse is an action whose NewEntry fails.
+	refuse string
 	// accepted are the kept responses by action and request id ("" while pending).
 	accepted map[string]map[string]json.RawMessage
 }
@@ -83,6 +85,9 @@ func (q *fakeQueue) KeepResponse(_ context.Context, action, id string, response 
 }
 
 func (q *fakeQueue) NewEntry(j outbox.Job) (*outbox.Entry, error) {
+	if j.Action == q.refuse {
+		return nil, fmt.Errorf("failed to queue a request: %s refused", j.Action)
+	}
 	e := &outbox.Entry{}
 	e.Action, e.Lane, e.MQTTKey, e.RequestID = j.Action, j.Request.Lane(), j.MQTTKey, j.Request.RequestID()
 	return e, nil
@@ -125,15 +130,25 @@ type testIntake struct {
 
 func newTestIntake(t *testing.T) *testIntake {
 	t.Helper()
+	return newTestIntakeWith(t, nil)
+}
+
+// newTestIntakeWith is newTestIntake with changes to its Deps.
+func newTestIntakeWith(t *testing.T, change func(*Deps)) *testIntake {
+	t.Helper()
 	ti := &testIntake{queue: &fakeQueue{committed: map[string]bool{}}, hs: &actionstest.Matrix{}, clock: clock.NewFake(),
 		responses: actionstest.NewResponses(), ready: make(chan struct{})}
 	tg := targets.New(targets.Config{Names: targets.Names{"kitchen": "!k:hs"}})
-	ti.Intake = New(Deps{
+	deps := Deps{
 		Topics: wire.Topics{Base: "m2m", Shortcuts: []string{"send"}}, Registry: catalog.Default(), Queue: ti.queue,
 		Env:       actions.Env{Matrix: ti.hs, Targets: tg, Outbox: fakeOutbox{}},
 		Responder: ti.responses, Stats: stats.New(ti.clock), Clock: ti.clock, Ready: ti.ready,
 		MaxPayloadBytes: 1024, RequestTimeout: 2 * time.Second, Requests: ti.queue,
-	})
+	}
+	if change != nil {
+		change(&deps)
+	}
+	ti.Intake = New(deps)
 	ctx, cancel := context.WithCancel(zerolog.New(zerolog.NewTestWriter(t)).WithContext(context.Background()))
 	done := make(chan struct{})
 	go func() {

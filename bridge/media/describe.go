@@ -2,6 +2,7 @@ package media
 
 import (
 	"bytes"
+	"context"
 	"image"
 	"image/jpeg"
 	"mime"
@@ -39,8 +40,11 @@ type File struct {
 	Size     int
 	Width    int
 	Height   int
-	Blurhash string
-	// Thumbnail is a JPEG of an image larger than MEDIA_THUMBNAIL_PX, nil otherwise.
+	// DurationMS is a video's duration from ffprobe (0: unknown).
+	DurationMS int
+	Blurhash   string
+	// Thumbnail is a JPEG of an image larger than MEDIA_THUMBNAIL_PX, or of a video's frame;
+	// nil otherwise.
 	Thumbnail       []byte
 	ThumbnailWidth  int
 	ThumbnailHeight int
@@ -48,8 +52,9 @@ type File struct {
 
 // Describe finds out what data is: its mimetype (given, else sniffed, else from the filename's
 // extension), its kind (given, else from the mimetype), a filename with the right extension,
-// and for images the dimensions, a blurhash and a thumbnail when larger than thumbPx.
-func Describe(data []byte, kind, mimetype, filename string, thumbPx int) (File, *wire.Error) {
+// for images the dimensions, a blurhash and a thumbnail when larger than thumbPx, and for videos
+// the dimensions, duration, blurhash and thumbnail when ffprobe and ffmpeg are on PATH.
+func Describe(ctx context.Context, data []byte, kind, mimetype, filename string, thumbPx int) (File, *wire.Error) {
 	f := File{Kind: kind, Mimetype: mimetype, Size: len(data)}
 	if f.Mimetype == "" {
 		f.Mimetype = sniff(data, filename)
@@ -64,8 +69,11 @@ func Describe(data []byte, kind, mimetype, filename string, thumbPx int) (File, 
 		f.Mimetype = "audio/ogg" // what the sniffer calls any Ogg; clients play audio/ogg
 	}
 	f.Filename = nameWithExtension(filename, f.Kind, f.Mimetype)
-	if f.Kind == "image" {
+	switch f.Kind {
+	case "image":
 		describeImage(&f, data, thumbPx)
+	case "video":
+		describeVideo(ctx, &f, data, thumbPx)
 	}
 	return f, nil
 }
@@ -140,10 +148,16 @@ func describeImage(f *File, data []byte, thumbPx int) {
 	if err != nil {
 		return
 	}
+	thumbnail(f, img, thumbPx, false)
+}
+
+// thumbnail sets the blurhash of img and, when img is larger than thumbPx or always is set, a
+// JPEG thumbnail of it that fits in thumbPx×thumbPx.
+func thumbnail(f *File, img image.Image, thumbPx int, always bool) {
 	if hash, err := blurhash.Encode(4, 3, scale(img, blurhashPx)); err == nil {
 		f.Blurhash = hash
 	}
-	if cfg.Width <= thumbPx && cfg.Height <= thumbPx {
+	if b := img.Bounds(); !always && b.Dx() <= thumbPx && b.Dy() <= thumbPx {
 		return
 	}
 	thumb := scale(img, thumbPx)

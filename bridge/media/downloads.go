@@ -1,6 +1,7 @@
 package media
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -9,7 +10,17 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/matrix2mqtt/matrix2mqtt/internal/clock"
 )
+
+// tempPrefix starts the name of a download being written; pruning leaves it alone.
+const tempPrefix = ".download-"
+
+// pruneEvery is how often the downloads are pruned besides after each download.
+const pruneEvery = time.Hour
 
 // unsafeName matches what may not appear in a downloaded file's name.
 var unsafeName = regexp.MustCompile(`[^A-Za-z0-9_-]+`)
@@ -30,7 +41,7 @@ func (m *Media) Save(eventID, filename, mimetype string, data []byte, now time.T
 	}
 	name := unsafeName.ReplaceAllString(strings.TrimPrefix(eventID, "$"), "_") + ext
 	path := filepath.Join(m.cfg.DownloadDir, name)
-	tmp, err := os.CreateTemp(m.cfg.DownloadDir, ".download-*")
+	tmp, err := os.CreateTemp(m.cfg.DownloadDir, tempPrefix+"*")
 	if err != nil {
 		return "", fmt.Errorf("failed to save a download: %w", err)
 	}
@@ -55,9 +66,29 @@ func (m *Media) Save(eventID, filename, mimetype string, data []byte, now time.T
 	return path, nil
 }
 
+// RunPruning prunes MEDIA_DOWNLOAD_DIR at once and then every hour until ctx ends, so that files
+// past MEDIA_RETENTION go even while nothing new is downloaded.
+func (m *Media) RunPruning(ctx context.Context, clk clock.Clock) {
+	if !m.Downloads() {
+		return
+	}
+	for {
+		if err := m.prune(clk.Now(), ""); err != nil {
+			zerolog.Ctx(ctx).Warn().Err(err).Msg("Failed to prune downloads")
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-clk.After(pruneEvery):
+		}
+	}
+}
+
 // prune removes downloaded files older than MEDIA_RETENTION, then the oldest ones until the
 // rest fit in MEDIA_MAX_TOTAL_BYTES; keep (the file just written) stays.
 func (m *Media) prune(now time.Time, keep string) error {
+	m.pruning.Lock()
+	defer m.pruning.Unlock()
 	entries, err := os.ReadDir(m.cfg.DownloadDir)
 	if err != nil {
 		return fmt.Errorf("failed to prune downloads: %w", err)
@@ -71,7 +102,7 @@ func (m *Media) prune(now time.Time, keep string) error {
 	var total int64
 	for _, e := range entries {
 		info, err := e.Info()
-		if err != nil || !info.Mode().IsRegular() {
+		if err != nil || !info.Mode().IsRegular() || strings.HasPrefix(e.Name(), tempPrefix) {
 			continue
 		}
 		f := file{filepath.Join(m.cfg.DownloadDir, e.Name()), info.ModTime(), info.Size()}

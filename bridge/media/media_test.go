@@ -16,6 +16,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/matrix2mqtt/matrix2mqtt/internal/clock"
 )
 
 func newTestMedia(t *testing.T, cfg Config) *Media {
@@ -188,7 +190,7 @@ func TestDescribe(t *testing.T) {
 		{"unknown kind", pngBuf.Bytes(), "hologram", "", "", "", "", "", 0, 0, 0, "invalid_request"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			f, werr := Describe(tc.data, tc.kind, tc.mimetype, tc.filename, 400)
+			f, werr := Describe(context.Background(), tc.data, tc.kind, tc.mimetype, tc.filename, 400)
 			if tc.code != "" {
 				if werr == nil || werr.Code != tc.code {
 					t.Fatalf("got %v, want %s", werr, tc.code)
@@ -257,8 +259,11 @@ func FuzzDescribe(f *testing.F) {
 	_ = png.Encode(&buf, testImage(40, 30))
 	f.Add(buf.Bytes(), "", "")
 	f.Add([]byte("GIF89a"), "", "x")
+	// Without ffprobe and ffmpeg: a process per input would leave little fuzzing; FuzzParseProbe
+	// covers what the bridge reads from them.
+	f.Setenv("PATH", "")
 	f.Fuzz(func(t *testing.T, data []byte, kind, filename string) {
-		file, werr := Describe(data, kind, "", filename, 32)
+		file, werr := Describe(context.Background(), data, kind, "", filename, 32)
 		if werr != nil {
 			return
 		}
@@ -342,5 +347,49 @@ func TestPruneSpool(t *testing.T) {
 	}
 	if _, err := m.ReadSpool(orphan); err == nil {
 		t.Fatal("the orphan stayed")
+	}
+}
+
+// TestRunPruning: the downloads are pruned at start and every hour, not only when a file is
+// downloaded; a download being written is left alone.
+func TestRunPruning(t *testing.T) {
+	clk := clock.NewFake()
+	dir := t.TempDir()
+	for name, age := range map[string]time.Duration{"old.jpg": 2 * time.Hour, "recent.jpg": 30 * time.Minute, tempPrefix + "1": 3 * time.Hour} {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte("0123456789"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chtimes(p, clk.Now().Add(-age), clk.Now().Add(-age)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	left := func() string {
+		entries, _ := os.ReadDir(dir)
+		var names []string
+		for _, e := range entries {
+			names = append(names, e.Name())
+		}
+		return strings.Join(names, ",")
+	}
+	m := newTestMedia(t, Config{DownloadDir: dir, Retention: time.Hour})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		m.RunPruning(ctx, clk)
+	}()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	<-clk.Asked // pruned at start, now waiting
+	if got := left(); got != tempPrefix+"1,recent.jpg" {
+		t.Fatalf("after start: %s", got)
+	}
+	clk.Advance(pruneEvery)
+	<-clk.Asked
+	if got := left(); got != tempPrefix+"1" {
+		t.Fatalf("an hour later: %s", got)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/wire"
 )
@@ -28,6 +29,9 @@ type Media struct {
 	headers  map[string]http.Header
 	spoolDir string
 	client   *http.Client
+	// pruning makes the prunes of the downloads (after each Save, and RunPruning's) one at a
+	// time, so that each counts the files it sees.
+	pruning sync.Mutex
 }
 
 // New prepares the sources; files waiting in the outbox are kept in dataDir/spool.

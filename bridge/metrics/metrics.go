@@ -19,6 +19,12 @@ const namespace = "matrix2mqtt"
 // error codes.
 const OutcomeOK = "ok"
 
+// The directions of matrix2mqtt_media_bytes_total.
+const (
+	MediaUpload   = "upload"
+	MediaDownload = "download"
+)
+
 // Sources are the figures that are read when the metrics are scraped.
 type Sources struct {
 	// Outbox returns how many requests wait in the outbox and how long the oldest has waited.
@@ -43,6 +49,7 @@ type Metrics struct {
 	syncErrors      prometheus.Counter
 	connects        *prometheus.CounterVec
 	decryptFailures *prometheus.CounterVec
+	mediaBytes      *prometheus.CounterVec
 
 	mu         sync.Mutex
 	mqttUp     bool // the MQTT connection was up before
@@ -91,18 +98,25 @@ func New(src Sources) *Metrics {
 			Namespace: namespace, Name: "e2ee_decryption_failures_total",
 			Help: "Encrypted events that could not be decrypted, by reason (withheld: the sender withheld the key; other).",
 		}, []string{"reason"}),
+		mediaBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "media_bytes_total",
+			Help: "Bytes of files moved to and from the homeserver's content repository, by direction (upload, download).",
+		}, []string{"direction"}),
 	}
 	m.registry.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.requests, m.requestDuration, m.deliveries, m.retries, m.inbound, m.notices,
-		m.syncErrors, m.connects, m.decryptFailures,
+		m.syncErrors, m.connects, m.decryptFailures, m.mediaBytes,
 	)
 	for _, peer := range []string{"mqtt", "matrix"} {
 		m.connects.WithLabelValues(peer)
 	}
 	for _, reason := range []string{"withheld", "other"} {
 		m.decryptFailures.WithLabelValues(reason)
+	}
+	for _, direction := range []string{MediaUpload, MediaDownload} {
+		m.mediaBytes.WithLabelValues(direction)
 	}
 	if src.Outbox != nil {
 		m.registry.MustRegister(
@@ -219,4 +233,12 @@ func (m *Metrics) DecryptionFailed(withheld bool) {
 		reason = "withheld"
 	}
 	m.decryptFailures.WithLabelValues(reason).Inc()
+}
+
+// MediaBytes counts n bytes of a file uploaded to or downloaded from the content repository
+// (direction MediaUpload or MediaDownload).
+func (m *Metrics) MediaBytes(direction string, n int) {
+	if m != nil && n > 0 {
+		m.mediaBytes.WithLabelValues(direction).Add(float64(n))
+	}
 }

@@ -80,6 +80,18 @@ matrix2mqtt_e2ee_decryption_failures_total{reason="withheld"} 2
 			want:   "matrix2mqtt_inbound_events_total{kind=\"message\"} 4\n",
 		},
 		{
+			name: "media bytes by direction",
+			do: func(m *Metrics) {
+				m.MediaBytes(MediaUpload, 1000)
+				m.MediaBytes(MediaDownload, 0)
+				m.MediaBytes(MediaUpload, 24)
+			},
+			metric: "matrix2mqtt_media_bytes_total",
+			want: `matrix2mqtt_media_bytes_total{direction="download"} 0
+matrix2mqtt_media_bytes_total{direction="upload"} 1024
+`,
+		},
+		{
 			name:   "outbox gauges read at scrape time",
 			do:     func(*Metrics) {},
 			metric: "matrix2mqtt_outbox_oldest_age_seconds",
@@ -142,6 +154,7 @@ func TestNilCountsNothing(t *testing.T) {
 	m.MQTTConnected()
 	m.SyncDone(nil)
 	m.DecryptionFailed(true)
+	m.MediaBytes(MediaUpload, 1)
 }
 
 // TestDashboardAndDocsUseExportedMetrics keeps configs/grafana-dashboard.json and

@@ -2,11 +2,11 @@
 package sendmedia
 
 import (
+	"cmp"
 	"context"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"github.com/matrix2mqtt/matrix2mqtt/bridge/actions"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -17,8 +17,10 @@ import (
 	"maunium.net/go/mautrix/format"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/matrix2mqtt/matrix2mqtt/bridge/actions"
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/media"
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/wire"
+	mxmedia "github.com/matrix2mqtt/matrix2mqtt/matrix/media"
 )
 
 // Media are the actions that send files.
@@ -35,6 +37,9 @@ const ActionMediaDownload = "media_download"
 
 // maxWaveform bounds the points of a voice message's waveform.
 const maxWaveform = 1024
+
+// maxDimension bounds `width` and `height`.
+const maxDimension = 1 << 16
 
 // SendMedia is the `send_media` action.
 type SendMedia struct {
@@ -53,6 +58,8 @@ type SendMedia struct {
 	CaptionMarkdown string     `json:"caption_markdown,omitempty"`
 	CaptionHTML     string     `json:"caption_html,omitempty"`
 	DurationMS      int        `json:"duration_ms,omitempty"`
+	Width           int        `json:"width,omitempty"`
+	Height          int        `json:"height,omitempty"`
 	Waveform        []int      `json:"waveform,omitempty"`
 	ReplyTo         id.EventID `json:"reply_to,omitempty"`
 	Thread          id.EventID `json:"thread,omitempty"`
@@ -145,6 +152,9 @@ func (r *SendMedia) ValidateFile() *wire.Error {
 	if r.DurationMS < 0 || r.DurationMS > actions.MaxDelayS*1000 {
 		return wire.Errorf(wire.CodeInvalidRequest, "field 'duration_ms' must be between 0 and %d", actions.MaxDelayS*1000)
 	}
+	if r.Width < 0 || r.Width > maxDimension || r.Height < 0 || r.Height > maxDimension {
+		return wire.Errorf(wire.CodeInvalidRequest, "fields 'width' and 'height' must be between 0 and %d", maxDimension)
+	}
 	if len(r.Waveform) > maxWaveform || slices.ContainsFunc(r.Waveform, func(v int) bool { return v < 0 || v > 1024 }) {
 		return wire.Errorf(wire.CodeInvalidRequest, "field 'waveform' takes at most %d values between 0 and 1024", maxWaveform)
 	}
@@ -234,14 +244,19 @@ func (r *SendMedia) Upload(ctx context.Context, d *actions.Delivery, roomID id.R
 	if name == "" && r.Path != "" {
 		name = filepath.Base(r.Path)
 	}
-	file, werr := media.Describe(data, r.Kind, r.Mimetype, name, d.Media.ThumbnailPx())
+	file, werr := media.Describe(ctx, data, r.Kind, r.Mimetype, name, d.Media.ThumbnailPx())
 	if werr != nil {
 		return nil, werr
 	}
 	content := r.content(file)
-	ref, err := d.Matrix.Upload(ctx, roomID, data, file.Mimetype, file.Filename)
+	ref, err := r.reuse(ctx, d, roomID)
 	if err != nil {
 		return nil, err
+	}
+	if ref.URL == "" {
+		if ref, err = d.Matrix.Upload(ctx, roomID, data, file.Mimetype, file.Filename); err != nil {
+			return nil, err
+		}
 	}
 	content.URL, content.File = ref.URL, ref.File
 	if file.Thumbnail != nil {
@@ -254,6 +269,19 @@ func (r *SendMedia) Upload(ctx context.Context, d *actions.Delivery, roomID id.R
 			Width: file.ThumbnailWidth, Height: file.ThumbnailHeight}
 	}
 	return content, nil
+}
+
+// reuse refers to the `mxc` source as it is in an unencrypted room, where no new upload is
+// needed; elsewhere (and for other sources) it returns no reference.
+func (r *SendMedia) reuse(ctx context.Context, d *actions.Delivery, roomID id.RoomID) (mxmedia.Ref, error) {
+	if r.MXC == "" {
+		return mxmedia.Ref{}, nil
+	}
+	encrypted, err := d.Matrix.IsEncrypted(ctx, roomID)
+	if err != nil || encrypted {
+		return mxmedia.Ref{}, err
+	}
+	return mxmedia.Ref{URL: r.MXC}, nil
 }
 
 // Load reads the file from the spool, its URL or its mxc.
@@ -275,7 +303,8 @@ func (r *SendMedia) Load(ctx context.Context, d *actions.Delivery) ([]byte, erro
 }
 
 // content builds the message without its file: the caption as its body with the filename
-// beside it (MSC2530), or the filename as the body; integer info as Element X requires.
+// beside it (MSC2530), or the filename as the body; integer info as Element X requires, the
+// request's width, height and duration before those found in the file.
 func (r *SendMedia) content(f media.File) *event.MessageEventContent {
 	var content event.MessageEventContent
 	switch {
@@ -294,8 +323,8 @@ func (r *SendMedia) content(f media.File) *event.MessageEventContent {
 	content.FileName = f.Filename
 	content.MsgType = map[string]event.MessageType{"image": event.MsgImage, "video": event.MsgVideo,
 		"audio": event.MsgAudio, "voice": event.MsgAudio, "file": event.MsgFile}[f.Kind]
-	content.Info = &event.FileInfo{MimeType: f.Mimetype, Size: f.Size, Width: f.Width, Height: f.Height,
-		Duration: r.DurationMS, AnoaBlurhash: f.Blurhash}
+	content.Info = &event.FileInfo{MimeType: f.Mimetype, Size: f.Size, Width: cmp.Or(r.Width, f.Width),
+		Height: cmp.Or(r.Height, f.Height), Duration: cmp.Or(r.DurationMS, f.DurationMS), AnoaBlurhash: f.Blurhash}
 	if f.Kind == "voice" {
 		waveform := r.Waveform
 		if waveform == nil {

@@ -1,0 +1,112 @@
+package media
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"image/jpeg"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+)
+
+func TestParseProbe(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		out  string
+		want Probe
+		err  bool
+	}{
+		{"mp4", `{"programs":[],"streams":[{"width":320,"height":240,"duration":"2.000000"}],"format":{"duration":"2.016000"}}`, Probe{320, 240, 2000}, false},
+		{"stream without duration (webm)", `{"streams":[{"width":1920,"height":1080}],"format":{"duration":"12.3456"}}`, Probe{1920, 1080, 12346}, false},
+		{"duration N/A", `{"streams":[{"width":640,"height":480,"duration":"N/A"}],"format":{"duration":"1.5"}}`, Probe{640, 480, 1500}, false},
+		{"no video stream", `{"streams":[],"format":{"duration":"3"}}`, Probe{0, 0, 3000}, false},
+		{"nothing known", `{}`, Probe{}, false},
+		{"negative size and duration", `{"streams":[{"width":-1,"height":240,"duration":"-2"}],"format":{}}`, Probe{}, false},
+		{"zero height", `{"streams":[{"width":320,"height":0}]}`, Probe{}, false},
+		{"huge size", `{"streams":[{"width":9999999999,"height":2}]}`, Probe{}, false},
+		{"duration over a day", `{"format":{"duration":"1e12"}}`, Probe{}, false},
+		{"duration not a number", `{"format":{"duration":"NaN"}}`, Probe{}, false},
+		{"not json", `Invalid data found when processing input`, Probe{}, true},
+		{"width as a string", `{"streams":[{"width":"320"}]}`, Probe{}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := ParseProbe([]byte(tc.out))
+			if (err != nil) != tc.err || got != tc.want {
+				t.Fatalf("ParseProbe = %+v, %v; want %+v, error %v", got, err, tc.want, tc.err)
+			}
+		})
+	}
+}
+
+func FuzzParseProbe(f *testing.F) {
+	f.Add([]byte(`{"streams":[{"width":320,"height":240,"duration":"2.000000"}],"format":{"duration":"2.016000"}}`))
+	f.Add([]byte(`{"streams":[],"format":{"duration":"N/A"}}`))
+	f.Fuzz(func(t *testing.T, out []byte) {
+		p, err := ParseProbe(out)
+		if err != nil {
+			return
+		}
+		if p.Width < 0 || p.Height < 0 || (p.Width == 0) != (p.Height == 0) || p.DurationMS < 0 || p.DurationMS > maxVideoDurationMS {
+			t.Fatalf("ParseProbe(%q) = %+v", out, p)
+		}
+	})
+}
+
+// testVideo makes a w×h MP4 of secs seconds with ffmpeg (scripts/install-deps.sh installs it).
+func testVideo(t *testing.T, w, h, secs int) []byte {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), "clip.mp4")
+	cmd := exec.Command("ffmpeg", "-v", "error", "-nostdin", "-f", "lavfi", "-i",
+		fmt.Sprintf("testsrc=duration=%d:size=%dx%d:rate=10", secs, w, h), "-pix_fmt", "yuv420p", out)
+	if msg, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("ffmpeg (scripts/install-deps.sh installs it): %v: %s", err, msg)
+	}
+	data, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
+
+func TestDescribeVideo(t *testing.T) {
+	clip := testVideo(t, 1280, 720, 2)
+	small := testVideo(t, 160, 120, 1)
+	for _, tc := range []struct {
+		name           string
+		data           []byte
+		path           string // PATH; "" keeps the machine's
+		wantW, wantH   int
+		wantDurationMS int
+		wantThumbW     int
+	}{
+		{"with ffprobe and ffmpeg", clip, "", 1280, 720, 2000, 320},
+		{"smaller than the thumbnail", small, "", 160, 120, 1000, 160},
+		{"without them", clip, t.TempDir(), 0, 0, 0, 0},
+		{"not a video", []byte("not a video at all"), "", 0, 0, 0, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.path != "" {
+				t.Setenv("PATH", tc.path)
+			}
+			f, werr := Describe(context.Background(), tc.data, "", "video/mp4", "", 320)
+			if werr != nil {
+				t.Fatal(werr)
+			}
+			if f.Kind != "video" || f.Filename != "video.mp4" || f.Width != tc.wantW || f.Height != tc.wantH || f.DurationMS != tc.wantDurationMS || f.ThumbnailWidth != tc.wantThumbW {
+				t.Fatalf("got %+v", f)
+			}
+			if tc.wantThumbW == 0 {
+				if f.Thumbnail != nil || f.Blurhash != "" {
+					t.Fatalf("a thumbnail without the tools: %+v", f)
+				}
+				return
+			}
+			cfg, err := jpeg.DecodeConfig(bytes.NewReader(f.Thumbnail))
+			if err != nil || cfg.Width != tc.wantThumbW || cfg.Height != f.ThumbnailHeight || cfg.Height != tc.wantThumbW*tc.wantH/tc.wantW || f.Blurhash == "" {
+				t.Fatalf("thumbnail %+v, %v; file %+v", cfg, err, f)
+			}
+		})
+	}
+}
