@@ -144,7 +144,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*Bridge, error) {
 			inbound.NewCommands(cfg.Commands, b.targets),
 			inbound.NewCallbacks(cfg.Callbacks, b.store),
 			inbound.NewReads(b.store),
-			inbound.NewPolls(b.store),
+			inbound.NewPolls(b.store, b.matrix),
 			inbound.EntityEvents{Names: b.targets},
 		},
 		Metrics: b.metrics,

@@ -148,7 +148,7 @@ func TestReadUpTo(t *testing.T) {
 }
 
 // TestPollVotes: the latest response of each voter is kept, an older one does not replace it,
-// and nothing after the end is recorded.
+// nothing after the end is recorded or counts, and only the first end counts.
 func TestPollVotes(t *testing.T) {
 	eachDB(t, func(t *testing.T, s *Store, _ *clock.Fake) {
 		ctx := context.Background()
@@ -172,8 +172,15 @@ func TestPollVotes(t *testing.T) {
 				t.Fatalf("vote %v at %s: %v, %v", step.answers, step.at, got, err)
 			}
 		}
-		if err := s.EndPoll(ctx, "$p", base.Add(time.Minute)); err != nil {
-			t.Fatal(err)
+		// Recorded before the end was known, but sent after it: it no longer counts.
+		if got, err := s.Vote(ctx, "$p", "@d", []string{"a1"}, base.Add(90*time.Second)); err != nil || !got {
+			t.Fatalf("vote before the end was known: %v, %v", got, err)
+		}
+		if ended, err := s.EndPoll(ctx, "$p", base.Add(time.Minute)); err != nil || !ended {
+			t.Fatalf("end: %v, %v", ended, err)
+		}
+		if ended, err := s.EndPoll(ctx, "$p", base.Add(30*time.Second)); err != nil || ended {
+			t.Fatalf("a second end: %v, %v", ended, err)
 		}
 		if got, _ := s.Vote(ctx, "$p", "@c", []string{"a1"}, base.Add(2*time.Minute)); got {
 			t.Fatal("a vote after the end was recorded")

@@ -157,7 +157,7 @@ func (r *EndPoll) Deliver(ctx context.Context, d *actions.Delivery) (any, error)
 	}
 	if p.EndedAt.IsZero() {
 		p.EndedAt = d.Now
-		if err := d.Polls.EndPoll(ctx, p.EventID, p.EndedAt); err != nil {
+		if _, err := d.Polls.EndPoll(ctx, p.EventID, p.EndedAt); err != nil {
 			return nil, err
 		}
 	}
