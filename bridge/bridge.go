@@ -122,7 +122,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*Bridge, error) {
 	if env.Media, err = media.New(cfg.Media, cfg.DataDir); err != nil {
 		return nil, err
 	}
-	env.Publisher = b.mqtt
+	env.Publisher, env.Topics = b.mqtt, b.topics
 	if err := pruneSpool(b.work, b.store, env.Media); err != nil {
 		return nil, err
 	}
