@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -111,7 +112,7 @@ func TestActionableOptions(t *testing.T) {
 	}
 
 	// single_use, anyone in the room: bob answers first, alice's later answer does not count.
-	data = h.ok(h.request("send", map[string]any{"to": room.String(), "markdown": "Door **open**",
+	data = h.ok(h.request("send", map[string]any{"to": room.String(), "markdown": "Door **open**", "msgtype": "m.notice",
 		"options": []map[string]any{{"key": "🔒", "label": "Lock"}, {"key": "🚪", "label": "Leave"}}, "single_use": true}))
 	onceID := id.EventID(data["event_id"].(string))
 	first := bob.react(t, room, onceID, "🔒")
@@ -125,18 +126,63 @@ func TestActionableOptions(t *testing.T) {
 	}
 	eventually(t, 20*time.Second, func() error {
 		var edited string
+		var msgtype event.MessageType
 		for _, evt := range h.alice.relations(t, room, onceID, h.bot.id()) {
 			switch {
 			case evt.Type == event.EventReaction:
 				return fmt.Errorf("the bot's reaction %s is not redacted", evt.ID)
 			case evt.Type == event.EventMessage && evt.Content.AsMessage().NewContent != nil:
-				edited = evt.Content.AsMessage().NewContent.Body
+				edited, msgtype = evt.Content.AsMessage().NewContent.Body, evt.Content.AsMessage().NewContent.MsgType
 			}
 		}
 		if !strings.HasPrefix(edited, "Door **open**") || !strings.Contains(edited, "\n\n✅ Closed by ") || !strings.HasSuffix(edited, ": 🔒 Lock") {
 			return fmt.Errorf("not edited to say who answered: %q", edited)
 		}
+		if msgtype != event.MsgNotice {
+			return fmt.Errorf("the closing edit is a %s, not the message's m.notice", msgtype)
+		}
 		return nil
+	})
+}
+
+// TestActionableMediaOptions: send_media takes options as send does: a file without a caption
+// lists them as its caption, the bot reacts with each key, alice's answer is a callback with
+// the request's id, and the closing edit of the single_use file keeps the file.
+func TestActionableMediaOptions(t *testing.T) {
+	h := newHarness(t, nil)
+	room := h.sharedRoom(nil)
+	data := h.ok(h.request("send_media", map[string]any{"to": room.String(), "data": base64.StdEncoding.EncodeToString([]byte("%PDF-1.4 a report")),
+		"filename": "report.pdf", "single_use": true,
+		"options": []map[string]any{{"key": "👍", "label": "Approve"}, {"key": "👎", "label": "Reject"}}}))
+	msgID := id.EventID(data["event_id"].(string))
+	msg := h.alice.event(t, room, msgID).Content.AsMessage()
+	if msg.MsgType != event.MsgFile || msg.FileName != "report.pdf" || msg.URL == "" || msg.Body != "👍 Approve\n👎 Reject" ||
+		!strings.Contains(msg.FormattedBody, "<li>👎 Reject</li>") {
+		t.Fatalf("the file as alice sees it: %+v", msg)
+	}
+	eventually(t, 10*time.Second, func() error {
+		if n := len(h.alice.relations(t, room, msgID, h.bot.id())); n != 2 {
+			return fmt.Errorf("the bot reacted %d times, want once per key", n)
+		}
+		return nil
+	})
+	answer := h.alice.react(t, room, msgID, "👍")
+	cb := h.rec.wait(20*time.Second, "callback", func(m message) bool {
+		return m.Topic == h.base+"/room/"+room.String()+"/callback" && strings.Contains(string(m.Payload), answer.String())
+	}).json(t)
+	if cb["option"] != "👍" || cb["label"] != "Approve" || cb["event_id"] != msgID.String() || !strings.HasPrefix(cb["request_id"].(string), "req-") {
+		t.Fatalf("callback %v", cb)
+	}
+	eventually(t, 20*time.Second, func() error {
+		for _, evt := range h.alice.relations(t, room, msgID, h.bot.id()) {
+			if nc := evt.Content.AsMessage().NewContent; evt.Type == event.EventMessage && nc != nil {
+				if nc.MsgType != event.MsgFile || nc.URL != msg.URL || nc.FileName != "report.pdf" || !strings.HasPrefix(nc.Body, "✅ Closed by ") {
+					return fmt.Errorf("the closing edit lost the file: %+v", nc)
+				}
+				return nil
+			}
+		}
+		return fmt.Errorf("not edited yet")
 	})
 }
 

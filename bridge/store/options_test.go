@@ -19,7 +19,7 @@ func TestOptions(t *testing.T) {
 	eachDB(t, func(t *testing.T, s *Store, clk *clock.Fake) {
 		ctx := context.Background()
 		set := OptionSet{EventID: "$m", RoomID: "!r:hs", RequestID: "q", SingleUse: true, Body: "b", HTML: "<b>b</b>",
-			Options: []wire.Option{{Key: "👍", Label: "Yes"}}, Allowed: []id.UserID{"@a:hs"}}
+			Content: `{"msgtype":"m.notice"}`, Options: []wire.Option{{Key: "👍", Label: "Yes"}}, Allowed: []id.UserID{"@a:hs"}}
 		if err := s.SaveOptions(ctx, set); err != nil {
 			t.Fatal(err)
 		}
@@ -29,7 +29,7 @@ func TestOptions(t *testing.T) {
 		}
 		got, ok, err := s.Options(ctx, "$m")
 		if err != nil || !ok || got.Reactions["👍"] != "$r" || got.Options[0].Label != "Yes" || got.Allowed[0] != "@a:hs" ||
-			!got.SingleUse || got.RequestID != "q" || got.HTML != "<b>b</b>" {
+			!got.SingleUse || got.RequestID != "q" || got.HTML != "<b>b</b>" || got.Content != `{"msgtype":"m.notice"}` {
 			t.Fatalf("options = %+v, %v, %v", got, ok, err)
 		}
 		if _, ok, err := s.Options(ctx, "$other"); ok || err != nil {
