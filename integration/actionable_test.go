@@ -329,10 +329,17 @@ func TestActionableScheduled(t *testing.T) {
 		}
 		return nil
 	})
+	// The bridge received the request between sentAt and now: it is due 6 s after.
+	earliest, latest := sentAt.Add(6*time.Second), time.Now().Add(6*time.Second)
 	h.stop()
 	h.start()
 	if got := h.ok(h.request("outbox_cancel", map[string]any{"request_id": "never"})); got["cancelled"] != 1.0 {
 		t.Fatalf("outbox_cancel: %v", got)
+	}
+	// The restarted bridge read its outbox and answered before the message was due, so the
+	// message is sent by it.
+	if restarted := time.Now(); !restarted.Before(earliest) {
+		t.Fatalf("the restart finished %s after the message was due: it proves nothing", restarted.Sub(earliest))
 	}
 	if msg := h.fail(h.response("send", "never"), "expired"); !strings.Contains(msg, "cancelled") {
 		t.Fatalf("the cancelled request's response: %q", msg)
@@ -347,6 +354,10 @@ func TestActionableScheduled(t *testing.T) {
 	evt := h.alice.event(t, room, id.EventID(data["event_id"].(string)))
 	if body := evt.Content.AsMessage().Body; body != "scheduled hello" {
 		t.Fatalf("body %q", body)
+	}
+	if ts := time.UnixMilli(evt.Timestamp); ts.Before(earliest) || ts.After(latest.Add(2*time.Second)) {
+		t.Fatalf("sent at %s, want within 2 s after it was due (%s to %s)", ts.Format(time.StampMilli),
+			earliest.Format(time.StampMilli), latest.Format(time.StampMilli))
 	}
 	// A request is answered before it leaves the outbox (a crash in between answers it again):
 	// the count drops a moment after the answer.
