@@ -607,7 +607,8 @@ func TestActionablePoll(t *testing.T) {
 
 // TestE2EEActionable: in an encrypted room, with alice on matrix-js-sdk (Rust crypto): she
 // decrypts the options message and the poll, her encrypted reaction is a callback that closes
-// the single_use question, her encrypted vote is tallied, and end_poll ends the poll.
+// the single_use question, her encrypted vote is tallied, end_poll ends the poll, and so does
+// her encrypted end of another poll.
 func TestE2EEActionable(t *testing.T) {
 	s := newE2EESetup(t)
 	h, room := s.h, s.room.String()
@@ -652,6 +653,20 @@ func TestE2EEActionable(t *testing.T) {
 	}
 	h.rec.wait(20*time.Second, "ended tally", func(m message) bool {
 		return m.Topic == h.base+"/room/"+room+"/poll" && strings.Contains(string(m.Payload), `"ended":true`)
+	})
+	// Alice, the room's admin, ends a poll in Element style: her encrypted end ends it.
+	lunch := h.ok(h.request("send_poll", map[string]any{"to": room, "question": "Lunch?", "answers": []string{"Soup", "Cake"}}))["event_id"].(string)
+	s.alice.wait(t, jsclient.EventFilter{RoomID: room, EventID: lunch})
+	if _, err := s.alice.Send(jsCtx(t), jsclient.SendArgs{RoomID: room, Type: "org.matrix.msc3381.poll.end", Content: map[string]any{
+		"m.relates_to":                map[string]any{"rel_type": "m.reference", "event_id": lunch},
+		"org.matrix.msc3381.poll.end": map[string]any{},
+		"org.matrix.msc1767.text":     "Ended poll",
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	h.rec.wait(30*time.Second, "tally ended by alice", func(m message) bool {
+		return m.Topic == h.base+"/room/"+room+"/poll" && strings.Contains(string(m.Payload), `"event_id":"`+lunch+`"`) &&
+			strings.Contains(string(m.Payload), `"ended":true`)
 	})
 }
 
