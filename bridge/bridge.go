@@ -124,7 +124,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*Bridge, error) {
 	if env.Media, err = media.New(cfg.Media, cfg.DataDir); err != nil {
 		return nil, err
 	}
-	b.media, env.Publisher = env.Media, b.mqtt
+	b.media, env.Publisher, env.Topics = env.Media, b.mqtt, b.topics
 	if err := pruneSpool(b.work, b.store, env.Media); err != nil {
 		return nil, err
 	}
@@ -150,7 +150,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*Bridge, error) {
 			inbound.NewCommands(cfg.Commands, b.targets),
 			inbound.NewCallbacks(cfg.Callbacks, b.store),
 			inbound.NewReads(b.store),
-			inbound.NewPolls(b.store),
+			inbound.NewPolls(b.store, b.matrix),
 			inbound.EntityEvents{Names: b.targets},
 		},
 		Metrics: b.metrics, Holder: holder,

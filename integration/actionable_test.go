@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -111,7 +112,7 @@ func TestActionableOptions(t *testing.T) {
 	}
 
 	// single_use, anyone in the room: bob answers first, alice's later answer does not count.
-	data = h.ok(h.request("send", map[string]any{"to": room.String(), "markdown": "Door **open**",
+	data = h.ok(h.request("send", map[string]any{"to": room.String(), "markdown": "Door **open**", "msgtype": "m.notice",
 		"options": []map[string]any{{"key": "🔒", "label": "Lock"}, {"key": "🚪", "label": "Leave"}}, "single_use": true}))
 	onceID := id.EventID(data["event_id"].(string))
 	first := bob.react(t, room, onceID, "🔒")
@@ -125,18 +126,63 @@ func TestActionableOptions(t *testing.T) {
 	}
 	eventually(t, 20*time.Second, func() error {
 		var edited string
+		var msgtype event.MessageType
 		for _, evt := range h.alice.relations(t, room, onceID, h.bot.id()) {
 			switch {
 			case evt.Type == event.EventReaction:
 				return fmt.Errorf("the bot's reaction %s is not redacted", evt.ID)
 			case evt.Type == event.EventMessage && evt.Content.AsMessage().NewContent != nil:
-				edited = evt.Content.AsMessage().NewContent.Body
+				edited, msgtype = evt.Content.AsMessage().NewContent.Body, evt.Content.AsMessage().NewContent.MsgType
 			}
 		}
 		if !strings.HasPrefix(edited, "Door **open**") || !strings.Contains(edited, "\n\n✅ Closed by ") || !strings.HasSuffix(edited, ": 🔒 Lock") {
 			return fmt.Errorf("not edited to say who answered: %q", edited)
 		}
+		if msgtype != event.MsgNotice {
+			return fmt.Errorf("the closing edit is a %s, not the message's m.notice", msgtype)
+		}
 		return nil
+	})
+}
+
+// TestActionableMediaOptions: send_media takes options as send does: a file without a caption
+// lists them as its caption, the bot reacts with each key, alice's answer is a callback with
+// the request's id, and the closing edit of the single_use file keeps the file.
+func TestActionableMediaOptions(t *testing.T) {
+	h := newHarness(t, nil)
+	room := h.sharedRoom(nil)
+	data := h.ok(h.request("send_media", map[string]any{"to": room.String(), "data": base64.StdEncoding.EncodeToString([]byte("%PDF-1.4 a report")),
+		"filename": "report.pdf", "single_use": true,
+		"options": []map[string]any{{"key": "👍", "label": "Approve"}, {"key": "👎", "label": "Reject"}}}))
+	msgID := id.EventID(data["event_id"].(string))
+	msg := h.alice.event(t, room, msgID).Content.AsMessage()
+	if msg.MsgType != event.MsgFile || msg.FileName != "report.pdf" || msg.URL == "" || msg.Body != "👍 Approve\n👎 Reject" ||
+		!strings.Contains(msg.FormattedBody, "<li>👎 Reject</li>") {
+		t.Fatalf("the file as alice sees it: %+v", msg)
+	}
+	eventually(t, 10*time.Second, func() error {
+		if n := len(h.alice.relations(t, room, msgID, h.bot.id())); n != 2 {
+			return fmt.Errorf("the bot reacted %d times, want once per key", n)
+		}
+		return nil
+	})
+	answer := h.alice.react(t, room, msgID, "👍")
+	cb := h.rec.wait(20*time.Second, "callback", func(m message) bool {
+		return m.Topic == h.base+"/room/"+room.String()+"/callback" && strings.Contains(string(m.Payload), answer.String())
+	}).json(t)
+	if cb["option"] != "👍" || cb["label"] != "Approve" || cb["event_id"] != msgID.String() || !strings.HasPrefix(cb["request_id"].(string), "req-") {
+		t.Fatalf("callback %v", cb)
+	}
+	eventually(t, 20*time.Second, func() error {
+		for _, evt := range h.alice.relations(t, room, msgID, h.bot.id()) {
+			if nc := evt.Content.AsMessage().NewContent; evt.Type == event.EventMessage && nc != nil {
+				if nc.MsgType != event.MsgFile || nc.URL != msg.URL || nc.FileName != "report.pdf" || !strings.HasPrefix(nc.Body, "✅ Closed by ") {
+					return fmt.Errorf("the closing edit lost the file: %+v", nc)
+				}
+				return nil
+			}
+		}
+		return fmt.Errorf("not edited yet")
 	})
 }
 
@@ -283,10 +329,17 @@ func TestActionableScheduled(t *testing.T) {
 		}
 		return nil
 	})
+	// The bridge received the request between sentAt and now: it is due 6 s after.
+	earliest, latest := sentAt.Add(6*time.Second), time.Now().Add(6*time.Second)
 	h.stop()
 	h.start()
 	if got := h.ok(h.request("outbox_cancel", map[string]any{"request_id": "never"})); got["cancelled"] != 1.0 {
 		t.Fatalf("outbox_cancel: %v", got)
+	}
+	// The restarted bridge read its outbox and answered before the message was due, so the
+	// message is sent by it.
+	if restarted := time.Now(); !restarted.Before(earliest) {
+		t.Fatalf("the restart finished %s after the message was due: it proves nothing", restarted.Sub(earliest))
 	}
 	if msg := h.fail(h.response("send", "never"), "expired"); !strings.Contains(msg, "cancelled") {
 		t.Fatalf("the cancelled request's response: %q", msg)
@@ -301,6 +354,10 @@ func TestActionableScheduled(t *testing.T) {
 	evt := h.alice.event(t, room, id.EventID(data["event_id"].(string)))
 	if body := evt.Content.AsMessage().Body; body != "scheduled hello" {
 		t.Fatalf("body %q", body)
+	}
+	if ts := time.UnixMilli(evt.Timestamp); ts.Before(earliest) || ts.After(latest.Add(2*time.Second)) {
+		t.Fatalf("sent at %s, want within 2 s after it was due (%s to %s)", ts.Format(time.StampMilli),
+			earliest.Format(time.StampMilli), latest.Format(time.StampMilli))
 	}
 	// A request is answered before it leaves the outbox (a crash in between answers it again):
 	// the count drops a moment after the answer.
@@ -414,9 +471,42 @@ func (u *user) vote(t *testing.T, room id.RoomID, poll id.EventID, answers ...st
 	return resp.EventID
 }
 
+// endPoll sends the end of poll as u, as Element's "End poll" does.
+func (u *user) endPoll(t *testing.T, room id.RoomID, poll id.EventID) id.EventID {
+	t.Helper()
+	content := map[string]any{
+		"m.relates_to":                map[string]any{"rel_type": "m.reference", "event_id": poll},
+		"org.matrix.msc3381.poll.end": map[string]any{},
+		"org.matrix.msc1767.text":     "Ended poll",
+	}
+	resp, err := u.cli.SendMessageEvent(context.Background(), room, event.EventUnstablePollEnd, content)
+	if err != nil {
+		t.Fatalf("failed to end the poll: %v", err)
+	}
+	return resp.EventID
+}
+
+// pollTally is a published tally, as the tests read it.
+type pollTally struct {
+	EventID   string `json:"event_id"`
+	RequestID string `json:"request_id"`
+	Question  string `json:"question"`
+	Answers   []struct {
+		ID    string `json:"id"`
+		Text  string `json:"text"`
+		Votes int    `json:"votes"`
+	} `json:"answers"`
+	Voters  int      `json:"voters"`
+	Spoiled int      `json:"spoiled"`
+	Ended   bool     `json:"ended"`
+	Winners []string `json:"winners"`
+}
+
 // TestActionablePoll: a poll with three voters is tallied as MSC3381 says (a changed vote
 // replaces the first, an unknown answer spoils), the tally is published when it changes,
-// end_poll returns the final tally, and a vote after the end changes nothing.
+// end_poll returns the final tally, publishes it and sends the end event alice sees, and a vote
+// after the end changes nothing. A poll ended in Element by alice, the room's admin, ends with
+// her end event; an end from carol, who may not redact others' events, is ignored.
 func TestActionablePoll(t *testing.T) {
 	h := newHarness(t, nil)
 	room := h.sharedRoom(nil)
@@ -436,31 +526,43 @@ func TestActionablePoll(t *testing.T) {
 	}
 
 	topic := h.base + "/room/" + room.String() + "/poll"
-	// waitTally waits for a published tally with these votes per answer, voters and spoiled.
-	waitTally := func(votes [3]int, voters, spoiled int) {
+	// waitTally waits for a published tally of poll with these votes per answer, voters,
+	// spoiled and ended.
+	waitTally := func(poll id.EventID, votes [3]int, voters, spoiled int, ended bool) pollTally {
 		t.Helper()
-		h.rec.wait(20*time.Second, fmt.Sprintf("tally %v", votes), func(m message) bool {
+		var tally pollTally
+		h.rec.wait(20*time.Second, fmt.Sprintf("tally %v ended %v", votes, ended), func(m message) bool {
 			if m.Topic != topic {
 				return false
 			}
-			var tally struct {
-				Answers []struct{ Votes int } `json:"answers"`
-				Voters  int                   `json:"voters"`
-				Spoiled int                   `json:"spoiled"`
-			}
 			_ = json.Unmarshal(m.Payload, &tally)
-			return len(tally.Answers) == 3 && [3]int{tally.Answers[0].Votes, tally.Answers[1].Votes, tally.Answers[2].Votes} == votes &&
-				tally.Voters == voters && tally.Spoiled == spoiled
+			return tally.EventID == poll.String() && len(tally.Answers) == 3 &&
+				[3]int{tally.Answers[0].Votes, tally.Answers[1].Votes, tally.Answers[2].Votes} == votes &&
+				tally.Voters == voters && tally.Spoiled == spoiled && tally.Ended == ended
 		})
+		return tally
+	}
+	// noChange sends a late vote and fails if the tally was published again once the vote was
+	// seen.
+	noChange := func(voter *user, poll id.EventID, answer string) {
+		t.Helper()
+		published := len(h.rec.all(topic))
+		late := voter.vote(t, room, poll, answer)
+		// A message after the late vote: once it is published, the vote was seen too.
+		marker := bob.send(t, room, &event.MessageEventContent{MsgType: event.MsgText, Body: "after the end"})
+		h.rec.wait(20*time.Second, "marker", func(m message) bool { return strings.Contains(string(m.Payload), marker.String()) })
+		if got := h.rec.all(topic); len(got) != published {
+			t.Fatalf("the vote %s after the end changed the tally: %s", late, got[len(got)-1].Payload)
+		}
 	}
 	h.alice.vote(t, room, poll, "a1")
 	bob.vote(t, room, poll, "a2")
 	carol.vote(t, room, poll, "a1")
-	waitTally([3]int{2, 1, 0}, 3, 0)
+	waitTally(poll, [3]int{2, 1, 0}, 3, 0, false)
 	bob.vote(t, room, poll, "a1") // changed vote
-	waitTally([3]int{3, 0, 0}, 3, 0)
+	waitTally(poll, [3]int{3, 0, 0}, 3, 0, false)
 	carol.vote(t, room, poll, "a9") // unknown answer: spoiled
-	waitTally([3]int{2, 0, 0}, 2, 1)
+	waitTally(poll, [3]int{2, 0, 0}, 2, 1, false)
 
 	end := h.ok(h.request("end_poll", map[string]any{"to": room.String(), "event_id": poll.String()}))
 	answers := end["answers"].([]any)
@@ -468,14 +570,33 @@ func TestActionablePoll(t *testing.T) {
 		fmt.Sprint(end["winners"]) != "[a1]" {
 		t.Fatalf("end_poll: %v", end)
 	}
-	late := h.alice.vote(t, room, poll, "a3")
-	published := len(h.rec.all(topic))
-	// A message after the late vote: once it is published, the vote was seen too.
-	marker := bob.send(t, room, &event.MessageEventContent{MsgType: event.MsgText, Body: "after the end"})
-	h.rec.wait(20*time.Second, "marker", func(m message) bool { return strings.Contains(string(m.Payload), marker.String()) })
-	if got := len(h.rec.all(topic)); got != published {
-		t.Fatalf("the vote %s after the end changed the tally: %s", late, h.rec.all(topic)[got-1].Payload)
+	final := waitTally(poll, [3]int{2, 0, 0}, 2, 1, true)
+	if final.Question != "Dinner?" || !strings.HasPrefix(final.RequestID, "req-") ||
+		final.Answers[0].Text != "Pizza" || final.Answers[2].Text != "Salad" || fmt.Sprint(final.Winners) != "[a1]" {
+		t.Fatalf("the published final tally: %+v", final)
 	}
+	var ends []*event.Event
+	for _, evt := range h.alice.relations(t, room, poll, h.bot.id()) {
+		if evt.Type == event.EventUnstablePollEnd {
+			ends = append(ends, evt)
+		}
+	}
+	if len(ends) != 1 || ends[0].Content.Raw["org.matrix.msc1767.text"] != "The poll has ended. Top answer: Pizza (2 votes)" {
+		t.Fatalf("the end events alice sees: %v", ends)
+	}
+	noChange(h.alice, poll, "a3")
+
+	// Ended in Element: carol's end is ignored (her vote still counts after it), alice's counts.
+	lunch := id.EventID(h.ok(h.request("send_poll", map[string]any{"to": room.String(), "question": "Lunch?",
+		"answers": []string{"Soup", "Bread", "Cake"}}))["event_id"].(string))
+	bob.vote(t, room, lunch, "a2")
+	waitTally(lunch, [3]int{0, 1, 0}, 1, 0, false)
+	carol.endPoll(t, room, lunch)
+	carol.vote(t, room, lunch, "a2")
+	waitTally(lunch, [3]int{0, 2, 0}, 2, 0, false)
+	h.alice.endPoll(t, room, lunch)
+	waitTally(lunch, [3]int{0, 2, 0}, 2, 0, true)
+	noChange(bob, lunch, "a1")
 
 	msg := h.fail(h.request("send_poll", map[string]any{"to": room.String(), "question": "?",
 		"answers": strings.Split(strings.Repeat("x,", 20)+"x", ",")}), "invalid_request")
@@ -486,7 +607,8 @@ func TestActionablePoll(t *testing.T) {
 
 // TestE2EEActionable: in an encrypted room, with alice on matrix-js-sdk (Rust crypto): she
 // decrypts the options message and the poll, her encrypted reaction is a callback that closes
-// the single_use question, and her encrypted vote is tallied.
+// the single_use question, her encrypted vote is tallied, end_poll ends the poll, and so does
+// her encrypted end of another poll.
 func TestE2EEActionable(t *testing.T) {
 	s := newE2EESetup(t)
 	h, room := s.h, s.room.String()
@@ -524,6 +646,27 @@ func TestE2EEActionable(t *testing.T) {
 	}
 	h.rec.wait(30*time.Second, "tally", func(m message) bool {
 		return m.Topic == h.base+"/room/"+room+"/poll" && strings.Contains(string(m.Payload), `{"id":"a2","text":"Pasta","votes":1}`)
+	})
+	// end_poll reads its own encrypted end event back for the time the poll ended.
+	if end := h.ok(h.request("end_poll", map[string]any{"to": room, "event_id": poll})); end["ended"] != true || fmt.Sprint(end["winners"]) != "[a2]" {
+		t.Fatalf("end_poll: %v", end)
+	}
+	h.rec.wait(20*time.Second, "ended tally", func(m message) bool {
+		return m.Topic == h.base+"/room/"+room+"/poll" && strings.Contains(string(m.Payload), `"ended":true`)
+	})
+	// Alice, the room's admin, ends a poll in Element style: her encrypted end ends it.
+	lunch := h.ok(h.request("send_poll", map[string]any{"to": room, "question": "Lunch?", "answers": []string{"Soup", "Cake"}}))["event_id"].(string)
+	s.alice.wait(t, jsclient.EventFilter{RoomID: room, EventID: lunch})
+	if _, err := s.alice.Send(jsCtx(t), jsclient.SendArgs{RoomID: room, Type: "org.matrix.msc3381.poll.end", Content: map[string]any{
+		"m.relates_to":                map[string]any{"rel_type": "m.reference", "event_id": lunch},
+		"org.matrix.msc3381.poll.end": map[string]any{},
+		"org.matrix.msc1767.text":     "Ended poll",
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	h.rec.wait(30*time.Second, "tally ended by alice", func(m message) bool {
+		return m.Topic == h.base+"/room/"+room+"/poll" && strings.Contains(string(m.Payload), `"event_id":"`+lunch+`"`) &&
+			strings.Contains(string(m.Payload), `"ended":true`)
 	})
 }
 

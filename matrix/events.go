@@ -8,8 +8,8 @@ import (
 )
 
 // Event is one inbound event from another user, normalised. Payload is a *wire.Message,
-// *wire.Reaction or *wire.Redaction, ready to be encoded as JSON, or a *wire.PollVote, which
-// has no Kind: it is for the filters only.
+// *wire.Reaction or *wire.Redaction, ready to be encoded as JSON, or a *wire.PollVote or
+// *wire.PollEnd, which has no Kind: it is for the filters only.
 type Event struct {
 	Kind    wire.Kind
 	RoomID  id.RoomID

@@ -207,7 +207,7 @@ func (c *Client) GetEvent(ctx context.Context, roomID id.RoomID, eventID id.Even
 		return Event{}, fmt.Errorf("failed to get event %s: %w", eventID, err)
 	}
 	evt.RoomID = roomID
-	if err := evt.Content.ParseRaw(evt.Type); err != nil && evt.Type != event.EventEncrypted {
+	if err := evt.Content.ParseRaw(evt.Type); err != nil && evt.Type != event.EventEncrypted && !errors.Is(err, event.ErrUnsupportedContentType) {
 		return Event{}, fmt.Errorf("failed to parse event %s: %w", eventID, err)
 	}
 	if evt.Type == event.EventEncrypted {

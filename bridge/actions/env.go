@@ -77,8 +77,10 @@ type Env struct {
 	Polls PollStore
 	// Media is where files come from; nil when not set up.
 	Media *media.Media
-	// Publisher publishes what internal actions deliver to MQTT (downloaded media messages).
+	// Publisher publishes what actions deliver to MQTT besides their response (downloaded media
+	// messages, the tally of an ended poll) on Topics.
 	Publisher Publisher
+	Topics    wire.Topics
 }
 
 // Publisher publishes on MQTT and waits for the broker's acknowledgement.

@@ -144,7 +144,7 @@ func (r *Send) Validate(t Targets) *wire.Error {
 	if err := r.ValidateMessage(); err != nil {
 		return err
 	}
-	return r.Choices.validate(t)
+	return r.Choices.Validate(t)
 }
 
 // validateMessage checks every field but `to` (broadcast checks its own targets).

@@ -2,6 +2,7 @@ package actions
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"html"
 	"strings"
@@ -38,7 +39,8 @@ type Choices struct {
 	SingleUse   bool          `json:"single_use,omitempty"`
 }
 
-func (c *Choices) validate(t Targets) *wire.Error {
+// Validate checks the options (keys, labels) and expands options_from to user IDs.
+func (c *Choices) Validate(t Targets) *wire.Error {
 	if len(c.Options) == 0 {
 		if len(c.OptionsFrom) > 0 || c.SingleUse {
 			return wire.Errorf(wire.CodeInvalidRequest, "fields 'options_from' and 'single_use' need 'options'")
@@ -140,7 +142,7 @@ func withOptions(content *event.MessageEventContent, options []wire.Option) *eve
 		fmt.Fprintf(&text, "\n%s %s", o.Key, o.Label)
 		fmt.Fprintf(&list, "<li>%s %s</li>", html.EscapeString(o.Key), html.EscapeString(o.Label))
 	}
-	out.Body = content.Body + "\n" + text.String()
+	out.Body = strings.TrimPrefix(content.Body+"\n"+text.String(), "\n\n")
 	out.Format = event.FormatHTML
 	out.FormattedBody = htmlOf(content) + "<ul>" + list.String() + "</ul>"
 	return &out
@@ -154,15 +156,68 @@ func htmlOf(content *event.MessageEventContent) string {
 	return strings.ReplaceAll(html.EscapeString(content.Body), "\n", "<br>")
 }
 
-// optionsProgress is what a send with options did so far: the message, then one reaction per
+// OptionsProgress is what a send with options did so far: the message, then one reaction per
 // option.
-type optionsProgress struct {
+type OptionsProgress struct {
 	EventID   id.EventID            `json:"event_id,omitempty"`
 	Reactions map[string]id.EventID `json:"reactions,omitempty"`
 }
 
-// sendWithOptions sends the message with its options listed, remembers them, and reacts with
-// each key (step n+1 for option n), so that answering is one tap.
+// Send sends content with the options listed (a file without a caption gets them as its
+// caption), remembers them, and reacts with each key (step n+1 for option n), so that answering
+// is one tap; t schedules its redaction. p is its progress, kept by save after each step.
+func (c *Choices) Send(ctx context.Context, d *Delivery, t Timing, roomID id.RoomID, content *event.MessageEventContent,
+	requestID string, p *OptionsProgress, save func() error) (SendResult, error) {
+	base := *content
+	if base.FileName != "" && base.Body == base.FileName {
+		base.Body, base.Format, base.FormattedBody = "", "", ""
+	}
+	raw, err := json.Marshal(&base)
+	if err != nil {
+		return SendResult{}, fmt.Errorf("failed to encode message: %w", err)
+	}
+	set := store.OptionSet{RoomID: roomID, RequestID: requestID, Options: c.Options, Allowed: c.allowed(),
+		SingleUse: c.SingleUse, Body: base.Body, HTML: htmlOf(&base), Content: string(raw)}
+	if p.EventID == "" {
+		if p.EventID, err = d.Matrix.Send(ctx, roomID, event.EventMessage, withOptions(&base, c.Options), d.TxnID); err != nil {
+			return SendResult{}, err
+		}
+		set.EventID = p.EventID
+		// Remembered before the bot's reactions, so an answer that comes before them counts.
+		if err := d.Options.SaveOptions(ctx, set); err != nil {
+			return SendResult{}, err
+		}
+		if err := save(); err != nil {
+			return SendResult{}, err
+		}
+	}
+	set.EventID = p.EventID
+	if p.Reactions == nil {
+		p.Reactions = map[string]id.EventID{}
+	}
+	for i, o := range c.Options {
+		if p.Reactions[o.Key] != "" {
+			continue
+		}
+		reaction := &event.ReactionEventContent{RelatesTo: *(&event.RelatesTo{}).SetAnnotation(p.EventID, o.Key)}
+		evtID, err := d.Matrix.Send(ctx, roomID, event.EventReaction, reaction, d.StepTxnID(i+1))
+		if err != nil {
+			return SendResult{}, err
+		}
+		p.Reactions[o.Key] = evtID
+		if err := save(); err != nil {
+			return SendResult{}, err
+		}
+	}
+	set.Reactions = p.Reactions
+	if err := d.Options.SaveOptions(ctx, set); err != nil {
+		return SendResult{}, err
+	}
+	t.scheduleRedaction(d, roomID, p.EventID)
+	return SendResult{EventID: p.EventID, RoomID: roomID}, nil
+}
+
+// sendWithOptions sends the message with its options and reacts with each key.
 func (r *Send) sendWithOptions(ctx context.Context, d *Delivery) (any, error) {
 	roomID, err := d.Room(ctx)
 	if err != nil {
@@ -172,62 +227,30 @@ func (r *Send) sendWithOptions(ctx context.Context, d *Delivery) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	var p optionsProgress
+	var p OptionsProgress
 	if _, err := d.Progress.Load(&p); err != nil {
 		return nil, err
 	}
-	set := store.OptionSet{RoomID: roomID, RequestID: r.ID, Options: r.Options, Allowed: r.allowed(),
-		SingleUse: r.SingleUse, Body: content.Body, HTML: htmlOf(content)}
-	if p.EventID == "" {
-		if p.EventID, err = d.Matrix.Send(ctx, roomID, event.EventMessage, withOptions(content, r.Options), d.TxnID); err != nil {
-			return nil, err
-		}
-		set.EventID = p.EventID
-		// Remembered before the bot's reactions, so an answer that comes before them counts.
-		if err := d.Options.SaveOptions(ctx, set); err != nil {
-			return nil, err
-		}
-		if err := r.remember(ctx, d, roomID, p.EventID); err != nil {
-			return nil, err
-		}
-		if err := d.Progress.Save(ctx, p); err != nil {
-			return nil, err
-		}
-	}
-	set.EventID = p.EventID
-	if p.Reactions == nil {
-		p.Reactions = map[string]id.EventID{}
-	}
-	for i, o := range r.Options {
-		if p.Reactions[o.Key] != "" {
-			continue
-		}
-		reaction := &event.ReactionEventContent{RelatesTo: *(&event.RelatesTo{}).SetAnnotation(p.EventID, o.Key)}
-		evtID, err := d.Matrix.Send(ctx, roomID, event.EventReaction, reaction, d.StepTxnID(i+1))
-		if err != nil {
-			return nil, err
-		}
-		p.Reactions[o.Key] = evtID
-		if err := d.Progress.Save(ctx, p); err != nil {
-			return nil, err
-		}
-	}
-	set.Reactions = p.Reactions
-	if err := d.Options.SaveOptions(ctx, set); err != nil {
+	res, err := r.Choices.Send(ctx, d, r.Timing, roomID, content, r.ID, &p, func() error { return d.Progress.Save(ctx, p) })
+	if err != nil {
 		return nil, err
 	}
-	r.Timing.scheduleRedaction(d, roomID, p.EventID)
-	return SendResult{EventID: p.EventID, RoomID: roomID}, nil
+	if err := r.remember(ctx, d, roomID, res.EventID); err != nil {
+		return nil, err
+	}
+	return res, nil
 }
 
 // CloseOptions ends a single_use message once it was answered: it redacts the bot's reactions
-// and edits the message to say who chose what.
+// and edits the message to say who chose what, keeping its msgtype (m.notice) and file.
 type CloseOptions struct {
 	RoomID    id.RoomID    `json:"room_id"`
 	EventID   id.EventID   `json:"event_id"`
 	Reactions []id.EventID `json:"reactions"`
 	Body      string       `json:"body"`
 	HTML      string       `json:"html"`
+	// Content is the message without its options: the edit keeps its msgtype and file.
+	Content json.RawMessage `json:"content,omitempty"`
 	// Closed is the line that replaces the options: "✅ Closed by Alice: 👍 Yes".
 	Closed string `json:"closed"`
 }
@@ -261,10 +284,15 @@ func (r *CloseOptions) Deliver(ctx context.Context, d *Delivery) (any, error) {
 			return nil, err
 		}
 	}
-	content := &event.MessageEventContent{
-		MsgType: event.MsgText, Body: r.Body + "\n\n" + r.Closed, Format: event.FormatHTML,
-		FormattedBody: r.HTML + "<p>" + html.EscapeString(r.Closed) + "</p>", Mentions: &event.Mentions{},
+	content := &event.MessageEventContent{MsgType: event.MsgText} // without Content: queued before v7
+	if len(r.Content) > 0 {
+		if err := json.Unmarshal(r.Content, content); err != nil {
+			return nil, fmt.Errorf("failed to decode the message to close: %w", err)
+		}
 	}
+	content.Body = strings.TrimPrefix(r.Body+"\n\n"+r.Closed, "\n\n")
+	content.Format, content.FormattedBody = event.FormatHTML, r.HTML+"<p>"+html.EscapeString(r.Closed)+"</p>"
+	content.Mentions, content.RelatesTo = &event.Mentions{}, nil
 	content.SetEdit(r.EventID)
 	_, err := d.Matrix.Send(ctx, r.RoomID, event.EventMessage, content, d.StepTxnID(len(r.Reactions)))
 	return nil, err

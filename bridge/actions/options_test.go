@@ -180,3 +180,31 @@ func TestCloseOptions(t *testing.T) {
 		t.Fatalf("edit %s %+v", fake.Sent, edit.NewContent)
 	}
 }
+
+// TestCloseOptionsKeepsMessage: the closing edit keeps the message's msgtype and file; one
+// queued before the content was kept is a text message.
+func TestCloseOptionsKeepsMessage(t *testing.T) {
+	tests := []struct {
+		name, body, content string
+		msgtype             event.MessageType
+		wantBody, wantURL   string
+	}{
+		{"queued before v7", "Garage open", "", event.MsgText, "Garage open\n\n✅ Closed", ""},
+		{"notice", "Garage open", `{"msgtype":"m.notice","body":"Garage open","m.mentions":{"room":true}}`, event.MsgNotice, "Garage open\n\n✅ Closed", ""},
+		{"image without caption", "", `{"msgtype":"m.image","body":"","filename":"door.jpg","url":"mxc://hs/door","info":{"mimetype":"image/jpeg"}}`,
+			event.MsgImage, "✅ Closed", "mxc://hs/door"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			fake := &actionstest.Matrix{}
+			req := &actions.CloseOptions{RoomID: "!k:hs", EventID: "$m", Body: tc.body, Content: json.RawMessage(tc.content), Closed: "✅ Closed"}
+			if _, err := req.Deliver(context.Background(), &actions.Delivery{Env: actions.Env{Matrix: fake}, TxnID: "c", Progress: &memProgress{}}); err != nil {
+				t.Fatal(err)
+			}
+			nc := fake.Contents[0].(*event.MessageEventContent).NewContent
+			if nc.MsgType != tc.msgtype || nc.Body != tc.wantBody || string(nc.URL) != tc.wantURL || nc.Mentions == nil || nc.Mentions.Room {
+				t.Fatalf("new content %+v", nc)
+			}
+		})
+	}
+}

@@ -21,7 +21,7 @@ type PollStore interface {
 	SavePoll(ctx context.Context, p store.Poll) error
 	Poll(ctx context.Context, evtID id.EventID) (store.Poll, bool, error)
 	Votes(ctx context.Context, pollID id.EventID) (map[id.UserID][]string, error)
-	EndPoll(ctx context.Context, pollID id.EventID, at time.Time) error
+	EndPoll(ctx context.Context, pollID id.EventID, at time.Time) (bool, error)
 }
 
 // RoomResult is the data of the room actions and of resolve.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"slices"
 
 	"github.com/rs/zerolog"
@@ -110,7 +111,7 @@ func closeJob(set store.OptionSet, cb *wire.Callback) outbox.Job {
 	return outbox.Job{
 		Action: actions.ActionCloseOptions,
 		Request: &actions.CloseOptions{RoomID: set.RoomID, EventID: set.EventID, Reactions: reactions,
-			Body: set.Body, HTML: set.HTML, Closed: "✅ Closed by " + who + ": " + cb.Option + " " + cb.Label},
+			Body: set.Body, HTML: set.HTML, Content: json.RawMessage(set.Content), Closed: "✅ Closed by " + who + ": " + cb.Option + " " + cb.Label},
 		TxnID: "m2mclose" + hex.EncodeToString(sum[:12]),
 	}
 }

@@ -22,6 +22,7 @@ import (
 type recorder struct {
 	mu        sync.Mutex
 	log       []string
+	payloads  []string // "topic payload" of each ordered publish
 	published map[id.EventID]bool
 	failAcks  bool
 	keys      map[string]bool // keys of queued jobs
@@ -38,8 +39,11 @@ func (r *recorder) Publish(_ context.Context, topic string, _ bool, _ []byte) er
 	return nil
 }
 
-func (r *recorder) PublishOrdered(_ context.Context, topic string, _ bool, _ []byte) func(context.Context) error {
+func (r *recorder) PublishOrdered(_ context.Context, topic string, _ bool, payload []byte) func(context.Context) error {
 	r.add("publish " + topic)
+	r.mu.Lock()
+	r.payloads = append(r.payloads, topic+" "+string(payload))
+	r.mu.Unlock()
 	return func(context.Context) error {
 		r.add("acked " + topic)
 		if r.failAcks {

@@ -2,7 +2,6 @@ package inbound
 
 import (
 	"context"
-	"maps"
 	"slices"
 	"testing"
 	"time"
@@ -28,22 +27,6 @@ func (f *fakeReads) ReadUpTo(_ context.Context, _ id.RoomID, user id.UserID, _ i
 	return []store.SentMessage{{EventID: "$sent", RequestID: "q"}}, nil
 }
 
-// fakePolls is one open poll with its votes, latest first-come.
-type fakePolls struct{ votes map[id.UserID][]string }
-
-func (f *fakePolls) Poll(_ context.Context, evtID id.EventID) (store.Poll, bool, error) {
-	return store.Poll{EventID: "$p", RoomID: "!k:hs", MaxSelections: 1, Answers: []store.PollOption{{ID: "a1"}, {ID: "a2"}}}, evtID == "$p", nil
-}
-
-func (f *fakePolls) Votes(context.Context, id.EventID) (map[id.UserID][]string, error) {
-	return maps.Clone(f.votes), nil
-}
-
-func (f *fakePolls) Vote(_ context.Context, _ id.EventID, user id.UserID, answers []string, _ time.Time) (bool, error) {
-	f.votes[user] = answers
-	return true, nil
-}
-
 // TestReadsAndPolls: a receipt and a later message each publish a read once per user; a vote
 // is not published itself, the tally is, and only when it changes.
 func TestReadsAndPolls(t *testing.T) {
@@ -51,7 +34,7 @@ func TestReadsAndPolls(t *testing.T) {
 	tg := targets.New(targets.Config{Names: targets.Names{"kitchen": "!k:hs"}})
 	in := New(Deps{
 		Topics: wire.Topics{Base: "m2m"}, Pub: r, Dedupe: r, Queue: r, Keys: tg, Stats: stats.New(clock.NewFake()),
-		Filters: []Filter{NewReads(&fakeReads{seen: map[id.UserID]bool{}}), NewPolls(&fakePolls{votes: map[id.UserID][]string{}})},
+		Filters: []Filter{NewReads(&fakeReads{seen: map[id.UserID]bool{}}), NewPolls(&fakePolls{votes: map[id.UserID][]string{}}, nil)},
 	})
 	vote := func(evt id.EventID, user id.UserID, answer string) matrix.Event {
 		return matrix.Event{RoomID: "!k:hs", ID: evt, Payload: &wire.PollVote{EventID: evt, RoomID: "!k:hs", Sender: user, Poll: "$p", Answers: []string{answer}}}

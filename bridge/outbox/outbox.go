@@ -28,10 +28,10 @@ import (
 	"github.com/matrix2mqtt/matrix2mqtt/internal/clock"
 )
 
-// resumeDelay holds back the requests found in the outbox at start. The head of each lane may
-// have been in flight when the bridge stopped; a homeserver that is still working on it would
-// not recognise the retry's transaction ID yet (Dendrite, for one, records it only when the
-// first request finishes) and would deliver the message twice.
+// resumeDelay holds back the requests found in the outbox at start that were due. The head of
+// each lane may have been in flight when the bridge stopped; a homeserver that is still working
+// on it would not recognise the retry's transaction ID yet (Dendrite, for one, records it only
+// when the first request finishes) and would deliver the message twice.
 const resumeDelay = 3 * time.Second
 
 // Syncer tells what the Matrix sync has seen of the bridge's own sends.
@@ -146,15 +146,17 @@ func New(d Deps) *Outbox {
 func (o *Outbox) Open(ctx context.Context) error {
 	o.work = ctx
 	o.log = zerolog.Ctx(ctx).With().Str("component", "outbox").Logger()
-	resumeAt := o.Clock.Now().Add(resumeDelay)
+	now := o.Clock.Now()
 	count := 0
 	err := o.Store.EachPending(ctx, func(row *store.Entry) {
 		e := &Entry{Entry: *row}
 		e.spec, _ = o.Registry.Spec(e.Action)
-		if e.NotBefore.Before(resumeAt) {
-			e.NotBefore = resumeAt
+		// An entry due later than now was never tried by the last run, which stopped before now:
+		// it goes out on time. Any other may have been in flight.
+		if !e.NotBefore.After(now) {
+			e.NotBefore = now.Add(resumeDelay)
+			e.inDoubt = o.Sync.NextSync()
 		}
-		e.inDoubt = o.Sync.NextSync()
 		o.Start([]*Entry{e}) // a long lane keeps the first ones and reads the rest later
 		count++
 	})

@@ -521,6 +521,33 @@ func TestOpenResumesInDoubt(t *testing.T) {
 	}
 }
 
+// TestOpenSendsScheduledOnTime: an entry found at start that is due later was never tried: it
+// is not in doubt and goes out at its time, without the resume delay or a wait for sync.
+func TestOpenSendsScheduledOnTime(t *testing.T) {
+	to := newTestOutbox(t, "", nil)
+	req := send("later", "!room:hs", "scheduled")
+	if err := req.Validate(to.Env.Targets); err != nil {
+		t.Fatal(err)
+	}
+	e, err := to.NewEntry(Job{Action: "send", Request: req, NotBefore: to.clock.Now().Add(10 * time.Second)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := to.Add(context.Background(), []*Entry{e}); err != nil {
+		t.Fatal(err)
+	}
+	if err := to.Open(to.work); err != nil {
+		t.Fatal(err)
+	}
+	if d := to.sleeps(t); d != 10*time.Second {
+		t.Fatalf("waited %s, want the 10 s until it is due", d)
+	}
+	to.clock.Advance(10 * time.Second)
+	if r := to.responses.Next(t); r.Status != "ok" || to.hs.Calls != 1 {
+		t.Fatalf("response = %+v after %d sends", r, to.hs.Calls)
+	}
+}
+
 // twoSteps is a durable action of two events, like a broadcast: the first step's result is
 // kept as progress.
 type twoSteps struct {

@@ -30,8 +30,9 @@ type OptionSet struct {
 	// Reactions are the bot's own reactions, by key.
 	Reactions map[string]id.EventID
 	SingleUse bool
-	// Body and HTML are the message without its list of options.
-	Body, HTML string
+	// Body and HTML are the message without its list of options; Content is that message as
+	// JSON (its msgtype, file and info), empty for messages sent before schema v7.
+	Body, HTML, Content string
 	// AnsweredBy is the reaction that closed a single_use message.
 	AnsweredBy id.EventID
 }
@@ -55,11 +56,11 @@ func (s *Store) SaveOptions(ctx context.Context, o OptionSet) error {
 	}
 	defer s.lockWrites()()
 	_, err = s.db.Exec(ctx, `INSERT INTO matrix2mqtt_options
-		(event_id, room_id, request_id, options, allowed, reactions, single_use, body, html, created_at)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+		(event_id, room_id, request_id, options, allowed, reactions, single_use, body, html, content, created_at)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
 		ON CONFLICT (event_id) DO UPDATE SET reactions=excluded.reactions`,
 		o.EventID, o.RoomID, o.RequestID, string(options), string(allowed), string(reactions), o.SingleUse,
-		o.Body, o.HTML, s.clock.Now().UnixMilli())
+		o.Body, o.HTML, o.Content, s.clock.Now().UnixMilli())
 	if err != nil {
 		return fmt.Errorf("failed to save options: %w", err)
 	}
@@ -77,8 +78,8 @@ func orEmpty(users []id.UserID) []id.UserID {
 func (s *Store) Options(ctx context.Context, evtID id.EventID) (o OptionSet, ok bool, err error) {
 	var options, allowed, reactions string
 	err = s.db.QueryRow(ctx, `SELECT event_id, room_id, request_id, options, allowed, reactions, single_use,
-		body, html, answered_by FROM matrix2mqtt_options WHERE event_id=$1`, evtID).
-		Scan(&o.EventID, &o.RoomID, &o.RequestID, &options, &allowed, &reactions, &o.SingleUse, &o.Body, &o.HTML, &o.AnsweredBy)
+		body, html, content, answered_by FROM matrix2mqtt_options WHERE event_id=$1`, evtID).
+		Scan(&o.EventID, &o.RoomID, &o.RequestID, &options, &allowed, &reactions, &o.SingleUse, &o.Body, &o.HTML, &o.Content, &o.AnsweredBy)
 	if errors.Is(err, sql.ErrNoRows) {
 		return OptionSet{}, false, nil
 	}

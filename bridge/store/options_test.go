@@ -19,7 +19,7 @@ func TestOptions(t *testing.T) {
 	eachDB(t, func(t *testing.T, s *Store, clk *clock.Fake) {
 		ctx := context.Background()
 		set := OptionSet{EventID: "$m", RoomID: "!r:hs", RequestID: "q", SingleUse: true, Body: "b", HTML: "<b>b</b>",
-			Options: []wire.Option{{Key: "👍", Label: "Yes"}}, Allowed: []id.UserID{"@a:hs"}}
+			Content: `{"msgtype":"m.notice"}`, Options: []wire.Option{{Key: "👍", Label: "Yes"}}, Allowed: []id.UserID{"@a:hs"}}
 		if err := s.SaveOptions(ctx, set); err != nil {
 			t.Fatal(err)
 		}
@@ -29,7 +29,7 @@ func TestOptions(t *testing.T) {
 		}
 		got, ok, err := s.Options(ctx, "$m")
 		if err != nil || !ok || got.Reactions["👍"] != "$r" || got.Options[0].Label != "Yes" || got.Allowed[0] != "@a:hs" ||
-			!got.SingleUse || got.RequestID != "q" || got.HTML != "<b>b</b>" {
+			!got.SingleUse || got.RequestID != "q" || got.HTML != "<b>b</b>" || got.Content != `{"msgtype":"m.notice"}` {
 			t.Fatalf("options = %+v, %v, %v", got, ok, err)
 		}
 		if _, ok, err := s.Options(ctx, "$other"); ok || err != nil {
@@ -148,7 +148,7 @@ func TestReadUpTo(t *testing.T) {
 }
 
 // TestPollVotes: the latest response of each voter is kept, an older one does not replace it,
-// and nothing after the end is recorded.
+// nothing after the end is recorded or counts, and only the first end counts.
 func TestPollVotes(t *testing.T) {
 	eachDB(t, func(t *testing.T, s *Store, _ *clock.Fake) {
 		ctx := context.Background()
@@ -172,8 +172,15 @@ func TestPollVotes(t *testing.T) {
 				t.Fatalf("vote %v at %s: %v, %v", step.answers, step.at, got, err)
 			}
 		}
-		if err := s.EndPoll(ctx, "$p", base.Add(time.Minute)); err != nil {
-			t.Fatal(err)
+		// Recorded before the end was known, but sent after it: it no longer counts.
+		if got, err := s.Vote(ctx, "$p", "@d", []string{"a1"}, base.Add(90*time.Second)); err != nil || !got {
+			t.Fatalf("vote before the end was known: %v, %v", got, err)
+		}
+		if ended, err := s.EndPoll(ctx, "$p", base.Add(time.Minute)); err != nil || !ended {
+			t.Fatalf("end: %v, %v", ended, err)
+		}
+		if ended, err := s.EndPoll(ctx, "$p", base.Add(30*time.Second)); err != nil || ended {
+			t.Fatalf("a second end: %v, %v", ended, err)
 		}
 		if got, _ := s.Vote(ctx, "$p", "@c", []string{"a1"}, base.Add(2*time.Minute)); got {
 			t.Fatal("a vote after the end was recorded")

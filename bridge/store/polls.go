@@ -28,7 +28,8 @@ type Poll struct {
 	Question      string
 	Answers       []PollOption
 	MaxSelections int
-	// EndedAt is when end_poll ended it; zero while it is open.
+	// EndedAt is when its first valid end event was sent (by end_poll or a user with the
+	// power to redact others); zero while it is open.
 	EndedAt time.Time
 }
 
@@ -116,13 +117,27 @@ func (s *Store) Votes(ctx context.Context, pollID id.EventID) (map[id.UserID][]s
 	return out, rows.Err()
 }
 
-// EndPoll marks the poll ended at at (once: a later call keeps the first time).
-func (s *Store) EndPoll(ctx context.Context, pollID id.EventID, at time.Time) error {
+// EndPoll marks the poll ended at at, once: it reports false when it had ended already (the
+// first end counts). A vote recorded with a later time no longer counts: the end came after it
+// in the timeline (end_poll learns its end event's time once it was sent).
+func (s *Store) EndPoll(ctx context.Context, pollID id.EventID, at time.Time) (ended bool, err error) {
 	defer s.lockWrites()()
-	if _, err := s.db.Exec(ctx, "UPDATE matrix2mqtt_polls SET ended_at=$2 WHERE event_id=$1 AND ended_at=0", pollID, at.UnixMilli()); err != nil {
-		return fmt.Errorf("failed to end poll: %w", err)
+	err = s.db.DoTxn(ctx, nil, func(ctx context.Context) error {
+		res, err := s.db.Exec(ctx, "UPDATE matrix2mqtt_polls SET ended_at=$2 WHERE event_id=$1 AND ended_at=0", pollID, at.UnixMilli())
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil || n == 0 {
+			return err
+		}
+		ended = true
+		_, err = s.db.Exec(ctx, "DELETE FROM matrix2mqtt_poll_votes WHERE poll_id=$1 AND ts > $2", pollID, at.UnixMilli())
+		return err
+	})
+	if err != nil {
+		return false, fmt.Errorf("failed to end poll: %w", err)
 	}
-	return nil
+	return ended, nil
 }
 
 func (s *Store) prunePolls(ctx context.Context, before time.Time) error {

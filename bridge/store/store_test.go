@@ -304,4 +304,8 @@ func TestUpgradeFromVersion1(t *testing.T) {
 	if _, err := s.Vote(ctx, "$p", "@a:hs", []string{"a1"}, time.Now()); err != nil {
 		t.Fatal(err)
 	}
+	// The content column of v7 (06-options-content.sql) is there.
+	if err := s.SaveOptions(ctx, OptionSet{EventID: "$o", RoomID: "!r:hs", Content: "{}"}); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -16,6 +16,16 @@ type PollVote struct {
 	Timestamp int64      `json:"ts"`
 }
 
+// PollEnd is the end of a poll sent by another user (MSC3381), for the poll filter only: it
+// ends a poll the bridge started when its sender may, and the ended tally is published.
+type PollEnd struct {
+	EventID   id.EventID `json:"event_id"`
+	RoomID    id.RoomID  `json:"room_id"`
+	Sender    id.UserID  `json:"sender"`
+	Poll      id.EventID `json:"poll"`
+	Timestamp int64      `json:"ts"`
+}
+
 // PollAnswer is one answer of a poll with its votes.
 type PollAnswer struct {
 	ID    string `json:"id"`

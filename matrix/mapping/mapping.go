@@ -13,8 +13,8 @@ import (
 )
 
 // Timeline maps a timeline event to its inbound kind and payload (a *wire.Message,
-// *wire.Reaction, *wire.Redaction, or a *wire.PollVote without a kind); ok is false for events
-// the bridge does not publish. Room and sender names are left to the caller.
+// *wire.Reaction, *wire.Redaction, or a *wire.PollVote or *wire.PollEnd without a kind); ok is
+// false for events the bridge does not publish. Room and sender names are left to the caller.
 func Timeline(evt *event.Event) (kind wire.Kind, payload any, ok bool) {
 	encrypted := evt.Mautrix.WasEncrypted
 	switch evt.Type {
@@ -83,6 +83,14 @@ func Timeline(evt *event.Event) (kind wire.Kind, payload any, ok bool) {
 			EventID: evt.ID, RoomID: evt.RoomID, Sender: evt.Sender, Poll: content.RelatesTo.EventID,
 			Answers: content.Response.Answers, Timestamp: evt.Timestamp,
 		}, true
+	case event.EventUnstablePollEnd:
+		// mautrix has no content type for it: the relation is read from the raw content.
+		rel, _ := evt.Content.Raw["m.relates_to"].(map[string]any)
+		poll, _ := rel["event_id"].(string)
+		if rel["rel_type"] != string(event.RelReference) || poll == "" {
+			return "", nil, false
+		}
+		return "", &wire.PollEnd{EventID: evt.ID, RoomID: evt.RoomID, Sender: evt.Sender, Poll: id.EventID(poll), Timestamp: evt.Timestamp}, true
 	case event.EventRedaction:
 		content, _ := evt.Content.Parsed.(*event.RedactionEventContent)
 		red := &wire.Redaction{EventID: evt.ID, RoomID: evt.RoomID, Sender: evt.Sender, Redacts: evt.Redacts, Timestamp: evt.Timestamp}

@@ -6,6 +6,8 @@ import (
 
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
+
+	"github.com/matrix2mqtt/matrix2mqtt/bridge/wire"
 )
 
 func TestMemberChange(t *testing.T) {
@@ -75,5 +77,41 @@ func TestPrevContentThatDoesNotParse(t *testing.T) {
 		if change := MemberChange(evt.Sender, "@b:hs", PrevMembership(&evt), event.MembershipLeave); change != "leave" {
 			t.Fatalf("look %d: change %q, want leave", i+1, change)
 		}
+	}
+}
+
+// TestTimelinePollEnd: an org.matrix.msc3381.poll.end referencing a poll maps to a
+// *wire.PollEnd without a kind; one without the reference is not mapped.
+func TestTimelinePollEnd(t *testing.T) {
+	tests := []struct {
+		name    string
+		content string
+		poll    id.EventID // empty: not mapped
+	}{
+		{"end", `{"m.relates_to":{"rel_type":"m.reference","event_id":"$p"},"org.matrix.msc3381.poll.end":{},"org.matrix.msc1767.text":"Ended"}`, "$p"},
+		{"no relation", `{"org.matrix.msc3381.poll.end":{}}`, ""},
+		{"not a reference", `{"m.relates_to":{"rel_type":"m.thread","event_id":"$p"}}`, ""},
+		{"no event", `{"m.relates_to":{"rel_type":"m.reference"}}`, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			raw := `{"type":"org.matrix.msc3381.poll.end","event_id":"$e","room_id":"!r:hs","sender":"@a:hs","origin_server_ts":42,"content":` + tc.content + `}`
+			var evt event.Event
+			if err := json.Unmarshal([]byte(raw), &evt); err != nil {
+				t.Fatal(err)
+			}
+			_ = evt.Content.ParseRaw(evt.Type)
+			kind, payload, ok := Timeline(&evt)
+			if tc.poll == "" {
+				if ok {
+					t.Fatalf("mapped to %+v", payload)
+				}
+				return
+			}
+			end, _ := payload.(*wire.PollEnd)
+			if !ok || kind != "" || end == nil || *end != (wire.PollEnd{EventID: "$e", RoomID: "!r:hs", Sender: "@a:hs", Poll: tc.poll, Timestamp: 42}) {
+				t.Fatalf("mapped to %q %+v %v", kind, payload, ok)
+			}
+		})
 	}
 }

@@ -2,10 +2,13 @@ package polls
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
-	"github.com/matrix2mqtt/matrix2mqtt/bridge/actions"
 	"slices"
 	"strings"
+	"time"
+
+	"github.com/matrix2mqtt/matrix2mqtt/bridge/actions"
 
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
@@ -142,7 +145,8 @@ func (r *EndPoll) Validate(t actions.Targets) *wire.Error {
 	return actions.CheckEventID("event_id", r.EventID, true)
 }
 
-// Deliver ends the poll: no vote after now counts; the end event says the result.
+// Deliver ends the poll: the end event says the result, and no vote sent after it counts. The
+// tally is published on `<base>/room/<key>/poll` when this end ended the poll.
 func (r *EndPoll) Deliver(ctx context.Context, d *actions.Delivery) (any, error) {
 	roomID, err := d.Room(ctx)
 	if err != nil {
@@ -155,24 +159,48 @@ func (r *EndPoll) Deliver(ctx context.Context, d *actions.Delivery) (any, error)
 	if !ok || p.RoomID != roomID {
 		return nil, wire.Errorf(wire.CodeInvalidRequest, "'event_id': %s is not a poll the bridge started in this room (or it is older than 30 days)", r.EventID)
 	}
-	if p.EndedAt.IsZero() {
-		p.EndedAt = d.Now
-		if err := d.Polls.EndPoll(ctx, p.EventID, p.EndedAt); err != nil {
-			return nil, err
-		}
-	}
 	votes, err := d.Polls.Votes(ctx, p.EventID)
 	if err != nil {
 		return nil, err
 	}
-	tally := TallyPoll(p, votes)
 	content := &event.Content{Raw: map[string]any{
 		"m.relates_to":                map[string]any{"rel_type": "m.reference", "event_id": p.EventID},
 		"org.matrix.msc3381.poll.end": map[string]any{},
-		"org.matrix.msc1767.text":     resultText(tally),
+		"org.matrix.msc1767.text":     resultText(TallyPoll(p, votes)),
 	}}
-	if _, err := d.Matrix.Send(ctx, roomID, event.EventUnstablePollEnd, content, d.TxnID); err != nil {
+	endID, err := d.Matrix.Send(ctx, roomID, event.EventUnstablePollEnd, content, d.TxnID)
+	if err != nil {
 		return nil, err
+	}
+	// The poll ends when the homeserver says the end event was sent.
+	sent, err := d.Matrix.GetEvent(ctx, roomID, endID)
+	if err != nil {
+		return nil, err
+	}
+	end, ok := sent.Payload.(*wire.PollEnd)
+	if !ok {
+		return nil, fmt.Errorf("failed to read the time of poll end %s: it is a %T", endID, sent.Payload)
+	}
+	at := time.UnixMilli(end.Timestamp)
+	if _, err := d.Polls.EndPoll(ctx, p.EventID, at); err != nil {
+		return nil, err
+	}
+	// Read again: the first end counts (another user's, maybe), and votes after it are gone.
+	if p, _, err = d.Polls.Poll(ctx, p.EventID); err != nil {
+		return nil, err
+	}
+	if votes, err = d.Polls.Votes(ctx, p.EventID); err != nil {
+		return nil, err
+	}
+	tally := TallyPoll(p, votes)
+	if p.EndedAt.Equal(at) { // this end ended it (again when a retry gets here)
+		payload, err := json.Marshal(tally)
+		if err != nil {
+			return nil, fmt.Errorf("failed to encode poll tally: %w", err)
+		}
+		if err := d.Publisher.Publish(ctx, d.Topics.Room(d.Targets.Key(roomID), wire.KindPoll), false, payload); err != nil {
+			return nil, fmt.Errorf("failed to publish poll tally: %w", err)
+		}
 	}
 	return tally, nil
 }

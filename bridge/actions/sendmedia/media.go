@@ -65,6 +65,7 @@ type SendMedia struct {
 	Thread          id.EventID `json:"thread,omitempty"`
 	Mentions        []string   `json:"mentions,omitempty"`
 	actions.Timing
+	actions.Choices
 
 	// Spooled names the file kept for the outbox (set by Prepare, never from MQTT).
 	Spooled string `json:"spooled,omitempty"`
@@ -98,6 +99,9 @@ func (r *SendMedia) Validate(t actions.Targets) *wire.Error {
 		return err
 	}
 	if err := actions.CheckMentions(r.Mentions); err != nil {
+		return err
+	}
+	if err := r.Choices.Validate(t); err != nil {
 		return err
 	}
 	return r.Timing.Validate()
@@ -205,6 +209,7 @@ func (r *SendMedia) Finished(env *actions.Env) error {
 // ready to send again with the same transaction ID.
 type mediaProgress struct {
 	Content *event.MessageEventContent `json:"content"`
+	actions.OptionsProgress
 }
 
 // Deliver loads the file, describes it, uploads it (and its thumbnail) once, and sends the
@@ -231,7 +236,11 @@ func (r *SendMedia) Deliver(ctx context.Context, d *actions.Delivery) (any, erro
 			return nil, err
 		}
 	}
-	return r.Timing.SendMessage(ctx, d, saved.Content)
+	if len(r.Options) == 0 {
+		return r.Timing.SendMessage(ctx, d, saved.Content)
+	}
+	save := func() error { return d.Progress.Save(ctx, saved) }
+	return r.Choices.Send(ctx, d, r.Timing, roomID, saved.Content, r.ID, &saved.OptionsProgress, save)
 }
 
 // Upload describes and uploads the file (encrypted when roomID is), and returns the message

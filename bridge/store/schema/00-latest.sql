@@ -1,4 +1,4 @@
--- v0 -> v6: Latest revision
+-- v0 -> v7: Latest revision
 
 CREATE TABLE matrix2mqtt_outbox (
 	-- only: postgres
@@ -73,6 +73,8 @@ CREATE TABLE matrix2mqtt_options (
 	-- the message without its options, for the edit that closes a single_use message
 	body        TEXT    NOT NULL DEFAULT '',
 	html        TEXT    NOT NULL DEFAULT '',
+	-- JSON: the message without its options (msgtype, file), for the same edit
+	content     TEXT    NOT NULL DEFAULT '',
 	-- the reaction that closed a single_use message
 	answered_by TEXT    NOT NULL DEFAULT '',
 	created_at  BIGINT  NOT NULL
