@@ -455,6 +455,23 @@ func TestActionableReadReceipts(t *testing.T) {
 			t.Fatalf("reads %v, want %v", got, want)
 		}
 	}
+
+	// A picture, a poll and a broadcast are watched for reads too; "edit": "last" still edits
+	// the last text message.
+	picture := id.EventID(h.ok(h.request("send_media", map[string]any{"to": room.String(),
+		"data": base64.StdEncoding.EncodeToString(testPNG(t, 16, 16)), "filename": "seen.png"}))["event_id"].(string))
+	poll := id.EventID(h.ok(h.request("send_poll", map[string]any{"to": room.String(), "question": "Seen?", "answers": []string{"yes", "no"}}))["event_id"].(string))
+	results := h.ok(h.request("broadcast", map[string]any{"to": []string{room.String()}, "text": "to all"}))["results"].([]any)
+	announced := id.EventID(results[0].(map[string]any)["event_id"].(string))
+	receipt(h.alice, announced, event.ReceiptTypeRead)
+	for _, evtID := range []id.EventID{third, picture, poll, announced} {
+		if r := waitRead(h.alice, evtID); !strings.HasPrefix(r["request_id"].(string), "req-") {
+			t.Fatalf("read of %s: %v", evtID, r)
+		}
+	}
+	if data := h.ok(h.request("send", map[string]any{"to": room.String(), "text": "third, edited", "edit": "last"})); data["edit_of"] != third.String() {
+		t.Fatalf(`"edit": "last" after a picture, a poll and a broadcast edited %v, want the text %s`, data["edit_of"], third)
+	}
 }
 
 // vote sends u's poll response.

@@ -205,7 +205,7 @@ func (r *Send) sendLive(ctx context.Context, d *Delivery) (any, error) {
 // remember keeps a new message as sent by its request (so also as the room's last one) and,
 // with a tag, as the tag's.
 func (r *Send) remember(ctx context.Context, d *Delivery, roomID id.RoomID, evtID id.EventID) error {
-	d.RecordSent(roomID, evtID, r.ID)
+	d.RecordSent(roomID, evtID, r.ID, true)
 	if r.Tag == "" {
 		return nil
 	}

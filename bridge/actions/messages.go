@@ -204,7 +204,7 @@ func (r *Send) Deliver(ctx context.Context, d *Delivery) (any, error) {
 
 // SendMessage sends an m.room.message to the delivery's room, and schedules its redaction
 // when asked.
-func (t Timing) SendMessage(ctx context.Context, d *Delivery, content any) (any, error) {
+func (t Timing) SendMessage(ctx context.Context, d *Delivery, content any, requestID string) (any, error) {
 	roomID, err := d.Room(ctx)
 	if err != nil {
 		return nil, err
@@ -213,6 +213,7 @@ func (t Timing) SendMessage(ctx context.Context, d *Delivery, content any) (any,
 	if err != nil {
 		return nil, err
 	}
+	d.RecordSent(roomID, evtID, requestID, false)
 	t.scheduleRedaction(d, roomID, evtID)
 	return SendResult{EventID: evtID, RoomID: roomID}, nil
 }
@@ -328,7 +329,7 @@ func (r *SendLocation) Validate(t Targets) *wire.Error {
 
 // Deliver sends the pin, and schedules its redaction when asked.
 func (r *SendLocation) Deliver(ctx context.Context, d *Delivery) (any, error) {
-	return r.Timing.SendMessage(ctx, d, r.Content())
+	return r.Timing.SendMessage(ctx, d, r.Content(), r.ID)
 }
 
 // content is an m.location message as Element sends a pinned location: geo_uri for every

@@ -96,12 +96,13 @@ func TestReadUpTo(t *testing.T) {
 		base := clk.Now()
 		var sent []Sent
 		for i, evt := range []id.EventID{"$1", "$2", "$3"} {
-			sent = append(sent, Sent{RoomID: "!r:hs", EventID: evt, RequestID: "q" + string(evt[1:]), SentAt: base.Add(time.Duration(i) * time.Minute)})
+			// $3 is a picture: watched for reads, but not what "edit": "last" replaces.
+			sent = append(sent, Sent{RoomID: "!r:hs", EventID: evt, RequestID: "q" + string(evt[1:]), SentAt: base.Add(time.Duration(i) * time.Minute), Editable: evt != "$3"})
 		}
 		finishSending(t, s, sent...)
-		finishSending(t, s, Sent{RoomID: "!other:hs", EventID: "$4", SentAt: base})
-		if last, ok, err := s.Tag(ctx, "!r:hs", ""); err != nil || !ok || last.EventID != "$3" {
-			t.Fatalf("the last message sent = %+v, %v, %v", last, ok, err)
+		finishSending(t, s, Sent{RoomID: "!other:hs", EventID: "$4", SentAt: base, Editable: true})
+		if last, ok, err := s.Tag(ctx, "!r:hs", ""); err != nil || !ok || last.EventID != "$2" {
+			t.Fatalf("the last editable message sent = %+v, %v, %v", last, ok, err)
 		}
 		ids := func(ms []SentMessage) (out []string) {
 			for _, m := range ms {

@@ -27,13 +27,15 @@ type Sent struct {
 	EventID   id.EventID
 	RequestID string
 	SentAt    time.Time
+	// Editable: a text message of send, which `"edit": "last"` may replace.
+	Editable bool
 }
 
 // insertSent records sent messages, in the caller's transaction.
 func (s *Store) insertSent(ctx context.Context, sent []Sent) error {
-	err := s.insertRows(ctx, "matrix2mqtt_sent (event_id, room_id, request_id, sent_at)", "ON CONFLICT (event_id) DO NOTHING", 4, len(sent),
+	err := s.insertRows(ctx, "matrix2mqtt_sent (event_id, room_id, request_id, sent_at, editable)", "ON CONFLICT (event_id) DO NOTHING", 5, len(sent),
 		func(i int, args []any) []any {
-			return append(args, sent[i].EventID, sent[i].RoomID, sent[i].RequestID, sent[i].SentAt.UnixMilli())
+			return append(args, sent[i].EventID, sent[i].RoomID, sent[i].RequestID, sent[i].SentAt.UnixMilli(), sent[i].Editable)
 		})
 	if err != nil {
 		return fmt.Errorf("failed to record %d sent messages: %w", len(sent), err)

@@ -24,7 +24,7 @@ func (s *Store) Tag(ctx context.Context, roomID id.RoomID, tag string) (t Tagged
 	var sentAt int64
 	query := "SELECT event_id, sent_at FROM matrix2mqtt_tags WHERE room_id=$1 AND tag=$2"
 	if tag == "" {
-		query = "SELECT event_id, sent_at FROM matrix2mqtt_sent WHERE room_id=$1 AND $2='' ORDER BY sent_at DESC LIMIT 1"
+		query = "SELECT event_id, sent_at FROM matrix2mqtt_sent WHERE room_id=$1 AND editable AND $2='' ORDER BY sent_at DESC LIMIT 1"
 	}
 	err = s.db.QueryRow(ctx, query, roomID, tag).Scan(&t.EventID, &sentAt)
 	if errors.Is(err, sql.ErrNoRows) {

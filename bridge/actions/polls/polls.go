@@ -127,6 +127,7 @@ func (r *SendPoll) Deliver(ctx context.Context, d *actions.Delivery) (any, error
 	if err := d.Polls.SavePoll(ctx, p); err != nil {
 		return nil, err
 	}
+	d.RecordSent(roomID, evtID, r.ID, false)
 	return actions.SendResult{EventID: evtID, RoomID: roomID}, nil
 }
 

@@ -251,6 +251,7 @@ func (r *Broadcast) Deliver(ctx context.Context, d *actions.Delivery) (any, erro
 			data.Failed++
 		} else {
 			data.Sent++
+			d.RecordSent(res.RoomID, res.EventID, r.ID, false) // watched for reads
 		}
 	}
 	return data, nil

@@ -1,4 +1,4 @@
--- v0 -> v7: Latest revision
+-- v0 -> v8: Latest revision
 
 CREATE TABLE matrix2mqtt_outbox (
 	-- only: postgres
@@ -98,7 +98,9 @@ CREATE TABLE matrix2mqtt_sent (
 	event_id   TEXT   PRIMARY KEY,
 	room_id    TEXT   NOT NULL,
 	request_id TEXT   NOT NULL DEFAULT '',
-	sent_at    BIGINT NOT NULL
+	sent_at    BIGINT NOT NULL,
+	-- a text message of send, which "edit": "last" may replace (not media, polls, locations)
+	editable   BOOLEAN NOT NULL DEFAULT true
 );
 
 CREATE INDEX matrix2mqtt_sent_room_idx ON matrix2mqtt_sent (room_id, sent_at);
