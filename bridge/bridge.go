@@ -230,6 +230,9 @@ func (b *Bridge) Run(ctx context.Context) error {
 	if !b.outbox.Drain(drain) {
 		b.log.Warn().Int("pending", b.stats.Snapshot().OutboxPending).Msg("Outbox not drained in time; the rest is kept for the next start")
 	}
+	if !b.intake.Drain(drain) {
+		b.log.Warn().Msg("Immediate requests not answered in time; they are cancelled")
+	}
 	cancelDrain()
 	stopSync()
 	stopHTTP()

@@ -191,3 +191,26 @@ func TestDockerImage(t *testing.T) {
 		baseDone.Sub(start).Round(time.Second), built.Sub(baseDone).Round(time.Second), online.Sub(built).Round(time.Second),
 		healthy.Sub(online).Round(time.Second), stopped.Sub(healthy).Round(time.Second), time.Since(start).Round(time.Second))
 }
+
+// TestComposeFileIsValid: Docker Compose itself (Debian's docker-compose) reads
+// configs/docker-compose.yml as a user starts it, with a matrix2mqtt.env beside the repository's
+// configs; configs/compose_test.go checks what the pair needs to work.
+func TestComposeFileIsValid(t *testing.T) {
+	root := t.TempDir()
+	if out, err := exec.Command("cp", "-r", "../configs", root).CombinedOutput(); err != nil {
+		t.Fatalf("failed to copy configs: %v: %s", err, out)
+	}
+	if err := os.WriteFile(root+"/matrix2mqtt.env", []byte("MATRIX_HOMESERVER=http://127.0.0.1:8008\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("docker-compose", "-p", "matrix2mqtt", "-f", root+"/configs/docker-compose.yml", "config")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("docker-compose config: %v: %s", err, out)
+	}
+	for _, want := range []string{"mosquitto:", "matrix2mqtt:", "MQTT_URL: tcp://mosquitto:1883", "healthcheck"} {
+		if !strings.Contains(string(out), want) {
+			t.Fatalf("docker-compose config has no %q:\n%s", want, out)
+		}
+	}
+}

@@ -3,7 +3,8 @@
 # clients, PostgreSQL, a C toolchain and SQLite (cgo for go-sqlite3), ffmpeg, builds Dendrite
 # (scripts/build-dendrite.sh), and the Node test clients (matrix-js-sdk, Node-RED) with npm; and
 # for the Docker image test, Docker (Debian's docker.io, its engine started when none answers)
-# and the Dockerfile's base images (scripts/docker-base-images.sh, with mmdebstrap).
+# and the Dockerfile's base images (scripts/docker-base-images.sh, with mmdebstrap), and
+# docker-compose, which checks configs/docker-compose.yml.
 # Idempotent; fast when everything is already there.
 set -euo pipefail
 
@@ -12,7 +13,7 @@ PACKAGES=(mosquitto mosquitto-clients gcc libc6-dev sqlite3 ca-certificates post
 # ffmpeg: the video tests make their clips with it, and the bridge measures videos with
 # ffprobe and ffmpeg when they are on PATH.
 PACKAGES+=(ffmpeg)
-PACKAGES+=(docker.io mmdebstrap)
+PACKAGES+=(docker.io docker-compose mmdebstrap)
 
 sudo=()
 if [[ $(id -u) -ne 0 ]]; then

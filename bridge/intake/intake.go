@@ -113,6 +113,7 @@ func New(d Deps) *Intake {
 	in := &Intake{Deps: d, queue: make(chan mqtt.Message, 4096), done: make(chan struct{}), slots: make(chan struct{}, immediateSlots),
 		rejects: make(chan rejection, maxRejectsQueued), closing: make(chan struct{}), repeats: map[[2]string]int{}}
 	d.Queue.Watch(in.finished)
+	in.immediate.Add(1) // the loop that answers bad requests, started by Run: Wait waits for it too
 	return in
 }
 
@@ -160,10 +161,25 @@ func (in *Intake) Close() {
 // answered (or their context ended).
 func (in *Intake) Wait() { in.immediate.Wait() }
 
+// Drain is Wait within ctx, for a shutdown that lets the requests under way finish before it
+// cancels them; it reports whether they all were answered.
+func (in *Intake) Drain(ctx context.Context) bool {
+	done := make(chan struct{})
+	go func() {
+		in.immediate.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
 // Run takes messages until Close.
 func (in *Intake) Run(ctx context.Context) {
 	in.log = zerolog.Ctx(ctx).With().Str("component", "intake").Logger()
-	in.immediate.Add(1)
 	go in.publishRejects(ctx)
 	defer close(in.done)
 	defer close(in.rejects)

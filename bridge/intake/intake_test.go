@@ -70,6 +70,9 @@ func (q *fakeQueue) ClaimRequest(_ context.Context, action, id string, _ time.Ti
 	if response, ok := q.accepted[action][id]; ok {
 		return false, response, nil
 	}
+	if q.accepted == nil {
+		q.accepted = map[string]map[string]json.RawMessage{}
+	}
 	if q.accepted[action] == nil {
 		q.accepted[action] = map[string]json.RawMessage{}
 	}
@@ -431,5 +434,25 @@ func TestOverloadAnswerDoesNotHoldUpClose(t *testing.T) {
 	case <-closed:
 	case <-time.After(2 * time.Second):
 		t.Fatal("Close waited for the broker to take the answer")
+	}
+}
+
+// TestDrainWaitsForImmediateRequests: a shutdown's Drain waits, within its context, until the
+// immediate requests under way are answered.
+func TestDrainWaitsForImmediateRequests(t *testing.T) {
+	ti := newTestIntake(t)
+	ti.offer("m2m/bridge/request/join", `{"id":"j","room":"!a:hs"}`) // waits for the login
+	short, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	if ti.Drain(short) {
+		t.Fatal("drained while a request waited for the login")
+	}
+	close(ti.ready)
+	if r := ti.responses.Next(t); r.ID != "j" || r.Status != "ok" {
+		t.Fatalf("response = %+v", r)
+	}
+	ti.Close() // the loop that answers bad requests ends with the intake
+	if !ti.Drain(context.Background()) {
+		t.Fatal("not drained after the answer")
 	}
 }
