@@ -17,7 +17,6 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -29,6 +28,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/matrix2mqtt/matrix2mqtt/internal/jsclient"
+	"github.com/matrix2mqtt/matrix2mqtt/internal/testenv"
 )
 
 // testPNG draws a w×h PNG (a gradient, so that it does not compress to nothing).
@@ -571,15 +571,10 @@ func TestInboundMediaRestartDuringDownload(t *testing.T) {
 	}
 }
 
-// testVideo makes a 2 s 320×240 MP4 with ffmpeg (scripts/install-deps.sh installs it).
+// testVideo makes a 2 s 320×240 MP4.
 func testVideo(t *testing.T) []byte {
 	t.Helper()
-	out := filepath.Join(t.TempDir(), "clip.mp4")
-	cmd := exec.Command("ffmpeg", "-v", "error", "-nostdin", "-f", "lavfi", "-i", "testsrc=duration=2:size=320x240:rate=10", "-pix_fmt", "yuv420p", out)
-	if msg, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("ffmpeg (scripts/install-deps.sh installs it): %v: %s", err, msg)
-	}
-	data, err := os.ReadFile(out)
+	data, err := testenv.Video(t.TempDir(), 320, 240, 2)
 	if err != nil {
 		t.Fatal(err)
 	}

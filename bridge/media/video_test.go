@@ -3,12 +3,10 @@ package media
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"image/jpeg"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"testing"
+
+	"github.com/matrix2mqtt/matrix2mqtt/internal/testenv"
 )
 
 func TestParseProbe(t *testing.T) {
@@ -54,16 +52,10 @@ func FuzzParseProbe(f *testing.F) {
 	})
 }
 
-// testVideo makes a w×h MP4 of secs seconds with ffmpeg (scripts/install-deps.sh installs it).
+// testVideo makes a w×h MP4 of secs seconds.
 func testVideo(t *testing.T, w, h, secs int) []byte {
 	t.Helper()
-	out := filepath.Join(t.TempDir(), "clip.mp4")
-	cmd := exec.Command("ffmpeg", "-v", "error", "-nostdin", "-f", "lavfi", "-i",
-		fmt.Sprintf("testsrc=duration=%d:size=%dx%d:rate=10", secs, w, h), "-pix_fmt", "yuv420p", out)
-	if msg, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("ffmpeg (scripts/install-deps.sh installs it): %v: %s", err, msg)
-	}
-	data, err := os.ReadFile(out)
+	data, err := testenv.Video(t.TempDir(), w, h, secs)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -71,13 +71,7 @@ func TestBroadcastOneCopyPerRoom(t *testing.T) {
 		if werr != nil {
 			t.Fatal(werr)
 		}
-		e, err := to.NewEntry(Job{Action: "broadcast", Request: req.(actions.Durable)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := to.Add(context.Background(), []*Entry{e}); err != nil {
-			t.Fatal(err)
-		}
+		e := to.add(t, Job{Action: "broadcast", Request: req.(actions.Durable)})
 		done := to.run(e)
 		to.sleeps(t)
 		to.clock.Advance(2 * time.Second)

@@ -565,13 +565,7 @@ func TestInDoubtWatchesTheFailedStep(t *testing.T) {
 	to.Registry = actions.NewRegistry([]actions.Spec{{Name: "two_events", New: func() actions.Request { return &messageThenReaction{} }}})
 	to.hs.Errs = []error{nil, errBroken}
 	to.hs.Sync = make(chan struct{})
-	e, err := to.NewEntry(Job{Action: "two_events", Request: &messageThenReaction{}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := to.Add(context.Background(), []*Entry{e}); err != nil {
-		t.Fatal(err)
-	}
+	e := to.add(t, Job{Action: "two_events", Request: &messageThenReaction{}})
 	to.hs.Echoes = map[string]id.EventID{e.TxnID: "$message"} // sync showed the first step
 	done := to.run(e)
 	to.expectWaits(t, restartWindow)

@@ -1,7 +1,6 @@
 package outbox
 
 import (
-	"context"
 	"encoding/base64"
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/actions/sendmedia"
 	"os"
@@ -39,13 +38,7 @@ func TestSendMediaUploadsOnce(t *testing.T) {
 			t.Fatalf("spooled file: %v %v", st, err)
 		}
 		to.hs.Errs = []error{nil, errNetwork} // the upload works, the send fails
-		e, err := to.NewEntry(Job{Action: "send_media", Request: req})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := to.Add(context.Background(), []*Entry{e}); err != nil {
-			t.Fatal(err)
-		}
+		e := to.add(t, Job{Action: "send_media", Request: req})
 		done := to.run(e)
 		to.sleeps(t)
 		to.clock.Advance(2 * time.Second)

@@ -88,7 +88,13 @@ func (to *testOutbox) enqueue(t *testing.T, req *actions.Send) *Entry {
 	if err := req.Validate(to.Env.Targets); err != nil {
 		t.Fatal(err)
 	}
-	e, err := to.NewEntry(Job{Action: "send", Request: req})
+	return to.add(t, Job{Action: "send", Request: req})
+}
+
+// add commits a job to the outbox, as the intake does, without starting it.
+func (to *testOutbox) add(t *testing.T, j Job) *Entry {
+	t.Helper()
+	e, err := to.NewEntry(j)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -529,13 +535,7 @@ func TestOpenSendsScheduledOnTime(t *testing.T) {
 	if err := req.Validate(to.Env.Targets); err != nil {
 		t.Fatal(err)
 	}
-	e, err := to.NewEntry(Job{Action: "send", Request: req, NotBefore: to.clock.Now().Add(10 * time.Second)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := to.Add(context.Background(), []*Entry{e}); err != nil {
-		t.Fatal(err)
-	}
+	to.add(t, Job{Action: "send", Request: req, NotBefore: to.clock.Now().Add(10 * time.Second)})
 	if err := to.Open(to.work); err != nil {
 		t.Fatal(err)
 	}
@@ -583,13 +583,7 @@ func TestProgressKeepsFinishedSteps(t *testing.T) {
 	eachDB(t, func(t *testing.T, to *testOutbox) {
 		to.Registry = actions.NewRegistry([]actions.Spec{{Name: "two_steps", New: func() actions.Request { return &twoSteps{} }}})
 		to.hs.Errs = []error{nil, errNetwork}
-		e, err := to.NewEntry(Job{Action: "two_steps", Request: &twoSteps{}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := to.Add(context.Background(), []*Entry{e}); err != nil {
-			t.Fatal(err)
-		}
+		e := to.add(t, Job{Action: "two_steps", Request: &twoSteps{}})
 		done := to.run(e)
 		to.sleeps(t) // the second step failed
 		if p := to.pending(t); len(p) != 1 || !strings.Contains(string(p[0].Progress), e.TxnID+".1") {
