@@ -20,6 +20,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -738,4 +739,29 @@ func TestSendMediaCaptionAndRelations(t *testing.T) {
 			t.Fatalf("downloaded %d bytes that differ from the %d sent", len(got), len(file))
 		}
 	})
+}
+
+// TestSendMediaRoomsDoNotWaitForEachOther: while the upload of one room's file hangs, a file for
+// another room is uploaded and sent.
+func TestSendMediaRoomsDoNotWaitForEachOther(t *testing.T) {
+	proxy := newGateProxy(t)
+	h := newHarness(t, map[string]string{"MATRIX_HOMESERVER": proxy.URL, "E2EE": "false"})
+	slow, fast := h.sharedRoom(nil), h.sharedRoom(nil)
+	var holding atomic.Bool
+	proxy.setHold(func(r *http.Request) bool { // the first upload only
+		return r.Method == http.MethodPost && strings.Contains(r.URL.Path, "/upload") && holding.CompareAndSwap(false, true)
+	})
+	pic := base64.StdEncoding.EncodeToString(testPNG(t, 32, 32))
+	payload, _ := json.Marshal(map[string]any{"id": "slow-upload", "to": slow.String(), "data": pic})
+	h.rec.publish(h.base+"/bridge/request/send_media", 1, string(payload))
+	proxy.waitHeld(t)
+	c := h.mediaEvent(t, fast, h.ok(h.request("send_media", map[string]any{"to": fast.String(), "data": pic})))
+	if c.MsgType != event.MsgImage {
+		t.Fatalf("the other room got %s", c.MsgType)
+	}
+	for _, m := range h.rec.all(h.base + "/bridge/response/send_media") {
+		if strings.Contains(string(m.Payload), "slow-upload") {
+			t.Fatalf("the held upload was answered: %s", m.Payload)
+		}
+	}
 }
