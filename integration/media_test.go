@@ -525,13 +525,14 @@ func TestSendMediaCrashBetweenUploadAndSend(t *testing.T) {
 	}
 }
 
-// TestInboundMediaRestartDuringDownload: the bridge is killed while it downloads an inbound
-// file; after the restart the message is published once, with its file.
+// TestInboundMediaRestartDuringDownload: while an inbound file downloads, another room's message
+// is published; the bridge is killed during the download, and after the restart the message is
+// published once, with its file.
 func TestInboundMediaRestartDuringDownload(t *testing.T) {
 	proxy := newGateProxy(t)
 	dir := filepath.Join(t.TempDir(), "downloads")
 	h := newHarness(t, map[string]string{"MATRIX_HOMESERVER": proxy.URL, "MEDIA_DOWNLOAD_DIR": dir})
-	room := h.sharedRoom(nil)
+	room, other := h.sharedRoom(nil), h.sharedRoom(nil)
 	h.stop()
 	h.startProcess()
 	proxy.setHold(func(r *http.Request) bool { return strings.Contains(r.URL.Path, "/media/download/") })
@@ -556,6 +557,11 @@ func TestInboundMediaRestartDuringDownload(t *testing.T) {
 	if n := len(published()); n != 0 {
 		t.Fatalf("published %d times before its file was there", n)
 	}
+	// The download holds neither the sync nor other rooms.
+	h.alice.send(t, other, &event.MessageEventContent{MsgType: event.MsgText, Body: "while the cat downloads"})
+	h.rec.wait(20*time.Second, "a message of another room during the download", func(m message) bool {
+		return m.Topic == h.base+"/room/"+other.String()+"/message" && strings.Contains(string(m.Payload), "while the cat downloads")
+	})
 	h.kill()
 	proxy.setHold(nil)
 	h.startProcess()
