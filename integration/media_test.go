@@ -470,6 +470,18 @@ func (g *gateProxy) waitHeld(t *testing.T) {
 	}
 }
 
+// waitImages waits until alice sees want images of the bot in room: Dendrite's /messages may
+// show an event a moment after its send was answered.
+func (h *harness) waitImages(t *testing.T, room id.RoomID, want int) {
+	t.Helper()
+	eventually(t, 10*time.Second, func() error {
+		if n := h.alice.roomImages(t, room, h.bot.id()); n != want {
+			return fmt.Errorf("room %s has %d images of the bot, want %d", room, n, want)
+		}
+		return nil
+	})
+}
+
 // roomImages counts the m.image events of sender in room, from alice's view of the timeline.
 func (u *user) roomImages(t *testing.T, room id.RoomID, sender id.UserID) int {
 	t.Helper()
@@ -517,9 +529,7 @@ func TestSendMediaCrashBetweenUploadAndSend(t *testing.T) {
 	if n := uploadsBy(t, h.bot.id()); n != 1 {
 		t.Fatalf("uploads = %d, want 1", n)
 	}
-	if n := h.alice.roomImages(t, room, h.bot.id()); n != 1 {
-		t.Fatalf("images in the room = %d, want 1", n)
-	}
+	h.waitImages(t, room, 1)
 	if left, _ := filepath.Glob(filepath.Join(h.env["DATA_DIR"], "spool", "*")); len(left) != 0 {
 		t.Fatalf("spool holds %v", left)
 	}

@@ -161,9 +161,7 @@ func TestBroadcastMedia(t *testing.T) {
 		if got := h.alice.download(t, c.URL); !bytes.Equal(got, img) {
 			t.Fatalf("alice downloads %d bytes, not the %d sent", len(got), len(img))
 		}
-		if n := h.alice.roomImages(t, room, h.bot.id()); n != 1 {
-			t.Fatalf("room %s has %d images, want 1", room, n)
-		}
+		h.waitImages(t, room, 1)
 	}
 	if n := uploadsBy(t, h.bot.id()); n != 2 {
 		t.Fatalf("the bot uploaded %d files, want 2 (one plain, one encrypted)", n)
@@ -228,9 +226,7 @@ func TestBroadcastMediaSurvivesKill(t *testing.T) {
 		if !bytes.Equal(h.alice.download(t, c.URL), pic) {
 			t.Fatalf("room %s: the image has other bytes", room)
 		}
-		if n := h.alice.roomImages(t, room, h.bot.id()); n != 1 {
-			t.Fatalf("room %s has %d images, want 1", room, n)
-		}
+		h.waitImages(t, room, 1)
 	}
 	if n := uploadsBy(t, h.bot.id()); n != 1 {
 		t.Fatalf("uploads = %d, want 1", n)
