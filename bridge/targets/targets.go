@@ -118,9 +118,10 @@ type Targets struct {
 }
 
 // New prepares the targets of cfg; watch lists more targets (room IDs, aliases, user IDs or
-// friendly names) whose rooms Learn finds.
+// friendly names) whose rooms Learn finds. Learn finds the rooms of ALLOWED_TARGETS too, so that
+// the rooms they stand for are allowed by room ID from the start.
 func New(cfg Config, watch ...string) *Targets {
-	t := &Targets{cfg: cfg, watch: watch, byRoom: map[id.RoomID]string{}, resolved: map[string]id.RoomID{}, keys: map[string]id.RoomID{},
+	t := &Targets{cfg: cfg, watch: slices.Concat(watch, cfg.Allowed), byRoom: map[id.RoomID]string{}, resolved: map[string]id.RoomID{}, keys: map[string]id.RoomID{},
 		upgrades: map[id.RoomID]id.RoomID{}}
 	for name := range cfg.Names {
 		t.names = append(t.names, name)

@@ -145,6 +145,16 @@ func TestLearnAndKeys(t *testing.T) {
 			t.Errorf("RoomOf(%s) = %s for a target with no room", target, got)
 		}
 	}
+
+	// The rooms of ALLOWED_TARGETS are learned too: their room IDs are allowed before any
+	// request named the alias or the user.
+	locked := New(Config{Allowed: []string{"#porch:hs", "@alice:hs"}})
+	locked.Learn(context.Background(), rooms, aliases{"#porch:hs": "!p:hs"})
+	for _, room := range []string{"!p:hs", "!dm:hs"} {
+		if _, err := locked.Check("to", room); err != nil {
+			t.Errorf("the room %s of an ALLOWED_TARGETS entry is refused: %v", room, err)
+		}
+	}
 }
 
 // TestRuntimeKeys: a key given at runtime works like a friendly name and becomes the room's topic
