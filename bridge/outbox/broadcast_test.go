@@ -90,3 +90,38 @@ func TestBroadcastOneCopyPerRoom(t *testing.T) {
 		}
 	})
 }
+
+// TestBroadcastClaimOutlivesAnAttempt: a room claimed by a target whose send failed stays that
+// target's in the next attempt, even when a target before it resolves to the same room only
+// then; the room is sent one copy, under its owner's transaction ID.
+func TestBroadcastClaimOutlivesAnAttempt(t *testing.T) {
+	eachDB(t, func(t *testing.T, to *testOutbox) {
+		to.hs.Aliases = map[string]id.RoomID{"#a:hs": "!a:hs"}
+		to.hs.ResolveErrs = map[string]error{"#a:hs": errNetwork} // the alias cannot be looked up yet
+		to.hs.Errs = []error{errNetwork}                          // and the send to !a:hs loses its answer
+		req, werr := catalog.Default().Parse("broadcast", "", []byte(`{"id":"b","to":["#a:hs","!a:hs"],"text":"hi"}`), to.Env.Targets)
+		if werr != nil {
+			t.Fatal(werr)
+		}
+		e := to.add(t, Job{Action: "broadcast", Request: req.(actions.Durable)})
+		done := to.run(e)
+		to.sleeps(t)
+		to.hs.Mu.Lock()
+		to.hs.ResolveErrs = nil
+		to.hs.Mu.Unlock()
+		to.clock.Advance(2 * time.Second)
+		r := to.responses.Next(t)
+		<-done
+		if want := []string{e.TxnID + ".1"}; !slices.Equal(to.hs.Sent, want) {
+			t.Fatalf("sent %v, want %v: one copy, under the owner's transaction ID", to.hs.Sent, want)
+		}
+		raw, _ := json.Marshal(r.Data)
+		var data rooms.BroadcastData
+		if err := json.Unmarshal(raw, &data); err != nil {
+			t.Fatal(err)
+		}
+		if data.Results[0].EventID == "" || data.Results[0].EventID != data.Results[1].EventID {
+			t.Fatalf("data %s", raw)
+		}
+	})
+}

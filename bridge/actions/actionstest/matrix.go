@@ -42,6 +42,8 @@ type Matrix struct {
 	RoomList    []wire.Room
 	// Aliases are the rooms that Resolve gives for these targets; any other target is a room ID.
 	Aliases map[string]id.RoomID
+	// ResolveErrs are what Resolve fails with for these targets.
+	ResolveErrs map[string]error
 	Admin   Admin
 	// MemberList are the joined members that Members returns.
 	MemberList []id.UserID
@@ -93,6 +95,11 @@ func (f *Matrix) SentWithTxn(_ context.Context, txnID string) (id.EventID, bool)
 
 // Resolve gives the room of an alias in Aliases, and takes any other target for a room ID.
 func (f *Matrix) Resolve(_ context.Context, target string) (id.RoomID, error) {
+	f.Mu.Lock()
+	defer f.Mu.Unlock()
+	if err := f.ResolveErrs[target]; err != nil {
+		return "", err
+	}
 	if roomID, ok := f.Aliases[target]; ok {
 		return roomID, nil
 	}

@@ -200,46 +200,47 @@ func (r *Broadcast) Deliver(ctx context.Context, d *actions.Delivery) (any, erro
 	}
 	var file []byte // the media's file, loaded at most once per attempt
 	var retry error
-	reached := make(map[id.RoomID]int, len(p.Targets)) // room → the first target that names it
+	// owner is the target that sends each room its one copy: the first to claim it, in this
+	// attempt or an earlier one (a claim is saved before the send, so no later attempt sends the
+	// room a second copy under another target's transaction ID).
+	owner := make(map[id.RoomID]int, len(p.Targets))
 	for i, res := range p.Results {
-		if res.done() && res.RoomID != "" {
-			reached[res.RoomID] = i
+		if _, claimed := owner[res.RoomID]; res.RoomID != "" && !claimed {
+			owner[res.RoomID] = i
 		}
 	}
 	for i, target := range p.Targets {
 		if p.Results[i].done() {
 			continue
 		}
-		claim := func(roomID id.RoomID) (int, bool) {
-			first, taken := reached[roomID]
-			if !taken {
-				reached[roomID] = i
-			}
-			return first, taken
-		}
-		res, first, err := r.sendOne(ctx, d, target, func(roomID id.RoomID) (any, error) {
+		res := &p.Results[i]
+		save := func() error { return d.Progress.Save(ctx, &p) }
+		evtID, err := r.sendOne(ctx, d, i, target, res, owner, save, func(roomID id.RoomID) (any, error) {
 			if content != nil {
 				return content, nil
 			}
 			return r.mediaContent(ctx, d, &p, roomID, &file)
-		}, d.StepTxnID(i), claim)
-		if first >= 0 {
-			// Another target names the same room: it gets one copy, and this target its result.
-			if !p.Results[first].done() {
-				continue
-			}
-			res.EventID, res.Error = p.Results[first].EventID, p.Results[first].Error
-		} else if err != nil {
-			out := actions.Classify(err)
-			if out.Retry {
-				retry = err
-				continue
-			}
-			res.Error = out.Err
+		})
+		if res.RoomID != "" && owner[res.RoomID] != i {
+			continue // a copy: settled below, once its owner is done
 		}
-		p.Results[i] = res
-		if err := d.Progress.Save(ctx, &p); err != nil {
+		if err != nil {
+			out := actions.Classify(err)
+			if !out.Retry {
+				res.Error = out.Err
+			} else if retry = err; res.RoomID == "" {
+				continue
+			}
+		}
+		res.EventID = evtID
+		if err := save(); err != nil {
 			return nil, err
+		}
+	}
+	for i := range p.Results { // each target that names a room another target sent to
+		res := &p.Results[i]
+		if o, ok := owner[res.RoomID]; ok && o != i && !res.done() && p.Results[o].done() {
+			res.EventID, res.Error = p.Results[o].EventID, p.Results[o].Error
 		}
 	}
 	if retry != nil {
@@ -280,29 +281,36 @@ func (r *Broadcast) start(ctx context.Context, d *actions.Delivery) (broadcastPr
 	return p, nil
 }
 
-// sendOne sends to one target the content made for its room; rooms of "*" go through
-// ALLOWED_TARGETS here. When claim reports that an earlier target of the broadcast names the
-// same room (an alias and a friendly name of one room, say), nothing is sent and first is that
-// target's index; otherwise first is -1.
-func (r *Broadcast) sendOne(ctx context.Context, d *actions.Delivery, target string, content func(id.RoomID) (any, error), txnID string, claim func(id.RoomID) (int, bool)) (res BroadcastResult, first int, err error) {
-	res, first = BroadcastResult{To: target}, -1
-	if strings.HasPrefix(target, "!") {
-		if _, werr := d.Targets.Check("to", target); werr != nil {
-			return res, first, werr
+// sendOne sends target's room its copy, with target i's transaction ID, unless another target
+// owns that room; rooms of "*" go through ALLOWED_TARGETS here. It records the room in res, and
+// claims it in owner (saving the claim before the send).
+func (r *Broadcast) sendOne(ctx context.Context, d *actions.Delivery, i int, target string, res *BroadcastResult,
+	owner map[id.RoomID]int, save func() error, content func(id.RoomID) (any, error)) (id.EventID, error) {
+	if res.RoomID == "" {
+		if strings.HasPrefix(target, "!") {
+			if _, werr := d.Targets.Check("to", target); werr != nil {
+				return "", werr
+			}
+		}
+		roomID, err := d.Resolve(ctx, target)
+		if err != nil {
+			return "", err
+		}
+		res.RoomID = roomID
+	}
+	if o, claimed := owner[res.RoomID]; claimed {
+		if o != i {
+			return "", nil
+		}
+	} else {
+		owner[res.RoomID] = i
+		if err := save(); err != nil {
+			return "", err
 		}
 	}
-	roomID, err := d.Resolve(ctx, target)
+	c, err := content(res.RoomID)
 	if err != nil {
-		return res, first, err
+		return "", err
 	}
-	res.RoomID = roomID
-	if earlier, taken := claim(roomID); taken {
-		return res, earlier, nil
-	}
-	c, err := content(roomID)
-	if err != nil {
-		return res, first, err
-	}
-	res.EventID, err = d.Matrix.Send(ctx, roomID, event.EventMessage, c, txnID)
-	return res, first, err
+	return d.Matrix.Send(ctx, res.RoomID, event.EventMessage, c, d.StepTxnID(i))
 }
