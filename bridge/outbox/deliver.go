@@ -44,14 +44,19 @@ func (o *Outbox) deliver(ctx context.Context, e *Entry) {
 	e.req = req
 	var dbt *doubt
 	if e.inDoubt != nil { // left by the last run, maybe in flight when it stopped
-		dbt = &doubt{txn: e.TxnID, since: o.Clock.Now(), restart: true, sampled: true}
+		dbt = &doubt{txn: e.TxnID, since: e.resumedAt, restart: true, sampled: true}
 		if !o.waitInDoubt(ctx, e, dbt) {
 			return
 		}
+		dbt = o.unsettled(ctx, dbt)
 	}
 	for attempt := 0; ; attempt++ {
 		now := o.Clock.Now()
-		if wait := e.NotBefore.Sub(now); wait > 0 {
+		notBefore := e.NotBefore
+		if attempt == 0 && e.resumedAt.Add(resumeDelay).After(notBefore) {
+			notBefore = e.resumedAt.Add(resumeDelay)
+		}
+		if wait := notBefore.Sub(now); wait > 0 {
 			if !o.sleepEntry(ctx, e, wait, false) {
 				return
 			}
@@ -84,10 +89,11 @@ func (o *Outbox) deliver(ctx context.Context, e *Entry) {
 			return
 		}
 		failedAt := o.Clock.Now()
-		if failedTxn == "" {
-			failedTxn = e.TxnID
+		var next *doubt // only a send or redaction that failed can be in doubt itself
+		if failedTxn != "" {
+			next = newDoubt(err, failedTxn, now, failedAt, syncHealthy)
 		}
-		dbt = o.doubtAfter(e, dbt, err, newDoubt(err, failedTxn, now, failedAt, syncHealthy))
+		dbt = o.doubtAfter(e, dbt, err, next)
 		wait := max(out.RetryWait, matrix.Backoff(attempt, retryBase, retryLimit))
 		if until := o.deadline(e).Sub(failedAt); until < wait {
 			wait = max(until, 0) + time.Millisecond
@@ -99,16 +105,30 @@ func (o *Outbox) deliver(ctx context.Context, e *Entry) {
 		if !o.pause(ctx, e, dbt, failedAt.Add(wait)) {
 			return
 		}
+		dbt = o.unsettled(ctx, dbt)
 	}
 }
 
-// doubtAfter is what is in doubt after an attempt failed with err: the attempt itself (next)
-// when it may have reached the homeserver (see doubt.followedBy); the earlier attempt, now a
-// possible restart, when the homeserver refused the connection (it is down, and may store that
-// attempt only when it is back); otherwise the earlier one, if any.
+// unsettled is d while sync has not shown its send; once it has, the next attempt answers with
+// the echoed event, and a failure after that is no longer this doubt's.
+func (o *Outbox) unsettled(ctx context.Context, d *doubt) *doubt {
+	if d == nil {
+		return nil
+	}
+	if _, sent := o.Sync.SentWithTxn(ctx, d.txn); sent {
+		return nil
+	}
+	return d
+}
+
+// doubtAfter is what is in doubt after an attempt failed with err: the attempt's failed send
+// (next; nil when no send failed) when it may have reached the homeserver (see
+// doubt.followedBy); the earlier attempt, now a possible restart, when the homeserver refused
+// the connection (it is down, and may store that attempt only when it is back); otherwise the
+// earlier one, if any.
 func (o *Outbox) doubtAfter(e *Entry, prev *doubt, err error, next *doubt) *doubt {
 	switch {
-	case mayHaveArrived(err):
+	case next != nil && mayHaveArrived(err):
 		if prev != nil {
 			next = prev.followedBy(next)
 		}

@@ -575,3 +575,42 @@ func TestInDoubtWatchesTheFailedStep(t *testing.T) {
 	to.handOverSync(map[string]id.EventID{e.TxnID + ".1": "$reaction"})
 	to.expectAnswered(t, done, "", 2)
 }
+
+// sendThenFail sends its message, then fails in a step that sends nothing (an upload, say).
+type sendThenFail struct {
+	actions.Common
+}
+
+func (r *sendThenFail) Validate(actions.Targets) *wire.Error { return nil }
+func (r *sendThenFail) Lane() string                         { return "!room:hs" }
+
+func (r *sendThenFail) Deliver(ctx context.Context, d *actions.Delivery) (any, error) {
+	if _, err := d.Matrix.Send(ctx, "!room:hs", event.EventMessage, "message", d.TxnID); err != nil {
+		return nil, err
+	}
+	return nil, errBroken
+}
+
+// TestFailureAfterASettledDoubtBacksOff: once sync showed an entry's send, a failure in a later
+// step that sends nothing is not in doubt: the entry waits its backoff instead of trying again
+// at once, over and over.
+func TestFailureAfterASettledDoubtBacksOff(t *testing.T) {
+	to := newTestOutbox(t, "", nil)
+	to.Registry = actions.NewRegistry([]actions.Spec{{Name: "send_then_fail", New: func() actions.Request { return &sendThenFail{} }}})
+	e := to.add(t, Job{Action: "send_then_fail", Request: &sendThenFail{}})
+	to.hs.Echoes = map[string]id.EventID{e.TxnID: "$message"} // the last run's send was delivered
+	if err := to.Open(to.work); err != nil {
+		t.Fatal(err)
+	}
+	if d := to.sleeps(t); d != resumeDelay {
+		t.Fatalf("resumed after %s, want %s", d, resumeDelay)
+	}
+	to.clock.Advance(resumeDelay)
+	for range 3 {
+		d := to.sleeps(t)
+		if d < retryBase/2 || d > time.Second {
+			t.Fatalf("waited %s after a failure, want a backoff from %s", d, retryBase)
+		}
+		to.clock.Advance(d)
+	}
+}

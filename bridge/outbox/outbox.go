@@ -131,6 +131,9 @@ type Entry struct {
 	state entryState
 	// req is the stored request, once deliver decoded it.
 	req actions.Request
+	// resumedAt is when Open found the entry due, left by the last run: its first attempt waits
+	// resumeDelay from then, and its doubt dates from then.
+	resumedAt time.Time
 }
 
 // New prepares the outbox; Open starts it.
@@ -154,8 +157,7 @@ func (o *Outbox) Open(ctx context.Context) error {
 		// An entry due later than now was never tried by the last run, which stopped before now:
 		// it goes out on time. Any other may have been in flight.
 		if !e.NotBefore.After(now) {
-			e.NotBefore = now.Add(resumeDelay)
-			e.inDoubt = o.Sync.NextSync()
+			e.resumedAt, e.inDoubt = now, o.Sync.NextSync()
 		}
 		o.Start([]*Entry{e}) // a long lane keeps the first ones and reads the rest later
 		count++

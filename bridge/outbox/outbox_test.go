@@ -157,7 +157,7 @@ func requestError(err error) error {
 }
 
 // TestDeliverRetriesWithBackoffAndKeepsTxnID: failures that did not reach the homeserver are
-// retried after 250 ms, doubling (a request in doubt waits for sync too: doubt_test.go).
+// retried after 100 ms (retryBase), doubling (a request in doubt waits for sync too: doubt_test.go).
 func TestDeliverRetriesWithBackoffAndKeepsTxnID(t *testing.T) {
 	eachDB(t, func(t *testing.T, to *testOutbox) {
 		to.hs.Errs = []error{errNetwork, httpError(429, "M_LIMIT_EXCEEDED", nil), errNetwork}
@@ -177,7 +177,7 @@ func TestDeliverRetriesWithBackoffAndKeepsTxnID(t *testing.T) {
 		if to.hs.Calls != 4 || len(to.hs.Sent) != 1 || to.hs.Sent[0] != e.TxnID {
 			t.Fatalf("calls = %d sent = %v, want the entry's txn %s", to.hs.Calls, to.hs.Sent, e.TxnID)
 		}
-		// Exponential with ±20% jitter: about 250 ms, 500 ms, 1 s.
+		// Exponential with ±20% jitter from retryBase: about 100 ms, 200 ms, 400 ms.
 		for i, d := range waits {
 			base := retryBase << i
 			if d < base*8/10 || d > base*12/10 {
@@ -652,5 +652,26 @@ func TestUpgradedRoomSharesItsReplacementsLane(t *testing.T) {
 		if e.Lane != "!new:hs" {
 			t.Fatalf("a request to %s queues in lane %s, want !new:hs", target, e.Lane)
 		}
+	}
+}
+
+// TestResumeKeepsTheAge: resuming an entry at start does not renew its OUTBOX_MAX_AGE: its age
+// counts from when the bridge received it, across restarts.
+func TestResumeKeepsTheAge(t *testing.T) {
+	to := newTestOutbox(t, "", nil)
+	e := to.enqueue(t, send("old", "!room:hs", "received long ago"))
+	to.clock.Advance(59 * time.Minute)
+	if err := to.Open(to.work); err != nil {
+		t.Fatal(err)
+	}
+	to.sleeps(t)
+	to.liveMu.Lock()
+	resumed := to.live[e.ID]
+	to.liveMu.Unlock()
+	if resumed == nil {
+		t.Fatal("the entry was not resumed")
+	}
+	if got, want := to.deadline(resumed), e.CreatedAt.Add(time.Hour); !got.Equal(want) {
+		t.Fatalf("deadline %s after the resume, want %s (received + OUTBOX_MAX_AGE)", got, want)
 	}
 }
