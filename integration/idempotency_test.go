@@ -59,8 +59,8 @@ func waitAnswers(t *testing.T, h *harness, reqID string, n int) []map[string]any
 }
 
 // TestRoomOperationRunsOncePerID: create_room published twice with one id (and once more after
-// a restart) creates one room; each repeat is answered with the first's room. Without an id,
-// each request runs.
+// a restart) creates one room; each repeat is answered with the first's room. Requests with
+// ids of their own each run.
 func TestRoomOperationRunsOncePerID(t *testing.T) {
 	h := newHarness(t, map[string]string{"E2EE": "false"})
 	name := fmt.Sprintf("Once %d", time.Now().UnixNano())
@@ -109,5 +109,10 @@ func TestRoomOperationRunsOncePerID(t *testing.T) {
 	})
 	if invited != 1 {
 		t.Fatalf("alice was invited to %d rooms named %q, want 1", invited, name)
+	}
+	a := h.ok(h.request("create_room", map[string]any{"name": name + " without id"}))["room_id"]
+	b := h.ok(h.request("create_room", map[string]any{"name": name + " without id"}))["room_id"]
+	if a == b {
+		t.Fatalf("two create_room requests with their own ids made one room %v", a)
 	}
 }

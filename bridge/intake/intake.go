@@ -19,6 +19,7 @@ import (
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/metrics"
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/outbox"
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/stats"
+	"github.com/matrix2mqtt/matrix2mqtt/bridge/store"
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/wire"
 	"github.com/matrix2mqtt/matrix2mqtt/internal/clock"
 	"github.com/matrix2mqtt/matrix2mqtt/matrix"
@@ -52,8 +53,9 @@ type Queue interface {
 
 // Requests remembers the ids of immediate requests whose action runs once per id (Spec.Once).
 type Requests interface {
-	ClaimRequest(ctx context.Context, action, id string, at time.Time) (claimed bool, response json.RawMessage, err error)
+	ClaimRequest(ctx context.Context, action, id string, at time.Time) (store.Claim, error)
 	KeepResponse(ctx context.Context, action, id string, response json.RawMessage) error
+	ForgetRequest(ctx context.Context, action, id string) error
 }
 
 // Responder answers requests on MQTT.
@@ -103,6 +105,9 @@ type Intake struct {
 	repeats   map[[2]string]int
 
 	slots chan struct{} // bounds concurrent immediate actions
+	// started is when this intake was made: a Once request accepted before it, and not done, was
+	// cut short by a stop.
+	started time.Time
 	// immediateQueued counts immediate actions started and not yet answered.
 	immediateQueued atomic.Int64
 	immediate       sync.WaitGroup
@@ -112,6 +117,7 @@ type Intake struct {
 func New(d Deps) *Intake {
 	in := &Intake{Deps: d, queue: make(chan mqtt.Message, 4096), done: make(chan struct{}), slots: make(chan struct{}, immediateSlots),
 		rejects: make(chan rejection, maxRejectsQueued), closing: make(chan struct{}), repeats: map[[2]string]int{}}
+	in.started = d.Clock.Now()
 	d.Queue.Watch(in.finished)
 	in.immediate.Add(1) // the loop that answers bad requests, started by Run: Wait waits for it too
 	return in
@@ -480,18 +486,15 @@ func (in *Intake) startImmediate(ctx context.Context, action string, req actions
 	in.immediate.Add(1)
 	go func() {
 		defer in.immediate.Done()
+		defer in.immediateQueued.Add(-1)
 		runCtx, cancel := context.WithTimeout(ctx, in.RequestTimeout)
 		defer cancel()
-		once, repeat := in.claimOnce(runCtx, action, req.RequestID(), received)
+		once, repeat, kept, werr := in.claimOnce(runCtx, action, req.RequestID(), received)
 		if repeat {
-			in.immediateQueued.Add(-1)
-			data, werr := in.awaitKept(runCtx, action, req.RequestID())
-			in.Responder.Respond(ctx, action, req.RequestID(), data, werr)
+			in.Responder.Respond(ctx, action, req.RequestID(), kept, werr)
 			return
 		}
-		data, err := in.runImmediate(runCtx, action, req)
-		in.immediateQueued.Add(-1)
-		var werr *wire.Error
+		data, ran, err := in.runImmediate(runCtx, action, req)
 		switch {
 		case err == nil:
 		case errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil:
@@ -500,54 +503,62 @@ func (in *Intake) startImmediate(ctx context.Context, action string, req actions
 			werr = actions.Classify(err).Err
 		}
 		if once {
-			in.keepResponse(ctx, action, req.RequestID(), data, werr)
+			in.settleOnce(ctx, action, req.RequestID(), ran, data, werr)
 		}
 		in.finishImmediate(ctx, received, action, req, data, werr)
 	}()
 }
 
-// claimOnce claims the id of a request whose action runs once per id: once tells that its
-// response must be kept; repeat that an earlier request with this id was accepted.
-func (in *Intake) claimOnce(ctx context.Context, action, id string, received time.Time) (once, repeat bool) {
+// claimOnce claims the id of a request whose action runs once per id. once tells that it is the
+// first, whose outcome settleOnce keeps; a repeat is answered with kept and werr: the first's
+// response, once the first is done (waiting while it runs, until ctx ends).
+func (in *Intake) claimOnce(ctx context.Context, action, id string, received time.Time) (once, repeat bool, kept any, werr *wire.Error) {
 	if spec, _ := in.Registry.Spec(action); !spec.Once || id == "" || in.Requests == nil {
-		return false, false
+		return false, false, nil, nil
 	}
-	claimed, _, err := in.Requests.ClaimRequest(ctx, action, id, received)
-	if err != nil {
-		// Running it is better than refusing it: the homeserver refuses most repeats itself.
-		in.log.Error().Err(err).Str("action", action).Str("request_id", id).Msg("Failed to claim a request id; running the request")
-		return false, false
-	}
-	if !claimed {
-		in.log.Info().Str("action", action).Str("request_id", id).Msg("Request with this id was accepted already; answering with its response")
-	}
-	return claimed, !claimed
-}
-
-// awaitKept answers the repeat of a Once request with the first's response, waiting for it
-// while the first runs (until ctx ends).
-func (in *Intake) awaitKept(ctx context.Context, action, id string) (any, *wire.Error) {
-	for {
-		found, err := in.Queue.Accepted(ctx, action, []string{id})
-		if err == nil && len(found[id]) > 0 {
-			return in.decodeKept(id, found[id])
+	for logged := false; ; logged = true {
+		c, err := in.Requests.ClaimRequest(ctx, action, id, received)
+		switch {
+		case err != nil:
+			// Running it is better than refusing it: the homeserver refuses most repeats itself.
+			in.log.Error().Err(err).Str("action", action).Str("request_id", id).Msg("Failed to claim a request id; running the request")
+			return false, false, nil, nil
+		case c.Claimed:
+			return true, false, nil, nil // also when an earlier one never ran and forgot its claim
+		case !logged:
+			in.log.Info().Str("action", action).Str("request_id", id).Msg("Request with this id was accepted already; answering with its response")
+		}
+		switch {
+		case len(c.Response) > 0:
+			kept, werr := in.decodeKept(id, c.Response)
+			return false, true, kept, werr
+		case c.AcceptedAt.Before(in.started):
+			return false, true, nil, wire.Errorf(wire.CodeInvalidRequest, "a request with the id %q was accepted, but the bridge stopped while it ran, so whether it was done is not known; to run it again, use a new id", id)
 		}
 		select {
 		case <-in.Clock.After(100 * time.Millisecond):
 		case <-ctx.Done():
-			return nil, wire.Errorf(wire.CodeInvalidRequest, "a request with the id %q is still running, or the bridge stopped while it ran; to run it again, use a new id", id)
+			return false, true, nil, wire.Errorf(wire.CodeTimeout, "a request with the id %q is still running; its response comes on this topic when it is done", id)
 		}
 	}
 }
 
-// keepResponse keeps the response of a Once request for its repeats.
-func (in *Intake) keepResponse(ctx context.Context, action, id string, data any, werr *wire.Error) {
-	response, err := json.Marshal(wire.NewResponse(id, data, werr))
-	if err == nil {
-		err = in.Requests.KeepResponse(ctx, action, id, response)
+// settleOnce keeps the outcome of the first request of an id for its repeats, or, when the
+// action never ran (it timed out waiting for a slot or the login), forgets the id so that a
+// repeat runs.
+func (in *Intake) settleOnce(ctx context.Context, action, id string, ran bool, data any, werr *wire.Error) {
+	ctx = context.WithoutCancel(ctx) // kept even when the shutdown cancelled the request
+	var err error
+	if !ran {
+		err = in.Requests.ForgetRequest(ctx, action, id)
+	} else {
+		var response []byte
+		if response, err = json.Marshal(wire.NewResponse(id, data, werr)); err == nil {
+			err = in.Requests.KeepResponse(ctx, action, id, response)
+		}
 	}
 	if err != nil {
-		in.log.Error().Err(err).Str("action", action).Str("request_id", id).Msg("Failed to keep a response")
+		in.log.Error().Err(err).Str("action", action).Str("request_id", id).Msg("Failed to keep the outcome of a request id")
 	}
 }
 
@@ -571,31 +582,31 @@ func (in *Intake) countImmediate(received time.Time, action string, req actions.
 // runImmediate waits for a slot and, for actions that need Matrix, for the login; then it runs
 // the action, waiting and trying again as long as the homeserver answers M_LIMIT_EXCEEDED and
 // the context allows.
-func (in *Intake) runImmediate(ctx context.Context, action string, req actions.Immediate) (any, error) {
+func (in *Intake) runImmediate(ctx context.Context, action string, req actions.Immediate) (data any, ran bool, err error) {
 	select {
 	case in.slots <- struct{}{}:
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		return nil, false, ctx.Err()
 	}
 	defer func() { <-in.slots }()
 	if spec, _ := in.Registry.Spec(action); !spec.Local {
 		select {
 		case <-in.Ready:
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return nil, false, ctx.Err()
 		}
 	}
 	for attempt := 0; ; attempt++ {
 		data, err := req.Run(ctx, &in.Env)
 		if err == nil || !errors.Is(err, mautrix.MLimitExceeded) {
-			return data, err
+			return data, true, err
 		}
 		wait := max(actions.Classify(err).RetryWait, matrix.Backoff(attempt, time.Second, 5*time.Minute))
 		in.log.Debug().Str("action", action).Dur("retry_in", wait).Msg("Rate limited, waiting as told")
 		select {
 		case <-in.Clock.After(wait):
 		case <-ctx.Done():
-			return nil, err
+			return nil, true, err
 		}
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/actions/actionstest"
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/outbox"
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/stats"
+	"github.com/matrix2mqtt/matrix2mqtt/bridge/store"
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/targets"
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/wire"
 	"github.com/matrix2mqtt/matrix2mqtt/internal/clock"
@@ -32,7 +33,8 @@ type fakeQueue struct {
 	// refuse is an action whose NewEntry fails.
 	refuse string
 	// accepted are the kept responses by action and request id ("" while pending).
-	accepted map[string]map[string]json.RawMessage
+	accepted   map[string]map[string]json.RawMessage
+	acceptedAt map[string]time.Time // of Once requests, by action and id
 }
 
 func (q *fakeQueue) add(s string) {
@@ -63,12 +65,13 @@ func (q *fakeQueue) Accepted(_ context.Context, action string, ids []string) (ma
 
 func (q *fakeQueue) Watch(func(context.Context, string, string, json.RawMessage)) {}
 
-// ClaimRequest and KeepResponse keep the ids of Once requests in accepted, as the store does.
-func (q *fakeQueue) ClaimRequest(_ context.Context, action, id string, _ time.Time) (bool, json.RawMessage, error) {
+// ClaimRequest, KeepResponse and ForgetRequest keep the ids of Once requests in accepted, as
+// the store does; acceptedAt is when each was claimed.
+func (q *fakeQueue) ClaimRequest(_ context.Context, action, id string, at time.Time) (store.Claim, error) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if response, ok := q.accepted[action][id]; ok {
-		return false, response, nil
+		return store.Claim{Response: response, AcceptedAt: q.acceptedAt[action+" "+id]}, nil
 	}
 	if q.accepted == nil {
 		q.accepted = map[string]map[string]json.RawMessage{}
@@ -76,8 +79,20 @@ func (q *fakeQueue) ClaimRequest(_ context.Context, action, id string, _ time.Ti
 	if q.accepted[action] == nil {
 		q.accepted[action] = map[string]json.RawMessage{}
 	}
-	q.accepted[action][id] = json.RawMessage{}
-	return true, nil, nil
+	if q.acceptedAt == nil {
+		q.acceptedAt = map[string]time.Time{}
+	}
+	q.accepted[action][id], q.acceptedAt[action+" "+id] = json.RawMessage{}, at
+	return store.Claim{Claimed: true, AcceptedAt: at}, nil
+}
+
+func (q *fakeQueue) ForgetRequest(_ context.Context, action, id string) error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if len(q.accepted[action][id]) == 0 {
+		delete(q.accepted[action], id)
+	}
+	return nil
 }
 
 func (q *fakeQueue) KeepResponse(_ context.Context, action, id string, response json.RawMessage) error {
@@ -352,7 +367,7 @@ func TestOnceActionRunsOncePerID(t *testing.T) {
 		t.Fatalf("joined %s, want !a:hs once and !b:hs (no id) twice", got)
 	}
 
-	ti.queue.ClaimRequest(context.Background(), "join", "p", time.Time{}) // running elsewhere
+	ti.queue.ClaimRequest(context.Background(), "join", "p", ti.clock.Now()) // running now
 	ti.offer("m2m/bridge/request/join", `{"id":"p","room":"!c:hs"}`)
 	if d := <-ti.clock.Asked; d != 100*time.Millisecond { // the repeat waits for the first's response
 		t.Fatalf("waited %s", d)
@@ -364,6 +379,32 @@ func TestOnceActionRunsOncePerID(t *testing.T) {
 	}
 	if len(ti.hs.Joined) != 3 {
 		t.Fatalf("the repeat of a running request ran: joined %v", ti.hs.Joined)
+	}
+
+	// One accepted before this start and never done was cut short by a stop: its repeat is told
+	// so at once, and does not run.
+	ti.queue.ClaimRequest(context.Background(), "join", "cut", ti.clock.Now().Add(-time.Minute))
+	ti.offer("m2m/bridge/request/join", `{"id":"cut","room":"!d:hs"}`)
+	if r := ti.responses.Next(t); r.ID != "cut" || r.Error == nil || r.Error.Code != wire.CodeInvalidRequest || !strings.Contains(r.Error.Message, "stopped") {
+		t.Fatalf("answer to the repeat of a request cut short = %+v", r)
+	}
+	if len(ti.hs.Joined) != 3 {
+		t.Fatalf("the repeat of a request cut short ran: joined %v", ti.hs.Joined)
+	}
+}
+
+// TestOnceActionThatNeverRanIsForgotten: a Once request that timed out before it ran (waiting for
+// the login) leaves no claim: its repeat runs.
+func TestOnceActionThatNeverRanIsForgotten(t *testing.T) {
+	ti := newTestIntake(t)
+	ti.offer("m2m/bridge/request/join", `{"id":"early","room":"!a:hs"}`)
+	if r := ti.responses.Next(t); r.ID != "early" || r.Error == nil || r.Error.Code != wire.CodeTimeout {
+		t.Fatalf("response before the login = %+v", r)
+	}
+	close(ti.ready)
+	ti.offer("m2m/bridge/request/join", `{"id":"early","room":"!a:hs"}`)
+	if r := ti.responses.Next(t); r.ID != "early" || r.Status != "ok" || len(ti.hs.Joined) != 1 {
+		t.Fatalf("the repeat = %+v after %v joins, want it run", r, ti.hs.Joined)
 	}
 }
 
@@ -442,6 +483,7 @@ func TestOverloadAnswerDoesNotHoldUpClose(t *testing.T) {
 func TestDrainWaitsForImmediateRequests(t *testing.T) {
 	ti := newTestIntake(t)
 	ti.offer("m2m/bridge/request/join", `{"id":"j","room":"!a:hs"}`) // waits for the login
+	ti.Close()                                                       // as a shutdown does first
 	short, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
 	if ti.Drain(short) {
@@ -451,7 +493,6 @@ func TestDrainWaitsForImmediateRequests(t *testing.T) {
 	if r := ti.responses.Next(t); r.ID != "j" || r.Status != "ok" {
 		t.Fatalf("response = %+v", r)
 	}
-	ti.Close() // the loop that answers bad requests ends with the intake
 	if !ti.Drain(context.Background()) {
 		t.Fatal("not drained after the answer")
 	}

@@ -10,12 +10,13 @@ import (
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/actions/actionstest"
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/actions/catalog"
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/media"
+	"github.com/matrix2mqtt/matrix2mqtt/internal/clock"
 )
 
 // TestPayloadLimit: actions that carry a file may be as large as MEDIA_MAX_BYTES (in base64 in
 // a JSON request, raw on the shortcut); the others stay within MAX_PAYLOAD_BYTES.
 func TestPayloadLimit(t *testing.T) {
-	in := New(Deps{Registry: catalog.Default(), Queue: &fakeQueue{}, MaxPayloadBytes: 65536, MaxFileBytes: 3 << 20})
+	in := New(Deps{Registry: catalog.Default(), Queue: &fakeQueue{}, Clock: clock.NewFake(), MaxPayloadBytes: 65536, MaxFileBytes: 3 << 20})
 	for _, tc := range []struct {
 		name, action, target string
 		want                 int

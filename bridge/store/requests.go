@@ -147,23 +147,46 @@ func (s *Store) pruneRequests(ctx context.Context, before time.Time) error {
 	return nil
 }
 
+// Claim is the outcome of ClaimRequest.
+type Claim struct {
+	// Claimed: this request is the first with its action and id within RequestRetention.
+	Claimed bool
+	// Response is the first's response; empty while it runs (or if the bridge stopped while it
+	// ran). AcceptedAt is when the first was accepted.
+	Response   json.RawMessage
+	AcceptedAt time.Time
+}
+
 // ClaimRequest remembers that a request of an action that runs once per id (an immediate one
-// that changes Matrix, such as create_room) was accepted at at. claimed is false for a repeat
-// within RequestRetention; response is then the first's, empty while the first runs (or if the
-// bridge stopped while it ran).
-func (s *Store) ClaimRequest(ctx context.Context, action, id string, at time.Time) (claimed bool, response json.RawMessage, err error) {
+// that changes Matrix, such as create_room) was accepted at at, unless one with the same action
+// and id was accepted within RequestRetention: then it returns that one's response and time.
+func (s *Store) ClaimRequest(ctx context.Context, action, id string, at time.Time) (Claim, error) {
 	res, err := s.db.Exec(ctx, `INSERT INTO matrix2mqtt_requests (action, request_id, accepted_at) VALUES ($1, $2, $3)
 		ON CONFLICT (action, request_id) DO NOTHING`, action, id, millis(at))
 	if err != nil {
-		return false, nil, fmt.Errorf("failed to remember a request id: %w", err)
+		return Claim{}, fmt.Errorf("failed to remember a request id: %w", err)
 	}
 	if n, err := res.RowsAffected(); err != nil {
-		return false, nil, fmt.Errorf("failed to remember a request id: %w", err)
+		return Claim{}, fmt.Errorf("failed to remember a request id: %w", err)
 	} else if n == 1 {
-		return true, nil, nil
+		return Claim{Claimed: true, AcceptedAt: at}, nil
 	}
-	found, err := s.Accepted(ctx, action, []string{id})
-	return false, found[id], err
+	var response string
+	var acceptedAt int64
+	err = s.db.QueryRow(ctx, "SELECT response, accepted_at FROM matrix2mqtt_requests WHERE action=$1 AND request_id=$2", action, id).
+		Scan(&response, &acceptedAt)
+	if err != nil {
+		return Claim{}, fmt.Errorf("failed to read a request id: %w", err)
+	}
+	return Claim{Response: json.RawMessage(response), AcceptedAt: fromMillis(acceptedAt)}, nil
+}
+
+// ForgetRequest drops the claim of a request that never ran, so that a repeat runs.
+func (s *Store) ForgetRequest(ctx context.Context, action, id string) error {
+	if _, err := s.db.Exec(ctx, "DELETE FROM matrix2mqtt_requests WHERE action=$1 AND request_id=$2 AND response=''", action, id); err != nil {
+		return fmt.Errorf("failed to forget a request id: %w", err)
+	}
+	return nil
 }
 
 // KeepResponse records the response (JSON) of a request claimed with ClaimRequest.

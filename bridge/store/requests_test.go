@@ -102,38 +102,50 @@ func TestAddSortsOutRepeats(t *testing.T) {
 }
 
 // TestClaimRequest: the first claim of an action and id wins, a repeat gets nothing while the
-// first runs and its response once kept, ids are per action, and pruning frees them.
+// first runs and its response once kept, with the first's time; ids are per action; a claim that
+// never ran can be forgotten (a kept one cannot); pruning frees them.
 func TestClaimRequest(t *testing.T) {
 	eachDB(t, func(t *testing.T, s *Store, clk *clock.Fake) {
 		ctx := context.Background()
-		claim := func(action, id string) (bool, string) {
+		first := clk.Now()
+		claim := func(action, id string) Claim {
 			t.Helper()
-			claimed, response, err := s.ClaimRequest(ctx, action, id, clk.Now())
+			c, err := s.ClaimRequest(ctx, action, id, clk.Now())
 			if err != nil {
 				t.Fatal(err)
 			}
-			return claimed, string(response)
+			return c
 		}
-		if claimed, _ := claim("create_room", "c1"); !claimed {
+		if c := claim("create_room", "c1"); !c.Claimed {
 			t.Fatal("the first claim lost")
 		}
-		if claimed, response := claim("create_room", "c1"); claimed || response != "" {
-			t.Fatalf("repeat while running: claimed %v, response %q", claimed, response)
+		clk.Advance(time.Minute)
+		if c := claim("create_room", "c1"); c.Claimed || len(c.Response) != 0 || !c.AcceptedAt.Equal(first) {
+			t.Fatalf("repeat while running: %+v", c)
 		}
-		if claimed, _ := claim("invite", "c1"); !claimed {
+		if c := claim("invite", "c1"); !c.Claimed {
 			t.Fatal("ids leak across actions")
+		}
+		if err := s.ForgetRequest(ctx, "invite", "c1"); err != nil {
+			t.Fatal(err)
+		}
+		if c := claim("invite", "c1"); !c.Claimed {
+			t.Fatal("a forgotten claim still holds its id")
 		}
 		if err := s.KeepResponse(ctx, "create_room", "c1", json.RawMessage(`{"id":"c1","status":"ok"}`)); err != nil {
 			t.Fatal(err)
 		}
-		if claimed, response := claim("create_room", "c1"); claimed || response != `{"id":"c1","status":"ok"}` {
-			t.Fatalf("repeat after the first: claimed %v, response %q", claimed, response)
+		if err := s.ForgetRequest(ctx, "create_room", "c1"); err != nil {
+			t.Fatal(err)
+		}
+		if c := claim("create_room", "c1"); c.Claimed || string(c.Response) != `{"id":"c1","status":"ok"}` {
+			t.Fatalf("repeat after the first: %+v", c)
 		}
 		clk.Advance(RequestRetention + time.Minute)
 		if err := s.Prune(ctx); err != nil {
 			t.Fatal(err)
 		}
-		if claimed, _ := claim("create_room", "c1"); !claimed {
+		if c := claim("create_room", "c1"); !c.Claimed {
 			t.Fatal("an id is still claimed after the retention")
 		}
 	})

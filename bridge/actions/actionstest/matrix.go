@@ -44,7 +44,7 @@ type Matrix struct {
 	Aliases map[string]id.RoomID
 	// ResolveErrs are what Resolve fails with for these targets.
 	ResolveErrs map[string]error
-	Admin   Admin
+	Admin       Admin
 	// MemberList are the joined members that Members returns.
 	MemberList []id.UserID
 	// Uploads holds the uploaded files, in order; the mxc of the n-th is mxc://fake/n.
