@@ -457,9 +457,10 @@ func TestActionableReadReceipts(t *testing.T) {
 	}
 
 	// A picture, a poll and a broadcast are watched for reads too; "edit": "last" still edits
-	// the last text message.
+	// the last text message, not one with options either.
 	picture := id.EventID(h.ok(h.request("send_media", map[string]any{"to": room.String(),
 		"data": base64.StdEncoding.EncodeToString(testPNG(t, 16, 16)), "filename": "seen.png"}))["event_id"].(string))
+	h.ok(h.request("send", map[string]any{"to": room.String(), "text": "choose", "options": []map[string]string{{"key": "👍", "label": "Yes"}}}))
 	poll := id.EventID(h.ok(h.request("send_poll", map[string]any{"to": room.String(), "question": "Seen?", "answers": []string{"yes", "no"}}))["event_id"].(string))
 	results := h.ok(h.request("broadcast", map[string]any{"to": []string{room.String()}, "text": "to all"}))["results"].([]any)
 	announced := id.EventID(results[0].(map[string]any)["event_id"].(string))
@@ -470,7 +471,7 @@ func TestActionableReadReceipts(t *testing.T) {
 		}
 	}
 	if data := h.ok(h.request("send", map[string]any{"to": room.String(), "text": "third, edited", "edit": "last"})); data["edit_of"] != third.String() {
-		t.Fatalf(`"edit": "last" after a picture, a poll and a broadcast edited %v, want the text %s`, data["edit_of"], third)
+		t.Fatalf(`"edit": "last" after a picture, options, a poll and a broadcast edited %v, want the text %s`, data["edit_of"], third)
 	}
 }
 

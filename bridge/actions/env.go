@@ -154,7 +154,7 @@ func (d *Delivery) Schedule(f FollowUp) { d.followUps = append(d.followUps, f) }
 func (d *Delivery) FollowUps() []FollowUp { return d.followUps }
 
 // RecordSent keeps a message the request sent, for read receipts and, when editable (a text
-// message of send), as the room's last message for `"edit": "last"`; it is recorded in the
+// message of send without options), as the room's last message for `"edit": "last"`; it is recorded in the
 // transaction that finishes the request.
 func (d *Delivery) RecordSent(roomID id.RoomID, evtID id.EventID, requestID string, editable bool) {
 	d.sent = append(d.sent, store.Sent{RoomID: roomID, EventID: evtID, RequestID: requestID, SentAt: d.Now, Editable: editable})

@@ -32,7 +32,8 @@ const lastTag = ""
 // TagStore remembers the message of each tag, and finds the bot's last message in a room
 // (recorded with Delivery.RecordSent).
 type TagStore interface {
-	// Tag returns the message of tag in roomID; the empty tag is the last message sent there.
+	// Tag returns the message of tag in roomID; the empty tag is the last editable message sent
+	// there (a text of send without options).
 	Tag(ctx context.Context, roomID id.RoomID, tag string) (store.Tagged, bool, error)
 	SetTag(ctx context.Context, roomID id.RoomID, tag string, evtID id.EventID, sentAt time.Time) error
 	ForgetTag(ctx context.Context, roomID id.RoomID, tag string, evtID id.EventID) error
@@ -194,7 +195,7 @@ func (r *Send) sendLive(ctx context.Context, d *Delivery) (any, error) {
 		return nil, err
 	}
 	if editOf == "" {
-		if err := r.remember(ctx, d, roomID, evtID); err != nil {
+		if err := r.remember(ctx, d, roomID, evtID, true); err != nil {
 			return nil, err
 		}
 	}
@@ -202,10 +203,10 @@ func (r *Send) sendLive(ctx context.Context, d *Delivery) (any, error) {
 	return LiveResult{SendResult: SendResult{EventID: evtID, RoomID: roomID}, EditOf: editOf}, nil
 }
 
-// remember keeps a new message as sent by its request (so also as the room's last one) and,
-// with a tag, as the tag's.
-func (r *Send) remember(ctx context.Context, d *Delivery, roomID id.RoomID, evtID id.EventID) error {
-	d.RecordSent(roomID, evtID, r.ID, true)
+// remember keeps a new message as sent by its request (when editable, also as the room's last
+// one for "edit": "last") and, with a tag, as the tag's.
+func (r *Send) remember(ctx context.Context, d *Delivery, roomID id.RoomID, evtID id.EventID, editable bool) error {
+	d.RecordSent(roomID, evtID, r.ID, editable)
 	if r.Tag == "" {
 		return nil
 	}

@@ -235,7 +235,8 @@ func (r *Send) sendWithOptions(ctx context.Context, d *Delivery) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := r.remember(ctx, d, roomID, res.EventID); err != nil {
+	// Not editable by "edit": "last": an edit would drop the options its reactions still answer.
+	if err := r.remember(ctx, d, roomID, res.EventID, false); err != nil {
 		return nil, err
 	}
 	return res, nil

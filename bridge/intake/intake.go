@@ -168,7 +168,8 @@ func (in *Intake) Close() {
 func (in *Intake) Wait() { in.immediate.Wait() }
 
 // Drain is Wait within ctx, for a shutdown that lets the requests under way finish before it
-// cancels them; it reports whether they all were answered.
+// cancels them; it reports whether they all were answered. Call it after Close: until then the
+// loop that answers bad requests runs, and Drain waits for it too.
 func (in *Intake) Drain(ctx context.Context) bool {
 	done := make(chan struct{})
 	go func() {

@@ -8,11 +8,11 @@ import (
 	"strings"
 	"time"
 
-	"github.com/matrix2mqtt/matrix2mqtt/bridge/actions"
-
+	"github.com/rs/zerolog"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/matrix2mqtt/matrix2mqtt/bridge/actions"
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/store"
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/wire"
 )
@@ -173,16 +173,18 @@ func (r *EndPoll) Deliver(ctx context.Context, d *actions.Delivery) (any, error)
 	if err != nil {
 		return nil, err
 	}
-	// The poll ends when the homeserver says the end event was sent.
-	sent, err := d.Matrix.GetEvent(ctx, roomID, endID)
-	if err != nil {
-		return nil, err
+	// The poll ends when the homeserver says the end event was sent. If that cannot be read back
+	// for good, it ends at the time of the request: the end event is out, so the poll must not
+	// stay open here.
+	at := time.UnixMilli(d.Now.UnixMilli())
+	if sent, err := d.Matrix.GetEvent(ctx, roomID, endID); err != nil {
+		if actions.Classify(err).Retry {
+			return nil, err // the next attempt gets the sent end event back from sync
+		}
+		zerolog.Ctx(ctx).Warn().Err(err).Stringer("event_id", endID).Msg("Failed to read back the poll end; ending the poll at the time of the request")
+	} else if end, ok := sent.Payload.(*wire.PollEnd); ok {
+		at = time.UnixMilli(end.Timestamp)
 	}
-	end, ok := sent.Payload.(*wire.PollEnd)
-	if !ok {
-		return nil, fmt.Errorf("failed to read the time of poll end %s: it is a %T", endID, sent.Payload)
-	}
-	at := time.UnixMilli(end.Timestamp)
 	if _, err := d.Polls.EndPoll(ctx, p.EventID, at); err != nil {
 		return nil, err
 	}
