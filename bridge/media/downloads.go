@@ -19,6 +19,10 @@ import (
 // tempPrefix starts the name of a download being written; pruning leaves it alone.
 const tempPrefix = ".download-"
 
+// abandonedAfter is how old an unfinished download is when pruning takes it for one a crash cut
+// short, and removes it.
+const abandonedAfter = time.Hour
+
 // pruneEvery is how often the downloads are pruned besides after each download.
 const pruneEvery = time.Hour
 
@@ -102,7 +106,13 @@ func (m *Media) prune(now time.Time, keep string) error {
 	var total int64
 	for _, e := range entries {
 		info, err := e.Info()
-		if err != nil || !info.Mode().IsRegular() || strings.HasPrefix(e.Name(), tempPrefix) {
+		if err != nil || !info.Mode().IsRegular() {
+			continue
+		}
+		if strings.HasPrefix(e.Name(), tempPrefix) { // a download being written, or one a crash cut short
+			if now.Sub(info.ModTime()) > abandonedAfter {
+				_ = os.Remove(filepath.Join(m.cfg.DownloadDir, e.Name()))
+			}
 			continue
 		}
 		f := file{filepath.Join(m.cfg.DownloadDir, e.Name()), info.ModTime(), info.Size()}

@@ -287,6 +287,8 @@ func TestSaveAndPrune(t *testing.T) {
 		{"retention off", 0, 0, map[string]time.Duration{"a.jpg": 1000 * time.Hour}, []string{"a.jpg", "ev_1.png"}},
 		{"oldest go over the total", 0, 25, map[string]time.Duration{"a.jpg": 3 * time.Minute, "b.jpg": 2 * time.Minute, "c.jpg": time.Minute}, []string{"c.jpg", "ev_1.png"}},
 		{"the new file stays", 0, 5, map[string]time.Duration{"a.jpg": time.Minute}, []string{"ev_1.png"}},
+		{"an abandoned download goes, one being written stays", 0, 0,
+			map[string]time.Duration{".download-old": 2 * time.Hour, ".download-new": time.Minute}, []string{".download-new", "ev_1.png"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()

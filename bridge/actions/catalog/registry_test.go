@@ -69,6 +69,8 @@ func TestParse(t *testing.T) {
 		{"media spooled from outside", "send_media", "", `{"to":"k","data":"aGk=","spooled":"0123456789abcdef01234567"}`, wire.CodeInvalidRequest, "'spooled'"},
 		{"media bad waveform", "send_media", "", `{"to":"k","data":"aGk=","kind":"voice","waveform":[2000]}`, wire.CodeInvalidRequest, "'waveform'"},
 		{"media bad mention", "send_media", "", `{"to":"k","data":"aGk=","mentions":["bob"]}`, wire.CodeInvalidRequest, "'mentions'"},
+		{"media width without height", "send_media", "", `{"to":"k","data":"aGk=","width":640}`, wire.CodeInvalidRequest, "both or neither"},
+		{"media height out of range", "send_media", "", `{"to":"k","data":"aGk=","width":640,"height":-1}`, wire.CodeInvalidRequest, "'height'"},
 		{"react", "react", "", `{"to":"k","event_id":"$e","key":"👍"}`, "", ""},
 		{"react no key", "react", "", `{"to":"k","event_id":"$e"}`, wire.CodeInvalidRequest, "'key'"},
 		{"redact bad id", "redact", "", `{"to":"k","event_id":"e"}`, wire.CodeInvalidRequest, "'event_id'"},

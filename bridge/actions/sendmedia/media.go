@@ -156,8 +156,16 @@ func (r *SendMedia) ValidateFile() *wire.Error {
 	if r.DurationMS < 0 || r.DurationMS > actions.MaxDelayS*1000 {
 		return wire.Errorf(wire.CodeInvalidRequest, "field 'duration_ms' must be between 0 and %d", actions.MaxDelayS*1000)
 	}
-	if r.Width < 0 || r.Width > maxDimension || r.Height < 0 || r.Height > maxDimension {
-		return wire.Errorf(wire.CodeInvalidRequest, "fields 'width' and 'height' must be between 0 and %d", maxDimension)
+	for _, dim := range []struct {
+		name  string
+		value int
+	}{{"width", r.Width}, {"height", r.Height}} {
+		if dim.value < 0 || dim.value > maxDimension {
+			return wire.Errorf(wire.CodeInvalidRequest, "field '%s' must be between 0 and %d, not %d", dim.name, maxDimension, dim.value)
+		}
+	}
+	if (r.Width == 0) != (r.Height == 0) {
+		return wire.Errorf(wire.CodeInvalidRequest, "fields 'width' and 'height' go together: give both or neither")
 	}
 	if len(r.Waveform) > maxWaveform || slices.ContainsFunc(r.Waveform, func(v int) bool { return v < 0 || v > 1024 }) {
 		return wire.Errorf(wire.CodeInvalidRequest, "field 'waveform' takes at most %d values between 0 and 1024", maxWaveform)
