@@ -61,6 +61,11 @@ func ParseProbe(out []byte) (Probe, error) {
 	return p, nil
 }
 
+// safeInput are the options that keep ffprobe and ffmpeg to reading the one file as a video
+// container: the bytes come from whoever sent them, and a playlist (HLS, concat) in their place
+// would have the tools open other local files or URLs.
+var safeInput = []string{"-protocol_whitelist", "file", "-format_whitelist", "mov,matroska,avi,mpegts,ogg,flv"}
+
 // describeVideo fills the dimensions and duration from ffprobe, and the thumbnail and blurhash
 // from a frame that ffmpeg grabs, each when its tool is on PATH. A video they cannot read is
 // still sent, without them.
@@ -86,8 +91,8 @@ func describeVideo(ctx context.Context, f *File, data []byte, thumbPx int) {
 		return
 	}
 	if probeErr == nil {
-		out, err := runTool(ctx, ffprobe, "-v", "error", "-select_streams", "v:0",
-			"-show_entries", "stream=width,height,duration:format=duration", "-of", "json", tmp.Name())
+		out, err := runTool(ctx, ffprobe, append(safeInput, "-v", "error", "-select_streams", "v:0",
+			"-show_entries", "stream=width,height,duration:format=duration", "-of", "json", tmp.Name())...)
 		var p Probe
 		if err == nil {
 			p, err = ParseProbe(out)
@@ -105,8 +110,8 @@ func describeVideo(ctx context.Context, f *File, data []byte, thumbPx int) {
 			seek = "1"
 		}
 		fit := fmt.Sprintf(`scale=w=min(iw\,%d):h=min(ih\,%d):force_original_aspect_ratio=decrease`, thumbPx, thumbPx)
-		out, err := runTool(ctx, ffmpeg, "-v", "error", "-nostdin", "-ss", seek, "-i", tmp.Name(),
-			"-frames:v", "1", "-vf", fit, "-f", "image2pipe", "-c:v", "png", "pipe:1")
+		out, err := runTool(ctx, ffmpeg, append(safeInput, "-v", "error", "-nostdin", "-ss", seek, "-i", tmp.Name(),
+			"-frames:v", "1", "-vf", fit, "-f", "image2pipe", "-c:v", "png", "pipe:1")...)
 		var frame image.Image
 		if err == nil {
 			frame, _, err = image.Decode(bytes.NewReader(out))

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"image/jpeg"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/matrix2mqtt/matrix2mqtt/internal/testenv"
@@ -65,6 +67,11 @@ func testVideo(t *testing.T, w, h, secs int) []byte {
 func TestDescribeVideo(t *testing.T) {
 	clip := testVideo(t, 1280, 720, 2)
 	small := testVideo(t, 160, 120, 1)
+	local := filepath.Join(t.TempDir(), "local.mp4")
+	if err := os.WriteFile(local, small, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	playlist := []byte("#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXTINF:1,\nfile://" + local + "\n#EXT-X-ENDLIST\n")
 	for _, tc := range []struct {
 		name           string
 		data           []byte
@@ -77,6 +84,7 @@ func TestDescribeVideo(t *testing.T) {
 		{"smaller than the thumbnail", small, "", 160, 120, 1000, 160},
 		{"without them", clip, t.TempDir(), 0, 0, 0, 0},
 		{"not a video", []byte("not a video at all"), "", 0, 0, 0, 0},
+		{"a playlist naming a local video", playlist, "", 0, 0, 0, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if tc.path != "" {
