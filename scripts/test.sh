@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Runs every test against real servers: installs Mosquitto, PostgreSQL and Node, builds Dendrite
-# when missing (scripts/install-deps.sh), then the unit, fuzz-seed and integration tests with the
-# race detector, and prints the figures the tests measured; then a smoke run of the benchmark
-# (cmd/matrix2mqtt-bench -short, well under a minute) so that it keeps working. Extra arguments
+# Runs every test against real servers: installs Mosquitto, PostgreSQL, ffmpeg, Docker,
+# docker-compose and Node, builds Dendrite when missing (scripts/install-deps.sh), then the
+# unit, fuzz-seed and integration tests with the race detector, and prints the figures the tests
+# measured; then a smoke run of the benchmark (cmd/matrix2mqtt-bench -short, about a minute) so
+# that it keeps working. Extra arguments
 # go to `go test` (e.g. -run TestSendKinds -v) and skip the benchmark unless BENCH=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
