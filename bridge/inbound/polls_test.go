@@ -52,18 +52,19 @@ func (f *fakePolls) EndPoll(_ context.Context, _ id.EventID, at time.Time) (bool
 }
 
 // fakeLevels are a room where @mod:hs may redact others' events (50) and @bob:hs may not; the
-// room !broken:hs has no power levels to read.
-type fakeLevels struct{}
+// first failing reads of them fail.
+type fakeLevels struct{ failing int }
 
-func (fakeLevels) PowerLevels(_ context.Context, roomID id.RoomID) (*event.PowerLevelsEventContent, error) {
-	if roomID == "!broken:hs" {
-		return nil, errors.New("no power levels")
+func (f *fakeLevels) PowerLevels(context.Context, id.RoomID) (*event.PowerLevelsEventContent, error) {
+	if f.failing > 0 {
+		f.failing--
+		return nil, errors.New("homeserver away")
 	}
 	return &event.PowerLevelsEventContent{Users: map[id.UserID]int{"@mod:hs": 50, "@bob:hs": 49}}, nil
 }
 
-// TestPollEnd: an end from a user who may not redact others' events, or of another room's
-// poll, is ignored; the first valid end ends the poll at its time and publishes the ended
+// TestPollEnd: an end from a user who may not redact others' events, one whose sender's power
+// cannot be read, or of another room's poll, is ignored; the first valid end ends the poll at its time and publishes the ended
 // tally; a vote after it and a second end change nothing.
 func TestPollEnd(t *testing.T) {
 	r := &recorder{published: map[id.EventID]bool{}}
@@ -71,7 +72,7 @@ func TestPollEnd(t *testing.T) {
 	fp := &fakePolls{votes: map[id.UserID][]string{}}
 	in := New(Deps{
 		Topics: wire.Topics{Base: "m2m"}, Pub: r, Dedupe: r, Queue: r, Keys: tg, Stats: stats.New(clock.NewFake()),
-		Filters: []Filter{NewPolls(fp, fakeLevels{})},
+		Filters: []Filter{NewPolls(fp, &fakeLevels{failing: 1})},
 	})
 	vote := func(evt id.EventID, user id.UserID, answer string, ts int64) matrix.Event {
 		return matrix.Event{RoomID: "!k:hs", ID: evt, Payload: &wire.PollVote{EventID: evt, RoomID: "!k:hs", Sender: user, Poll: "$p", Answers: []string{answer}, Timestamp: ts}}
@@ -81,8 +82,9 @@ func TestPollEnd(t *testing.T) {
 	}
 	batch := &matrix.Batch{Events: []matrix.Event{
 		vote("$v1", "@a:hs", "a1", 1000),
-		end("$e1", "!k:hs", "@bob:hs", 2000),      // may not redact: ignored
-		end("$e2", "!broken:hs", "@mod:hs", 2000), // another room's end (and no levels)
+		end("$e0", "!k:hs", "@mod:hs", 1500),     // the power levels cannot be read: ignored
+		end("$e1", "!k:hs", "@bob:hs", 2000),     // may not redact: ignored
+		end("$e2", "!other:hs", "@mod:hs", 2000), // another room's end
 		vote("$v2", "@c:hs", "a2", 3000),
 		end("$e3", "!k:hs", "@mod:hs", 4000),
 		vote("$v3", "@d:hs", "a2", 5000), // after the end

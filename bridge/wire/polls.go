@@ -16,8 +16,9 @@ type PollVote struct {
 	Timestamp int64      `json:"ts"`
 }
 
-// PollEnd is the end of a poll sent by another user (MSC3381), for the poll filter only: it
-// ends a poll the bridge started when its sender may, and the ended tally is published.
+// PollEnd is the end of a poll (MSC3381), never published itself: from another user, the poll
+// filter ends a poll the bridge started with it when its sender may; end_poll reads its own
+// back (get_event) for the time the poll ended.
 type PollEnd struct {
 	EventID   id.EventID `json:"event_id"`
 	RoomID    id.RoomID  `json:"room_id"`

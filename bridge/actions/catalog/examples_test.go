@@ -58,8 +58,13 @@ func checkExample(t *testing.T, where, topic, payload string) {
 	}
 }
 
-// exampleTargets knows no friendly names: the examples' names are unknown targets here.
-var exampleTargets actions.Targets = targets.New(targets.Config{})
+// exampleTargets knows the friendly names and the group the examples use, so that their other
+// fields are validated too.
+var exampleTargets actions.Targets = targets.New(targets.Config{
+	Names: targets.Names{"family": "!family:example.org", "kitchen": "!kitchen:example.org", "general": "#general:example.org",
+		"guests": "!guests:example.org", "alice": "@alice:example.org"},
+	Groups: map[string][]string{"announce": {"kitchen", "general"}},
+})
 
 // templateKeys finds the keys of the request object in a Home Assistant payload template such
 // as `{{ {"to": "alice", "text": …} | to_json }}`: the quoted keys at the object's top level.
