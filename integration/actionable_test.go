@@ -320,7 +320,7 @@ func TestActionableScheduled(t *testing.T) {
 	stats := func() map[string]any { return h.ok(h.request("outbox_stats", map[string]any{})) }
 
 	sentAt := time.Now()
-	h.rec.publish(h.base+"/bridge/request/send", 1, fmt.Sprintf(`{"id":"later","to":%q,"text":"scheduled hello","delay_s":6}`, room))
+	h.rec.publish(h.base+"/bridge/request/send", 1, fmt.Sprintf(`{"id":"later","to":%q,"text":"scheduled hello","delay_s":12}`, room))
 	h.rec.publish(h.base+"/bridge/request/send", 1, fmt.Sprintf(`{"id":"never","to":%q,"text":"cancelled hello","at":%q}`, room,
 		time.Now().Add(time.Hour).Format(time.RFC3339)))
 	eventually(t, 10*time.Second, func() error {
@@ -329,8 +329,8 @@ func TestActionableScheduled(t *testing.T) {
 		}
 		return nil
 	})
-	// The bridge received the request between sentAt and now: it is due 6 s after.
-	earliest, latest := sentAt.Add(6*time.Second), time.Now().Add(6*time.Second)
+	// The bridge received the request between sentAt and now: it is due 12 s after (room for a restart on a busy machine).
+	earliest, latest := sentAt.Add(12*time.Second), time.Now().Add(12*time.Second)
 	h.stop()
 	h.start()
 	if got := h.ok(h.request("outbox_cancel", map[string]any{"request_id": "never"})); got["cancelled"] != 1.0 {
@@ -348,7 +348,7 @@ func TestActionableScheduled(t *testing.T) {
 
 	data := h.ok(h.response("send", "later"))
 	arrived := time.Now()
-	if arrived.Sub(sentAt) < 6*time.Second {
+	if arrived.Sub(sentAt) < 12*time.Second {
 		t.Fatalf("sent after %s, before its delay_s", arrived.Sub(sentAt))
 	}
 	evt := h.alice.event(t, room, id.EventID(data["event_id"].(string)))
