@@ -530,16 +530,17 @@ func TestInDoubtWaitsWhileSyncIsDown(t *testing.T) {
 	}
 }
 
-// messageThenReaction is a durable action of two events whose first is sent with the entry's
-// own transaction ID (as a send with options is): its echo must not count for the second.
-type messageThenReaction struct {
+// twoSteps is a durable action of two events, like a send with options: a message with the
+// entry's own transaction ID, kept as progress, then a reaction as step 1 (whose doubt the
+// message's echo must not settle).
+type twoSteps struct {
 	actions.Common
 }
 
-func (r *messageThenReaction) Validate(actions.Targets) *wire.Error { return nil }
-func (r *messageThenReaction) Lane() string                         { return "!room:hs" }
+func (r *twoSteps) Validate(actions.Targets) *wire.Error { return nil }
+func (r *twoSteps) Lane() string                         { return "!room:hs" }
 
-func (r *messageThenReaction) Deliver(ctx context.Context, d *actions.Delivery) (any, error) {
+func (r *twoSteps) Deliver(ctx context.Context, d *actions.Delivery) (any, error) {
 	var done struct {
 		Message id.EventID `json:"message"`
 	}
@@ -562,10 +563,10 @@ func (r *messageThenReaction) Deliver(ctx context.Context, d *actions.Delivery) 
 // entry's first.
 func TestInDoubtWatchesTheFailedStep(t *testing.T) {
 	to := newTestOutbox(t, "", nil)
-	to.Registry = actions.NewRegistry([]actions.Spec{{Name: "two_events", New: func() actions.Request { return &messageThenReaction{} }}})
+	to.Registry = actions.NewRegistry([]actions.Spec{{Name: "two_steps", New: func() actions.Request { return &twoSteps{} }}})
 	to.hs.Errs = []error{nil, errBroken}
 	to.hs.Sync = make(chan struct{})
-	e := to.add(t, Job{Action: "two_events", Request: &messageThenReaction{}})
+	e := to.add(t, Job{Action: "two_steps", Request: &twoSteps{}})
 	to.hs.Echoes = map[string]id.EventID{e.TxnID: "$message"} // sync showed the first step
 	done := to.run(e)
 	to.expectWaits(t, restartWindow)
