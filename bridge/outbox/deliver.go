@@ -44,11 +44,16 @@ func (o *Outbox) deliver(ctx context.Context, e *Entry) {
 	e.req = req
 	var dbt *doubt
 	if e.inDoubt != nil { // left by the last run, maybe in flight when it stopped
+		if !e.state.begin() { // in doubt, it cannot be cancelled: it may have been delivered
+			return
+		}
 		dbt = &doubt{txn: e.TxnID, since: e.resumedAt, restart: true, sampled: true}
 		if !o.waitInDoubt(ctx, e, dbt) {
 			return
 		}
-		dbt = o.unsettled(ctx, dbt)
+		if dbt = o.unsettled(ctx, dbt); dbt == nil {
+			e.state.end()
+		}
 	}
 	for attempt := 0; ; attempt++ {
 		now := o.Clock.Now()
@@ -62,7 +67,8 @@ func (o *Outbox) deliver(ctx context.Context, e *Entry) {
 			}
 			now = o.Clock.Now()
 		}
-		// From here until the answer or the wait for a retry, outbox_cancel leaves it alone.
+		// From here until the answer, or the wait for a retry once nothing is in doubt, outbox_cancel
+		// leaves it alone.
 		if !e.state.begin() {
 			return
 		}
@@ -101,7 +107,6 @@ func (o *Outbox) deliver(ctx context.Context, e *Entry) {
 		o.Counters.Failed(out.Err)
 		o.Metrics.Retry(e.Action, out.Err.Code)
 		o.log.Warn().Err(err).Int64("outbox_id", e.ID).Str("action", e.Action).Dur("retry_in", wait).Bool("in_doubt", dbt != nil).Msg("Delivery failed, will retry")
-		e.state.end()
 		if !o.pause(ctx, e, dbt, failedAt.Add(wait)) {
 			return
 		}
@@ -145,7 +150,7 @@ func (o *Outbox) doubtAfter(e *Entry, prev *doubt, err error, next *doubt) *doub
 // delivered (no longer when it was: the next attempt answers with the echoed event), then until
 // retryAt. It reports false when ctx ended or the entry was cancelled.
 func (o *Outbox) pause(ctx context.Context, e *Entry, d *doubt, retryAt time.Time) bool {
-	if d != nil {
+	if d != nil { // outbox_cancel cannot take it yet: it may have been delivered
 		if !o.waitInDoubt(ctx, e, d) {
 			return false
 		}
@@ -153,6 +158,7 @@ func (o *Outbox) pause(ctx context.Context, e *Entry, d *doubt, retryAt time.Tim
 			return true
 		}
 	}
+	e.state.end() // not delivered: outbox_cancel may take it while it waits
 	wait := retryAt.Sub(o.Clock.Now())
 	if wait <= 0 {
 		return true

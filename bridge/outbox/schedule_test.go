@@ -3,6 +3,7 @@ package outbox
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -136,4 +137,31 @@ func TestCancelWhereTheLaneDidNotKeepIt(t *testing.T) {
 	if len(to.hs.Sent) != n-1 {
 		t.Fatalf("%d sent, want %d", len(to.hs.Sent), n-1)
 	}
+}
+
+// TestCancelInDoubt: an entry that may have been delivered (left in flight by the last run, or
+// after a failure that may have reached the homeserver) cannot be cancelled until sync tells.
+func TestCancelInDoubt(t *testing.T) {
+	t.Run("left by the last run", func(t *testing.T) {
+		to := newTestOutbox(t, "", nil)
+		to.hs.Sync = make(chan struct{}) // no sync yet
+		to.enqueue(t, send("left", "!room:hs", "maybe delivered"))
+		if err := to.Open(to.work); err != nil {
+			t.Fatal(err)
+		}
+		to.sleeps(t) // waiting in doubt
+		if _, err := to.Cancel(context.Background(), "left"); err == nil || !strings.Contains(err.Error(), "too late") {
+			t.Fatalf("cancel of an entry in doubt = %v", err)
+		}
+	})
+	t.Run("after a failure that may have arrived", func(t *testing.T) {
+		to := newTestOutbox(t, "", nil)
+		to.hs.Errs = []error{errBroken}
+		to.hs.Sync = make(chan struct{})
+		to.Start([]*Entry{to.enqueue(t, send("broken", "!room:hs", "maybe delivered"))})
+		to.sleeps(t) // waiting in doubt
+		if _, err := to.Cancel(context.Background(), "broken"); err == nil || !strings.Contains(err.Error(), "too late") {
+			t.Fatalf("cancel of an entry in doubt = %v", err)
+		}
+	})
 }
