@@ -8,6 +8,7 @@ import (
 	"mime"
 	"net/http"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 
@@ -25,6 +26,10 @@ import (
 // maxPixels bounds the images that are decoded for a thumbnail (a decompression bomb would
 // take gigabytes).
 const maxPixels = 64 << 20
+
+// decoding bounds the images and videos decoded at once, across every lane and room: each
+// takes a core, and a large image hundreds of megabytes.
+var decoding = make(chan struct{}, runtime.GOMAXPROCS(0))
 
 // blurhashPx is the size of the image the blurhash is computed from.
 const blurhashPx = 64
@@ -53,7 +58,8 @@ type File struct {
 // Describe finds out what data is: its mimetype (given, else sniffed, else from the filename's
 // extension), its kind (given, else from the mimetype), a filename with the right extension,
 // for images the dimensions, a blurhash and a thumbnail when larger than thumbPx, and for videos
-// the dimensions, duration, blurhash and thumbnail when ffprobe and ffmpeg are on PATH.
+// the dimensions, duration, blurhash and thumbnail when ffprobe and ffmpeg are on PATH. Only as
+// many images and videos as there are cores are decoded at once; the others wait their turn.
 func Describe(ctx context.Context, data []byte, kind, mimetype, filename string, thumbPx int) (File, *wire.Error) {
 	f := File{Kind: kind, Mimetype: mimetype, Size: len(data)}
 	if f.Mimetype == "" {
@@ -69,6 +75,15 @@ func Describe(ctx context.Context, data []byte, kind, mimetype, filename string,
 		f.Mimetype = "audio/ogg" // what the sniffer calls any Ogg; clients play audio/ogg
 	}
 	f.Filename = nameWithExtension(filename, f.Kind, f.Mimetype)
+	if f.Kind != "image" && f.Kind != "video" {
+		return f, nil
+	}
+	select {
+	case decoding <- struct{}{}:
+		defer func() { <-decoding }()
+	case <-ctx.Done():
+		return f, nil // the caller's send fails on the same context
+	}
 	switch f.Kind {
 	case "image":
 		describeImage(&f, data, thumbPx)

@@ -216,6 +216,38 @@ func TestDescribe(t *testing.T) {
 	}
 }
 
+// TestDescribeWaitsForAFreeCore: with every decoding slot taken, Describe waits, and decodes
+// once a slot frees up.
+func TestDescribeWaitsForAFreeCore(t *testing.T) {
+	var buf bytes.Buffer
+	_ = png.Encode(&buf, testImage(100, 50))
+	for range cap(decoding) {
+		decoding <- struct{}{}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if f, werr := Describe(ctx, buf.Bytes(), "", "", "", 400); werr != nil || f.Width != 0 || f.Blurhash != "" {
+		t.Fatalf("decoded while every slot was taken: %+v, %v", f, werr)
+	}
+	done := make(chan File)
+	go func() {
+		f, _ := Describe(context.Background(), buf.Bytes(), "", "", "", 400)
+		done <- f
+	}()
+	select {
+	case f := <-done:
+		t.Fatalf("decoded while every slot was taken: %+v", f)
+	case <-time.After(50 * time.Millisecond):
+	}
+	<-decoding
+	if f := <-done; f.Width != 100 || f.Blurhash == "" {
+		t.Fatalf("got %+v once a slot was free", f)
+	}
+	for range cap(decoding) - 1 {
+		<-decoding
+	}
+}
+
 func TestParseHeaders(t *testing.T) {
 	for _, tc := range []struct {
 		name string
