@@ -447,7 +447,7 @@ func TestDeclinedInvite(t *testing.T) {
 }
 
 // TestMembershipTracking: joins, invites, kicks, bans, unbans, leaves and power level changes
-// that others make in a joined room are published on <base>/room/<key>/membership, and
+// that others (or the bot, through requests) make in a joined room are published on <base>/room/<key>/membership, and
 // <base>/bridge/rooms follows the member count and the bot's own power level, and drops the
 // rooms the bot leaves (by a leave request) or is kicked from.
 func TestMembershipTracking(t *testing.T) {
@@ -538,6 +538,21 @@ func TestMembershipTracking(t *testing.T) {
 		t.Fatal(err)
 	}
 	expectFrom(bob, "leave", isBob("leave"))
+
+	// Changes the bot makes through requests are published like anyone's.
+	byBot := func(membership string) func(p map[string]any) bool {
+		return func(p map[string]any) bool { return isBob(membership)(p) && p["sender"] == h.bot.UserID }
+	}
+	h.ok(h.request("invite", map[string]any{"room": r, "user": bob.UserID}))
+	expectFrom(h.bot, "invite", byBot("invite"))
+	bob.join(t, room)
+	h.ok(h.request("kick", map[string]any{"room": r, "user": bob.UserID, "reason": "by request"}))
+	expectFrom(h.bot, "kick", func(p map[string]any) bool { return byBot("leave")(p) && p["reason"] == "by request" })
+	if got := h.rec.all(topic); slices.ContainsFunc(got, func(m message) bool {
+		return strings.Contains(string(m.Payload), `"user":"`+h.bot.UserID+`"`) && strings.Contains(string(m.Payload), `"sender":"`+h.bot.UserID+`"`)
+	}) {
+		t.Fatalf("the bot's own membership was published on %s", topic)
+	}
 
 	// <base>/bridge/rooms drops a room the bot left by request, and one it was kicked from.
 	other := h.sharedRoom(nil)

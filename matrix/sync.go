@@ -305,7 +305,10 @@ func (c *Client) onEvent(ctx context.Context, evt *event.Event) {
 		if evt.Type == event.StateTombstone && src&event.SourceTimeline != 0 {
 			batch.tombstones = append(batch.tombstones, evt)
 		}
-		if src&event.SourceTimeline != 0 && !batch.initial && evt.Sender != c.cli.UserID {
+		// Changes the bot made to others count like anyone's; its own joins and leaves show in
+		// <base>/bridge/rooms instead.
+		ownMembership := evt.Sender == c.cli.UserID && evt.GetStateKey() == string(c.cli.UserID)
+		if src&event.SourceTimeline != 0 && !batch.initial && !ownMembership {
 			if ev, ok := c.membershipEvent(ctx, evt); ok {
 				batch.Events = append(batch.Events, ev)
 			}
