@@ -206,10 +206,31 @@ func TestSendMediaSources(t *testing.T) {
 			t.Fatalf("voice info = %v", info)
 		}
 	})
-	// One upload per file, two for the image with a thumbnail; none for the mxc sent again to
-	// an unencrypted room.
-	if n := uploadsBy(t, h.bot.id()); n != 7 {
-		t.Fatalf("the bot uploaded %d files, want 7", n)
+	t.Run("thumbnail given by url and by path", func(t *testing.T) {
+		pdf := []byte("%PDF-1.4 the camera's report")
+		for _, tc := range []struct {
+			thumbnail map[string]any
+			w, h      int
+		}{
+			{map[string]any{"url": cam.URL + "/api/camera_proxy/camera.door"}, 320, 240}, // with the host's header
+			{map[string]any{"path": filepath.Join(dir, "snap.png")}, 64, 48},
+		} {
+			data := h.ok(h.request("send_media", map[string]any{"to": to, "data": base64.StdEncoding.EncodeToString(pdf), "filename": "report.pdf", "thumbnail": tc.thumbnail}))
+			c := h.mediaEvent(t, room, data)
+			check(t, c, pdf, event.MsgFile, "application/pdf")
+			if ti := c.Info.ThumbnailInfo; c.Info.ThumbnailURL == "" || ti == nil || ti.Width != tc.w || ti.Height != tc.h || c.Info.AnoaBlurhash == "" {
+				t.Fatalf("thumbnail of %v: %+v %+v", tc.thumbnail, c.Info, ti)
+			}
+			thumb, _, err := image.DecodeConfig(bytes.NewReader(h.alice.download(t, c.Info.ThumbnailURL)))
+			if err != nil || thumb.Width != tc.w || thumb.Height != tc.h {
+				t.Fatalf("thumbnail of %v decodes to %+v, %v", tc.thumbnail, thumb, err)
+			}
+		}
+	})
+	// One upload per file, two for a file with a thumbnail; none for the mxc sent again to an
+	// unencrypted room.
+	if n := uploadsBy(t, h.bot.id()); n != 11 {
+		t.Fatalf("the bot uploaded %d files, want 11", n)
 	}
 }
 
@@ -253,6 +274,11 @@ func TestSendMediaRefusals(t *testing.T) {
 		{"unknown kind", map[string]any{"data": b64([]byte("hi")), "kind": "hologram"}, "invalid_request", "kind"},
 		{"two sources", map[string]any{"data": b64([]byte("hi")), "path": filepath.Join(dir, "empty.txt")}, "invalid_request", "exactly one"},
 		{"typo", map[string]any{"data": b64([]byte("hi")), "captoin": "x"}, "invalid_request", "captoin"},
+		{"thumbnail not a picture", map[string]any{"data": b64([]byte("hi")), "thumbnail": map[string]any{"data": b64([]byte("not a picture"))}}, "invalid_request", "'thumbnail' must be a PNG, JPEG"},
+		{"thumbnail path outside", map[string]any{"data": b64([]byte("hi")), "thumbnail": map[string]any{"path": filepath.Join(outside, "secret.txt")}}, "not_allowed", "thumbnail: field 'path'"},
+		{"thumbnail host not allowed", map[string]any{"data": b64([]byte("hi")), "thumbnail": map[string]any{"url": other.URL + "/x.png"}}, "not_allowed", "thumbnail: field 'url'"},
+		{"thumbnail of two sources", map[string]any{"data": b64([]byte("hi")), "thumbnail": map[string]any{"data": b64([]byte("x")), "url": allowed.URL + "/x"}}, "invalid_request", "exactly one"},
+		{"thumbnail typo", map[string]any{"data": b64([]byte("hi")), "thumbnail": map[string]any{"dat": b64([]byte("x"))}}, "invalid_request", "dat"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.fields["to"] = to
@@ -680,10 +706,33 @@ func TestSendMediaVideo(t *testing.T) {
 			t.Fatalf("thumbnail decrypts to %+v, %v", cfg, err)
 		}
 	})
-	// Three videos and their thumbnails went up; nothing came down.
+	t.Run("thumbnail given", func(t *testing.T) {
+		snap := base64.StdEncoding.EncodeToString(testPNG(t, 200, 100))
+		data := h.ok(h.request("send_media", map[string]any{"to": plain.String(), "data": b64, "thumbnail": map[string]any{"data": snap}}))
+		c := h.alice.event(t, plain, id.EventID(data["event_id"].(string))).Content.AsMessage()
+		cfg, _, err := image.DecodeConfig(bytes.NewReader(h.alice.download(t, c.Info.ThumbnailURL)))
+		if c.Info.Width != 320 || c.Info.ThumbnailInfo == nil || c.Info.ThumbnailInfo.Width != 200 || err != nil || cfg.Width != 200 || cfg.Height != 100 {
+			t.Fatalf("plain room: info %+v, thumbnail %+v decodes to %+v, %v", c.Info, c.Info.ThumbnailInfo, cfg, err)
+		}
+		data = h.ok(h.request("send_media", map[string]any{"to": s.room.String(), "data": b64, "thumbnail": map[string]any{"data": snap}}))
+		evt := s.alice.wait(t, jsclient.EventFilter{RoomID: s.room.String(), EventID: data["event_id"].(string)})
+		info, _ := evt.Content["info"].(map[string]any)
+		tf, _ := info["thumbnail_file"].(map[string]any)
+		if tf == nil {
+			t.Fatalf("encrypted room: no thumbnail_file in %v", info)
+		}
+		thumb, err := s.alice.DownloadAttachment(jsCtx(t), "", tf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg, _, err := image.DecodeConfig(bytes.NewReader(thumb.Data)); err != nil || cfg.Width != 200 || cfg.Height != 100 {
+			t.Fatalf("encrypted room: thumbnail decrypts to %+v, %v", cfg, err)
+		}
+	})
+	// Five videos and their thumbnails went up; nothing came down.
 	_, metrics := get(t, s.metricsURL, "")
-	if got := sample(metrics, `matrix2mqtt_media_bytes_total{direction="upload"}`); got <= float64(3*len(clip)) {
-		t.Errorf("media bytes uploaded = %v, want more than the three videos' %d", got, 3*len(clip))
+	if got := sample(metrics, `matrix2mqtt_media_bytes_total{direction="upload"}`); got <= float64(5*len(clip)) {
+		t.Errorf("media bytes uploaded = %v, want more than the five videos' %d", got, 5*len(clip))
 	}
 	if got := sample(metrics, `matrix2mqtt_media_bytes_total{direction="download"}`); got != 0 {
 		t.Errorf("media bytes downloaded = %v, want 0", got)

@@ -3,6 +3,7 @@ package media
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"image"
 	"image/jpeg"
 	"mime"
@@ -55,15 +56,24 @@ type File struct {
 	ThumbnailHeight int
 }
 
+// Given is what a request says about its file; Describe finds out the rest.
+type Given struct {
+	Kind, Mimetype, Filename string
+	// Thumbnail is a picture (PNG, JPEG, GIF, WebP) to show instead of one made from the file:
+	// a camera's snapshot for its clip, or any video's when ffmpeg is not at hand.
+	Thumbnail []byte
+}
+
 // Describe finds out what data is: its mimetype (given, else sniffed, else from the filename's
 // extension), its kind (given, else from the mimetype), a filename with the right extension,
 // for images the dimensions, a blurhash and a thumbnail when larger than thumbPx, and for videos
-// the dimensions, duration, blurhash and thumbnail when ffprobe and ffmpeg are on PATH. Only as
+// the dimensions, duration, blurhash and thumbnail when ffprobe and ffmpeg are on PATH. A given
+// thumbnail is fitted into thumbPx and takes the place of the one made from the file. Only as
 // many images and videos as there are cores are decoded at once; the others wait their turn.
-func Describe(ctx context.Context, data []byte, kind, mimetype, filename string, thumbPx int) (File, *wire.Error) {
-	f := File{Kind: kind, Mimetype: mimetype, Size: len(data)}
+func Describe(ctx context.Context, data []byte, given Given, thumbPx int) (File, *wire.Error) {
+	f := File{Kind: given.Kind, Mimetype: given.Mimetype, Size: len(data)}
 	if f.Mimetype == "" {
-		f.Mimetype = sniff(data, filename)
+		f.Mimetype = sniff(data, given.Filename)
 	}
 	if f.Kind == "" {
 		f.Kind = kindOf(f.Mimetype)
@@ -74,8 +84,8 @@ func Describe(ctx context.Context, data []byte, kind, mimetype, filename string,
 	if (f.Kind == "audio" || f.Kind == "voice") && f.Mimetype == "application/ogg" {
 		f.Mimetype = "audio/ogg" // what the sniffer calls any Ogg; clients play audio/ogg
 	}
-	f.Filename = nameWithExtension(filename, f.Kind, f.Mimetype)
-	if f.Kind != "image" && f.Kind != "video" {
+	f.Filename = nameWithExtension(given.Filename, f.Kind, f.Mimetype)
+	if f.Kind != "image" && f.Kind != "video" && given.Thumbnail == nil {
 		return f, nil
 	}
 	select {
@@ -84,13 +94,58 @@ func Describe(ctx context.Context, data []byte, kind, mimetype, filename string,
 	case <-ctx.Done():
 		return f, nil // the caller's send fails on the same context
 	}
+	makeThumbnail := given.Thumbnail == nil
 	switch f.Kind {
 	case "image":
-		describeImage(&f, data, thumbPx)
+		describeImage(&f, data, thumbPx, makeThumbnail)
 	case "video":
-		describeVideo(ctx, &f, data, thumbPx)
+		describeVideo(ctx, &f, data, thumbPx, makeThumbnail)
+	}
+	if !makeThumbnail {
+		img, err := decodeImage(given.Thumbnail)
+		if err != nil {
+			return f, thumbnailError(err)
+		}
+		thumbnail(&f, img, thumbPx, true)
 	}
 	return f, nil
+}
+
+// CheckThumbnail tells whether data is a picture Describe takes as a thumbnail, from its header.
+func CheckThumbnail(data []byte) *wire.Error {
+	if err := checkImage(data); err != nil {
+		return thumbnailError(err)
+	}
+	return nil
+}
+
+// thumbnailError is the answer to a given thumbnail that is not a picture Describe takes.
+func thumbnailError(err error) *wire.Error {
+	return wire.Errorf(wire.CodeInvalidRequest, "field 'thumbnail' must be a PNG, JPEG, GIF or WebP image of at most %d pixels: %v", maxPixels, err)
+}
+
+// checkImage reads the header of an image and refuses one over maxPixels.
+func checkImage(data []byte) error {
+	cfg, _, err := image.DecodeConfig(bytes.NewReader(data))
+	if err != nil {
+		return fmt.Errorf("failed to read the image header: %w", err)
+	}
+	if cfg.Width*cfg.Height > maxPixels || cfg.Width == 0 || cfg.Height == 0 {
+		return fmt.Errorf("it is %d×%d pixels", cfg.Width, cfg.Height)
+	}
+	return nil
+}
+
+// decodeImage decodes data whose header says it is an image of at most maxPixels.
+func decodeImage(data []byte) (image.Image, error) {
+	if err := checkImage(data); err != nil {
+		return nil, err
+	}
+	img, _, err := image.Decode(bytes.NewReader(data))
+	if err != nil {
+		return nil, fmt.Errorf("failed to decode the image: %w", err)
+	}
+	return img, nil
 }
 
 // sniff finds the mimetype from the content (the WHATWG algorithm of net/http), and from the
@@ -148,22 +203,20 @@ func extension(mimetype string) string {
 	return ""
 }
 
-// describeImage fills the dimensions, and when it can decode the image, the blurhash and the
-// thumbnail. An image it cannot decode is still sent, without them.
-func describeImage(f *File, data []byte, thumbPx int) {
+// describeImage fills the dimensions, and when it can decode the image and makeThumbnail is
+// set, the blurhash and the thumbnail. An image it cannot decode is still sent, without them.
+func describeImage(f *File, data []byte, thumbPx int, makeThumbnail bool) {
 	cfg, _, err := image.DecodeConfig(bytes.NewReader(data))
 	if err != nil {
 		return
 	}
 	f.Width, f.Height = cfg.Width, cfg.Height
-	if cfg.Width*cfg.Height > maxPixels || cfg.Width == 0 || cfg.Height == 0 {
+	if !makeThumbnail {
 		return
 	}
-	img, _, err := image.Decode(bytes.NewReader(data))
-	if err != nil {
-		return
+	if img, err := decodeImage(data); err == nil {
+		thumbnail(f, img, thumbPx, false)
 	}
-	thumbnail(f, img, thumbPx, false)
 }
 
 // thumbnail sets the blurhash of img and, when img is larger than thumbPx or always is set, a

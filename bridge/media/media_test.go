@@ -190,7 +190,7 @@ func TestDescribe(t *testing.T) {
 		{"unknown kind", pngBuf.Bytes(), "hologram", "", "", "", "", "", 0, 0, 0, "invalid_request"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			f, werr := Describe(context.Background(), tc.data, tc.kind, tc.mimetype, tc.filename, 400)
+			f, werr := Describe(context.Background(), tc.data, Given{Kind: tc.kind, Mimetype: tc.mimetype, Filename: tc.filename}, 400)
 			if tc.code != "" {
 				if werr == nil || werr.Code != tc.code {
 					t.Fatalf("got %v, want %s", werr, tc.code)
@@ -226,12 +226,12 @@ func TestDescribeWaitsForAFreeCore(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
-	if f, werr := Describe(ctx, buf.Bytes(), "", "", "", 400); werr != nil || f.Width != 0 || f.Blurhash != "" {
+	if f, werr := Describe(ctx, buf.Bytes(), Given{}, 400); werr != nil || f.Width != 0 || f.Blurhash != "" {
 		t.Fatalf("decoded while every slot was taken: %+v, %v", f, werr)
 	}
 	done := make(chan File)
 	go func() {
-		f, _ := Describe(context.Background(), buf.Bytes(), "", "", "", 400)
+		f, _ := Describe(context.Background(), buf.Bytes(), Given{}, 400)
 		done <- f
 	}()
 	select {
@@ -295,7 +295,7 @@ func FuzzDescribe(f *testing.F) {
 	// covers what the bridge reads from them.
 	f.Setenv("PATH", "")
 	f.Fuzz(func(t *testing.T, data []byte, kind, filename string) {
-		file, werr := Describe(context.Background(), data, kind, "", filename, 32)
+		file, werr := Describe(context.Background(), data, Given{Kind: kind, Filename: filename}, 32)
 		if werr != nil {
 			return
 		}

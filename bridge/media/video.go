@@ -67,11 +67,14 @@ func ParseProbe(out []byte) (Probe, error) {
 var safeInput = []string{"-protocol_whitelist", "file", "-format_whitelist", "mov,matroska,avi,mpegts,ogg,flv"}
 
 // describeVideo fills the dimensions and duration from ffprobe, and the thumbnail and blurhash
-// from a frame that ffmpeg grabs, each when its tool is on PATH. A video they cannot read is
-// still sent, without them.
-func describeVideo(ctx context.Context, f *File, data []byte, thumbPx int) {
+// from a frame that ffmpeg grabs (when makeThumbnail is set), each when its tool is on PATH. A
+// video they cannot read is still sent, without them.
+func describeVideo(ctx context.Context, f *File, data []byte, thumbPx int, makeThumbnail bool) {
 	ffprobe, probeErr := exec.LookPath("ffprobe")
 	ffmpeg, ffmpegErr := exec.LookPath("ffmpeg")
+	if !makeThumbnail {
+		ffmpegErr = exec.ErrNotFound
+	}
 	if probeErr != nil && ffmpegErr != nil {
 		return
 	}

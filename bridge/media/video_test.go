@@ -3,9 +3,12 @@ package media
 import (
 	"bytes"
 	"context"
+	"image/gif"
 	"image/jpeg"
+	"image/png"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	"github.com/matrix2mqtt/matrix2mqtt/internal/testenv"
@@ -90,7 +93,7 @@ func TestDescribeVideo(t *testing.T) {
 			if tc.path != "" {
 				t.Setenv("PATH", tc.path)
 			}
-			f, werr := Describe(context.Background(), tc.data, "", "video/mp4", "", 320)
+			f, werr := Describe(context.Background(), tc.data, Given{Mimetype: "video/mp4"}, 320)
 			if werr != nil {
 				t.Fatal(werr)
 			}
@@ -105,6 +108,58 @@ func TestDescribeVideo(t *testing.T) {
 			}
 			cfg, err := jpeg.DecodeConfig(bytes.NewReader(f.Thumbnail))
 			if err != nil || cfg.Width != tc.wantThumbW || cfg.Height != f.ThumbnailHeight || cfg.Height != tc.wantThumbW*tc.wantH/tc.wantW || f.Blurhash == "" {
+				t.Fatalf("thumbnail %+v, %v; file %+v", cfg, err, f)
+			}
+		})
+	}
+}
+
+// TestDescribeGivenThumbnail: a thumbnail given with the request is fitted into the thumbnail
+// size and replaces the one the bridge would make (ffmpeg's frame is not even grabbed), for any
+// kind; one that is not a readable image of a sane size is refused.
+func TestDescribeGivenThumbnail(t *testing.T) {
+	clip := testVideo(t, 1280, 720, 1)
+	var wide, square, bigImage, huge bytes.Buffer
+	_ = png.Encode(&wide, testImage(640, 320))
+	_ = png.Encode(&square, testImage(100, 100))
+	_ = png.Encode(&bigImage, testImage(1000, 500))
+	_ = gif.Encode(&huge, testImage(4, 4), nil)
+	hugeHeader := slices.Clone(huge.Bytes())
+	hugeHeader[6], hugeHeader[7], hugeHeader[8], hugeHeader[9] = 0xff, 0xff, 0xff, 0xff // 65535×65535
+	for _, tc := range []struct {
+		name                   string
+		data, thumb            []byte
+		given                  Given
+		path                   string // PATH; "" keeps the machine's
+		wantW, wantH           int
+		wantThumbW, wantThumbH int
+		code                   string
+	}{
+		{"video with ffmpeg", clip, wide.Bytes(), Given{Mimetype: "video/mp4"}, "", 1280, 720, 320, 160, ""},
+		{"video without ffmpeg", clip, wide.Bytes(), Given{Mimetype: "video/mp4"}, t.TempDir(), 0, 0, 320, 160, ""},
+		{"image", bigImage.Bytes(), square.Bytes(), Given{}, "", 1000, 500, 100, 100, ""},
+		{"file", []byte("%PDF-1.7 ..."), square.Bytes(), Given{}, "", 0, 0, 100, 100, ""},
+		{"not an image", clip, []byte("not a picture"), Given{Mimetype: "video/mp4"}, "", 0, 0, 0, 0, "invalid_request"},
+		{"too many pixels", clip, hugeHeader, Given{Mimetype: "video/mp4"}, "", 0, 0, 0, 0, "invalid_request"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.path != "" {
+				t.Setenv("PATH", tc.path)
+			}
+			tc.given.Thumbnail = tc.thumb
+			f, werr := Describe(context.Background(), tc.data, tc.given, 320)
+			if tc.code != "" {
+				if werr == nil || werr.Code != tc.code || CheckThumbnail(tc.thumb) == nil {
+					t.Fatalf("got %v, want %s (from Describe and CheckThumbnail)", werr, tc.code)
+				}
+				return
+			}
+			if werr != nil || CheckThumbnail(tc.thumb) != nil {
+				t.Fatal(werr, CheckThumbnail(tc.thumb))
+			}
+			cfg, err := jpeg.DecodeConfig(bytes.NewReader(f.Thumbnail))
+			if f.Width != tc.wantW || f.Height != tc.wantH || err != nil || cfg.Width != tc.wantThumbW || cfg.Height != tc.wantThumbH ||
+				f.ThumbnailWidth != tc.wantThumbW || f.ThumbnailHeight != tc.wantThumbH || f.Blurhash == "" {
 				t.Fatalf("thumbnail %+v, %v; file %+v", cfg, err, f)
 			}
 		})

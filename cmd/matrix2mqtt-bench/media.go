@@ -109,7 +109,7 @@ func (c *cryptoClient) upload(ctx context.Context, data []byte) (*event.Encrypte
 func (c *cryptoClient) sendImage(ctx context.Context, room string, data []byte, thumbnail bool) (string, error) {
 	info := &event.FileInfo{MimeType: "image/jpeg", Size: len(data), Width: mediaWidth, Height: mediaHeight}
 	if thumbnail {
-		f, werr := media.Describe(ctx, data, "", "", "bench.jpg", 800)
+		f, werr := media.Describe(ctx, data, media.Given{Filename: "bench.jpg"}, 800)
 		if werr != nil {
 			return "", fmt.Errorf("failed to describe the image: %s", werr.Message)
 		}

@@ -51,19 +51,21 @@ type SendMedia struct {
 	URL  string              `json:"url,omitempty"`
 	MXC  id.ContentURIString `json:"mxc,omitempty"`
 
-	Kind            string     `json:"kind,omitempty"`
-	Mimetype        string     `json:"mimetype,omitempty"`
-	Filename        string     `json:"filename,omitempty"`
-	Caption         string     `json:"caption,omitempty"`
-	CaptionMarkdown string     `json:"caption_markdown,omitempty"`
-	CaptionHTML     string     `json:"caption_html,omitempty"`
-	DurationMS      int        `json:"duration_ms,omitempty"`
-	Width           int        `json:"width,omitempty"`
-	Height          int        `json:"height,omitempty"`
-	Waveform        []int      `json:"waveform,omitempty"`
-	ReplyTo         id.EventID `json:"reply_to,omitempty"`
-	Thread          id.EventID `json:"thread,omitempty"`
-	Mentions        []string   `json:"mentions,omitempty"`
+	Kind            string `json:"kind,omitempty"`
+	Mimetype        string `json:"mimetype,omitempty"`
+	Filename        string `json:"filename,omitempty"`
+	Caption         string `json:"caption,omitempty"`
+	CaptionMarkdown string `json:"caption_markdown,omitempty"`
+	CaptionHTML     string `json:"caption_html,omitempty"`
+	DurationMS      int    `json:"duration_ms,omitempty"`
+	Width           int    `json:"width,omitempty"`
+	Height          int    `json:"height,omitempty"`
+	Waveform        []int  `json:"waveform,omitempty"`
+	// Thumbnail replaces the thumbnail the bridge would make (thumbnail.go).
+	Thumbnail *Thumbnail `json:"thumbnail,omitempty"`
+	ReplyTo   id.EventID `json:"reply_to,omitempty"`
+	Thread    id.EventID `json:"thread,omitempty"`
+	Mentions  []string   `json:"mentions,omitempty"`
 	actions.Timing
 	actions.Choices
 
@@ -170,6 +172,9 @@ func (r *SendMedia) ValidateFile() *wire.Error {
 	if len(r.Waveform) > maxWaveform || slices.ContainsFunc(r.Waveform, func(v int) bool { return v < 0 || v > 1024 }) {
 		return wire.Errorf(wire.CodeInvalidRequest, "field 'waveform' takes at most %d values between 0 and 1024", maxWaveform)
 	}
+	if r.Thumbnail != nil {
+		return r.Thumbnail.validate()
+	}
 	return nil
 }
 
@@ -179,6 +184,11 @@ func (r *SendMedia) ValidateFile() *wire.Error {
 func (r *SendMedia) Prepare(env *actions.Env) *wire.Error {
 	if env.Media == nil {
 		return wire.Errorf(wire.CodeNotAllowed, "media is not set up in this bridge")
+	}
+	if r.Thumbnail != nil {
+		if werr := r.Thumbnail.prepare(env); werr != nil {
+			return werr
+		}
 	}
 	data := r.raw
 	switch {
@@ -266,7 +276,14 @@ func (r *SendMedia) Upload(ctx context.Context, d *actions.Delivery, roomID id.R
 	if name == "" && r.Path != "" {
 		name = filepath.Base(r.Path)
 	}
-	file, werr := media.Describe(ctx, data, r.Kind, r.Mimetype, name, d.Media.ThumbnailPx())
+	given := media.Given{Kind: r.Kind, Mimetype: r.Mimetype, Filename: name}
+	if r.Thumbnail != nil {
+		var err error
+		if given.Thumbnail, err = r.Thumbnail.load(ctx, d.Media); err != nil {
+			return nil, err
+		}
+	}
+	file, werr := media.Describe(ctx, data, given, d.Media.ThumbnailPx())
 	if werr != nil {
 		return nil, werr
 	}
