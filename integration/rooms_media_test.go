@@ -119,8 +119,9 @@ func timelineCount(t *testing.T, u *user, room id.RoomID, sender id.UserID, typ 
 }
 
 // TestBroadcastMedia: an image broadcast to two plain rooms and one encrypted room (the js
-// client's) reaches each exactly once with the sent bytes, from two uploads: one in the clear
-// for both plain rooms, one encrypted for the encrypted room. A room avatar set in the
+// client's) reaches each exactly once with the sent bytes and its given thumbnail, from two
+// uploads of each: in the clear for both plain rooms, encrypted for the encrypted room. A room
+// avatar set in the
 // encrypted room is uploaded unencrypted (public state).
 func TestBroadcastMedia(t *testing.T) {
 	s := newE2EESetup(t)
@@ -129,7 +130,8 @@ func TestBroadcastMedia(t *testing.T) {
 	plain := []id.RoomID{h.sharedRoom(nil), h.sharedRoom(nil)}
 	rooms := []id.RoomID{plain[0], s.room, plain[1]}
 	data := h.ok(h.request("broadcast", map[string]any{"to": roomStrings(rooms),
-		"media": map[string]any{"data": base64.StdEncoding.EncodeToString(img), "caption": "the garden", "filename": "garden.png"}}))
+		"media": map[string]any{"data": base64.StdEncoding.EncodeToString(img), "caption": "the garden", "filename": "garden.png",
+			"thumbnail": map[string]any{"data": base64.StdEncoding.EncodeToString(testPNG(t, 200, 100))}}}))
 	if data["sent"] != 3.0 || data["failed"] != 0.0 {
 		t.Fatalf("data = %v", data)
 	}
@@ -139,7 +141,8 @@ func TestBroadcastMedia(t *testing.T) {
 		if room == s.room {
 			evt := alice.wait(t, jsclient.EventFilter{RoomID: room.String(), EventID: evtID})
 			file, _ := evt.Content["file"].(map[string]any)
-			if !evt.Encrypted || evt.Content["msgtype"] != "m.image" || evt.Content["body"] != "the garden" || file == nil {
+			info, _ := evt.Content["info"].(map[string]any)
+			if !evt.Encrypted || evt.Content["msgtype"] != "m.image" || evt.Content["body"] != "the garden" || file == nil || info["thumbnail_file"] == nil {
 				t.Fatalf("encrypted room's event = %+v", evt)
 			}
 			got, err := alice.DownloadAttachment(jsCtx(t), "", file)
@@ -155,16 +158,17 @@ func TestBroadcastMedia(t *testing.T) {
 			continue
 		}
 		c := h.mediaEvent(t, room, results[i].(map[string]any))
-		if c.MsgType != event.MsgImage || c.Body != "the garden" || c.FileName != "garden.png" || c.URL == "" {
-			t.Fatalf("plain room's event = %+v", c)
+		if c.MsgType != event.MsgImage || c.Body != "the garden" || c.FileName != "garden.png" || c.URL == "" ||
+			c.Info.ThumbnailURL == "" || c.Info.ThumbnailInfo == nil || c.Info.ThumbnailInfo.Width != 200 {
+			t.Fatalf("plain room's event = %+v, info %+v", c, c.Info)
 		}
 		if got := h.alice.download(t, c.URL); !bytes.Equal(got, img) {
 			t.Fatalf("alice downloads %d bytes, not the %d sent", len(got), len(img))
 		}
 		h.waitImages(t, room, 1)
 	}
-	if n := uploadsBy(t, h.bot.id()); n != 2 {
-		t.Fatalf("the bot uploaded %d files, want 2 (one plain, one encrypted)", n)
+	if n := uploadsBy(t, h.bot.id()); n != 4 {
+		t.Fatalf("the bot uploaded %d files, want 4 (the image and its thumbnail, plain and encrypted)", n)
 	}
 	if left, _ := filepath.Glob(filepath.Join(h.env["DATA_DIR"], "spool", "*")); len(left) != 0 {
 		t.Fatalf("spool holds %v", left)

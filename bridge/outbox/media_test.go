@@ -22,7 +22,7 @@ func TestSendMediaUploadsOnce(t *testing.T) {
 			t.Fatal(err)
 		}
 		to.Env.Media = m
-		req := &sendmedia.SendMedia{Data: base64.StdEncoding.EncodeToString([]byte("hello file")), Filename: "note.txt"}
+		req := &sendmedia.SendMedia{FileRequest: sendmedia.FileRequest{Data: base64.StdEncoding.EncodeToString([]byte("hello file")), Filename: "note.txt"}}
 		req.To.To = "!room:hs"
 		if err := req.Validate(to.Env.Targets); err != nil {
 			t.Fatal(err)

@@ -3,7 +3,6 @@ package rooms
 import (
 	"context"
 	"encoding/json"
-	"github.com/matrix2mqtt/matrix2mqtt/bridge/actions"
 	"reflect"
 	"slices"
 	"strings"
@@ -11,6 +10,8 @@ import (
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/matrix2mqtt/matrix2mqtt/bridge/actions"
+	"github.com/matrix2mqtt/matrix2mqtt/bridge/actions/sendmedia"
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/wire"
 )
 
@@ -85,7 +86,7 @@ type Broadcast struct {
 	MsgType  string      `json:"msgtype,omitempty"`
 	Mentions []string    `json:"mentions,omitempty"`
 	// Media is a file to send instead of a text (broadcastmedia.go).
-	Media *BroadcastMedia `json:"media,omitempty"`
+	Media *sendmedia.FileRequest `json:"media,omitempty"`
 	// Spooled names the media's file kept for the outbox (set by Prepare, never from MQTT).
 	Spooled string `json:"spooled,omitempty"`
 }

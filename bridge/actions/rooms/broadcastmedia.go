@@ -11,28 +11,9 @@ import (
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/wire"
 )
 
-// BroadcastMedia is broadcast's `media`: a file as send_media takes it, from exactly one of
-// `data`, `path`, `url` or `mxc`, with its description and caption.
-type BroadcastMedia struct {
-	Data            string               `json:"data,omitempty"`
-	Path            string               `json:"path,omitempty"`
-	URL             string               `json:"url,omitempty"`
-	MXC             id.ContentURIString  `json:"mxc,omitempty"`
-	Kind            string               `json:"kind,omitempty"`
-	Mimetype        string               `json:"mimetype,omitempty"`
-	Filename        string               `json:"filename,omitempty"`
-	Caption         string               `json:"caption,omitempty"`
-	CaptionMarkdown string               `json:"caption_markdown,omitempty"`
-	CaptionHTML     string               `json:"caption_html,omitempty"`
-	Thumbnail       *sendmedia.Thumbnail `json:"thumbnail,omitempty"`
-}
-
 // file is the media as a send_media request, with the broadcast's spooled file and mentions.
 func (r *Broadcast) file() *sendmedia.SendMedia {
-	m := r.Media
-	return &sendmedia.SendMedia{Data: m.Data, Path: m.Path, URL: m.URL, MXC: m.MXC, Kind: m.Kind, Mimetype: m.Mimetype,
-		Filename: m.Filename, Caption: m.Caption, CaptionMarkdown: m.CaptionMarkdown, CaptionHTML: m.CaptionHTML,
-		Thumbnail: m.Thumbnail, Mentions: r.Mentions, Spooled: r.Spooled}
+	return &sendmedia.SendMedia{FileRequest: *r.Media, Mentions: r.Mentions, Spooled: r.Spooled}
 }
 
 // Prepare keeps a file that came with the request (data or path) in the spool, out of the

@@ -41,11 +41,9 @@ const maxWaveform = 1024
 // maxDimension bounds `width` and `height`.
 const maxDimension = 1 << 16
 
-// SendMedia is the `send_media` action.
-type SendMedia struct {
-	actions.Common
-	actions.To
-	// Sources: exactly one.
+// FileRequest is a file as a request gives it: exactly one source, what it is, and its caption.
+// send_media and broadcast's `media` take it alike.
+type FileRequest struct {
 	Data string              `json:"data,omitempty"`
 	Path string              `json:"path,omitempty"`
 	URL  string              `json:"url,omitempty"`
@@ -57,15 +55,22 @@ type SendMedia struct {
 	Caption         string `json:"caption,omitempty"`
 	CaptionMarkdown string `json:"caption_markdown,omitempty"`
 	CaptionHTML     string `json:"caption_html,omitempty"`
-	DurationMS      int    `json:"duration_ms,omitempty"`
-	Width           int    `json:"width,omitempty"`
-	Height          int    `json:"height,omitempty"`
-	Waveform        []int  `json:"waveform,omitempty"`
 	// Thumbnail replaces the thumbnail the bridge would make (thumbnail.go).
 	Thumbnail *Thumbnail `json:"thumbnail,omitempty"`
-	ReplyTo   id.EventID `json:"reply_to,omitempty"`
-	Thread    id.EventID `json:"thread,omitempty"`
-	Mentions  []string   `json:"mentions,omitempty"`
+}
+
+// SendMedia is the `send_media` action.
+type SendMedia struct {
+	actions.Common
+	actions.To
+	FileRequest
+	DurationMS int        `json:"duration_ms,omitempty"`
+	Width      int        `json:"width,omitempty"`
+	Height     int        `json:"height,omitempty"`
+	Waveform   []int      `json:"waveform,omitempty"`
+	ReplyTo    id.EventID `json:"reply_to,omitempty"`
+	Thread     id.EventID `json:"thread,omitempty"`
+	Mentions   []string   `json:"mentions,omitempty"`
 	actions.Timing
 	actions.Choices
 
