@@ -13,8 +13,8 @@ import (
 )
 
 // TestAllowedTargets: with ALLOWED_TARGETS set, a request to a target outside the list gets
-// not_allowed, for every field that names a room or a user, and nothing reaches Matrix; targets
-// in the list work.
+// not_allowed, for every field that names a room or a user (mentions and pills included), and
+// nothing reaches Matrix; targets in the list work.
 func TestAllowedTargets(t *testing.T) {
 	kitchen := fmt.Sprintf("kitchen%d", time.Now().UnixNano())
 	outside := fmt.Sprintf("#outside%d:localhost", time.Now().UnixNano()) // not in the list
@@ -64,6 +64,10 @@ func TestAllowedTargets(t *testing.T) {
 		{"send", map[string]any{"to": "kitchen", "text": "who may answer", "options": []map[string]string{{"key": "👍", "label": "Yes"}}, "options_from": []string{user}}},
 		{"create_room", map[string]any{"name": "must not exist", "moderators": []string{user}}},
 		{"create_room", map[string]any{"name": "must not exist", "power_levels": map[string]any{"users": map[string]int{user: 50}}}},
+		{"send", map[string]any{"to": "kitchen", "text": "must not notify", "mentions": []string{user}}},
+		{"send", map[string]any{"to": "kitchen", "markdown": "must not notify [Alice](https://matrix.to/#/" + user + ")"}},
+		{"send_media", map[string]any{"to": "kitchen", "data": "aGVsbG8=", "caption_html": `<a href="https://matrix.to/#/` + user + `">Alice</a>`}},
+		{"broadcast", map[string]any{"to": []string{"kitchen"}, "text": "must not notify", "mentions": []string{user}}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.action+" "+strings.Join(keys(tc.fields), ","), func(t *testing.T) {
@@ -83,6 +87,7 @@ func TestAllowedTargets(t *testing.T) {
 			t.Fatalf("sent to %v, want %s", data["room_id"], allowed)
 		}
 		h.ok(h.request("typing", map[string]any{"to": "#" + kitchen + ":localhost", "typing": false}))
+		h.ok(h.request("send", map[string]any{"to": "kitchen", "text": "everyone", "mentions": []string{"@room"}}))
 	})
 	t.Run("every room of * goes through the list", func(t *testing.T) {
 		data := h.ok(h.request("broadcast", map[string]any{"to": "*", "text": "to every allowed room"}))

@@ -141,14 +141,14 @@ func (r *Send) Validate(t Targets) *wire.Error {
 	if err := r.To.Check(t); err != nil {
 		return err
 	}
-	if err := r.ValidateMessage(); err != nil {
+	if err := r.ValidateMessage(t); err != nil {
 		return err
 	}
 	return r.Choices.Validate(t)
 }
 
-// validateMessage checks every field but `to` (broadcast checks its own targets).
-func (r *Send) ValidateMessage() *wire.Error {
+// ValidateMessage checks every field but `to` (broadcast checks its own targets).
+func (r *Send) ValidateMessage(t Targets) *wire.Error {
 	set := 0
 	for _, s := range []string{r.Text, r.Markdown, r.HTML} {
 		if s != "" {
@@ -176,7 +176,7 @@ func (r *Send) ValidateMessage() *wire.Error {
 	if r.Edit != "" && (r.ReplyTo != "" || r.Thread != "") {
 		return wire.Errorf(wire.CodeInvalidRequest, "field 'edit' cannot be combined with 'reply_to' or 'thread': an edit keeps the original's relations")
 	}
-	if err := CheckMentions(r.Mentions); err != nil {
+	if err := CheckMentions(t, r.Mentions, Markup{"markdown", r.Markdown, true}, Markup{"html", r.HTML, false}); err != nil {
 		return err
 	}
 	if len(r.Options) > 0 && (r.Edit != "" || r.Tag != "") {
@@ -245,8 +245,17 @@ func (r *Send) Content() *event.MessageEventContent {
 	return &content
 }
 
-// CheckMentions checks a `mentions` field: user IDs, or "@room".
-func CheckMentions(list []string) *wire.Error {
+// Markup is a message's Markdown or HTML field, whose pills (links to users) mention them.
+type Markup struct {
+	Field    string
+	Text     string
+	Markdown bool
+}
+
+// CheckMentions checks a `mentions` field (user IDs, or "@room") and the users it and the pills
+// of the markup mention against ALLOWED_TARGETS: a mention notifies a user, so it names one as
+// much as `to` does. "@room" notifies the members of a room the request may already write to.
+func CheckMentions(t Targets, list []string, markup ...Markup) *wire.Error {
 	for _, m := range list {
 		if m == "@room" {
 			continue
@@ -254,8 +263,37 @@ func CheckMentions(list []string) *wire.Error {
 		if _, _, err := id.UserID(m).ParseAndValidateRelaxed(); err != nil || !strings.HasPrefix(m, "@") {
 			return wire.Errorf(wire.CodeInvalidRequest, "field 'mentions' must hold user IDs or \"@room\", not %q", m)
 		}
+		if _, err := t.CheckUser("mentions", m); err != nil {
+			return err
+		}
+	}
+	for _, m := range markup {
+		for _, user := range pills(m) {
+			if _, err := t.CheckUser(m.Field, user.String()); err != nil {
+				return wire.Errorf(err.Code, "a pill in %s", err.Message)
+			}
+		}
 	}
 	return nil
+}
+
+// pills are the users that m links to, as the format package finds them when the message is
+// built. Only text with a matrix.to or matrix: link is parsed.
+func pills(m Markup) []id.UserID {
+	lower := strings.ToLower(m.Text)
+	if !strings.Contains(lower, "matrix.to") && !strings.Contains(lower, "matrix:") {
+		return nil
+	}
+	var content event.MessageEventContent
+	if m.Markdown {
+		content = format.RenderMarkdown(m.Text, true, true)
+	} else {
+		content = format.HTMLToContent(m.Text)
+	}
+	if content.Mentions == nil {
+		return nil
+	}
+	return content.Mentions.UserIDs
 }
 
 // WithMentions is the m.mentions of a message: the pills in the text (found by the format package)

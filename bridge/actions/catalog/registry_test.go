@@ -222,6 +222,17 @@ func TestParseAllowedTargets(t *testing.T) {
 		{"create_room allowed", "create_room", `{"invite":["alice"],"moderators":["@alice:hs"]}`, true},
 		{"to, broadcast list", "broadcast", `{"to":["kitchen","!other:hs"],"text":"a"}`, false},
 		{"to, broadcast allowed", "broadcast", `{"to":["kitchen","alice"],"text":"a"}`, true},
+		{"user, options_from", "send", `{"to":"kitchen","text":"a","options":[{"key":"👍","label":"y"}],"options_from":["@bob:hs"]}`, false},
+		{"mentions", "send", `{"to":"kitchen","text":"a","mentions":["@bob:hs"]}`, false},
+		{"mentions allowed, and @room", "send", `{"to":"kitchen","text":"a","mentions":["@alice:hs","@room"]}`, true},
+		{"mentions, a pill in markdown", "send", `{"to":"kitchen","markdown":"hi [Bob](https://matrix.to/#/@bob:hs)"}`, false},
+		{"mentions, a matrix: pill in html", "send", `{"to":"kitchen","html":"hi <a href=\"matrix:u/bob:hs\">Bob</a>"}`, false},
+		{"mentions, an allowed pill", "send", `{"to":"kitchen","html":"hi <a href=\"https://matrix.to/#/@alice:hs\">Alice</a>"}`, true},
+		{"mentions, send_media", "send_media", `{"to":"kitchen","data":"aGk=","mentions":["@bob:hs"]}`, false},
+		{"mentions, a pill in a caption", "send_media", `{"to":"kitchen","data":"aGk=","caption_markdown":"[Bob](https://matrix.to/#/@bob:hs)"}`, false},
+		{"mentions, broadcast", "broadcast", `{"to":["kitchen"],"text":"a","mentions":["@bob:hs"]}`, false},
+		{"mentions, a pill in a broadcast", "broadcast", `{"to":["kitchen"],"html":"<a href='https://matrix.to/#/@bob:hs'>b</a>"}`, false},
+		{"mentions, a pill in broadcast media", "broadcast", `{"to":["kitchen"],"media":{"data":"aGk=","caption_html":"<a href='https://matrix.to/#/@bob:hs'>b</a>"}}`, false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

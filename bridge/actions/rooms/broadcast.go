@@ -132,13 +132,14 @@ func (r *Broadcast) Validate(t actions.Targets) *wire.Error {
 		if r.Text != "" || r.Markdown != "" || r.HTML != "" || r.MsgType != "" {
 			return wire.Errorf(wire.CodeInvalidRequest, "'media' goes without 'text', 'markdown', 'html' and 'msgtype': its caption is 'media.caption'")
 		}
-		if err := actions.CheckMentions(r.Mentions); err != nil {
+		if err := actions.CheckMentions(t, r.Mentions, actions.Markup{Field: "media.caption_markdown", Text: r.Media.CaptionMarkdown, Markdown: true},
+			actions.Markup{Field: "media.caption_html", Text: r.Media.CaptionHTML}); err != nil {
 			return err
 		}
 		return r.file().ValidateFile()
 	}
 	body := &actions.Send{Text: r.Text, Markdown: r.Markdown, HTML: r.HTML, MsgType: r.MsgType, Mentions: r.Mentions}
-	return body.ValidateMessage()
+	return body.ValidateMessage(t)
 }
 
 // targets expands `to`: a group's members, "*" (when BROADCAST_ALL allows it) or the targets

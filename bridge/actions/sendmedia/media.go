@@ -105,7 +105,8 @@ func (r *SendMedia) Validate(t actions.Targets) *wire.Error {
 	if err := actions.CheckEventIDs([]actions.EventField{{Name: "reply_to", Value: r.ReplyTo}, {Name: "thread", Value: r.Thread}}); err != nil {
 		return err
 	}
-	if err := actions.CheckMentions(r.Mentions); err != nil {
+	if err := actions.CheckMentions(t, r.Mentions, actions.Markup{Field: "caption_markdown", Text: r.CaptionMarkdown, Markdown: true},
+		actions.Markup{Field: "caption_html", Text: r.CaptionHTML}); err != nil {
 		return err
 	}
 	if err := r.Choices.Validate(t); err != nil {
