@@ -70,7 +70,7 @@ var exampleTargets actions.Targets = targets.New(targets.Config{
 // as `{{ {"to": "alice", "text": …} | to_json }}`: the quoted keys at the object's top level.
 func templateKeys(payload string) ([]string, bool) {
 	start := strings.IndexAny(payload, "{")
-	for start >= 0 && start+1 < len(payload) && payload[start+1] == '{' { // Jinja's own {{
+	for start >= 0 && start+1 < len(payload) && strings.ContainsRune("{%#", rune(payload[start+1])) { // Jinja's own {{, {% and {#
 		start += 2 + strings.IndexAny(payload[start+2:], "{")
 	}
 	if start < 0 {
