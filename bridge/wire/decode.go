@@ -4,9 +4,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"reflect"
-	"slices"
 	"strings"
 	"sync"
 	"unicode/utf8"
@@ -61,7 +61,7 @@ func Decode(payload []byte, v any) *Error {
 		return Errorf(CodeInvalidRequest, "the payload must be a JSON object")
 	}
 	names := FieldNames(v)
-	if err := checkKeys(trimmed, names); err != nil {
+	if err := checkKeys(trimmed, reflect.TypeOf(v)); err != nil {
 		return err
 	}
 	dec := json.NewDecoder(bytes.NewReader(trimmed))
@@ -75,20 +75,33 @@ func Decode(payload []byte, v any) *Error {
 	return nil
 }
 
-// checkKeys walks the top-level keys: encoding/json would take `TO` for `to` and let a repeated
-// key silently win, both of which hide mistakes in an automation. It scans the payload itself,
-// without allocating per value, and relies on the json.Decoder after it for syntax errors: on
-// malformed JSON it may stop early without an error.
-func checkKeys(payload []byte, names []string) *Error {
+// checkKeys walks the keys of the request object and of the objects nested in it that decode
+// into structs (or maps): encoding/json would take `TO` for `to` and let a repeated key silently
+// win, both of which hide mistakes in an automation. It scans the payload itself, without
+// allocating per value, and relies on the json.Decoder after it for syntax errors: on malformed
+// JSON it may stop early without an error.
+func checkKeys(payload []byte, t reflect.Type) *Error {
 	if !json.Valid(payload) {
 		return nil // the decoder names the syntax error
 	}
+	s := scanner{p: payload}
+	return s.object(derefType(t), "")
+}
+
+// object checks the object at s.i, which decodes into t (a struct, or a map with string keys),
+// and leaves s.i after it. path names the object in errors ("" for the request, "media.").
+func (s *scanner) object(t reflect.Type, path string) *Error {
+	var fields *structFields
+	if t.Kind() == reflect.Struct {
+		fields = fieldsOf(t)
+	}
 	var seen [32][]byte
 	n := 0
-	s := scanner{p: payload, i: 1}
+	s.i++ // '{'
 	for {
 		s.space()
 		if s.done() || s.p[s.i] == '}' {
+			s.i++
 			return nil
 		}
 		key := s.str()
@@ -99,26 +112,82 @@ func checkKeys(payload []byte, names []string) *Error {
 		}
 		for _, k := range seen[:n] {
 			if bytes.Equal(k, key) {
-				return Errorf(CodeInvalidRequest, "field '%s' is given twice", key)
+				return Errorf(CodeInvalidRequest, "field '%s%s' is given twice", path, key)
 			}
 		}
 		if n < len(seen) {
 			seen[n] = key
 			n++
 		}
-		if !slices.ContainsFunc(names, func(name string) bool { return string(key) == name }) {
-			return unknownField(string(key), names)
+		valueType := t
+		if fields == nil {
+			valueType = t.Elem()
+		} else if valueType = fields.types[string(key)]; valueType == nil {
+			return unknownField(path, string(key), fields.names)
 		}
 		s.space()
 		s.i++ // ':'
 		s.space()
-		s.value()
+		if err := s.nested(valueType, path+string(key)); err != nil {
+			return err
+		}
 		s.space()
 		if s.done() || s.p[s.i] == '}' {
+			s.i++
 			return nil
 		}
 		s.i++ // ','
 	}
+}
+
+// nested checks the value at s.i, which decodes into t: an object into a struct or map is
+// checked like the request, a list element by element; anything else is stepped over.
+func (s *scanner) nested(t reflect.Type, path string) *Error {
+	t = derefType(t)
+	switch {
+	case s.done():
+		return nil
+	case s.p[s.i] == '{' && checkable(t):
+		return s.object(t, path+".")
+	case s.p[s.i] == '[' && t.Kind() == reflect.Slice && checkable(derefType(t.Elem())):
+		s.i++ // '['
+		for i := 0; ; i++ {
+			s.space()
+			if s.done() || s.p[s.i] == ']' {
+				s.i++
+				return nil
+			}
+			if err := s.nested(t.Elem(), fmt.Sprintf("%s[%d]", path, i)); err != nil {
+				return err
+			}
+			s.space()
+			if s.done() || s.p[s.i] == ']' {
+				s.i++
+				return nil
+			}
+			s.i++ // ','
+		}
+	}
+	s.value()
+	return nil
+}
+
+var unmarshaler = reflect.TypeFor[json.Unmarshaler]()
+
+// checkable tells the types whose objects checkKeys looks into: structs and maps with string
+// keys (whose keys are data: only repeats are refused) that do not decode themselves.
+func checkable(t reflect.Type) bool {
+	if t.Implements(unmarshaler) || reflect.PointerTo(t).Implements(unmarshaler) {
+		return false
+	}
+	return t.Kind() == reflect.Struct || t.Kind() == reflect.Map && t.Key().Kind() == reflect.String
+}
+
+func derefType(t reflect.Type) reflect.Type {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	return t
 }
 
 // scanner steps through valid JSON.
@@ -179,8 +248,12 @@ func (s *scanner) value() {
 	}
 }
 
-func unknownField(field string, names []string) *Error {
-	return Errorf(CodeInvalidRequest, "field '%s' is not known; this action takes %s", field, strings.Join(names, ", "))
+// unknownField refuses a key that the object at path does not take.
+func unknownField(path, field string, names []string) *Error {
+	if path == "" {
+		return Errorf(CodeInvalidRequest, "field '%s' is not known; this action takes %s", field, strings.Join(names, ", "))
+	}
+	return Errorf(CodeInvalidRequest, "field '%s%s' is not known; '%s' takes %s", path, field, strings.TrimSuffix(path, "."), strings.Join(names, ", "))
 }
 
 func decodeError(err error, v any, names []string) *Error {
@@ -195,7 +268,7 @@ func decodeError(err error, v any, names []string) *Error {
 	case errors.As(err, &syntaxErr):
 		return Errorf(CodeInvalidRequest, "the payload is not valid JSON: %v", err)
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
-		return unknownField(strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`), names)
+		return unknownField("", strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`), names)
 	}
 	return Errorf(CodeInvalidRequest, "the payload is not valid JSON: %v", err)
 }
@@ -243,42 +316,51 @@ func jsonKind(t reflect.Type) string {
 	return "an object"
 }
 
-// fieldNames caches FieldNames by type.
-var fieldNames sync.Map
+// structFields are the JSON names of a struct's fields (those of embedded structs included, in
+// declaration order) and the type each decodes into.
+type structFields struct {
+	names []string
+	types map[string]reflect.Type
+}
 
-// FieldNames lists the JSON names of a request struct's fields (v is a pointer to it), those of
-// embedded structs included, in declaration order.
-func FieldNames(v any) []string {
-	t := reflect.TypeOf(v)
-	if names, ok := fieldNames.Load(t); ok {
-		return names.([]string)
+// fieldsByType caches fieldsOf.
+var fieldsByType sync.Map
+
+// fieldsOf returns the fields of struct type t.
+func fieldsOf(t reflect.Type) *structFields {
+	if f, ok := fieldsByType.Load(t); ok {
+		return f.(*structFields)
 	}
-	for t.Kind() == reflect.Pointer {
-		t = t.Elem()
-	}
-	var names []string
+	f := &structFields{types: map[string]reflect.Type{}}
 	var walk func(t reflect.Type)
 	walk = func(t reflect.Type) {
 		for i := range t.NumField() {
-			f := t.Field(i)
-			if f.Anonymous && f.Type.Kind() == reflect.Struct {
-				walk(f.Type)
+			field := t.Field(i)
+			if field.Anonymous && field.Type.Kind() == reflect.Struct {
+				walk(field.Type)
 				continue
 			}
-			if !f.IsExported() {
+			if !field.IsExported() {
 				continue
 			}
-			name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+			name, _, _ := strings.Cut(field.Tag.Get("json"), ",")
 			if name == "-" {
 				continue
 			}
 			if name == "" {
-				name = f.Name
+				name = field.Name
 			}
-			names = append(names, name)
+			f.names = append(f.names, name)
+			f.types[name] = field.Type
 		}
 	}
 	walk(t)
-	fieldNames.Store(reflect.TypeOf(v), names)
-	return names
+	fieldsByType.Store(t, f)
+	return f
+}
+
+// FieldNames lists the JSON names of a request struct's fields (v is a pointer to it), those of
+// embedded structs included, in declaration order.
+func FieldNames(v any) []string {
+	return fieldsOf(derefType(reflect.TypeOf(v))).names
 }

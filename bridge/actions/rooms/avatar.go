@@ -1,7 +1,6 @@
 package rooms
 
 import (
-	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -45,10 +44,8 @@ func (a *Avatar) UnmarshalJSON(data []byte) error {
 		Path string `json:"path,omitempty"`
 		URL  string `json:"url,omitempty"`
 	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
 	var s sources
-	if err := dec.Decode(&s); err != nil {
+	if err := wire.Decode(data, &s); err != nil { // strict: no other fields, letter case or repeats
 		*a = Avatar{bad: true}
 		return nil
 	}

@@ -67,6 +67,8 @@ func TestSetRoomAvatarSources(t *testing.T) {
 		{"two sources", fmt.Sprintf(`{"data":%q,"url":"https://media.example/a.png"}`, data), wire.CodeInvalidRequest, "", "exactly one", 0},
 		{"no source", `{}`, wire.CodeInvalidRequest, "", "exactly one", 0},
 		{"unknown field", `{"mxc":"mxc://hs/abc"}`, wire.CodeInvalidRequest, "", "exactly one", 0},
+		{"letter case", `{"URL":"https://media.example/a.png"}`, wire.CodeInvalidRequest, "", "exactly one", 0},
+		{"a source twice", fmt.Sprintf(`{"data":%q,"data":%q}`, data, data), wire.CodeInvalidRequest, "", "exactly one", 0},
 		{"a number", `5`, wire.CodeInvalidRequest, "", "mxc:// URI or an object", 0},
 		{"bad base64", `{"data":"***"}`, wire.CodeInvalidRequest, "", "not base64", 0},
 		{"path outside MEDIA_DIRS", fmt.Sprintf(`{"path":%q}`, filepath.Join(outside, "b.png")), "", wire.CodeNotAllowed, "avatar.path", 0},
