@@ -317,7 +317,9 @@ func jsonKind(t reflect.Type) string {
 }
 
 // structFields are the JSON names of a struct's fields (those of embedded structs included, in
-// declaration order) and the type each decodes into.
+// declaration order) and the type each decodes into. A field tagged `wire:"own"` is the bridge's
+// own (kept in the outbox row, refused from MQTT by the action): it decodes, but is not named
+// among the fields a request takes.
 type structFields struct {
 	names []string
 	types map[string]reflect.Type
@@ -350,7 +352,9 @@ func fieldsOf(t reflect.Type) *structFields {
 			if name == "" {
 				name = field.Name
 			}
-			f.names = append(f.names, name)
+			if field.Tag.Get("wire") != "own" {
+				f.names = append(f.names, name)
+			}
 			f.types[name] = field.Type
 		}
 	}

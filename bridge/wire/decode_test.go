@@ -42,6 +42,7 @@ type sample struct {
 	Flag *bool  `json:"flag,omitempty"`
 	embedded
 	internal string
+	Kept     string           `json:"kept,omitempty" wire:"own"`
 	Media    *part            `json:"media,omitempty"`
 	Options  []part           `json:"options,omitempty"`
 	Users    map[string]int   `json:"users,omitempty"`
@@ -90,6 +91,8 @@ func TestDecode(t *testing.T) {
 		{"not UTF-8", "{\"to\":\"\xff\"}", CodeInvalidRequest, "UTF-8"},
 		{"huge number", `{"expire_s":1e400}`, CodeInvalidRequest, "'expire_s'"},
 		{"unexported field name", `{"internal":"x"}`, CodeInvalidRequest, "'internal' is not known"},
+		{"the bridge's own field decodes", `{"kept":"x"}`, "", ""},
+		{"the bridge's own field is not offered", `{"kep":"x"}`, CodeInvalidRequest, "takes id, to, flag, expire_s, media, options, users, parts, own"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -88,7 +88,7 @@ type Broadcast struct {
 	// Media is a file to send instead of a text (broadcastmedia.go).
 	Media *sendmedia.FileRequest `json:"media,omitempty"`
 	// Spooled names the media's file kept for the outbox (set by Prepare, never from MQTT).
-	Spooled string `json:"spooled,omitempty"`
+	Spooled string `json:"spooled,omitempty" wire:"own"`
 }
 
 // BroadcastResult is the outcome in one room.

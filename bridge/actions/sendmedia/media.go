@@ -75,7 +75,7 @@ type SendMedia struct {
 	actions.Choices
 
 	// Spooled names the file kept for the outbox (set by Prepare, never from MQTT).
-	Spooled string `json:"spooled,omitempty"`
+	Spooled string `json:"spooled,omitempty" wire:"own"`
 
 	raw     []byte // the payload of the binary shortcut
 	decoded []byte // Data, decoded
