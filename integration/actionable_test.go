@@ -475,6 +475,25 @@ func TestActionableReadReceipts(t *testing.T) {
 	}
 }
 
+// waitForMarker has the bot send a message to room and waits until alice's /messages shows it,
+// so that what the bot sent before it (or did not) shows too.
+func (h *harness) waitForMarker(t *testing.T, room id.RoomID) {
+	t.Helper()
+	marker := h.ok(h.request("send", map[string]any{"to": room.String(), "text": "marker"}))["event_id"]
+	eventually(t, 20*time.Second, func() error {
+		resp, err := h.alice.cli.Messages(context.Background(), room, "", "", mautrix.DirectionBackward, nil, 20)
+		if err != nil {
+			return err
+		}
+		for _, evt := range resp.Chunk {
+			if evt.ID.String() == marker {
+				return nil
+			}
+		}
+		return fmt.Errorf("the marker %v is not in alice's timeline yet", marker)
+	})
+}
+
 // vote sends u's poll response.
 func (u *user) vote(t *testing.T, room id.RoomID, poll id.EventID, answers ...string) id.EventID {
 	t.Helper()
@@ -593,6 +612,11 @@ func TestActionablePoll(t *testing.T) {
 		final.Answers[0].Text != "Pizza" || final.Answers[2].Text != "Salad" || fmt.Sprint(final.Winners) != "[a1]" {
 		t.Fatalf("the published final tally: %+v", final)
 	}
+	// Ending it again sends nothing and answers the final tally.
+	if again := h.ok(h.request("end_poll", map[string]any{"to": room.String(), "event_id": poll.String()})); again["ended"] != true || fmt.Sprint(again["winners"]) != "[a1]" {
+		t.Fatalf("end_poll again: %v", again)
+	}
+	h.waitForMarker(t, room)
 	var ends []*event.Event
 	for _, evt := range h.alice.relations(t, room, poll, h.bot.id()) {
 		if evt.Type == event.EventUnstablePollEnd {
@@ -615,6 +639,14 @@ func TestActionablePoll(t *testing.T) {
 	h.alice.endPoll(t, room, lunch)
 	waitTally(lunch, [3]int{0, 2, 0}, 2, 0, true)
 	noChange(bob, lunch, "a1")
+	// end_poll of a poll alice ended answers its tally and sends no end event of the bot's.
+	if end := h.ok(h.request("end_poll", map[string]any{"to": room.String(), "event_id": lunch.String()})); end["ended"] != true || fmt.Sprint(end["winners"]) != "[a2]" {
+		t.Fatalf("end_poll of a poll alice ended: %v", end)
+	}
+	h.waitForMarker(t, room)
+	if ends := h.alice.relations(t, room, lunch, h.bot.id()); len(ends) != 0 {
+		t.Fatalf("the bot sent %d events about the poll alice ended", len(ends))
+	}
 
 	msg := h.fail(h.request("send_poll", map[string]any{"to": room.String(), "question": "?",
 		"answers": strings.Split(strings.Repeat("x,", 20)+"x", ",")}), "invalid_request")

@@ -164,6 +164,19 @@ func (r *EndPoll) Deliver(ctx context.Context, d *actions.Delivery) (any, error)
 	if err != nil {
 		return nil, err
 	}
+	// A poll that had ended before this request's first attempt (by end_poll or by a user in
+	// their client) gets no second end event: the answer is its final tally. A retry of this
+	// request, whose end may be out, goes on below and sends with the same transaction ID.
+	var attempted bool
+	if _, err := d.Progress.Load(&attempted); err != nil {
+		return nil, err
+	}
+	if !attempted && !p.EndedAt.IsZero() {
+		return TallyPoll(p, votes), nil
+	}
+	if err := d.Progress.Save(ctx, true); err != nil {
+		return nil, err
+	}
 	content := &event.Content{Raw: map[string]any{
 		"m.relates_to":                map[string]any{"rel_type": "m.reference", "event_id": p.EventID},
 		"org.matrix.msc3381.poll.end": map[string]any{},
