@@ -81,6 +81,16 @@ func (c *Client) PowerLevels(ctx context.Context, roomID id.RoomID) (*event.Powe
 	return &pl, nil
 }
 
+// SyncedPowerLevels returns a room's power levels as the sync brought them, and asks the
+// homeserver only when the sync has not (yet): for checks on inbound events, which must not fail
+// on a passing network error.
+func (c *Client) SyncedPowerLevels(ctx context.Context, roomID id.RoomID) (*event.PowerLevelsEventContent, error) {
+	if pl, err := c.state.GetPowerLevels(ctx, roomID); err == nil && pl != nil {
+		return pl, nil
+	}
+	return c.PowerLevels(ctx, roomID)
+}
+
 // SetState sends a state event into a room the bot is in.
 func (c *Client) SetState(ctx context.Context, roomID id.RoomID, evtType event.Type, stateKey string, content any) (id.EventID, error) {
 	if err := c.requireJoined(ctx, roomID); err != nil {

@@ -23,9 +23,9 @@ type PollVotes interface {
 	EndPoll(ctx context.Context, pollID id.EventID, at time.Time) (bool, error)
 }
 
-// PowerLevels reads a room's current power levels (the Matrix client does).
+// PowerLevels reads a room's power levels as the sync brought them (the Matrix client does).
 type PowerLevels interface {
-	PowerLevels(ctx context.Context, roomID id.RoomID) (*event.PowerLevelsEventContent, error)
+	SyncedPowerLevels(ctx context.Context, roomID id.RoomID) (*event.PowerLevelsEventContent, error)
 }
 
 // Polls is the filter that tallies the responses to the bridge's polls and publishes the tally
@@ -104,7 +104,7 @@ func (f *Polls) end(ctx context.Context, e *wire.PollEnd, key string, out *Outpu
 		log.Info().Msg("Ignored the end of a poll that ended before")
 		return
 	}
-	pl, err := f.levels.PowerLevels(ctx, e.RoomID)
+	pl, err := f.levels.SyncedPowerLevels(ctx, e.RoomID)
 	if err != nil {
 		log.Error().Err(err).Msg("Failed to read the power levels for a poll's end")
 		return

@@ -55,7 +55,7 @@ func (f *fakePolls) EndPoll(_ context.Context, _ id.EventID, at time.Time) (bool
 // first failing reads of them fail.
 type fakeLevels struct{ failing int }
 
-func (f *fakeLevels) PowerLevels(context.Context, id.RoomID) (*event.PowerLevelsEventContent, error) {
+func (f *fakeLevels) SyncedPowerLevels(context.Context, id.RoomID) (*event.PowerLevelsEventContent, error) {
 	if f.failing > 0 {
 		f.failing--
 		return nil, errors.New("homeserver away")
