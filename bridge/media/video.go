@@ -27,8 +27,12 @@ type Probe struct {
 	Width, Height, DurationMS int
 }
 
-// ParseProbe reads the JSON of `ffprobe -of json -show_entries stream=width,height,duration:
-// format=duration`: the first stream's dimensions, and its duration (else the container's) in
+// probeEntries are the entries ParseProbe reads.
+const probeEntries = "stream=width,height,duration:stream_tags=rotate:stream_side_data=rotation:format=duration"
+
+// ParseProbe reads the JSON of `ffprobe -of json -show_entries` probeEntries: the first stream's
+// dimensions as shown (swapped when the stream is rotated a quarter turn, as a phone's portrait
+// clip is, and as ffmpeg turns its frames), and its duration (else the container's) in
 // milliseconds. A value that is missing, negative or out of range is left 0.
 func ParseProbe(out []byte) (Probe, error) {
 	var doc struct {
@@ -36,6 +40,12 @@ func ParseProbe(out []byte) (Probe, error) {
 			Width    int    `json:"width"`
 			Height   int    `json:"height"`
 			Duration string `json:"duration"`
+			Tags     struct {
+				Rotate string `json:"rotate"`
+			} `json:"tags"`
+			SideData []struct {
+				Rotation float64 `json:"rotation"`
+			} `json:"side_data_list"`
 		} `json:"streams"`
 		Format struct {
 			Duration string `json:"duration"`
@@ -50,6 +60,15 @@ func ParseProbe(out []byte) (Probe, error) {
 		s := doc.Streams[0]
 		if s.Width > 0 && s.Height > 0 && s.Width <= math.MaxInt32 && s.Height <= math.MaxInt32 {
 			p.Width, p.Height = s.Width, s.Height
+			rotation, _ := strconv.ParseFloat(s.Tags.Rotate, 64) // ffmpeg before 6 also says it here
+			for _, d := range s.SideData {
+				if d.Rotation != 0 {
+					rotation = d.Rotation
+				}
+			}
+			if quarter := math.Mod(math.Abs(rotation), 180); quarter == 90 {
+				p.Width, p.Height = p.Height, p.Width
+			}
 		}
 		if s.Duration != "" && s.Duration != "N/A" {
 			duration = s.Duration
@@ -95,7 +114,7 @@ func describeVideo(ctx context.Context, f *File, data []byte, thumbPx int, makeT
 	}
 	if probeErr == nil {
 		out, err := runTool(ctx, ffprobe, append(safeInput, "-v", "error", "-select_streams", "v:0",
-			"-show_entries", "stream=width,height,duration:format=duration", "-of", "json", tmp.Name())...)
+			"-show_entries", probeEntries, "-of", "json", tmp.Name())...)
 		var p Probe
 		if err == nil {
 			p, err = ParseProbe(out)

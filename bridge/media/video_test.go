@@ -7,6 +7,7 @@ import (
 	"image/jpeg"
 	"image/png"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -31,6 +32,10 @@ func TestParseProbe(t *testing.T) {
 		{"huge size", `{"streams":[{"width":9999999999,"height":2}]}`, Probe{}, false},
 		{"duration over a day", `{"format":{"duration":"1e12"}}`, Probe{}, false},
 		{"duration not a number", `{"format":{"duration":"NaN"}}`, Probe{}, false},
+		{"portrait phone clip (display matrix)", `{"streams":[{"width":1920,"height":1080,"duration":"3.0","side_data_list":[{"rotation":-90}]}]}`, Probe{1080, 1920, 3000}, false},
+		{"rotate tag of older ffmpeg", `{"streams":[{"width":640,"height":480,"tags":{"rotate":"270"}}]}`, Probe{480, 640, 0}, false},
+		{"upside down", `{"streams":[{"width":640,"height":480,"side_data_list":[{"rotation":180}]}]}`, Probe{640, 480, 0}, false},
+		{"side data without rotation", `{"streams":[{"width":640,"height":480,"side_data_list":[{}]}]}`, Probe{640, 480, 0}, false},
 		{"not json", `Invalid data found when processing input`, Probe{}, true},
 		{"width as a string", `{"streams":[{"width":"320"}]}`, Probe{}, true},
 	} {
@@ -67,6 +72,25 @@ func testVideo(t *testing.T, w, h, secs int) []byte {
 	return data
 }
 
+// rotated is clip with a display matrix that turns it a quarter turn, as a phone stores a
+// portrait clip.
+func rotated(t *testing.T, clip []byte) []byte {
+	t.Helper()
+	dir := t.TempDir()
+	in, out := filepath.Join(dir, "in.mp4"), filepath.Join(dir, "out.mp4")
+	if err := os.WriteFile(in, clip, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if msg, err := exec.Command("ffmpeg", "-v", "error", "-i", in, "-c", "copy", "-metadata:s:v:0", "rotate=90", out).CombinedOutput(); err != nil {
+		t.Fatalf("failed to rotate the clip: %v: %s", err, msg)
+	}
+	data, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
+
 func TestDescribeVideo(t *testing.T) {
 	clip := testVideo(t, 1280, 720, 2)
 	small := testVideo(t, 160, 120, 1)
@@ -85,6 +109,7 @@ func TestDescribeVideo(t *testing.T) {
 	}{
 		{"with ffprobe and ffmpeg", clip, "", 1280, 720, 2000, 320},
 		{"smaller than the thumbnail", small, "", 160, 120, 1000, 160},
+		{"portrait, rotated a quarter turn", rotated(t, small), "", 120, 160, 1000, 120},
 		{"without them", clip, t.TempDir(), 0, 0, 0, 0},
 		{"not a video", []byte("not a video at all"), "", 0, 0, 0, 0},
 		{"a playlist naming a local video", playlist, "", 0, 0, 0, 0},
