@@ -149,13 +149,7 @@ func (r *Send) Validate(t Targets) *wire.Error {
 
 // ValidateMessage checks every field but `to` (broadcast checks its own targets).
 func (r *Send) ValidateMessage(t Targets) *wire.Error {
-	set := 0
-	for _, s := range []string{r.Text, r.Markdown, r.HTML} {
-		if s != "" {
-			set++
-		}
-	}
-	if set != 1 {
+	if CountGiven(r.Text, r.Markdown, r.HTML) != 1 {
 		return wire.Errorf(wire.CodeInvalidRequest, "exactly one of 'text', 'markdown' or 'html' is required")
 	}
 	if n := len(r.Text) + len(r.Markdown) + len(r.HTML); n > MaxBodyBytes {
@@ -250,6 +244,17 @@ type Markup struct {
 	Field    string
 	Text     string
 	Markdown bool
+}
+
+// CountGiven counts the values that are not empty: the fields of a one-of group that were given.
+func CountGiven(values ...string) int {
+	n := 0
+	for _, v := range values {
+		if v != "" {
+			n++
+		}
+	}
+	return n
 }
 
 // CheckMentions checks a `mentions` field (user IDs, or "@room") and the users it and the pills

@@ -64,13 +64,7 @@ func (a *Avatar) Check() *wire.Error {
 	if !a.isSource() {
 		return checkMXC("avatar", string(a.MXC))
 	}
-	sources := 0
-	for _, s := range []string{a.Data, a.Path, a.URL} {
-		if s != "" {
-			sources++
-		}
-	}
-	if sources != 1 {
+	if actions.CountGiven(a.Data, a.Path, a.URL) != 1 {
 		return wire.Errorf(wire.CodeInvalidRequest, "field 'avatar' takes exactly one of 'data', 'path' or 'url'")
 	}
 	if a.Data != "" {

@@ -118,11 +118,9 @@ func (r *SendMedia) Validate(t actions.Targets) *wire.Error {
 // ValidateFile checks the source, the description of the file and its caption (broadcast's
 // media uses it too).
 func (r *SendMedia) ValidateFile() *wire.Error {
-	sources := 0
-	for _, set := range []bool{r.Data != "", r.Path != "", r.URL != "", r.MXC != "", r.raw != nil} {
-		if set {
-			sources++
-		}
+	sources := actions.CountGiven(r.Data, r.Path, r.URL, string(r.MXC))
+	if r.raw != nil {
+		sources++
 	}
 	if sources != 1 {
 		return wire.Errorf(wire.CodeInvalidRequest, "exactly one of 'data', 'path', 'url' or 'mxc' is required")
@@ -149,13 +147,7 @@ func (r *SendMedia) ValidateFile() *wire.Error {
 	if len(r.Filename) > 255 || strings.ContainsAny(r.Filename, "/\\\x00") {
 		return wire.Errorf(wire.CodeInvalidRequest, "field 'filename' must be a file name without directories, at most 255 bytes")
 	}
-	captions := 0
-	for _, s := range []string{r.Caption, r.CaptionMarkdown, r.CaptionHTML} {
-		if s != "" {
-			captions++
-		}
-	}
-	if captions > 1 {
+	if actions.CountGiven(r.Caption, r.CaptionMarkdown, r.CaptionHTML) > 1 {
 		return wire.Errorf(wire.CodeInvalidRequest, "at most one of 'caption', 'caption_markdown' or 'caption_html' is allowed")
 	}
 	if n := len(r.Caption) + len(r.CaptionMarkdown) + len(r.CaptionHTML); n > actions.MaxBodyBytes/2 {

@@ -26,13 +26,7 @@ type Thumbnail struct {
 
 // validate checks the shape, and a picture given as data by its header.
 func (t *Thumbnail) validate() *wire.Error {
-	sources := 0
-	for _, s := range []string{t.Data, t.Path, t.URL} {
-		if s != "" {
-			sources++
-		}
-	}
-	if sources != 1 {
+	if actions.CountGiven(t.Data, t.Path, t.URL) != 1 {
 		return wire.Errorf(wire.CodeInvalidRequest, "field 'thumbnail' takes exactly one of 'data', 'path' or 'url'")
 	}
 	if t.Data == "" {
