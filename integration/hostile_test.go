@@ -22,14 +22,16 @@ func hostilePayloads() map[string]string {
 	}
 	random[0] = 0xff // never valid UTF-8, so never plain text
 	return map[string]string{
-		"wrong types":        `{"id":"h-types","to":5,"room":true,"user":[],"text":{},"event_id":1}`,
-		"huge string":        `{"id":"h-huge","to":"` + strings.Repeat("x", 70000) + `"}`,
-		"huge within limit":  `{"id":"h-long","tO":"` + strings.Repeat("x", 60000) + `"}`,
-		"invalid UTF-8":      "{\"id\":\"h-utf8\",\"to\":\"\xff\xfe\",\"text\":\"\xc3\"}",
-		"deep nesting":       `{"id":"h-deep","to":` + deep + `}`,
-		"duplicate key":      `{"id":"h-dup","to":"alice","to":"alice","to":"alice"}`,
-		"case-variant key":   `{"id":"h-case","To":"alice","TEXT":"x","ID":"y"}`,
-		"unknown field":      `{"id":"h-unknown","txt":"typo","bogus":null}`,
+		"wrong types":       `{"id":"h-types","to":5,"room":true,"user":[],"text":{},"event_id":1}`,
+		"huge string":       `{"id":"h-huge","to":"` + strings.Repeat("x", 70000) + `"}`,
+		"huge within limit": `{"id":"h-long","tO":"` + strings.Repeat("x", 60000) + `"}`,
+		"invalid UTF-8":     "{\"id\":\"h-utf8\",\"to\":\"\xff\xfe\",\"text\":\"\xc3\"}",
+		"deep nesting":      `{"id":"h-deep","to":` + deep + `}`,
+		"duplicate key":     `{"id":"h-dup","to":"alice","to":"alice","to":"alice"}`,
+		"case-variant key":  `{"id":"h-case","To":"alice","TEXT":"x","ID":"y"}`,
+		"unknown field":     `{"id":"h-unknown","txt":"typo","bogus":null}`,
+		"nested case and repeats": `{"id":"h-nested","media":{"DATA":"x","data":"y","data":"z"},"options":[{"KEY":"a"},{"key":"b","key":"c"}],` +
+			`"thumbnail":{"Url":"x"},"power_levels":{"users":{"@a:hs":1,"@a:hs":2}},"x":1}`,
 		"random bytes":       string(random),
 		"NUL in targets":     `{"id":"h-nul","to":"ali\u0000ce","room":"!a\u0000:hs","user":"@a\u0000b:hs","nul":1}`,
 		"huge number":        `{"id":"h-1e400","lat":1e400,"lon":-1e400,"timeout_ms":1e400,"expire_s":1e400,"x":1}`,
