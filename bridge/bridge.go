@@ -114,7 +114,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*Bridge, error) {
 	}
 	respond := responder{pub: b.mqtt, topics: b.topics}
 	env := actions.Env{Matrix: countedMedia{b.matrix, b.metrics}, Targets: b.targets, Keys: b.store, Options: b.store,
-		Tags: b.store, Live: cfg.Live, Polls: b.store}
+		Tags: b.store, Live: cfg.Live, Polls: b.store, SentMessages: b.store}
 	if env.Templates, err = cfg.Rooms.Templates(cfg.Targets.Names); err != nil {
 		return nil, err
 	}

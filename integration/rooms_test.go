@@ -725,3 +725,46 @@ func TestRoomUpgradeFollowed(t *testing.T) {
 		h.roomList(t, 0, "still listing the old room", func(rooms map[id.RoomID]map[string]any) bool { return rooms[room] != nil })
 	})
 }
+
+// TestBroadcastReadBeforeItEnds: a broadcast's copy that alice reads while the broadcast still
+// waits on another room is published as read then, not once the last room is done.
+func TestBroadcastReadBeforeItEnds(t *testing.T) {
+	proxy := newGateProxy(t)
+	h := newHarness(t, map[string]string{"MATRIX_HOMESERVER": proxy.URL, "E2EE": "false"})
+	first, slow := h.sharedRoom(nil), h.sharedRoom(nil)
+	proxy.setHold(func(r *http.Request) bool { // the bot's message to the slow room hangs
+		return r.Method == http.MethodPut && strings.Contains(r.URL.Path, slow.String()+"/send/")
+	})
+	payload, _ := json.Marshal(map[string]any{"id": "bc-read", "to": []string{first.String(), slow.String()}, "text": "hello all"})
+	h.rec.publish(h.base+"/bridge/request/broadcast", 1, string(payload))
+	proxy.waitHeld(t)
+
+	var copyID id.EventID
+	eventually(t, 20*time.Second, func() error {
+		resp, err := h.alice.cli.Messages(context.Background(), first, "", "", mautrix.DirectionBackward, nil, 20)
+		if err != nil {
+			return err
+		}
+		for _, evt := range resp.Chunk {
+			if evt.Sender == h.bot.id() && evt.Type == event.EventMessage {
+				copyID = evt.ID
+				return nil
+			}
+		}
+		return fmt.Errorf("no copy of the broadcast in the first room yet")
+	})
+	if err := h.alice.cli.SendReceipt(context.Background(), first, copyID, event.ReceiptTypeRead, nil); err != nil {
+		t.Fatal(err)
+	}
+	read := h.rec.wait(20*time.Second, "read of the broadcast's first copy", func(m message) bool {
+		return m.Topic == h.base+"/room/"+first.String()+"/read" && strings.Contains(string(m.Payload), copyID.String())
+	}).json(t)
+	if read["request_id"] != "bc-read" || read["user"] != h.alice.UserID {
+		t.Fatalf("read %v", read)
+	}
+	for _, m := range h.rec.all(h.base + "/bridge/response/broadcast") {
+		if strings.Contains(string(m.Payload), "bc-read") {
+			t.Fatalf("the broadcast was answered though a room was held: %s", m.Payload)
+		}
+	}
+}

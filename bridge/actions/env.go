@@ -75,12 +75,21 @@ type Env struct {
 	Live LiveConfig
 	// Polls remembers the polls the bridge started and their votes.
 	Polls PollStore
+	// SentMessages records the messages of a request that is not finished yet (a broadcast's
+	// rooms).
+	SentMessages SentRecorder
 	// Media is where files come from; nil when not set up.
 	Media *media.Media
 	// Publisher publishes what actions deliver to MQTT besides their response (downloaded media
 	// messages, the tally of an ended poll) on Topics.
 	Publisher Publisher
 	Topics    wire.Topics
+}
+
+// SentRecorder records sent messages at once, for read receipts; the outbox records the others
+// when their request is finished.
+type SentRecorder interface {
+	RecordSent(ctx context.Context, sent []store.Sent) error
 }
 
 // Publisher publishes on MQTT and waits for the broker's acknowledgement.
@@ -158,6 +167,15 @@ func (d *Delivery) FollowUps() []FollowUp { return d.followUps }
 // transaction that finishes the request.
 func (d *Delivery) RecordSent(roomID id.RoomID, evtID id.EventID, requestID string, editable bool) {
 	d.sent = append(d.sent, store.Sent{RoomID: roomID, EventID: evtID, RequestID: requestID, SentAt: d.Now, Editable: editable})
+}
+
+// RecordSentNow records a message at once, for a request that sends many before it is finished
+// (RecordSent keeps them until then).
+func (d *Delivery) RecordSentNow(ctx context.Context, roomID id.RoomID, evtID id.EventID, requestID string) error {
+	if d.SentMessages == nil {
+		return nil
+	}
+	return d.SentMessages.RecordSent(ctx, []store.Sent{{RoomID: roomID, EventID: evtID, RequestID: requestID, SentAt: d.Now}})
 }
 
 // Sent returns the messages kept by RecordSent.

@@ -43,6 +43,17 @@ func (s *Store) insertSent(ctx context.Context, sent []Sent) error {
 	return nil
 }
 
+// RecordSent records messages of a request that is not finished yet (a broadcast's rooms, as
+// each is done), so that their reads count at once; finishing the request records them again,
+// which changes nothing.
+func (s *Store) RecordSent(ctx context.Context, sent []Sent) error {
+	if err := s.insertSent(ctx, sent); err != nil {
+		return err
+	}
+	s.reads.recorded(sent)
+	return nil
+}
+
 // ReadUpTo records that user read roomID up to evtID (a receipt) or up to until (a receipt on an
 // event the bridge did not send, or a message of theirs), and returns the bridge's messages that
 // this read covers for the first time, oldest first.

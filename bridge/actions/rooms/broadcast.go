@@ -238,6 +238,11 @@ func (r *Broadcast) Deliver(ctx context.Context, d *actions.Delivery) (any, erro
 		if err := save(); err != nil {
 			return nil, err
 		}
+		if evtID != "" { // watched for reads now, not once the last room is done
+			if err := d.RecordSentNow(ctx, res.RoomID, evtID, r.ID); err != nil {
+				return nil, err
+			}
+		}
 	}
 	for i := range p.Results { // each target that names a room another target sent to
 		res := &p.Results[i]
@@ -254,7 +259,7 @@ func (r *Broadcast) Deliver(ctx context.Context, d *actions.Delivery) (any, erro
 			data.Failed++
 		} else {
 			data.Sent++
-			d.RecordSent(res.RoomID, res.EventID, r.ID, false) // watched for reads
+			d.RecordSent(res.RoomID, res.EventID, r.ID, false) // recorded as it was sent, unless that failed
 		}
 	}
 	return data, nil
