@@ -138,6 +138,22 @@ func TestReadUpTo(t *testing.T) {
 				t.Fatalf("@a after a new message: %q, %v; want %q", g, err, want)
 			}
 		}
+		// A message recorded before its request is finished (a broadcast's copy) is new to @a
+		// at once, and finishing the request later records nothing twice.
+		early := Sent{RoomID: "!r:hs", EventID: "$6", RequestID: "q6", SentAt: base.Add(4 * time.Minute)}
+		if err := s.RecordSent(ctx, []Sent{early}); err != nil {
+			t.Fatal(err)
+		}
+		for _, want := range []string{"$6/q6", ""} {
+			got, err := s.ReadUpTo(ctx, "!r:hs", "@a:hs", "", base.Add(time.Hour))
+			if g := strings.Join(ids(got), " "); err != nil || g != want {
+				t.Fatalf("@a after an early record: %q, %v; want %q", g, err, want)
+			}
+		}
+		finishSending(t, s, early)
+		if got, err := s.ReadUpTo(ctx, "!r:hs", "@b:hs", "", base.Add(time.Hour)); err != nil || strings.Join(ids(got), " ") != "$2/q2 $3/q3 $5/q5 $6/q6" {
+			t.Fatalf("@b reads %v, %v; want the four messages it had not read, once each", ids(got), err)
+		}
 		clk.Advance(ReadRetention + time.Hour)
 		if err := s.Prune(ctx); err != nil {
 			t.Fatal(err)
