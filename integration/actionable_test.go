@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -456,22 +457,25 @@ func TestActionableReadReceipts(t *testing.T) {
 		}
 	}
 
-	// A picture, a poll and a broadcast are watched for reads too; "edit": "last" still edits
-	// the last text message, not one with options either.
+	// A picture, a poll, a location, a picture with options and a broadcast are watched for
+	// reads too; "edit": "last" still edits the last text message, not one with options either.
 	picture := id.EventID(h.ok(h.request("send_media", map[string]any{"to": room.String(),
 		"data": base64.StdEncoding.EncodeToString(testPNG(t, 16, 16)), "filename": "seen.png"}))["event_id"].(string))
 	h.ok(h.request("send", map[string]any{"to": room.String(), "text": "choose", "options": []map[string]string{{"key": "👍", "label": "Yes"}}}))
 	poll := id.EventID(h.ok(h.request("send_poll", map[string]any{"to": room.String(), "question": "Seen?", "answers": []string{"yes", "no"}}))["event_id"].(string))
+	pin := id.EventID(h.ok(h.request("send_location", map[string]any{"to": room.String(), "lat": 52.5, "lon": 13.4}))["event_id"].(string))
+	question := id.EventID(h.ok(h.request("send_media", map[string]any{"to": room.String(), "data": base64.StdEncoding.EncodeToString(testPNG(t, 16, 16)),
+		"caption": "this one?", "options": []map[string]string{{"key": "👍", "label": "Yes"}}}))["event_id"].(string))
 	results := h.ok(h.request("broadcast", map[string]any{"to": []string{room.String()}, "text": "to all"}))["results"].([]any)
 	announced := id.EventID(results[0].(map[string]any)["event_id"].(string))
 	receipt(h.alice, announced, event.ReceiptTypeRead)
-	for _, evtID := range []id.EventID{third, picture, poll, announced} {
+	for _, evtID := range []id.EventID{third, picture, poll, pin, question, announced} {
 		if r := waitRead(h.alice, evtID); !strings.HasPrefix(r["request_id"].(string), "req-") {
 			t.Fatalf("read of %s: %v", evtID, r)
 		}
 	}
 	if data := h.ok(h.request("send", map[string]any{"to": room.String(), "text": "third, edited", "edit": "last"})); data["edit_of"] != third.String() {
-		t.Fatalf(`"edit": "last" after a picture, options, a poll and a broadcast edited %v, want the text %s`, data["edit_of"], third)
+		t.Fatalf(`"edit": "last" after a picture, options, a poll, a location and a broadcast edited %v, want the text %s`, data["edit_of"], third)
 	}
 }
 
@@ -749,4 +753,22 @@ func TestHACallbacks(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestPollEndUsesSyncedPowerLevels: a user's poll end is checked against the power levels the
+// sync brought: with the homeserver's answers to power-level reads held back, alice's end still
+// ends the poll at once.
+func TestPollEndUsesSyncedPowerLevels(t *testing.T) {
+	proxy := newGateProxy(t)
+	h := newHarness(t, map[string]string{"MATRIX_HOMESERVER": proxy.URL, "E2EE": "false"})
+	room := h.sharedRoom(nil)
+	poll := id.EventID(h.ok(h.request("send_poll", map[string]any{"to": room.String(), "question": "Tea?", "answers": []string{"yes", "no"}}))["event_id"].(string))
+	proxy.setHold(func(r *http.Request) bool {
+		return r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/state/m.room.power_levels")
+	})
+	h.alice.endPoll(t, room, poll)
+	h.rec.wait(20*time.Second, "the tally ended by alice", func(m message) bool {
+		return m.Topic == h.base+"/room/"+room.String()+"/poll" && strings.Contains(string(m.Payload), `"event_id":"`+poll.String()+`"`) &&
+			strings.Contains(string(m.Payload), `"ended":true`)
+	})
 }

@@ -121,3 +121,26 @@ func TestHostileInput(t *testing.T) {
 		t.Fatalf("wrong message after the flood: %q", body)
 	}
 }
+
+// TestNestedFieldsDecodedStrictly: inside nested objects too, a field in other letter case or a
+// key given twice is refused with its path (each payload has no other fault).
+func TestNestedFieldsDecodedStrictly(t *testing.T) {
+	h := newHarness(t, map[string]string{"E2EE": "false"})
+	room := h.sharedRoom(nil).String()
+	for _, tc := range []struct {
+		action, payload, says string
+	}{
+		{"send", `{"to":"` + room + `","text":"close it?","options":[{"key":"👍","label":"Yes"},{"Key":"👎","label":"No"}]}`, "field 'options[1].Key' is not known"},
+		{"broadcast", `{"to":["` + room + `"],"media":{"data":"aGk=","caption":"a","caption":"b"}}`, "field 'media.caption' is given twice"},
+		{"create_room", `{"name":"must not exist","power_levels":{"users":{"@a:localhost":50,"@a:localhost":100}}}`, "field 'power_levels.users.@a:localhost' is given twice"},
+		{"set_room", `{"room":"` + room + `","avatar":{"URL":"http://x/a.png"}}`, "field 'avatar' must be an mxc:// URI or an object"},
+	} {
+		t.Run(tc.action, func(t *testing.T) {
+			reqID := "nested-" + tc.action
+			h.rec.publish(h.base+"/bridge/request/"+tc.action, 1, `{"id":"`+reqID+`",`+tc.payload[1:])
+			if msg := h.fail(h.response(tc.action, reqID), "invalid_request"); !strings.Contains(msg, tc.says) {
+				t.Fatalf("message %q does not say %q", msg, tc.says)
+			}
+		})
+	}
+}

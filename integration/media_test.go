@@ -247,7 +247,7 @@ func TestSendMediaRefusals(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "empty.txt"), nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	allowed := mediaServer(t, map[string][]byte{"/slow": []byte("late")}, "")
+	allowed := mediaServer(t, map[string][]byte{"/slow": []byte("late"), "/notes.txt": []byte("not a picture")}, "")
 	other := mediaServer(t, map[string][]byte{"/x.png": []byte("x")}, "")
 	allowedHost := strings.TrimPrefix(allowed.URL, "http://")
 	h := newHarness(t, map[string]string{
@@ -279,6 +279,10 @@ func TestSendMediaRefusals(t *testing.T) {
 		{"thumbnail host not allowed", map[string]any{"data": b64([]byte("hi")), "thumbnail": map[string]any{"url": other.URL + "/x.png"}}, "not_allowed", "thumbnail: field 'url'"},
 		{"thumbnail of two sources", map[string]any{"data": b64([]byte("hi")), "thumbnail": map[string]any{"data": b64([]byte("x")), "url": allowed.URL + "/x"}}, "invalid_request", "exactly one"},
 		{"thumbnail typo", map[string]any{"data": b64([]byte("hi")), "thumbnail": map[string]any{"dat": b64([]byte("x"))}}, "invalid_request", "dat"},
+		{"thumbnail in other letter case", map[string]any{"data": b64([]byte("hi")), "thumbnail": map[string]any{"URL": allowed.URL + "/x"}}, "invalid_request", "field 'thumbnail.URL' is not known"},
+		{"thumbnail path of an empty file", map[string]any{"data": b64([]byte("hi")), "thumbnail": map[string]any{"path": filepath.Join(dir, "empty.txt")}}, "invalid_request", "empty"},
+		{"thumbnail url not a picture", map[string]any{"data": b64([]byte("hi")), "thumbnail": map[string]any{"url": allowed.URL + "/notes.txt"}}, "invalid_request", "'thumbnail' must be a PNG, JPEG"},
+		{"thumbnail url times out", map[string]any{"data": b64([]byte("hi")), "thumbnail": map[string]any{"url": allowed.URL + "/slow"}}, "timeout", "thumbnail: field 'url'"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.fields["to"] = to
