@@ -3,8 +3,7 @@ package outbox
 import (
 	"context"
 	"encoding/json"
-	"github.com/matrix2mqtt/matrix2mqtt/bridge/actions/catalog"
-	"github.com/matrix2mqtt/matrix2mqtt/bridge/actions/rooms"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -13,6 +12,9 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/actions"
+	"github.com/matrix2mqtt/matrix2mqtt/bridge/actions/catalog"
+	"github.com/matrix2mqtt/matrix2mqtt/bridge/actions/rooms"
+	"github.com/matrix2mqtt/matrix2mqtt/bridge/wire"
 )
 
 // TestBroadcastProgress: a room that fails for good is that room's result and the others go
@@ -95,33 +97,46 @@ func TestBroadcastOneCopyPerRoom(t *testing.T) {
 // target's in the next attempt, even when a target before it resolves to the same room only
 // then; the room is sent one copy, under its owner's transaction ID.
 func TestBroadcastClaimOutlivesAnAttempt(t *testing.T) {
-	eachDB(t, func(t *testing.T, to *testOutbox) {
-		to.hs.Aliases = map[string]id.RoomID{"#a:hs": "!a:hs"}
-		to.hs.ResolveErrs = map[string]error{"#a:hs": errNetwork} // the alias cannot be looked up yet
-		to.hs.Errs = []error{errNetwork}                          // and the send to !a:hs loses its answer
-		req, werr := catalog.Default().Parse("broadcast", "", []byte(`{"id":"b","to":["#a:hs","!a:hs"],"text":"hi"}`), to.Env.Targets)
-		if werr != nil {
-			t.Fatal(werr)
-		}
-		e := to.add(t, Job{Action: "broadcast", Request: req.(actions.Durable)})
-		done := to.run(e)
-		to.sleeps(t)
-		to.hs.Mu.Lock()
-		to.hs.ResolveErrs = nil
-		to.hs.Mu.Unlock()
-		to.clock.Advance(2 * time.Second)
-		r := to.responses.Next(t)
-		<-done
-		if want := []string{e.TxnID + ".1"}; !slices.Equal(to.hs.Sent, want) {
-			t.Fatalf("sent %v, want %v: one copy, under the owner's transaction ID", to.hs.Sent, want)
-		}
-		raw, _ := json.Marshal(r.Data)
-		var data rooms.BroadcastData
-		if err := json.Unmarshal(raw, &data); err != nil {
-			t.Fatal(err)
-		}
-		if data.Results[0].EventID == "" || data.Results[0].EventID != data.Results[1].EventID {
-			t.Fatalf("data %s", raw)
-		}
-	})
+	for _, lost := range []int{1, 2} {
+		t.Run(fmt.Sprintf("%d lost answers", lost), func(t *testing.T) {
+			eachDB(t, func(t *testing.T, to *testOutbox) {
+				to.hs.Aliases = map[string]id.RoomID{"#a:hs": "!a:hs"}
+				to.hs.ResolveErrs = map[string]error{"#a:hs": errNetwork} // the alias cannot be looked up yet
+				to.hs.Errs = slices.Repeat([]error{errNetwork}, lost)     // and the sends to !a:hs lose their answers
+				req, werr := catalog.Default().Parse("broadcast", "", []byte(`{"id":"b","to":["#a:hs","!a:hs"],"text":"hi"}`), to.Env.Targets)
+				if werr != nil {
+					t.Fatal(werr)
+				}
+				e := to.add(t, Job{Action: "broadcast", Request: req.(actions.Durable)})
+				done := to.run(e)
+				wait := to.sleeps(t)
+				to.hs.Mu.Lock()
+				to.hs.ResolveErrs = nil
+				to.hs.Mu.Unlock()
+				to.clock.Advance(wait)
+				var r wire.Response
+				for r.ID == "" { // the retries after the later lost answers
+					select {
+					case r = <-to.responses:
+					case wait := <-to.clock.Asked:
+						to.clock.Advance(wait)
+					case <-time.After(5 * time.Second):
+						t.Fatal("no answer")
+					}
+				}
+				<-done
+				if want := []string{e.TxnID + ".1"}; !slices.Equal(to.hs.Sent, want) {
+					t.Fatalf("sent %v, want %v: one copy, under the owner's transaction ID", to.hs.Sent, want)
+				}
+				raw, _ := json.Marshal(r.Data)
+				var data rooms.BroadcastData
+				if err := json.Unmarshal(raw, &data); err != nil {
+					t.Fatal(err)
+				}
+				if data.Results[0].EventID == "" || data.Results[0].EventID != data.Results[1].EventID {
+					t.Fatalf("data %s", raw)
+				}
+			})
+		})
+	}
 }

@@ -115,6 +115,10 @@ type broadcastProgress struct {
 	Results []BroadcastResult `json:"results"`
 	// Uploads are the media's uploads by mode (plain, encrypted).
 	Uploads map[string]mediaUpload `json:"uploads,omitempty"`
+	// Claims are the target that sends each room its one copy: the first to claim it, saved
+	// before its send, so that no later attempt sends the room a copy under another target's
+	// transaction ID (a copy's target learns its room, and keeps it in Results, too).
+	Claims map[id.RoomID]int `json:"claims,omitempty"`
 }
 
 // Lane is the broadcast lane.
@@ -202,15 +206,15 @@ func (r *Broadcast) Deliver(ctx context.Context, d *actions.Delivery) (any, erro
 	}
 	var file []byte // the media's file, loaded at most once per attempt
 	var retry error
-	// owner is the target that sends each room its one copy: the first to claim it, in this
-	// attempt or an earlier one (a claim is saved before the send, so no later attempt sends the
-	// room a second copy under another target's transaction ID).
-	owner := make(map[id.RoomID]int, len(p.Targets))
-	for i, res := range p.Results {
-		if _, claimed := owner[res.RoomID]; res.RoomID != "" && !claimed {
-			owner[res.RoomID] = i
+	if p.Claims == nil { // progress saved before claims were kept: the first target with a room
+		p.Claims = make(map[id.RoomID]int, len(p.Targets))
+		for i, res := range p.Results {
+			if _, claimed := p.Claims[res.RoomID]; res.RoomID != "" && !claimed {
+				p.Claims[res.RoomID] = i
+			}
 		}
 	}
+	owner := p.Claims
 	for i, target := range p.Targets {
 		if p.Results[i].done() {
 			continue
