@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/rs/zerolog"
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/crypto/attachment"
 	"maunium.net/go/mautrix/event"
@@ -169,13 +170,16 @@ func (d *Delivery) RecordSent(roomID id.RoomID, evtID id.EventID, requestID stri
 	d.sent = append(d.sent, store.Sent{RoomID: roomID, EventID: evtID, RequestID: requestID, SentAt: d.Now, Editable: editable})
 }
 
-// RecordSentNow records a message at once, for a request that sends many before it is finished
-// (RecordSent keeps them until then).
-func (d *Delivery) RecordSentNow(ctx context.Context, roomID id.RoomID, evtID id.EventID, requestID string) error {
+// RecordSentNow records a message at once, for a request that sends many before it is finished.
+// It is a head start for reads: the request still keeps the message with RecordSent, which the
+// outbox records when the request is finished, so a failure here is only logged.
+func (d *Delivery) RecordSentNow(ctx context.Context, roomID id.RoomID, evtID id.EventID, requestID string) {
 	if d.SentMessages == nil {
-		return nil
+		return
 	}
-	return d.SentMessages.RecordSent(ctx, []store.Sent{{RoomID: roomID, EventID: evtID, RequestID: requestID, SentAt: d.Now}})
+	if err := d.SentMessages.RecordSent(ctx, []store.Sent{{RoomID: roomID, EventID: evtID, RequestID: requestID, SentAt: d.Now}}); err != nil {
+		zerolog.Ctx(ctx).Warn().Err(err).Stringer("event_id", evtID).Msg("Failed to record a sent message early; it is recorded when its request is done")
+	}
 }
 
 // Sent returns the messages kept by RecordSent.

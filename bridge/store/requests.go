@@ -161,6 +161,7 @@ type Claim struct {
 // that changes Matrix, such as create_room) was accepted at at, unless one with the same action
 // and id was accepted within RequestRetention: then it returns that one's response and time.
 func (s *Store) ClaimRequest(ctx context.Context, action, id string, at time.Time) (Claim, error) {
+	defer s.lockWrites()()
 	res, err := s.db.Exec(ctx, `INSERT INTO matrix2mqtt_requests (action, request_id, accepted_at) VALUES ($1, $2, $3)
 		ON CONFLICT (action, request_id) DO NOTHING`, action, id, millis(at))
 	if err != nil {
@@ -183,6 +184,7 @@ func (s *Store) ClaimRequest(ctx context.Context, action, id string, at time.Tim
 
 // ForgetRequest drops the claim of a request that never ran, so that a repeat runs.
 func (s *Store) ForgetRequest(ctx context.Context, action, id string) error {
+	defer s.lockWrites()()
 	if _, err := s.db.Exec(ctx, "DELETE FROM matrix2mqtt_requests WHERE action=$1 AND request_id=$2 AND response=''", action, id); err != nil {
 		return fmt.Errorf("failed to forget a request id: %w", err)
 	}
@@ -191,6 +193,7 @@ func (s *Store) ForgetRequest(ctx context.Context, action, id string) error {
 
 // KeepResponse records the response (JSON) of a request claimed with ClaimRequest.
 func (s *Store) KeepResponse(ctx context.Context, action, id string, response json.RawMessage) error {
+	defer s.lockWrites()()
 	if _, err := s.db.Exec(ctx, "UPDATE matrix2mqtt_requests SET response=$1 WHERE action=$2 AND request_id=$3",
 		string(response), action, id); err != nil {
 		return fmt.Errorf("failed to keep a response: %w", err)

@@ -47,6 +47,7 @@ func (s *Store) insertSent(ctx context.Context, sent []Sent) error {
 // each is done), so that their reads count at once; finishing the request records them again,
 // which changes nothing.
 func (s *Store) RecordSent(ctx context.Context, sent []Sent) error {
+	defer s.lockWrites()()
 	if err := s.insertSent(ctx, sent); err != nil {
 		return err
 	}

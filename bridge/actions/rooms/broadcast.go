@@ -243,9 +243,7 @@ func (r *Broadcast) Deliver(ctx context.Context, d *actions.Delivery) (any, erro
 			return nil, err
 		}
 		if evtID != "" { // watched for reads now, not once the last room is done
-			if err := d.RecordSentNow(ctx, res.RoomID, evtID, r.ID); err != nil {
-				return nil, err
-			}
+			d.RecordSentNow(ctx, res.RoomID, evtID, r.ID)
 		}
 	}
 	for i := range p.Results { // each target that names a room another target sent to
