@@ -214,15 +214,7 @@ func (t Timing) SendMessage(ctx context.Context, d *Delivery, content any, reque
 
 // Content builds the m.room.message content.
 func (r *Send) Content() *event.MessageEventContent {
-	var content event.MessageEventContent
-	switch {
-	case r.Markdown != "":
-		content = format.RenderMarkdown(r.Markdown, true, true)
-	case r.HTML != "":
-		content = format.HTMLToContent(r.HTML)
-	default:
-		content = event.MessageEventContent{Body: r.Text}
-	}
+	content := RenderText(r.Markdown, r.HTML, r.Text)
 	content.MsgType = event.MsgText
 	switch strings.TrimPrefix(r.MsgType, "m.") {
 	case "notice":
@@ -282,18 +274,24 @@ func CheckMentions(t Targets, list []string, markup ...Markup) *wire.Error {
 	return nil
 }
 
-// pills are the users that m links to, as the format package finds them when the message is
-// built. Only text with a matrix.to or matrix: link is parsed.
-func pills(m Markup) []id.UserID {
-	lower := strings.ToLower(m.Text)
-	if !strings.Contains(lower, "matrix.to") && !strings.Contains(lower, "matrix:") {
-		return nil
+// RenderText is a message's content from the first given of its Markdown, HTML or plain text:
+// the body, the HTML, and the users its pills link to as m.mentions.
+func RenderText(markdown, html, text string) event.MessageEventContent {
+	switch {
+	case markdown != "":
+		return format.RenderMarkdown(markdown, true, true)
+	case html != "":
+		return format.HTMLToContent(html)
 	}
-	var content event.MessageEventContent
+	return event.MessageEventContent{Body: text}
+}
+
+// pills are the users that m links to, found as RenderText finds them when the message is built
+// (a link written with HTML entities included).
+func pills(m Markup) []id.UserID {
+	content := RenderText("", m.Text, "")
 	if m.Markdown {
-		content = format.RenderMarkdown(m.Text, true, true)
-	} else {
-		content = format.HTMLToContent(m.Text)
+		content = RenderText(m.Text, "", "")
 	}
 	if content.Mentions == nil {
 		return nil

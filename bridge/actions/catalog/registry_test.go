@@ -230,6 +230,8 @@ func TestParseAllowedTargets(t *testing.T) {
 		{"mentions allowed, and @room", "send", `{"to":"kitchen","text":"a","mentions":["@alice:hs","@room"]}`, true},
 		{"mentions, a pill in markdown", "send", `{"to":"kitchen","markdown":"hi [Bob](https://matrix.to/#/@bob:hs)"}`, false},
 		{"mentions, a matrix: pill in html", "send", `{"to":"kitchen","html":"hi <a href=\"matrix:u/bob:hs\">Bob</a>"}`, false},
+		{"mentions, a pill written with an entity", "send", `{"to":"kitchen","html":"<a href=\"https://matrix&#46;to/#/@bob:hs\">Bob</a>"}`, false},
+		{"mentions, a markdown pill written with an entity", "send", `{"to":"kitchen","markdown":"<a href=\"https://matrix&#46;to/#/@bob:hs\">Bob</a>"}`, false},
 		{"mentions, an allowed pill", "send", `{"to":"kitchen","html":"hi <a href=\"https://matrix.to/#/@alice:hs\">Alice</a>"}`, true},
 		{"mentions, send_media", "send_media", `{"to":"kitchen","data":"aGk=","mentions":["@bob:hs"]}`, false},
 		{"mentions, a pill in a caption", "send_media", `{"to":"kitchen","data":"aGk=","caption_markdown":"[Bob](https://matrix.to/#/@bob:hs)"}`, false},

@@ -14,7 +14,6 @@ import (
 	"github.com/rs/zerolog"
 	"maunium.net/go/mautrix/crypto/attachment"
 	"maunium.net/go/mautrix/event"
-	"maunium.net/go/mautrix/format"
 	"maunium.net/go/mautrix/id"
 
 	"github.com/matrix2mqtt/matrix2mqtt/bridge/actions"
@@ -343,17 +342,7 @@ func (r *SendMedia) Load(ctx context.Context, d *actions.Delivery) ([]byte, erro
 // beside it (MSC2530), or the filename as the body; integer info as Element X requires, the
 // request's width, height and duration before those found in the file.
 func (r *SendMedia) content(f media.File) *event.MessageEventContent {
-	var content event.MessageEventContent
-	switch {
-	case r.CaptionMarkdown != "":
-		content = format.RenderMarkdown(r.CaptionMarkdown, true, true)
-	case r.CaptionHTML != "":
-		content = format.HTMLToContent(r.CaptionHTML)
-	case r.Caption != "":
-		content = event.MessageEventContent{Body: r.Caption}
-	default:
-		content = event.MessageEventContent{Body: f.Filename}
-	}
+	content := actions.RenderText(r.CaptionMarkdown, r.CaptionHTML, cmp.Or(r.Caption, f.Filename))
 	if content.FormattedBody == "" {
 		content.Format = ""
 	}
