@@ -318,8 +318,8 @@ func jsonKind(t reflect.Type) string {
 
 // structFields are the JSON names of a struct's fields (those of embedded structs included, in
 // declaration order) and the type each decodes into. A field tagged `wire:"own"` is the bridge's
-// own (kept in the outbox row, refused from MQTT by the action): it decodes, but is not named
-// among the fields a request takes.
+// own: it is kept in the outbox row (read back with encoding/json), and a request from MQTT that
+// names it is refused like one with an unknown field.
 type structFields struct {
 	names []string
 	types map[string]reflect.Type
@@ -352,9 +352,10 @@ func fieldsOf(t reflect.Type) *structFields {
 			if name == "" {
 				name = field.Name
 			}
-			if field.Tag.Get("wire") != "own" {
-				f.names = append(f.names, name)
+			if field.Tag.Get("wire") == "own" {
+				continue
 			}
+			f.names = append(f.names, name)
 			f.types[name] = field.Type
 		}
 	}

@@ -91,7 +91,8 @@ func TestDecode(t *testing.T) {
 		{"not UTF-8", "{\"to\":\"\xff\"}", CodeInvalidRequest, "UTF-8"},
 		{"huge number", `{"expire_s":1e400}`, CodeInvalidRequest, "'expire_s'"},
 		{"unexported field name", `{"internal":"x"}`, CodeInvalidRequest, "'internal' is not known"},
-		{"the bridge's own field decodes", `{"kept":"x"}`, "", ""},
+		{"the bridge's own field", `{"kept":"x"}`, CodeInvalidRequest, "field 'kept' is not known"},
+		{"the bridge's own field, empty", `{"kept":""}`, CodeInvalidRequest, "field 'kept' is not known"},
 		{"the bridge's own field is not offered", `{"kep":"x"}`, CodeInvalidRequest, "takes id, to, flag, expire_s, media, options, users, parts, own"},
 	}
 	for _, tc := range tests {

@@ -129,9 +129,6 @@ func (r *Broadcast) Validate(t actions.Targets) *wire.Error {
 	if _, err := r.targets(t); err != nil {
 		return err
 	}
-	if r.Spooled != "" {
-		return wire.Errorf(wire.CodeInvalidRequest, "field 'spooled' is the bridge's own")
-	}
 	if r.Media != nil {
 		if r.Text != "" || r.Markdown != "" || r.HTML != "" || r.MsgType != "" {
 			return wire.Errorf(wire.CodeInvalidRequest, "'media' goes without 'text', 'markdown', 'html' and 'msgtype': its caption is 'media.caption'")

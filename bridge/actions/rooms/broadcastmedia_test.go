@@ -110,7 +110,7 @@ func TestBroadcastMediaValidation(t *testing.T) {
 		{"two sources", `{"to":["!a:hs"],"media":{"mxc":"mxc://hs/a","url":"https://h/a"}}`, "exactly one"},
 		{"no source", `{"to":["!a:hs"],"media":{"caption":"x"}}`, "exactly one"},
 		{"unknown kind", `{"to":["!a:hs"],"media":{"mxc":"mxc://hs/a","kind":"hologram"}}`, "kind"},
-		{"spooled", `{"to":["!a:hs"],"media":{"mxc":"mxc://hs/a"},"spooled":"0123456789abcdef01234567"}`, "bridge's own"},
+		{"spooled", `{"to":["!a:hs"],"media":{"mxc":"mxc://hs/a"},"spooled":"0123456789abcdef01234567"}`, "field 'spooled' is not known"},
 		{"unknown media field", `{"to":["!a:hs"],"media":{"mxc":"mxc://hs/a","captoin":"x"}}`, "captoin"},
 	}
 	for _, tc := range tests {

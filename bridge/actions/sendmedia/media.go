@@ -95,9 +95,6 @@ func (r *SendMedia) Validate(t actions.Targets) *wire.Error {
 	if err := r.To.Check(t); err != nil {
 		return err
 	}
-	if r.Spooled != "" {
-		return wire.Errorf(wire.CodeInvalidRequest, "field 'spooled' is the bridge's own")
-	}
 	if err := r.ValidateFile(); err != nil {
 		return err
 	}
