@@ -100,7 +100,7 @@ func (f *Polls) end(ctx context.Context, e *wire.PollEnd, key string, out *Outpu
 	if !ok {
 		return
 	}
-	if !p.EndedAt.IsZero() {
+	if !p.EndedAt.IsZero() && !time.UnixMilli(e.Timestamp).Before(p.EndedAt) {
 		log.Info().Msg("Ignored the end of a poll that ended before")
 		return
 	}

@@ -44,7 +44,7 @@ func (f *fakePolls) Vote(_ context.Context, _ id.EventID, user id.UserID, answer
 }
 
 func (f *fakePolls) EndPoll(_ context.Context, _ id.EventID, at time.Time) (bool, error) {
-	if !f.ended.IsZero() {
+	if !f.ended.IsZero() && !at.Before(f.ended) {
 		return false, nil
 	}
 	f.ended = at
@@ -64,8 +64,9 @@ func (f *fakeLevels) SyncedPowerLevels(context.Context, id.RoomID) (*event.Power
 }
 
 // TestPollEnd: an end from a user who may not redact others' events, one whose sender's power
-// cannot be read, or of another room's poll, is ignored; the first valid end ends the poll at its time and publishes the ended
-// tally; a vote after it and a second end change nothing.
+// cannot be read, or of another room's poll, is ignored; the earliest valid end ends the poll at
+// its time and publishes the ended tally (again for an earlier end handled late); a vote after it
+// and a later end change nothing.
 func TestPollEnd(t *testing.T) {
 	r := &recorder{published: map[id.EventID]bool{}}
 	tg := targets.New(targets.Config{Names: targets.Names{"kitchen": "!k:hs"}})
@@ -89,6 +90,7 @@ func TestPollEnd(t *testing.T) {
 		end("$e3", "!k:hs", "@mod:hs", 4000),
 		vote("$v3", "@d:hs", "a2", 5000), // after the end
 		end("$e4", "!k:hs", "@mod:hs", 6000),
+		end("$e5", "!k:hs", "@mod:hs", 3500), // handled late, but earlier in the timeline: it counts
 	}}
 	if err := in.HandleSync(context.Background(), batch); err != nil {
 		t.Fatal(err)
@@ -97,11 +99,12 @@ func TestPollEnd(t *testing.T) {
 		`m2m/room/kitchen/poll {"event_id":"$p","room_id":"!k:hs","question":"","answers":[{"id":"a1","text":"","votes":1},{"id":"a2","text":"","votes":0}],"voters":1,"spoiled":0,"ended":false,"winners":["a1"]}`,
 		`m2m/room/kitchen/poll {"event_id":"$p","room_id":"!k:hs","question":"","answers":[{"id":"a1","text":"","votes":1},{"id":"a2","text":"","votes":1}],"voters":2,"spoiled":0,"ended":false,"winners":["a1","a2"]}`,
 		`m2m/room/kitchen/poll {"event_id":"$p","room_id":"!k:hs","question":"","answers":[{"id":"a1","text":"","votes":1},{"id":"a2","text":"","votes":1}],"voters":2,"spoiled":0,"ended":true,"winners":["a1","a2"]}`,
+		`m2m/room/kitchen/poll {"event_id":"$p","room_id":"!k:hs","question":"","answers":[{"id":"a1","text":"","votes":1},{"id":"a2","text":"","votes":1}],"voters":2,"spoiled":0,"ended":true,"winners":["a1","a2"]}`,
 	}
 	if got := strings.Join(r.payloads, "\n"); got != strings.Join(want, "\n") {
 		t.Fatalf("published:\n%s\nwant:\n%s", got, strings.Join(want, "\n"))
 	}
-	if fp.ended != time.UnixMilli(4000) {
+	if fp.ended != time.UnixMilli(3500) {
 		t.Fatalf("ended at %v, want the end event's time", fp.ended)
 	}
 }

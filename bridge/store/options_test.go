@@ -165,7 +165,7 @@ func TestReadUpTo(t *testing.T) {
 }
 
 // TestPollVotes: the latest response of each voter is kept, an older one does not replace it,
-// nothing after the end is recorded or counts, and only the first end counts.
+// nothing after the end is recorded or counts, and the earliest end counts.
 func TestPollVotes(t *testing.T) {
 	eachDB(t, func(t *testing.T, s *Store, _ *clock.Fake) {
 		ctx := context.Background()
@@ -196,8 +196,16 @@ func TestPollVotes(t *testing.T) {
 		if ended, err := s.EndPoll(ctx, "$p", base.Add(time.Minute)); err != nil || !ended {
 			t.Fatalf("end: %v, %v", ended, err)
 		}
-		if ended, err := s.EndPoll(ctx, "$p", base.Add(30*time.Second)); err != nil || ended {
-			t.Fatalf("a second end: %v, %v", ended, err)
+		if ended, err := s.EndPoll(ctx, "$p", base.Add(2*time.Minute)); err != nil || ended {
+			t.Fatalf("a later end: %v, %v", ended, err)
+		}
+		if got, err := s.Vote(ctx, "$p", "@e", []string{"a1"}, base.Add(45*time.Second)); err != nil || !got {
+			t.Fatalf("a vote before the end known so far: %v, %v", got, err)
+		}
+		// An end that came earlier in the timeline, learned late (a user's end handled while
+		// end_poll waited for its own): it counts, and so the vote after it no longer does.
+		if ended, err := s.EndPoll(ctx, "$p", base.Add(30*time.Second)); err != nil || !ended {
+			t.Fatalf("an earlier end: %v, %v", ended, err)
 		}
 		if got, _ := s.Vote(ctx, "$p", "@c", []string{"a1"}, base.Add(2*time.Minute)); got {
 			t.Fatal("a vote after the end was recorded")
@@ -210,7 +218,7 @@ func TestPollVotes(t *testing.T) {
 			t.Fatalf("votes %v, %v", votes, err)
 		}
 		got, ok, err := s.Poll(ctx, "$p")
-		if err != nil || !ok || !got.EndedAt.Equal(base.Add(time.Minute)) || got.Answers[0].Text != "A" {
+		if err != nil || !ok || !got.EndedAt.Equal(base.Add(30*time.Second)) || got.Answers[0].Text != "A" {
 			t.Fatalf("poll %+v %v %v", got, ok, err)
 		}
 	})

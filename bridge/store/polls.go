@@ -117,13 +117,14 @@ func (s *Store) Votes(ctx context.Context, pollID id.EventID) (map[id.UserID][]s
 	return out, rows.Err()
 }
 
-// EndPoll marks the poll ended at at, once: it reports false when it had ended already (the
-// first end counts). A vote recorded with a later time no longer counts: the end came after it
-// in the timeline (end_poll learns its end event's time once it was sent).
+// EndPoll marks the poll ended at at unless it had ended at or before at (the earliest end counts,
+// though it may be learned second: end_poll learns its end event's time once it was sent, while a
+// user's end may be handled meanwhile); it reports whether at is now the poll's end. A vote
+// recorded with a later time no longer counts: the end came before it in the timeline.
 func (s *Store) EndPoll(ctx context.Context, pollID id.EventID, at time.Time) (ended bool, err error) {
 	defer s.lockWrites()()
 	err = s.db.DoTxn(ctx, nil, func(ctx context.Context) error {
-		res, err := s.db.Exec(ctx, "UPDATE matrix2mqtt_polls SET ended_at=$2 WHERE event_id=$1 AND ended_at=0", pollID, at.UnixMilli())
+		res, err := s.db.Exec(ctx, "UPDATE matrix2mqtt_polls SET ended_at=$2 WHERE event_id=$1 AND (ended_at=0 OR ended_at>$2)", pollID, at.UnixMilli())
 		if err != nil {
 			return err
 		}

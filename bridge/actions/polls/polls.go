@@ -192,7 +192,7 @@ func (r *EndPoll) Deliver(ctx context.Context, d *actions.Delivery) (any, error)
 	at := time.UnixMilli(d.Now.UnixMilli())
 	if sent, err := d.Matrix.GetEvent(ctx, roomID, endID); err != nil {
 		if actions.Classify(err).Retry {
-			return nil, err // the next attempt gets the sent end event back from sync
+			return nil, err // the next attempt sends with the same transaction ID and reads it back
 		}
 		zerolog.Ctx(ctx).Warn().Err(err).Stringer("event_id", endID).Msg("Failed to read back the poll end; ending the poll at the time of the request")
 	} else if end, ok := sent.Payload.(*wire.PollEnd); ok {
@@ -201,7 +201,7 @@ func (r *EndPoll) Deliver(ctx context.Context, d *actions.Delivery) (any, error)
 	if _, err := d.Polls.EndPoll(ctx, p.EventID, at); err != nil {
 		return nil, err
 	}
-	// Read again: the first end counts (another user's, maybe), and votes after it are gone.
+	// Read again: the earliest end counts (another user's, maybe), and votes after it are gone.
 	if p, _, err = d.Polls.Poll(ctx, p.EventID); err != nil {
 		return nil, err
 	}
