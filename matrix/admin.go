@@ -85,8 +85,12 @@ func (c *Client) PowerLevels(ctx context.Context, roomID id.RoomID) (*event.Powe
 // homeserver only when the sync has not (yet): for checks on inbound events, which must not fail
 // on a passing network error.
 func (c *Client) SyncedPowerLevels(ctx context.Context, roomID id.RoomID) (*event.PowerLevelsEventContent, error) {
-	if pl, err := c.state.GetPowerLevels(ctx, roomID); err == nil && pl != nil {
+	pl, err := c.state.GetPowerLevels(ctx, roomID)
+	if err == nil && pl != nil {
 		return pl, nil
+	}
+	if err != nil {
+		c.log.Warn().Err(err).Stringer("room_id", roomID).Msg("Failed to read synced power levels; asking the homeserver")
 	}
 	return c.PowerLevels(ctx, roomID)
 }

@@ -1,7 +1,6 @@
 package matrix
 
 import (
-	"cmp"
 	"context"
 	"fmt"
 
@@ -16,8 +15,11 @@ import (
 // refused. With no roomID the file is uploaded unencrypted (e.g. a room avatar).
 func (c *Client) Upload(ctx context.Context, roomID id.RoomID, data []byte, mimetype, filename string) (ref media.Ref, err error) {
 	encrypted, err := c.IsEncrypted(ctx, roomID)
-	if err != nil || (encrypted && c.crypto == nil) {
-		return media.Ref{}, cmp.Or(err, fmt.Errorf("failed to upload for %s: %w", roomID, ErrEncryptionUnavailable))
+	if err != nil {
+		return media.Ref{}, err
+	}
+	if encrypted && c.crypto == nil {
+		return media.Ref{}, fmt.Errorf("failed to upload for %s: %w", roomID, ErrEncryptionUnavailable)
 	}
 	err = c.retryAuth(ctx, func() (err error) {
 		ref, err = c.media.Upload(ctx, data, mimetype, filename, encrypted)

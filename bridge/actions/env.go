@@ -84,7 +84,8 @@ type Env struct {
 	// Publisher publishes what actions deliver to MQTT besides their response (downloaded media
 	// messages, the tally of an ended poll) on Topics.
 	Publisher Publisher
-	Topics    wire.Topics
+	// Topics are the bridge's MQTT topics.
+	Topics wire.Topics
 }
 
 // SentRecorder records sent messages at once, for read receipts; the outbox records the others

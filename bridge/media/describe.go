@@ -113,7 +113,7 @@ func Describe(ctx context.Context, data []byte, given Given, thumbPx int) (File,
 
 // CheckThumbnail tells whether data is a picture Describe takes as a thumbnail, from its header.
 func CheckThumbnail(data []byte) *wire.Error {
-	if err := checkImage(data); err != nil {
+	if _, err := checkImage(data); err != nil {
 		return thumbnailError(err)
 	}
 	return nil
@@ -124,21 +124,22 @@ func thumbnailError(err error) *wire.Error {
 	return wire.Errorf(wire.CodeInvalidRequest, "field 'thumbnail' must be a PNG, JPEG, GIF or WebP image of at most %d pixels: %v", maxPixels, err)
 }
 
-// checkImage reads the header of an image and refuses one over maxPixels.
-func checkImage(data []byte) error {
+// checkImage reads the header of an image (its size, also when it refuses it) and refuses one
+// over maxPixels.
+func checkImage(data []byte) (image.Config, error) {
 	cfg, _, err := image.DecodeConfig(bytes.NewReader(data))
 	if err != nil {
-		return fmt.Errorf("failed to read the image header: %w", err)
+		return cfg, fmt.Errorf("failed to read the image header: %w", err)
 	}
 	if cfg.Width*cfg.Height > maxPixels || cfg.Width == 0 || cfg.Height == 0 {
-		return fmt.Errorf("it is %d×%d pixels", cfg.Width, cfg.Height)
+		return cfg, fmt.Errorf("it is %d×%d pixels", cfg.Width, cfg.Height)
 	}
-	return nil
+	return cfg, nil
 }
 
 // decodeImage decodes data whose header says it is an image of at most maxPixels.
 func decodeImage(data []byte) (image.Image, error) {
-	if err := checkImage(data); err != nil {
+	if _, err := checkImage(data); err != nil {
 		return nil, err
 	}
 	img, _, err := image.Decode(bytes.NewReader(data))
@@ -206,15 +207,12 @@ func extension(mimetype string) string {
 // describeImage fills the dimensions, and when it can decode the image and makeThumbnail is
 // set, the blurhash and the thumbnail. An image it cannot decode is still sent, without them.
 func describeImage(f *File, data []byte, thumbPx int, makeThumbnail bool) {
-	cfg, _, err := image.DecodeConfig(bytes.NewReader(data))
-	if err != nil {
+	cfg, err := checkImage(data)
+	f.Width, f.Height = cfg.Width, cfg.Height // 0×0 when the header cannot be read
+	if err != nil || !makeThumbnail {
 		return
 	}
-	f.Width, f.Height = cfg.Width, cfg.Height
-	if !makeThumbnail {
-		return
-	}
-	if img, err := decodeImage(data); err == nil {
+	if img, _, err := image.Decode(bytes.NewReader(data)); err == nil {
 		thumbnail(f, img, thumbPx, false)
 	}
 }

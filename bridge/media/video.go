@@ -9,6 +9,7 @@ import (
 	"math"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"time"
 
@@ -22,19 +23,19 @@ const probeTimeout = 20 * time.Second
 // treated as unknown.
 const maxVideoDurationMS = 24 * 3600 * 1000
 
-// Probe is what ffprobe says about a video's first video stream.
-type Probe struct {
+// probe is what ffprobe says about a video's first video stream.
+type probe struct {
 	Width, Height, DurationMS int
 }
 
-// probeEntries are the entries ParseProbe reads.
+// probeEntries are the entries parseProbe reads.
 const probeEntries = "stream=width,height,duration:stream_tags=rotate:stream_side_data=rotation:format=duration"
 
-// ParseProbe reads the JSON of `ffprobe -of json -show_entries` probeEntries: the first stream's
+// parseProbe reads the JSON of `ffprobe -of json -show_entries` probeEntries: the first stream's
 // dimensions as shown (swapped when the stream is rotated a quarter turn, as a phone's portrait
 // clip is, and as ffmpeg turns its frames), and its duration (else the container's) in
 // milliseconds. A value that is missing, negative or out of range is left 0.
-func ParseProbe(out []byte) (Probe, error) {
+func parseProbe(out []byte) (probe, error) {
 	var doc struct {
 		Streams []struct {
 			Width    int    `json:"width"`
@@ -52,9 +53,9 @@ func ParseProbe(out []byte) (Probe, error) {
 		} `json:"format"`
 	}
 	if err := json.Unmarshal(out, &doc); err != nil {
-		return Probe{}, fmt.Errorf("failed to read ffprobe's output: %w", err)
+		return probe{}, fmt.Errorf("failed to read ffprobe's output: %w", err)
 	}
-	var p Probe
+	var p probe
 	duration := doc.Format.Duration
 	if len(doc.Streams) > 0 {
 		s := doc.Streams[0]
@@ -113,11 +114,11 @@ func describeVideo(ctx context.Context, f *File, data []byte, thumbPx int, makeT
 		return
 	}
 	if probeErr == nil {
-		out, err := runTool(ctx, ffprobe, append(safeInput, "-v", "error", "-select_streams", "v:0",
-			"-show_entries", probeEntries, "-of", "json", tmp.Name())...)
-		var p Probe
+		out, err := runTool(ctx, ffprobe, slices.Concat(safeInput, []string{"-v", "error", "-select_streams", "v:0",
+			"-show_entries", probeEntries, "-of", "json", tmp.Name()})...)
+		var p probe
 		if err == nil {
-			p, err = ParseProbe(out)
+			p, err = parseProbe(out)
 		}
 		if err != nil {
 			log.Warn().Err(err).Msg("Sending a video without its dimensions and duration")
@@ -132,8 +133,8 @@ func describeVideo(ctx context.Context, f *File, data []byte, thumbPx int, makeT
 			seek = "1"
 		}
 		fit := fmt.Sprintf(`scale=w=min(iw\,%d):h=min(ih\,%d):force_original_aspect_ratio=decrease`, thumbPx, thumbPx)
-		out, err := runTool(ctx, ffmpeg, append(safeInput, "-v", "error", "-nostdin", "-ss", seek, "-i", tmp.Name(),
-			"-frames:v", "1", "-vf", fit, "-f", "image2pipe", "-c:v", "png", "pipe:1")...)
+		out, err := runTool(ctx, ffmpeg, slices.Concat(safeInput, []string{"-v", "error", "-nostdin", "-ss", seek, "-i", tmp.Name(),
+			"-frames:v", "1", "-vf", fit, "-f", "image2pipe", "-c:v", "png", "pipe:1"})...)
 		var frame image.Image
 		if err == nil {
 			frame, _, err = image.Decode(bytes.NewReader(out))

@@ -19,30 +19,30 @@ func TestParseProbe(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		out  string
-		want Probe
+		want probe
 		err  bool
 	}{
-		{"mp4", `{"programs":[],"streams":[{"width":320,"height":240,"duration":"2.000000"}],"format":{"duration":"2.016000"}}`, Probe{320, 240, 2000}, false},
-		{"stream without duration (webm)", `{"streams":[{"width":1920,"height":1080}],"format":{"duration":"12.3456"}}`, Probe{1920, 1080, 12346}, false},
-		{"duration N/A", `{"streams":[{"width":640,"height":480,"duration":"N/A"}],"format":{"duration":"1.5"}}`, Probe{640, 480, 1500}, false},
-		{"no video stream", `{"streams":[],"format":{"duration":"3"}}`, Probe{0, 0, 3000}, false},
-		{"nothing known", `{}`, Probe{}, false},
-		{"negative size and duration", `{"streams":[{"width":-1,"height":240,"duration":"-2"}],"format":{}}`, Probe{}, false},
-		{"zero height", `{"streams":[{"width":320,"height":0}]}`, Probe{}, false},
-		{"huge size", `{"streams":[{"width":9999999999,"height":2}]}`, Probe{}, false},
-		{"duration over a day", `{"format":{"duration":"1e12"}}`, Probe{}, false},
-		{"duration not a number", `{"format":{"duration":"NaN"}}`, Probe{}, false},
-		{"portrait phone clip (display matrix)", `{"streams":[{"width":1920,"height":1080,"duration":"3.0","side_data_list":[{"rotation":-90}]}]}`, Probe{1080, 1920, 3000}, false},
-		{"rotate tag of older ffmpeg", `{"streams":[{"width":640,"height":480,"tags":{"rotate":"270"}}]}`, Probe{480, 640, 0}, false},
-		{"upside down", `{"streams":[{"width":640,"height":480,"side_data_list":[{"rotation":180}]}]}`, Probe{640, 480, 0}, false},
-		{"side data without rotation", `{"streams":[{"width":640,"height":480,"side_data_list":[{}]}]}`, Probe{640, 480, 0}, false},
-		{"not json", `Invalid data found when processing input`, Probe{}, true},
-		{"width as a string", `{"streams":[{"width":"320"}]}`, Probe{}, true},
+		{"mp4", `{"programs":[],"streams":[{"width":320,"height":240,"duration":"2.000000"}],"format":{"duration":"2.016000"}}`, probe{320, 240, 2000}, false},
+		{"stream without duration (webm)", `{"streams":[{"width":1920,"height":1080}],"format":{"duration":"12.3456"}}`, probe{1920, 1080, 12346}, false},
+		{"duration N/A", `{"streams":[{"width":640,"height":480,"duration":"N/A"}],"format":{"duration":"1.5"}}`, probe{640, 480, 1500}, false},
+		{"no video stream", `{"streams":[],"format":{"duration":"3"}}`, probe{0, 0, 3000}, false},
+		{"nothing known", `{}`, probe{}, false},
+		{"negative size and duration", `{"streams":[{"width":-1,"height":240,"duration":"-2"}],"format":{}}`, probe{}, false},
+		{"zero height", `{"streams":[{"width":320,"height":0}]}`, probe{}, false},
+		{"huge size", `{"streams":[{"width":9999999999,"height":2}]}`, probe{}, false},
+		{"duration over a day", `{"format":{"duration":"1e12"}}`, probe{}, false},
+		{"duration not a number", `{"format":{"duration":"NaN"}}`, probe{}, false},
+		{"portrait phone clip (display matrix)", `{"streams":[{"width":1920,"height":1080,"duration":"3.0","side_data_list":[{"rotation":-90}]}]}`, probe{1080, 1920, 3000}, false},
+		{"rotate tag of older ffmpeg", `{"streams":[{"width":640,"height":480,"tags":{"rotate":"270"}}]}`, probe{480, 640, 0}, false},
+		{"upside down", `{"streams":[{"width":640,"height":480,"side_data_list":[{"rotation":180}]}]}`, probe{640, 480, 0}, false},
+		{"side data without rotation", `{"streams":[{"width":640,"height":480,"side_data_list":[{}]}]}`, probe{640, 480, 0}, false},
+		{"not json", `Invalid data found when processing input`, probe{}, true},
+		{"width as a string", `{"streams":[{"width":"320"}]}`, probe{}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := ParseProbe([]byte(tc.out))
+			got, err := parseProbe([]byte(tc.out))
 			if (err != nil) != tc.err || got != tc.want {
-				t.Fatalf("ParseProbe = %+v, %v; want %+v, error %v", got, err, tc.want, tc.err)
+				t.Fatalf("parseProbe = %+v, %v; want %+v, error %v", got, err, tc.want, tc.err)
 			}
 		})
 	}
@@ -52,12 +52,12 @@ func FuzzParseProbe(f *testing.F) {
 	f.Add([]byte(`{"streams":[{"width":320,"height":240,"duration":"2.000000"}],"format":{"duration":"2.016000"}}`))
 	f.Add([]byte(`{"streams":[],"format":{"duration":"N/A"}}`))
 	f.Fuzz(func(t *testing.T, out []byte) {
-		p, err := ParseProbe(out)
+		p, err := parseProbe(out)
 		if err != nil {
 			return
 		}
 		if p.Width < 0 || p.Height < 0 || (p.Width == 0) != (p.Height == 0) || p.DurationMS < 0 || p.DurationMS > maxVideoDurationMS {
-			t.Fatalf("ParseProbe(%q) = %+v", out, p)
+			t.Fatalf("parseProbe(%q) = %+v", out, p)
 		}
 	})
 }

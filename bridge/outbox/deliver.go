@@ -58,7 +58,7 @@ func (o *Outbox) deliver(ctx context.Context, e *Entry) {
 	for attempt := 0; ; attempt++ {
 		now := o.Clock.Now()
 		notBefore := e.NotBefore
-		if attempt == 0 && e.resumedAt.Add(resumeDelay).After(notBefore) {
+		if attempt == 0 && !e.resumedAt.IsZero() && e.resumedAt.Add(resumeDelay).After(notBefore) {
 			notBefore = e.resumedAt.Add(resumeDelay)
 		}
 		if wait := notBefore.Sub(now); wait > 0 {

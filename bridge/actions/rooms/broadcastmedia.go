@@ -29,7 +29,7 @@ func (r *Broadcast) Prepare(env *actions.Env) *wire.Error {
 	if err := f.Prepare(env); err != nil {
 		return err
 	}
-	r.Spooled, r.Media.Data = f.Spooled, ""
+	r.Spooled, *r.Media = f.Spooled, f.FileRequest // the file spooled, a thumbnail's path read
 	return nil
 }
 
