@@ -4,9 +4,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"reflect"
+	"strconv"
 	"strings"
 	"sync"
 	"unicode/utf8"
@@ -128,7 +128,7 @@ func (s *scanner) object(t reflect.Type, path string) *Error {
 		s.space()
 		s.i++ // ':'
 		s.space()
-		if err := s.nested(valueType, path+string(key)); err != nil {
+		if err := s.nested(valueType, place{parent: path, key: key, index: -1}); err != nil {
 			return err
 		}
 		s.space()
@@ -140,16 +140,33 @@ func (s *scanner) object(t reflect.Type, path string) *Error {
 	}
 }
 
+// place is where a value sits, for errors: its parent's path, then its key or its list index.
+// Its path is only spelt out for a value that is looked into, so that scanning allocates nothing
+// for the others.
+type place struct {
+	parent string
+	key    []byte
+	index  int // -1: the value of key
+}
+
+func (p place) String() string {
+	if p.index >= 0 {
+		return p.parent + "[" + strconv.Itoa(p.index) + "]"
+	}
+	return p.parent + string(p.key)
+}
+
 // nested checks the value at s.i, which decodes into t: an object into a struct or map is
 // checked like the request, a list element by element; anything else is stepped over.
-func (s *scanner) nested(t reflect.Type, path string) *Error {
+func (s *scanner) nested(t reflect.Type, at place) *Error {
 	t = derefType(t)
 	switch {
 	case s.done():
 		return nil
 	case s.p[s.i] == '{' && checkable(t):
-		return s.object(t, path+".")
+		return s.object(t, at.String()+".")
 	case s.p[s.i] == '[' && t.Kind() == reflect.Slice && checkable(derefType(t.Elem())):
+		list := at.String()
 		s.i++ // '['
 		for i := 0; ; i++ {
 			s.space()
@@ -157,7 +174,7 @@ func (s *scanner) nested(t reflect.Type, path string) *Error {
 				s.i++
 				return nil
 			}
-			if err := s.nested(t.Elem(), fmt.Sprintf("%s[%d]", path, i)); err != nil {
+			if err := s.nested(t.Elem(), place{parent: list, index: i}); err != nil {
 				return err
 			}
 			s.space()
