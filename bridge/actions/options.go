@@ -165,7 +165,7 @@ type OptionsProgress struct {
 
 // Send sends content with the options listed (a file without a caption gets them as its
 // caption), remembers them, and reacts with each key (step n+1 for option n), so that answering
-// is one tap; t schedules its redaction. p is its progress, kept by save after each step.
+// is one tap; the message is kept for reads and t schedules its redaction. p is its progress, kept by save after each step.
 func (c *Choices) Send(ctx context.Context, d *Delivery, t Timing, roomID id.RoomID, content *event.MessageEventContent,
 	requestID string, p *OptionsProgress, save func() error) (SendResult, error) {
 	base := *content
@@ -213,6 +213,9 @@ func (c *Choices) Send(ctx context.Context, d *Delivery, t Timing, roomID id.Roo
 	if err := d.Options.SaveOptions(ctx, set); err != nil {
 		return SendResult{}, err
 	}
+	// Watched for reads, but not what "edit": "last" replaces: an edit would drop the options
+	// its reactions still answer.
+	d.RecordSent(roomID, p.EventID, requestID, false)
 	t.scheduleRedaction(d, roomID, p.EventID)
 	return SendResult{EventID: p.EventID, RoomID: roomID}, nil
 }
@@ -231,15 +234,7 @@ func (r *Send) sendWithOptions(ctx context.Context, d *Delivery) (any, error) {
 	if _, err := d.Progress.Load(&p); err != nil {
 		return nil, err
 	}
-	res, err := r.Choices.Send(ctx, d, r.Timing, roomID, content, r.ID, &p, func() error { return d.Progress.Save(ctx, p) })
-	if err != nil {
-		return nil, err
-	}
-	// Not editable by "edit": "last": an edit would drop the options its reactions still answer.
-	if err := r.remember(ctx, d, roomID, res.EventID, false); err != nil {
-		return nil, err
-	}
-	return res, nil
+	return r.Choices.Send(ctx, d, r.Timing, roomID, content, r.ID, &p, func() error { return d.Progress.Save(ctx, p) })
 }
 
 // CloseOptions ends a single_use message once it was answered: it redacts the bot's reactions

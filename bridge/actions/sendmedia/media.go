@@ -252,12 +252,7 @@ func (r *SendMedia) Deliver(ctx context.Context, d *actions.Delivery) (any, erro
 		return r.Timing.SendMessage(ctx, d, saved.Content, r.ID)
 	}
 	save := func() error { return d.Progress.Save(ctx, saved) }
-	res, err := r.Choices.Send(ctx, d, r.Timing, roomID, saved.Content, r.ID, &saved.OptionsProgress, save)
-	if err != nil {
-		return nil, err
-	}
-	d.RecordSent(roomID, res.EventID, r.ID, false)
-	return res, nil
+	return r.Choices.Send(ctx, d, r.Timing, roomID, saved.Content, r.ID, &saved.OptionsProgress, save)
 }
 
 // Upload describes and uploads the file (encrypted when roomID is), and returns the message
