@@ -133,8 +133,7 @@ func (r *Broadcast) Validate(t actions.Targets) *wire.Error {
 		if r.Text != "" || r.Markdown != "" || r.HTML != "" || r.MsgType != "" {
 			return wire.Errorf(wire.CodeInvalidRequest, "'media' goes without 'text', 'markdown', 'html' and 'msgtype': its caption is 'media.caption'")
 		}
-		if err := actions.CheckMentions(t, r.Mentions, actions.Markup{Field: "media.caption_markdown", Text: r.Media.CaptionMarkdown, Markdown: true},
-			actions.Markup{Field: "media.caption_html", Text: r.Media.CaptionHTML}); err != nil {
+		if err := r.Media.CheckMentions(t, r.Mentions, "media."); err != nil {
 			return err
 		}
 		return r.file().ValidateFile()

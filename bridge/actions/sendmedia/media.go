@@ -58,6 +58,13 @@ type FileRequest struct {
 	Thumbnail *Thumbnail `json:"thumbnail,omitempty"`
 }
 
+// CheckMentions checks mentions, and the users that the pills of the caption link to, against
+// ALLOWED_TARGETS; prefix names the file request in errors ("media." in a broadcast).
+func (f *FileRequest) CheckMentions(t actions.Targets, mentions []string, prefix string) *wire.Error {
+	return actions.CheckMentions(t, mentions, actions.Markup{Field: prefix + "caption_markdown", Text: f.CaptionMarkdown, Markdown: true},
+		actions.Markup{Field: prefix + "caption_html", Text: f.CaptionHTML})
+}
+
 // SendMedia is the `send_media` action.
 type SendMedia struct {
 	actions.Common
@@ -101,8 +108,7 @@ func (r *SendMedia) Validate(t actions.Targets) *wire.Error {
 	if err := actions.CheckEventIDs([]actions.EventField{{Name: "reply_to", Value: r.ReplyTo}, {Name: "thread", Value: r.Thread}}); err != nil {
 		return err
 	}
-	if err := actions.CheckMentions(t, r.Mentions, actions.Markup{Field: "caption_markdown", Text: r.CaptionMarkdown, Markdown: true},
-		actions.Markup{Field: "caption_html", Text: r.CaptionHTML}); err != nil {
+	if err := r.CheckMentions(t, r.Mentions, ""); err != nil {
 		return err
 	}
 	if err := r.Choices.Validate(t); err != nil {
