@@ -275,14 +275,14 @@ func TestSendMediaRefusals(t *testing.T) {
 		{"two sources", map[string]any{"data": b64([]byte("hi")), "path": filepath.Join(dir, "empty.txt")}, "invalid_request", "exactly one"},
 		{"typo", map[string]any{"data": b64([]byte("hi")), "captoin": "x"}, "invalid_request", "captoin"},
 		{"thumbnail not a picture", map[string]any{"data": b64([]byte("hi")), "thumbnail": map[string]any{"data": b64([]byte("not a picture"))}}, "invalid_request", "'thumbnail' must be a PNG, JPEG"},
-		{"thumbnail path outside", map[string]any{"data": b64([]byte("hi")), "thumbnail": map[string]any{"path": filepath.Join(outside, "secret.txt")}}, "not_allowed", "thumbnail: field 'path'"},
-		{"thumbnail host not allowed", map[string]any{"data": b64([]byte("hi")), "thumbnail": map[string]any{"url": other.URL + "/x.png"}}, "not_allowed", "thumbnail: field 'url'"},
+		{"thumbnail path outside", map[string]any{"data": b64([]byte("hi")), "thumbnail": map[string]any{"path": filepath.Join(outside, "secret.txt")}}, "not_allowed", "field 'thumbnail.path'"},
+		{"thumbnail host not allowed", map[string]any{"data": b64([]byte("hi")), "thumbnail": map[string]any{"url": other.URL + "/x.png"}}, "not_allowed", "field 'thumbnail.url'"},
 		{"thumbnail of two sources", map[string]any{"data": b64([]byte("hi")), "thumbnail": map[string]any{"data": b64([]byte("x")), "url": allowed.URL + "/x"}}, "invalid_request", "exactly one"},
 		{"thumbnail typo", map[string]any{"data": b64([]byte("hi")), "thumbnail": map[string]any{"dat": b64([]byte("x"))}}, "invalid_request", "dat"},
 		{"thumbnail in other letter case", map[string]any{"data": b64([]byte("hi")), "thumbnail": map[string]any{"URL": allowed.URL + "/x"}}, "invalid_request", "field 'thumbnail.URL' is not known"},
 		{"thumbnail path of an empty file", map[string]any{"data": b64([]byte("hi")), "thumbnail": map[string]any{"path": filepath.Join(dir, "empty.txt")}}, "invalid_request", "empty"},
 		{"thumbnail url not a picture", map[string]any{"data": b64([]byte("hi")), "thumbnail": map[string]any{"url": allowed.URL + "/notes.txt"}}, "invalid_request", "'thumbnail' must be a PNG, JPEG"},
-		{"thumbnail url times out", map[string]any{"data": b64([]byte("hi")), "thumbnail": map[string]any{"url": allowed.URL + "/slow"}}, "timeout", "thumbnail: field 'url'"},
+		{"thumbnail url times out", map[string]any{"data": b64([]byte("hi")), "thumbnail": map[string]any{"url": allowed.URL + "/slow"}}, "timeout", "field 'thumbnail.url'"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.fields["to"] = to

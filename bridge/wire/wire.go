@@ -2,7 +2,10 @@
 // error codes, and the payloads the bridge publishes. Nothing here talks to MQTT or Matrix.
 package wire
 
-import "fmt"
+import (
+	"fmt"
+	"strings"
+)
 
 // Error codes of error responses; they are part of the MQTT contract.
 const (
@@ -34,6 +37,16 @@ func (e *Error) Error() string {
 // Errorf returns an Error with code and a formatted message.
 func Errorf(code, format string, args ...any) *Error {
 	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// Within names the object field in the error of one of its values: "field 'url': …" becomes
+// "field 'avatar.url': …", and a message naming no field is prefixed ("avatar: the file is
+// empty").
+func Within(field string, werr *Error) *Error {
+	if strings.Contains(werr.Message, "field '") {
+		return &Error{Code: werr.Code, ErrCode: werr.ErrCode, Message: strings.Replace(werr.Message, "field '", "field '"+field+".", 1)}
+	}
+	return &Error{Code: werr.Code, ErrCode: werr.ErrCode, Message: field + ": " + werr.Message}
 }
 
 // Response is the payload of `<base>/bridge/response/<action>`.

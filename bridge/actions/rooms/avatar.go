@@ -98,7 +98,7 @@ func (a *Avatar) Upload(ctx context.Context, env *actions.Env) (id.ContentURIStr
 		werr = env.Media.CheckSize(int64(len(data)))
 	}
 	if werr != nil {
-		return "", avatarError(werr)
+		return "", wire.Within("avatar", werr)
 	}
 	mimetype, _, _ := strings.Cut(http.DetectContentType(data), ";")
 	if !strings.HasPrefix(mimetype, "image/") {
@@ -110,11 +110,6 @@ func (a *Avatar) Upload(ctx context.Context, env *actions.Env) (id.ContentURIStr
 		return "", err
 	}
 	return ref.URL, nil
-}
-
-// avatarError names the avatar in a source's error ("field 'url'" → "field 'avatar.url'").
-func avatarError(werr *wire.Error) *wire.Error {
-	return wire.Errorf(werr.Code, "%s", strings.Replace(werr.Message, "field '", "field 'avatar.", 1))
 }
 
 // extension is the usual file extension of an image mimetype.

@@ -48,7 +48,7 @@ func (t *Thumbnail) prepare(env *actions.Env) *wire.Error {
 	case t.Path != "":
 		data, werr := env.Media.ReadPath(t.Path)
 		if werr != nil {
-			return thumbnailSourceError(werr)
+			return wire.Within("thumbnail", werr)
 		}
 		if werr := checkThumbnail(data); werr != nil {
 			return werr
@@ -56,7 +56,7 @@ func (t *Thumbnail) prepare(env *actions.Env) *wire.Error {
 		t.Data, t.Path, t.decoded = base64.StdEncoding.EncodeToString(data), "", data
 	case t.URL != "":
 		if werr := env.Media.CheckURL(t.URL); werr != nil {
-			return thumbnailSourceError(werr)
+			return wire.Within("thumbnail", werr)
 		}
 	}
 	return nil
@@ -74,7 +74,7 @@ func (t *Thumbnail) load(ctx context.Context, m *media.Media) ([]byte, error) {
 	}
 	data, werr := m.Fetch(ctx, t.URL)
 	if werr != nil {
-		return nil, thumbnailSourceError(werr)
+		return nil, wire.Within("thumbnail", werr)
 	}
 	if werr := checkThumbnail(data); werr != nil {
 		return nil, werr
@@ -91,9 +91,4 @@ func checkThumbnail(data []byte) *wire.Error {
 		return wire.Errorf(wire.CodeTooLarge, "field 'thumbnail': the picture is %d bytes; at most %d are taken", len(data), maxThumbnailBytes)
 	}
 	return media.CheckThumbnail(data)
-}
-
-// thumbnailSourceError names the thumbnail in an error about its source.
-func thumbnailSourceError(werr *wire.Error) *wire.Error {
-	return wire.Errorf(werr.Code, "thumbnail: %s", werr.Message)
 }
